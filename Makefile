@@ -1,0 +1,40 @@
+# gpreempt-trace — `make demo` runs the main job, `make test` runs the tests; both set up first.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SETUP  := $(VENV)/.setup-done
+
+.PHONY: setup demo test test-fast bench lab kernel-check docs codegen lint clean
+
+$(SETUP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+setup: $(SETUP)
+
+demo: $(SETUP)
+	$(VENV)/bin/gpreempt-trace demo
+
+test: $(SETUP)
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# everything but the QEMU lab and the kernel build
+test-fast: $(SETUP)
+	$(PY) -m pytest -q -ra -m "not lab" $(PYTEST_ARGS)
+
+bench: $(SETUP)
+	$(PY) -m bench
+
+lab: $(SETUP)
+	$(PY) -m gpreempt_trace.lab build
+
+kernel-check: $(SETUP)
+	bash kernel/check.sh
+
+docs: $(SETUP)
+	$(PY) -m gpreempt_trace.docgen
+
+codegen: $(SETUP)
+	$(PY) -m gpreempt_trace.codegen
+
+clean:
+	rm -rf $(VENV) .pytest_cache

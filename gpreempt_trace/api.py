@@ -1,0 +1,42 @@
+"""The Python API. The CLI (cli.py, commands/) is a thin layer over these functions, same shapes."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pyarrow as pa
+
+from . import query as _query
+from .errors import GptError
+from .trace import find_traces, parse_labels, read_meta  # noqa: F401  (re-exported)
+
+parse_params = _query.parse_params
+
+
+def list_queries() -> list[_query.Module]:
+    return list(_query.list_modules().values())
+
+
+def query(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None = None) -> pa.Table:
+    """Run a query module (or a .sql file) over traces; returns an Arrow table."""
+    return _query.run(name_or_file, traces, params)
+
+
+def connect(traces: Sequence[str]):
+    """A DuckDB connection with views events, markers, snapshots, runs over the traces."""
+    return _query.connect(traces)
+
+
+def export_hive(traces: Iterable[str], dest: str) -> list[Path]:
+    """Copy each trace to DEST/run_id=<run_id>/ (hive layout); returns the new paths."""
+    out = []
+    root = Path(dest)
+    for t in find_traces(traces):
+        run_id = read_meta(t)["run_id"]
+        target = root / f"run_id={run_id}"
+        if target.exists():
+            raise GptError(f"{target} already exists", "export each run once, or pick another --hive folder")
+        shutil.copytree(t, target, ignore=shutil.ignore_patterns(".*.tmp"))
+        out.append(target)
+    return out

@@ -1,0 +1,86 @@
+"""`gpreempt-trace`: a thin click layer over gpreempt_trace.api.
+
+Every command lives in gpreempt_trace/commands/<name>.py as `command`; they are imported lazily so
+`--help` stays fast. Library errors (GptError) become one line and a non-zero exit here, in one place.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+import click
+
+from . import __version__
+from .errors import GptError
+
+COMMANDS = {
+    "record": "Record KFD queue events (eBPF) into a trace.",
+    "snapshot": "Snapshot KFD debugfs (mqds, hqds, rls) into a trace.",
+    "preempt": "Preempt/resume a process's GPU queues (scheme A or B).",
+    "query": "Run a SQL module or file over traces.",
+    "report": "Summarise a trace.",
+    "compare": "Compare traces side by side.",
+    "export": "Export traces (hive-style run folder).",
+    "doctor": "Check what the running (or a given) kernel lets the recorder attach.",
+    "exp01": "Experiment 1: queue inventory verdicts.",
+    "workload": "Run a built-in GPU workload (torch).",
+    "experiment": "Run a scripted experiment.",
+    "demo": "Run the main job on an embedded default.",
+}
+
+
+class CliError(click.ClickException):
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class GptGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        mod = importlib.import_module(f"gpreempt_trace.commands.{name}")
+        return mod.command
+
+    def invoke(self, ctx):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
+        except GptError as e:
+            raise CliError(e.line(), e.exit_code) from None
+        except OSError as e:
+            where = f" {e.filename}" if e.filename else ""
+            raise CliError(f"{e.strerror or e}:{where}".rstrip(":"), 1) from None
+        except KeyboardInterrupt:
+            raise CliError("interrupted", 130) from None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
+@click.group(cls=GptGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="gpreempt-trace")
+def main() -> None:
+    """Observe and control GPU queue preemption on AMD GPUs driven by KFD."""
+
+
+def not_built(name: str, issue: str) -> click.Command:
+    """A reserved command whose feature has not landed yet: says so and exits 2."""
+
+    @click.command(name, help=f"{COMMANDS[name]} (not built yet)", context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def cmd(args):
+        raise CliError(f"`gpreempt-trace {name}` is not built yet ({issue})", 2)
+
+    return cmd
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per CLI command, each defining `command` (see cli.py)."""

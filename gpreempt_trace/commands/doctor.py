@@ -1,0 +1,3 @@
+from ..cli import not_built
+
+command = not_built("doctor", "recorder issue")

@@ -1,0 +1,32 @@
+"""Shared click option decorators, so every command spells an option the same way."""
+from __future__ import annotations
+
+import click
+
+
+def _compose(*decorators):
+    def wrap(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return wrap
+
+
+def output_trace(required: bool = True):
+    return click.option("-o", "--output", "output", required=required, type=click.Path(file_okay=False), help="Trace directory to write.")
+
+
+labels = click.option("--label", "labels", multiple=True, metavar="K=V", help="Label stored in meta.json (repeatable), e.g. model=resnet50.")
+traces = click.argument("traces", nargs=-1, required=True, type=click.Path())
+output_format = click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True, help="Output format."
+)
+out_file = click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the result to this file (required for parquet).")
+btf_dir = click.option("--btf", "btf_dir", type=click.Path(), help="Directory laid out like /sys/kernel/btf (files vmlinux, amdgpu).")
+kallsyms = click.option("--kallsyms", "kallsyms", type=click.Path(), help="A /proc/kallsyms copy to plan against instead of the running kernel.")
+debugfs = click.option("--debugfs", "debugfs_dir", type=click.Path(), help="Read a saved capture (files mqds, hqds, rls) instead of the live debugfs.")
+json_flag = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+command_args = click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+
+result_output = _compose(output_format, out_file)

@@ -1,0 +1,324 @@
+"""DuckDB over one or many traces: views `events`, `markers`, `snapshots`, `runs`, plus SQL modules.
+
+Modules live in `queries/`; the file path is the module name (`queries/exp01/inventory.sql` is
+`exp01.inventory`, its public objects are prefixed `exp01_inventory`). A module's header says what
+it does; `-- @include other.module` pulls in a dependency; `-- @param name default  doc` declares a
+parameter read with `getvariable('name')`. `gpreempt-trace query NAME` prints the view named after the
+module (dots become underscores).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from . import schema
+from .errors import QueryError
+from .trace import TABLE_NAMES, find_traces, read_meta, segment_files
+
+QUERIES_DIR = Path(__file__).resolve().parent.parent / "queries"
+PRELUDE = "prelude"  # queries/prelude.sql: the plain-duckdb setup, not a module
+
+_INCLUDE = re.compile(r"^--\s*@include\s+([\w.]+)\s*$", re.M)
+_PARAM = re.compile(r"^--\s*@param\s+(\w+)\s+(\S+)\s*(.*)$", re.M)
+
+
+@dataclass
+class Module:
+    name: str
+    path: Path
+    sql: str
+    description: str
+    includes: list[str] = field(default_factory=list)
+    params: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (default, doc)
+
+    @property
+    def main_view(self) -> str:
+        return self.name.replace(".", "_")
+
+
+def _parse_module(name: str, path: Path) -> Module:
+    sql = path.read_text()
+    desc_lines = []
+    for line in sql.splitlines():
+        if not line.startswith("--"):
+            break
+        text = line[2:].strip()
+        if text.startswith("@"):
+            continue
+        desc_lines.append(text)
+    params = {m.group(1): (m.group(2), m.group(3).strip()) for m in _PARAM.finditer(sql)}
+    return Module(name, path, sql, " ".join(x for x in desc_lines if x).strip(), _INCLUDE.findall(sql), params)
+
+
+def list_modules(root: Path = QUERIES_DIR) -> dict[str, Module]:
+    mods = {}
+    for p in sorted(root.rglob("*.sql")):
+        rel = p.relative_to(root).with_suffix("")
+        name = ".".join(rel.parts)
+        if name == PRELUDE:
+            continue
+        mods[name] = _parse_module(name, p)
+    return mods
+
+
+def resolve(name_or_file: str) -> Module:
+    p = Path(name_or_file)
+    if name_or_file.endswith(".sql"):
+        if not p.is_file():
+            raise QueryError(f"query file {name_or_file} does not exist", "give an existing .sql file or a module name (gpreempt-trace query --list)")
+        return _parse_module(p.stem, p)
+    mods = list_modules()
+    if name_or_file not in mods:
+        raise QueryError(f"unknown query {name_or_file!r}", "available: " + ", ".join(mods))
+    return mods[name_or_file]
+
+
+def parse_params(pairs: Iterable[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_]\w*", k):
+            raise QueryError(f"bad --param {p!r}", "write it as --param name=value")
+        out[k] = v
+    return out
+
+
+def _sql_literal(v: str) -> str:
+    if re.fullmatch(r"-?\d+", v):
+        return v
+    if re.fullmatch(r"-?\d+\.\d*", v):
+        return v
+    return "'" + v.replace("'", "''") + "'"
+
+
+def _runs_table(traces: Sequence[Path]) -> pa.Table:
+    rows = []
+    for t in traces:
+        m = read_meta(t)
+        c = m.get("counters") or {}
+        rows.append(
+            {
+                "run_id": m.get("run_id"),
+                "path": str(t),
+                "host": m.get("host"),
+                "kernel": m.get("kernel"),
+                "start_ns": m.get("start_ns"),
+                "stop_ns": m.get("stop_ns"),
+                "start_wall": m.get("start_wall"),
+                "stop_wall": m.get("stop_wall"),
+                "labels": list((m.get("labels") or {}).items()),
+                "synthetic": m.get("synthetic"),
+                "events_written": c.get("events_written"),
+                "events_lost": c.get("events_lost"),
+                "tool_version": m.get("tool_version"),
+                "format_version": m.get("version"),
+            }
+        )
+    sch = pa.schema(
+        [
+            ("run_id", pa.string()), ("path", pa.string()), ("host", pa.string()), ("kernel", pa.string()),
+            ("start_ns", pa.int64()), ("stop_ns", pa.int64()), ("start_wall", pa.string()), ("stop_wall", pa.string()),
+            ("labels", pa.map_(pa.string(), pa.string())), ("synthetic", pa.bool_()),
+            ("events_written", pa.int64()), ("events_lost", pa.int64()), ("tool_version", pa.string()),
+            ("format_version", pa.int32()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=sch)
+
+
+def connect(paths: Iterable[str], con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with `events`, `markers`, `snapshots` and `runs` over the given traces."""
+    traces = find_traces(paths)
+    con = con or duckdb.connect()
+    for table in TABLE_NAMES:
+        files = [str(f) for t in traces for f in segment_files(t, table)]
+        empty = schema.table_schema(table).empty_table()
+        con.register(f"_gpt_empty_{table}", empty)
+        if files:
+            lst = "[" + ", ".join(_sql_literal(f) for f in files) + "]"
+            con.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM _gpt_empty_{table} "
+                f"UNION ALL BY NAME SELECT * FROM read_parquet({lst}, union_by_name=true)"
+            )
+        else:
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM _gpt_empty_{table}")
+    con.register("_gpt_runs", _runs_table(traces))
+    con.execute("CREATE VIEW runs AS SELECT * FROM _gpt_runs")
+    return con
+
+
+def load_module(con: duckdb.DuckDBPyConnection, mod: Module, params: dict[str, str] | None = None, _seen=None) -> None:
+    seen = _seen if _seen is not None else set()
+    if mod.name in seen:
+        return
+    seen.add(mod.name)
+    for inc in mod.includes:
+        load_module(con, resolve(inc), params, seen)
+    params = params or {}
+    for k, (default, _doc) in mod.params.items():
+        v = params.get(k, default)
+        con.execute(f"SET VARIABLE {k} = {_sql_literal(v)}")
+    try:
+        con.execute(mod.sql)
+    except duckdb.Error as e:
+        raise QueryError(f"query {mod.name} failed: {str(e).splitlines()[0]}", f"check {mod.path}") from None
+
+
+def _check_params(mod: Module, params: dict[str, str]) -> None:
+    known = set(mod.params)
+    for inc in mod.includes:
+        known |= set(resolve(inc).params)
+    unknown = set(params) - known
+    if unknown:
+        raise QueryError(
+            f"query {mod.name} has no parameter {sorted(unknown)[0]!r}",
+            "its parameters: " + (", ".join(sorted(known)) or "none"),
+        )
+
+
+def run(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None = None) -> pa.Table:
+    """Run a module (or a .sql file) over traces and return its result as an Arrow table."""
+    mod = resolve(name_or_file)
+    params = params or {}
+    if not name_or_file.endswith(".sql"):
+        _check_params(mod, params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        con = connect(traces)
+    for w in caught:
+        warnings.warn(str(w.message), stacklevel=2)
+    if name_or_file.endswith(".sql"):  # an ad-hoc file: its last statement's result
+        for k, v in params.items():
+            con.execute(f"SET VARIABLE {k} = {_sql_literal(v)}")
+        stmts = [s for s in _split_statements(mod.sql) if s.strip() and not all(
+            x.strip().startswith("--") or not x.strip() for x in s.splitlines())]
+        if not stmts:
+            raise QueryError(f"query file {mod.path} is empty", "write at least one SELECT")
+        try:
+            for s in stmts[:-1]:
+                con.execute(s)
+            return con.execute(stmts[-1]).fetch_arrow_table()
+        except duckdb.Error as e:
+            raise QueryError(f"query {mod.path} failed: {str(e).splitlines()[0]}", "check the SQL") from None
+    load_module(con, mod, params)
+    return con.execute(f"SELECT * FROM {mod.main_view}").fetch_arrow_table()
+
+
+def _split_statements(sql: str) -> list[str]:
+    """Split on top-level semicolons (outside quotes and comments)."""
+    out, buf, i, n = [], [], 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch == "-" and sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = n if j < 0 else j
+            buf.append(sql[i:j])
+            i = j
+            continue
+        if ch in "'\"":
+            j = i + 1
+            while j < n and sql[j] != ch:
+                j += 1
+            buf.append(sql[i : j + 1])
+            i = j + 1
+            continue
+        if ch == ";":
+            out.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    out.append("".join(buf))
+    return out
+
+
+# -- module documentation lint (Perfetto-stdlib style) ---------------------------------------------
+_CREATE = re.compile(r"CREATE\s+(?:TEMP\s+|TEMPORARY\s+)?(VIEW|TABLE|MACRO)\s+(\w+)", re.I)
+
+
+def lint_module(mod: Module) -> list[str]:
+    """Problems with a module's documentation: header, prefixes, a comment above every output column."""
+    problems = []
+    if not mod.description:
+        problems.append(f"{mod.path}: no description comment at the top")
+    if re.search(r"CREATE\s+OR\s+REPLACE", mod.sql, re.I):
+        problems.append(f"{mod.path}: uses CREATE OR REPLACE")
+    prefix = mod.main_view
+    for stmt in _split_statements(mod.sql):
+        m = _CREATE.search(stmt)
+        if not m:
+            continue
+        name = m.group(2)
+        if not (name == prefix or name.startswith(prefix + "_") or name.startswith("_")):
+            problems.append(f"{mod.path}: {name} is neither prefixed {prefix!r} nor private (_name)")
+        if name.startswith("_") or m.group(1).upper() == "MACRO":
+            continue
+        problems += [f"{mod.path}: {name}.{col} has no comment above it" for col in _undocumented_columns(stmt[m.end():])]
+    return problems
+
+
+def _undocumented_columns(body: str) -> list[str]:
+    """Output columns of the outermost SELECT list that lack a `--` comment line above them."""
+    # the final top-level SELECT ... FROM of the statement (after any WITH clauses)
+    depth, sel_start, i = 0, None, 0
+    low = body.lower()
+    last_select = None
+    while i < len(body):
+        ch = body[i]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "-" and body.startswith("--", i):
+            i = body.find("\n", i)
+            if i < 0:
+                break
+            continue
+        elif depth == 0 and low.startswith("select", i) and (i == 0 or not body[i - 1].isalnum()):
+            last_select = i + 6
+        i += 1
+    if last_select is None:
+        return []
+    sel_start = last_select
+    # find top-level FROM after it
+    depth, i, end = 0, sel_start, len(body)
+    while i < len(body):
+        ch = body[i]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "-" and body.startswith("--", i):
+            i = body.find("\n", i)
+            if i < 0:
+                break
+            continue
+        elif depth == 0 and low.startswith("from", i) and not body[i - 1].isalnum() and not body[i + 4 : i + 5].isalnum():
+            end = i
+            break
+        i += 1
+    items, depth, cur = [], 0, []
+    for line in body[sel_start:end].splitlines():
+        cur.append(line)
+        depth += line.count("(") - line.count(")")
+        if depth == 0 and line.rstrip().endswith(","):
+            items.append(cur)
+            cur = []
+    if any(x.strip() for x in cur):
+        items.append(cur)
+    missing = []
+    for it in items:
+        code = [x for x in it if x.strip() and not x.strip().startswith("--")]
+        if not code:
+            continue
+        has_doc = any(x.strip().startswith("--") for x in it[: it.index(code[0])])
+        name = re.split(r"\s+as\s+", code[-1].strip().rstrip(","), flags=re.I)[-1].strip()
+        if not has_doc:
+            missing.append(name)
+    return missing

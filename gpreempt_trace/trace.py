@@ -1,0 +1,193 @@
+"""Trace directory format v1 (docs/trace-format.md): meta.json + events/ markers/ snapshots/."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow.parquet as pq
+
+from . import __version__, schema
+from .errors import GptError, NewerFormat, NotATrace
+from .writer import SCHEMA_FILE, SegmentWriter
+
+FORMAT = "gpreempt-trace"
+VERSION = 1
+META = "meta.json"
+TABLE_NAMES = ("events", "markers", "snapshots")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
+    labels = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise GptError(f"label {p!r} is not key=value", "write it as --label model=resnet50")
+        labels[k] = v
+    return labels
+
+
+@dataclass
+class TraceWriter:
+    """An open trace being written. `meta.json` is written at start and rewritten on finish, so a
+    killed recorder leaves a readable trace (stop fields NULL)."""
+
+    path: Path
+    meta: dict
+    writers: dict[str, SegmentWriter] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        labels: dict[str, str] | None = None,
+        synthetic: bool = False,
+        run_id: str | None = None,
+        append: bool = False,
+    ) -> "TraceWriter":
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise GptError(f"output {p} exists and is not a directory", "choose a new path with -o")
+        if p.is_dir() and any(p.iterdir()):
+            if not (append and (p / META).exists()):
+                raise GptError(f"output {p} is not empty", "choose a new path with -o, or remove it first")
+            tw = cls(p, read_meta(p))
+            return tw
+        p.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "schema_version": schema.SCHEMA_VERSION,
+            "run_id": run_id or new_run_id(),
+            "host": socket.gethostname(),
+            "kernel": platform.release(),
+            "clock": "CLOCK_MONOTONIC",
+            "start_ns": time.monotonic_ns(),
+            "start_wall": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z",
+            "stop_ns": None,
+            "stop_wall": None,
+            "labels": dict(labels or {}),
+            "synthetic": bool(synthetic),
+            "attach_plan": [],
+            "counters": {"events_written": 0, "events_lost": 0, "markers_written": 0, "snapshots_written": 0},
+            "tool_version": __version__,
+        }
+        tw = cls(p, meta)
+        tw.save_meta()
+        return tw
+
+    @property
+    def run_id(self) -> str:
+        return self.meta["run_id"]
+
+    def writer(self, table: str, **kw) -> SegmentWriter:
+        if table not in self.writers:
+            self.writers[table] = SegmentWriter(self.path / table, table, self.run_id, **kw)
+        return self.writers[table]
+
+    def save_meta(self) -> None:
+        _write_json_atomic(self.path / META, self.meta)
+
+    def tick(self) -> None:
+        for w in self.writers.values():
+            w.tick()
+
+    def close(self, **meta_updates) -> None:
+        for w in self.writers.values():
+            w.close()
+        self.meta.update(meta_updates)
+        counters = self.meta.setdefault("counters", {})
+        for table, w in self.writers.items():
+            key = {"events": "events_written", "markers": "markers_written", "snapshots": "snapshots_written"}.get(table)
+            if key:
+                counters[key] = w.rows_written
+        self.meta["stop_ns"] = time.monotonic_ns()
+        self.meta["stop_wall"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+        self.save_meta()
+
+    def __enter__(self) -> "TraceWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    mp = p / META
+    if not p.is_dir():
+        raise NotATrace(f"{p} is not a directory", "give the path of a trace written by `gpreempt-trace record`")
+    if not mp.exists():
+        raise NotATrace(f"{p} is not a trace (no {META})", "give a trace directory or a folder of traces")
+    try:
+        meta = json.loads(mp.read_text())
+    except (OSError, ValueError) as e:
+        raise NotATrace(f"{mp} is not valid JSON ({e.__class__.__name__})", "restore it from the recorder's output") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise NotATrace(f"{mp} is not a gpreempt-trace meta file", f"expected \"format\": \"{FORMAT}\"")
+    v = meta.get("version")
+    if not isinstance(v, int):
+        raise NotATrace(f"{mp} has no integer version", "the file is damaged")
+    if v > VERSION:
+        raise NewerFormat(f"{p} is trace format v{v}, this tool reads up to v{VERSION}", "upgrade gpreempt-trace")
+    return meta
+
+
+def find_traces(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Each path is a trace directory, or a folder holding traces at any depth (e.g. hive-style
+    `runs/run_id=…/`). Raises when a path holds no trace."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise NotATrace(f"{p} does not exist", "give the path of a trace directory")
+        if (p / META).exists():
+            read_meta(p)
+            out.append(p)
+            continue
+        if not p.is_dir():
+            raise NotATrace(f"{p} is not a trace directory", "give a directory written by `gpreempt-trace record`")
+        found = sorted(m.parent for m in p.rglob(META))
+        if not found:
+            raise NotATrace(f"{p} is not a trace (no {META} in it or below)", "give a trace directory or a folder of traces")
+        for f in found:
+            read_meta(f)
+        out.extend(found)
+    return out
+
+
+def segment_files(trace: Path, table: str, warn: bool = True) -> list[Path]:
+    """Closed segments of one table that read; a truncated or corrupt one is named in a warning
+    and skipped."""
+    d = trace / table
+    if not d.is_dir():
+        return []
+    good = []
+    for f in sorted(d.glob("*.parquet")):
+        try:
+            pq.read_metadata(f)
+        except Exception as e:  # noqa: BLE001 - any unreadable footer means a bad segment
+            if warn:
+                warnings.warn(f"skipping unreadable segment {f} ({str(e).splitlines()[0][:120]})", stacklevel=2)
+            continue
+        if f.name == SCHEMA_FILE:
+            continue
+        good.append(f)
+    return good

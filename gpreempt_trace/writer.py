@@ -1,0 +1,133 @@
+"""Parquet segment writer: fixed schema, row groups by size or age, one segment file per interval.
+
+A segment is written as `.seg-NNNNNN.parquet.tmp` (hidden from DuckDB's `*.parquet` globs and from
+Spark, which skips dot files) and renamed to `seg-NNNNNN.parquet` when closed, so a `kill -9` loses
+at most the open segment and every closed one reads. Each table folder also gets a zero-row
+`_schema.parquet` so that plain-SQL globs always match and carry the full schema.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__, schema
+
+DEFAULT_ROWS_PER_GROUP = 65536
+DEFAULT_GROUP_MS = 250
+DEFAULT_SEGMENT_S = 1.0
+SCHEMA_FILE = "_schema.parquet"
+
+
+def _with_provenance(sch: pa.Schema, run_id: str) -> pa.Schema:
+    meta = dict(sch.metadata or {})
+    meta.update({b"gpreempt_trace.run_id": run_id.encode(), b"gpreempt_trace.tool_version": __version__.encode()})
+    return sch.with_metadata(meta)
+
+
+class SegmentWriter:
+    """Append Arrow tables (or row dicts) of one fixed schema into rotating Parquet segments."""
+
+    def __init__(
+        self,
+        table_dir: str | os.PathLike,
+        table: str,
+        run_id: str,
+        rows_per_group: int = DEFAULT_ROWS_PER_GROUP,
+        group_ms: float = DEFAULT_GROUP_MS,
+        segment_s: float = DEFAULT_SEGMENT_S,
+        compression: str = "zstd",
+    ):
+        self.dir = Path(table_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = run_id
+        self.schema = _with_provenance(schema.table_schema(table), run_id)
+        self.rows_per_group = rows_per_group
+        self.group_ns = int(group_ms * 1e6)
+        self.segment_ns = int(segment_s * 1e9)
+        self.compression = compression
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._pending_since = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._seg_started = 0
+        self._seg_index = self._next_index()
+        self.rows_written = 0  # rows in closed segments
+        self.rows_flushed = 0  # rows handed to a row group (closed or open segment)
+        self.segments_closed = 0
+        pq.write_table(self.schema.empty_table(), self.dir / SCHEMA_FILE)
+
+    def _next_index(self) -> int:
+        nums = [int(p.stem.split("-")[1]) for p in self.dir.glob("seg-*.parquet") if p.stem.split("-")[1].isdigit()]
+        return max(nums, default=-1) + 1
+
+    def _paths(self) -> tuple[Path, Path]:
+        name = f"seg-{self._seg_index:06d}.parquet"
+        return self.dir / f".{name}.tmp", self.dir / name
+
+    # -- appending ---------------------------------------------------------------------------
+    def append_table(self, tbl: pa.Table) -> None:
+        if tbl.num_rows == 0:
+            return
+        if not tbl.schema.equals(self.schema, check_metadata=False):
+            tbl = tbl.select(self.schema.names).cast(self.schema)
+        if not self._pending:
+            self._pending_since = time.monotonic_ns()
+        self._pending.append(tbl)
+        self._pending_rows += tbl.num_rows
+        if self._pending_rows >= self.rows_per_group:
+            self._flush_group()
+        self.tick()
+
+    def append_rows(self, rows: Iterable[Mapping]) -> None:
+        rows = [dict(r, run_id=self.run_id) for r in rows]
+        if rows:
+            self.append_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def tick(self, now_ns: int | None = None) -> None:
+        """Flush by age and rotate segments; call this periodically even when no rows arrive."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        if self._pending and now - self._pending_since >= self.group_ns:
+            self._flush_group()
+        if self._writer is not None and now - self._seg_started >= self.segment_ns:
+            self._close_segment()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _flush_group(self) -> None:
+        if not self._pending:
+            return
+        tbl = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._pending_rows = [], 0
+        if self._writer is None:
+            tmp, _ = self._paths()
+            self._writer = pq.ParquetWriter(tmp, self.schema, compression=self.compression)
+            self._seg_started = time.monotonic_ns()
+            self._seg_rows = 0
+        self._writer.write_table(tbl, row_group_size=max(self.rows_per_group, tbl.num_rows))
+        self._seg_rows += tbl.num_rows
+        self.rows_flushed += tbl.num_rows
+
+    def _close_segment(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        tmp, final = self._paths()
+        os.replace(tmp, final)
+        self._seg_index += 1
+        self.rows_written += self._seg_rows
+        self.segments_closed += 1
+
+    def close(self) -> None:
+        self._flush_group()
+        self._close_segment()
+
+    def __enter__(self) -> "SegmentWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
