@@ -203,11 +203,17 @@ def run(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None 
         try:
             for s in stmts[:-1]:
                 con.execute(s)
-            return con.execute(stmts[-1]).fetch_arrow_table()
+            return _arrow(con.sql(stmts[-1]))
         except duckdb.Error as e:
             raise QueryError(f"query {mod.path} failed: {str(e).splitlines()[0]}", "check the SQL") from None
     load_module(con, mod, params)
-    return con.execute(f"SELECT * FROM {mod.main_view}").fetch_arrow_table()
+    return _arrow(con.sql(f"SELECT * FROM {mod.main_view}"))
+
+
+def _arrow(result) -> pa.Table:
+    """The result as an Arrow table (DuckDB 2 renamed fetch_arrow_table to to_arrow_table)."""
+    fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+    return fetch()
 
 
 def _split_statements(sql: str) -> list[str]:
@@ -239,7 +245,7 @@ def _split_statements(sql: str) -> list[str]:
 
 
 # -- module documentation lint (Perfetto-stdlib style) ---------------------------------------------
-_CREATE = re.compile(r"CREATE\s+(?:TEMP\s+|TEMPORARY\s+)?(VIEW|TABLE|MACRO)\s+(\w+)", re.I)
+_CREATE = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\s+|TEMPORARY\s+)?(VIEW|TABLE|MACRO)\s+(\w+)", re.I)
 
 
 def lint_module(mod: Module) -> list[str]:

@@ -90,6 +90,9 @@ class TraceWriter:
             "tool_version": __version__,
         }
         tw = cls(p, meta)
+        for table in TABLE_NAMES:  # zero-row schema files: plain-SQL globs always match
+            (p / table).mkdir()
+            pq.write_table(schema.table_schema(table).empty_table(), p / table / SCHEMA_FILE)
         tw.save_meta()
         return tw
 

@@ -1,0 +1,25 @@
+-- KFD ioctls per run and command: counts, failures and latency percentiles.
+-- Unnamed numbers (ROCm's out-of-tree ones, say) keep their raw `ioctl_nr`.
+
+CREATE VIEW ioctl_summary AS
+SELECT
+  -- Trace run.
+  run_id,
+  -- AMDKFD_IOC_* name; NULL when the number has no known name.
+  ioctl_cmd,
+  -- Raw request number, hex.
+  printf('0x%08x', ioctl_nr) AS ioctl_nr_hex,
+  -- Calls seen.
+  count(*) AS calls,
+  -- Calls that returned a negative errno.
+  count(*) FILTER (WHERE ret < 0) AS failed,
+  -- Distinct calling processes.
+  count(DISTINCT tgid) AS tgids,
+  -- Median duration of the call.
+  CAST(quantile_cont(dur_ns, 0.5) AS BIGINT) AS p50_dur_ns,
+  -- 99th percentile duration.
+  CAST(quantile_cont(dur_ns, 0.99) AS BIGINT) AS p99_dur_ns
+FROM events
+WHERE event = 'kfd_ioctl' AND ioctl_nr IS NOT NULL
+GROUP BY run_id, ioctl_cmd, ioctl_nr
+ORDER BY run_id, calls DESC, ioctl_nr;

@@ -1,0 +1,127 @@
+"""Query layer: views over traces, the SQL modules on hand-checkable fixtures, module docs lint."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tracefixtures import GPU, two_runs
+
+from gpreempt_trace import api, query
+from gpreempt_trace.errors import NotATrace, QueryError
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return [str(p) for p in two_runs(tmp_path)]
+
+
+def test_views_over_two_traces(runs):
+    con = api.connect(runs)
+    assert con.sql("select run_id, count(*) from events group by 1 order by 1").fetchall() == [("r1", 10), ("r2", 1)]
+    assert con.sql("select count(*) from markers").fetchall() == [(5,)]
+    assert con.sql("select count(*) from snapshots").fetchall() == [(0,)]  # absent table: empty, typed
+    assert con.sql("select run_id, labels['model'] from runs order by 1").fetchall() == [("r1", "a"), ("r2", "b")]
+
+
+def test_queues_per_tgid(runs):
+    rows = api.query("queues.per_tgid", runs).to_pylist()
+    got = [(r["run_id"], r["tgid"], r["created"], r["destroyed"], r["compute_created"], r["sdma_created"], r["queue_ids"]) for r in rows]
+    assert got == [
+        ("r1", 100, 2, 1, 2, 0, [0, 1]),
+        ("r1", 200, 1, 0, 0, 1, [0]),  # the failed create (ret -12) is not counted
+        ("r2", 300, 1, 0, 1, 0, [0]),
+    ]
+    assert {r["gpu_id"] for r in rows} == {GPU}
+
+
+def test_collateral(runs):
+    rows = api.query("preempt.collateral", runs).to_pylist()
+    got = [(r["ts_ns"], r["tgid"], r["processes_live"], r["processes_collateral"], r["queues_live"]) for r in rows]
+    assert got == [(50, 100, 2, 1, 3), (70, 200, 2, 1, 2)]
+
+
+def test_preempt_latency_and_param(runs):
+    rows = api.query("preempt.latency", runs).to_pylist()
+    assert [(r["seq"], r["op"], r["scheme"], r["latency_ns"], r["num_queues"]) for r in rows] == [
+        (1, "preempt", "A", 50, 1), (2, "resume", "A", 60, 0), (3, "preempt", "B", None, 0)]
+    only_b = api.query("preempt.latency", runs, {"scheme": "B"}).to_pylist()
+    assert [r["seq"] for r in only_b] == [3]
+
+
+def test_ioctl_summary_keeps_unnamed(runs):
+    rows = api.query("ioctl.summary", runs).to_pylist()
+    got = [(r["ioctl_cmd"], r["ioctl_nr_hex"], r["calls"], r["failed"], r["p50_dur_ns"]) for r in rows]
+    assert got == [("AMDKFD_IOC_CREATE_QUEUE", "0xc0584b02", 2, 1, 200), (None, "0xc0284b82", 1, 0, 50)]
+
+
+def test_events_overview(runs):
+    rows = api.query("events.overview", runs).to_pylist()
+    r1 = {(r["event"], r["func"]): (r["rows"], r["errors"], r["max_dur_ns"]) for r in rows if r["run_id"] == "r1"}
+    assert r1[("queue_create", "create_queue_cpsch")] == (4, 1, 6)
+    assert r1[("kfd_ioctl", "kfd_ioctl")] == (3, 1, 300)
+
+
+def test_adhoc_sql_file(runs, tmp_path):
+    f = tmp_path / "q.sql"
+    f.write_text("-- count\nSELECT count(*) AS n FROM events WHERE tgid = getvariable('t');\n")
+    assert api.query(str(f), runs, {"t": "200"}).to_pylist() == [{"n": 5}]
+
+
+def test_bad_inputs(runs, tmp_path):
+    with pytest.raises(QueryError, match="unknown query 'nope'.*available: .*queues.per_tgid"):
+        api.query("nope", runs)
+    with pytest.raises(QueryError, match="has no parameter 'bogus'.*scheme"):
+        api.query("preempt.latency", runs, {"bogus": "1"})
+    with pytest.raises(QueryError, match="bad --param 'x'"):
+        api.parse_params(["x"])
+    with pytest.raises(NotATrace):
+        api.query("queues.per_tgid", [str(tmp_path / "missing")])
+    with pytest.raises(QueryError, match="does not exist"):
+        api.query(str(tmp_path / "none.sql"), runs)
+    bad = tmp_path / "bad.sql"
+    bad.write_text("SELECT no_such_column FROM events;")
+    with pytest.raises(QueryError, match="failed"):
+        api.query(str(bad), runs)
+
+
+@pytest.mark.parametrize("name", sorted(query.list_modules()))
+def test_module_docs_lint(name):
+    assert query.lint_module(query.list_modules()[name]) == []
+
+
+def test_lint_catches_undocumented_column(tmp_path):
+    p = tmp_path / "x.sql"
+    p.write_text("-- Demo.\nCREATE VIEW x AS\nSELECT\n  -- documented\n  a,\n  b AS bee\nFROM t;\n")
+    mod = query._parse_module("x", p)
+    assert query.lint_module(mod) == [f"{p}: x.bee has no comment above it"]
+    p.write_text("CREATE OR REPLACE VIEW y AS SELECT 1 AS one;\n")
+    probs = query.lint_module(query._parse_module("x", p))
+    assert any("no description" in s for s in probs) and any("CREATE OR REPLACE" in s for s in probs)
+    assert any("neither prefixed" in s for s in probs)
+
+
+def test_hive_export_reads_in_plain_duckdb_cli(runs, tmp_path):
+    """The documented one-line setup: the same SQL module runs in the plain duckdb CLI."""
+    hive = tmp_path / "runs"
+    api.export_hive(runs, str(hive))
+    duck = Path(sys.executable).parent / "duckdb"
+    sql = (query.QUERIES_DIR / "queues" / "per_tgid.sql").read_text()
+    cmd = [str(duck), "-json",
+           "-cmd", f"SET VARIABLE traces = ['{hive}/*']",
+           "-cmd", f".read {query.QUERIES_DIR / 'prelude.sql'}",
+           "-cmd", sql,
+           "-c", "SELECT run_id, tgid, created, queue_ids FROM queues_per_tgid ORDER BY run_id, tgid"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [
+        {"run_id": "r1", "tgid": 100, "created": 2, "queue_ids": [0, 1]},
+        {"run_id": "r1", "tgid": 200, "created": 1, "queue_ids": [0]},
+        {"run_id": "r2", "tgid": 300, "created": 1, "queue_ids": [0]},
+    ]
+    runs_out = subprocess.run([str(duck), "-json", "-cmd", f"SET VARIABLE traces = ['{hive}/*']", "-cmd",
+                               f".read {query.QUERIES_DIR / 'prelude.sql'}", "-c",
+                               "SELECT run_id, labels['model'] AS model FROM runs ORDER BY 1"],
+                              capture_output=True, text=True, check=True).stdout
+    assert json.loads(runs_out) == [{"run_id": "r1", "model": "a"}, {"run_id": "r2", "model": "b"}]
+    # the tool reads the hive root as a whole too
+    assert api.connect([str(hive)]).sql("select count(distinct run_id) from events").fetchall() == [(2,)]

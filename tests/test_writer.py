@@ -1,0 +1,174 @@
+"""Segment writer and trace directory format v1."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from gpreempt_trace import batch, synth, trace
+from gpreempt_trace.errors import GptError, NewerFormat, NotATrace
+from gpreempt_trace.writer import SCHEMA_FILE, SegmentWriter
+
+
+def _events(n, start=0):
+    return batch.EventDecoder("run-x").decode(
+        synth.records([dict(ts_ns=start + i, event="kfd_ioctl", tgid=100 + i % 3, ret=0) for i in range(n)])
+    )
+
+
+def test_segments_rotate_and_are_renamed(tmp_path):
+    w = SegmentWriter(tmp_path / "events", "events", "run-x", rows_per_group=4, group_ms=1e9, segment_s=3600)
+    w.append_table(_events(10))  # one row group of 10 rows (over the threshold)
+    assert w.rows_flushed == 10 and w.rows_written == 0
+    tmp = list((tmp_path / "events").glob(".seg-*.tmp"))
+    assert len(tmp) == 1 and not list((tmp_path / "events").glob("seg-*.parquet"))
+    w.tick(now_ns=time.monotonic_ns() + 3600 * 10**9)  # segment age passed → closed
+    w.append_table(_events(3, start=10))
+    w.close()
+    segs = sorted((tmp_path / "events").glob("seg-*.parquet"))
+    assert [s.name for s in segs] == ["seg-000000.parquet", "seg-000001.parquet"]
+    assert [pq.read_metadata(s).num_rows for s in segs] == [10, 3]
+    assert w.rows_written == 13 and w.segments_closed == 2
+    assert not list((tmp_path / "events").glob(".*.tmp"))
+
+
+def test_row_groups_by_size(tmp_path):
+    w = SegmentWriter(tmp_path / "e", "events", "run-x", rows_per_group=5, group_ms=1e9)
+    for i in range(4):
+        w.append_table(_events(3, start=3 * i))
+    w.close()
+    md = pq.read_metadata(tmp_path / "e" / "seg-000000.parquet")
+    assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == [6, 6]
+
+
+def test_provenance_and_compression(tmp_path):
+    with SegmentWriter(tmp_path / "e", "events", "run-x") as w:
+        w.append_table(_events(2))
+    md = pq.read_metadata(tmp_path / "e" / "seg-000000.parquet")
+    meta = md.schema.to_arrow_schema().metadata
+    assert meta[b"gpreempt_trace.run_id"] == b"run-x"
+    assert meta[b"gpreempt_trace.schema_version"] == b"1"
+    assert b"gpreempt_trace.tool_version" in meta
+    assert md.row_group(0).column(0).compression == "ZSTD"
+    assert pq.read_metadata(tmp_path / "e" / SCHEMA_FILE).num_rows == 0
+
+
+def test_markers_from_rows(tmp_path):
+    tw = trace.TraceWriter.create(tmp_path / "t", labels={"model": "m"})
+    tw.writer("markers").append_rows([dict(ts_ns=5, source="controller", kind="preempt_request", seq=1, queue_ids=[1, 2], scheme="A")])
+    tw.close()
+    rows = pq.read_table(tmp_path / "t" / "markers" / "seg-000000.parquet").to_pylist()
+    assert rows == [dict(run_id=tw.run_id, ts_ns=5, source="controller", kind="preempt_request", tgid=None, target_tgid=None,
+                         gpu_id=None, scheme="A", queue_ids=[1, 2], seq=1, label=None, value_ns=None)]
+    meta = json.loads((tmp_path / "t" / "meta.json").read_text())
+    assert meta["counters"]["markers_written"] == 1 and meta["labels"] == {"model": "m"}
+    assert meta["format"] == "gpreempt-trace" and meta["version"] == 1 and meta["clock"] == "CLOCK_MONOTONIC"
+    assert meta["stop_ns"] >= meta["start_ns"] > 0
+
+
+CRASHER = textwrap.dedent(
+    """
+    import sys, time
+    from gpreempt_trace import batch, synth, trace
+    tw = trace.TraceWriter.create(sys.argv[1])
+    w = tw.writer("events", rows_per_group=100, group_ms=1e9, segment_s=3600)
+    dec = batch.EventDecoder(tw.run_id)
+    ts = 0
+    for seg in range(3):
+        w.append_table(dec.decode(synth.records([dict(ts_ns=ts + i, event="queue_create", queue_id=seg) for i in range(250)])))
+        ts += 250
+        w._close_segment()
+        print(w.rows_written, flush=True)
+    w.append_table(dec.decode(synth.records([dict(ts_ns=ts + i, event="queue_destroy") for i in range(250)])))
+    print("open", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_kill_9_loses_only_the_open_segment(tmp_path):
+    out = tmp_path / "t"
+    p = subprocess.Popen([sys.executable, "-c", CRASHER, str(out)], stdout=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in p.stdout:
+            lines.append(line.strip())
+            if line.strip() == "open":
+                break
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+    assert lines == ["250", "500", "750", "open"]
+    assert len(list((out / "events").glob(".seg-*.tmp"))) == 1  # the open segment, lost
+    files = trace.segment_files(out, "events")
+    assert [f.name for f in files] == ["seg-000000.parquet", "seg-000001.parquet", "seg-000002.parquet"]
+    for k, f in enumerate(files):
+        rows = pq.read_table(f).to_pylist()
+        assert [r["ts_ns"] for r in rows] == list(range(250 * k, 250 * (k + 1)))
+        assert {r["queue_id"] for r in rows} == {k} and {r["event"] for r in rows} == {"queue_create"}
+    meta = trace.read_meta(out)
+    assert meta["stop_ns"] is None  # killed: never finished, still readable
+
+
+def test_output_dir_rules(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(GptError, match="is not empty"):
+        trace.TraceWriter.create(tmp_path / "full")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GptError, match="not a directory"):
+        trace.TraceWriter.create(tmp_path / "file")
+    tw = trace.TraceWriter.create(tmp_path / "empty-ok")
+    tw.close()
+    again = trace.TraceWriter.create(tmp_path / "empty-ok", append=True)
+    assert again.run_id == tw.run_id
+
+
+def test_read_meta_rejects(tmp_path):
+    with pytest.raises(NotATrace, match="no meta.json"):
+        trace.read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text("{not json")
+    with pytest.raises(NotATrace, match="not valid JSON"):
+        trace.read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"format": "other", "version": 1}))
+    with pytest.raises(NotATrace, match="not a gpreempt-trace meta"):
+        trace.read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"format": "gpreempt-trace", "version": 2}))
+    with pytest.raises(NewerFormat, match="format v2, this tool reads up to v1"):
+        trace.read_meta(tmp_path)
+
+
+def test_corrupt_segment_warned_and_skipped(tmp_path):
+    tw = trace.TraceWriter.create(tmp_path / "t")
+    w = tw.writer("events")
+    w.append_table(_events(4))
+    w.close()
+    good = tmp_path / "t" / "events" / "seg-000000.parquet"
+    bad = tmp_path / "t" / "events" / "seg-000001.parquet"
+    bad.write_bytes(good.read_bytes()[:-20])  # truncated footer
+    with pytest.warns(UserWarning, match="seg-000001.parquet"):
+        files = trace.segment_files(tmp_path / "t", "events")
+    assert files == [good]
+
+
+def test_find_traces_hive_layout(tmp_path):
+    for r in ("a", "b"):
+        trace.TraceWriter.create(tmp_path / "runs" / f"run_id={r}", run_id=r).close()
+    found = trace.find_traces([tmp_path / "runs"])
+    assert [p.name for p in found] == ["run_id=a", "run_id=b"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotATrace, match="no meta.json in it or below"):
+        trace.find_traces([tmp_path / "empty"])
+    with pytest.raises(NotATrace, match="does not exist"):
+        trace.find_traces([tmp_path / "nope"])
+
+
+def test_labels_parse():
+    assert trace.parse_labels(["model=resnet50", "x=a=b"]) == {"model": "resnet50", "x": "a=b"}
+    with pytest.raises(GptError, match="is not key=value"):
+        trace.parse_labels(["oops"])
