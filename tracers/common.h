@@ -3,7 +3,9 @@
  * Shared BPF side of the gpreempt-trace recorder: the ring buffer every probe writes `struct gpt_event`
  * records into, the exact lost-event counter, the tgid filter and the reserve/submit helpers.
  *
- * Compiled by BCC as part of ONE program text (common.h + ioctl.bpf.c + kfd.bpf.c), against the stub
+ * Compiled by BCC as part of ONE program text: the runtime concatenates common.h + ioctl.bpf.c + kfd.bpf.c
+ * (BCC generates tracepoint argument structs only for TRACEPOINT_PROBEs in its main text, so this file is
+ * inlined, not #included; the `#include "common.h"` in each .bpf.c is then a no-op), against the stub
  * include tree in tracers/stub (no kernel headers: kernel structs are read only through BTF offsets
  * passed as -D macros). Knobs (all -D, set by gpreempt_trace/recorder/runtime.py):
  *   GPT_RINGBUF_PAGES  ring buffer size in pages (power of two)
@@ -15,7 +17,12 @@
 #ifndef GPT_COMMON_H
 #define GPT_COMMON_H
 
+#include <uapi/linux/ptrace.h> /* struct pt_regs (stub tree) */
 #include "gpt_event.h"
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
 
 #ifndef GPT_RINGBUF_PAGES
 #define GPT_RINGBUF_PAGES 1024

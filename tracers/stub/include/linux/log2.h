@@ -1,0 +1,1 @@
+/* stub: nothing from log2.h is used */

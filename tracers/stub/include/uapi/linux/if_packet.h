@@ -1,0 +1,1 @@
+/* stub: nothing from if_packet.h is used */
