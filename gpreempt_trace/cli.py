@@ -6,6 +6,7 @@ Every command lives in gpreempt_trace/commands/<name>.py as `command`; they are 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 
@@ -59,6 +60,14 @@ class GptGroup(click.Group):
             raise CliError(f"{e.strerror or e}:{where}".rstrip(":"), 1) from None
         except KeyboardInterrupt:
             raise CliError("interrupted", 130) from None
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug must still end in one line, not a traceback
+            if os.environ.get("GPT_DEBUG"):
+                raise
+            raise CliError(f"internal error: {e.__class__.__name__}: {e}: rerun with GPT_DEBUG=1 for the traceback and report it", 1) from None
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

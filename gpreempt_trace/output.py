@@ -28,7 +28,7 @@ def render(tbl: pa.Table, fmt: str = "table", out_file: str | None = None) -> No
         return
     if fmt == "csv":
         buf = io.BytesIO()
-        pacsv.write_csv(tbl, buf)
+        pacsv.write_csv(_flatten_nested(tbl), buf)
         text = buf.getvalue().decode()
     elif fmt == "json":
         rows = [{k: _jsonable(v) for k, v in r.items()} for r in tbl.to_pylist()]
@@ -40,6 +40,15 @@ def render(tbl: pa.Table, fmt: str = "table", out_file: str | None = None) -> No
             f.write(text)
     else:
         sys.stdout.write(text)
+
+
+def _flatten_nested(tbl: pa.Table) -> pa.Table:
+    """CSV has no lists or maps: write them as JSON text."""
+    for i, f in enumerate(tbl.schema):
+        if pa.types.is_nested(f.type):
+            vals = [None if v is None else json.dumps(_jsonable(v)) for v in tbl.column(i).to_pylist()]
+            tbl = tbl.set_column(i, f.name, pa.array(vals, pa.string()))
+    return tbl
 
 
 def format_table(tbl: pa.Table, max_rows: int = 200) -> str:

@@ -212,6 +212,8 @@ def run(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None 
 
 def _arrow(result) -> pa.Table:
     """The result as an Arrow table (DuckDB 2 renamed fetch_arrow_table to to_arrow_table)."""
+    if result is None:
+        raise QueryError("the last SQL statement returns no rows", "end the file with a SELECT")
     fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
     return fetch()
 
