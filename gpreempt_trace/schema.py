@@ -37,6 +37,7 @@ EVENTS = (
     "mes_remove_queue",
     "queues_preempt",  # scheme B (kernel/ series)
     "queues_unpreempt",  # scheme B (kernel/ series)
+    "queues_execute",  # execute_queues_cpsch: unmap + remap in one call (kernels that do not inline it)
 )
 
 # Canonical queue types. The kernel's enum kfd_queue_type and the uapi KFD_IOC_QUEUE_TYPE_* differ;

@@ -33,6 +33,7 @@ enum gpt_event_id {
 	GPT_EV_MES_REMOVE_QUEUE = 15,
 	GPT_EV_QUEUES_PREEMPT = 16,
 	GPT_EV_QUEUES_UNPREEMPT = 17,
+	GPT_EV_QUEUES_EXECUTE = 18,
 };
 
 enum gpt_qtype {
