@@ -18,13 +18,16 @@ NameOf = Callable[[int], Optional[str]]
 
 
 def _lookup(ids: np.ndarray, null: np.ndarray | None, name_of: NameOf) -> pa.Array:
-    """Map integer ids to strings through the few distinct values of the batch."""
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    names = pa.array([name_of(int(u)) for u in uniq], pa.string())
-    out = pc.take(names, pa.array(inverse.astype(np.int32)))
+    """Map integer ids to strings through the few distinct values of the batch (hash-based)."""
+    enc = pc.dictionary_encode(pa.array(ids))
+    names = pa.array([name_of(int(u)) for u in enc.dictionary.to_numpy()], pa.string())
+    return _take_names(names, enc.indices, null)
+
+
+def _take_names(names: pa.Array, indices: pa.Array, null: np.ndarray | None) -> pa.Array:
     if null is not None and null.any():
-        out = pc.if_else(pa.array(null), pa.scalar(None, pa.string()), out)
-    return out
+        indices = pa.array(indices.to_numpy(zero_copy_only=False), mask=null)
+    return pc.take(names, indices)
 
 
 def _table_lookup(table: Sequence[str]) -> NameOf:
@@ -51,10 +54,14 @@ class EventDecoder:
         bit = self.lay.field(name).valid_bit
         if bit is None:
             return None
-        return (rec["valid"] & np.uint64(1 << bit)) == 0
+        return self._missing[:, bit]
 
     def decode(self, rec: np.ndarray) -> pa.Table:
         n = len(rec)
+        # one pass over the validity words: column b of _missing is True where bit b is clear
+        valid = np.ascontiguousarray(rec["valid"], dtype="<u8")
+        bits = np.unpackbits(valid.view(np.uint8).reshape(n, 8), axis=1, bitorder="little")
+        self._missing = bits == 0
         arrays = []
         for field in self.schema:
             col = self._cols[field.name]
@@ -78,7 +85,7 @@ class EventDecoder:
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
     def _queue_ids(self, rec: np.ndarray) -> pa.Array:
-        null = self._null(rec, "qids")
+        null = self._null(rec, "qids").copy()
         counts = np.minimum(rec["num_queues"], schema.MAX_QUEUE_IDS).astype(np.int32)
         counts[null] = 0
         take = np.arange(schema.MAX_QUEUE_IDS)[None, :] < counts[:, None]
@@ -88,12 +95,12 @@ class EventDecoder:
 
 
 def _lookup_bytes(vals: np.ndarray, null: np.ndarray | None) -> pa.Array:
-    uniq, inverse = np.unique(vals, return_inverse=True)
-    names = pa.array([u.decode("utf-8", "replace") for u in uniq], pa.string())
-    out = pc.take(names, pa.array(inverse.astype(np.int32)))
-    if null is not None and null.any():
-        out = pc.if_else(pa.array(null), pa.scalar(None, pa.string()), out)
-    return out
+    """Fixed-width NUL-padded C strings (comm) to strings, through their few distinct values."""
+    width = vals.dtype.itemsize
+    raw = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(vals), [None, pa.py_buffer(np.ascontiguousarray(vals))])
+    enc = pc.dictionary_encode(raw)
+    names = pa.array([u.rstrip(b"\0").decode("utf-8", "replace") for u in enc.dictionary.to_pylist()], pa.string())
+    return _take_names(names, enc.indices, null)
 
 
 def empty_records(n: int) -> np.ndarray:

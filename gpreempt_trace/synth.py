@@ -45,3 +45,30 @@ def records(rows: Iterable[Mapping], func_names: Sequence[str] = ()) -> np.ndarr
                 valid |= 1 << bits[key]
         rec["valid"][i] = valid
     return rec
+
+
+def bulk_records(n: int, seed: int = 0, tgids: int = 64) -> np.ndarray:
+    """n plausible records, vectorised (benchmarks, synthetic traces): a mix of queue lifecycle,
+    map/unmap and ioctl rows from `tgids` processes with every common field known."""
+    rng = np.random.default_rng(seed)
+    lay = codegen.layout()
+    rec = np.zeros(n, codegen.numpy_dtype(lay))
+    ev = np.array([_EVENT_ID[e] for e in ("kfd_ioctl", "queue_create", "queue_destroy", "queues_map", "queues_unmap")], np.uint16)
+    rec["event_id"] = rng.choice(ev, n, p=[0.6, 0.1, 0.1, 0.1, 0.1])
+    rec["func_id"] = rec["event_id"] % 4
+    rec["ts_ns"] = np.cumsum(rng.integers(100, 2000, n, dtype=np.uint64))
+    rec["dur_ns"] = rng.integers(500, 50_000, n, dtype=np.uint64)
+    rec["tgid"] = 1000 + rng.integers(0, tgids, n, dtype=np.int32)
+    rec["tid"] = rec["tgid"]
+    rec["cpu"] = rng.integers(0, 2, n, dtype=np.int32)
+    rec["comm"] = b"python3"
+    rec["gpu_id"] = 0xF7BC
+    rec["queue_id"] = rng.integers(0, 8, n, dtype=np.int32)
+    rec["qtype_id"] = _QTYPE_ID["compute_aql"]
+    rec["doorbell_off"] = rec["queue_id"].astype(np.uint32) * 2
+    rec["priority"] = 7
+    rec["ret"] = 0
+    rec["ioctl_nr"] = 0xC0584B02
+    bits = ("dur_ns", "tgid", "tid", "cpu", "comm", "gpu_id", "queue_id", "qtype_id", "doorbell_off", "priority", "ret", "ioctl_nr")
+    rec["valid"] = sum(np.uint64(1 << lay.field(b).valid_bit) for b in bits)
+    return rec

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -21,6 +23,9 @@ DEFAULT_ROWS_PER_GROUP = 65536
 DEFAULT_GROUP_MS = 250
 DEFAULT_SEGMENT_S = 1.0
 SCHEMA_FILE = "_schema.parquet"
+# min/max statistics only where readers filter (they cost ~30 % of write time on all columns)
+STATS_COLUMNS = ("run_id", "ts_ns", "event", "tgid", "gpu_id", "snapshot_seq", "kind")
+MAX_INFLIGHT_GROUPS = 2  # background writes queued before append blocks (bounds memory)
 
 
 def _with_provenance(sch: pa.Schema, run_id: str) -> pa.Schema:
@@ -41,6 +46,7 @@ class SegmentWriter:
         group_ms: float = DEFAULT_GROUP_MS,
         segment_s: float = DEFAULT_SEGMENT_S,
         compression: str = "zstd",
+        background: bool = False,
     ):
         self.dir = Path(table_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +65,11 @@ class SegmentWriter:
         self.rows_written = 0  # rows in closed segments
         self.rows_flushed = 0  # rows handed to a row group (closed or open segment)
         self.segments_closed = 0
+        # background=True: Parquet encoding runs on a worker thread (it releases the GIL), so the
+        # caller's decoding overlaps with writing; order is kept by the single worker.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="gpt-writer") if background else None
+        self._inflight: deque[Future] = deque()
+        self._stats = [c for c in STATS_COLUMNS if c in self.schema.names]
         pq.write_table(self.schema.empty_table(), self.dir / SCHEMA_FILE)
 
     def _next_index(self) -> int:
@@ -97,6 +108,18 @@ class SegmentWriter:
             self._close_segment()
 
     # -- internals ----------------------------------------------------------------------------
+    def _run(self, fn, *args) -> None:
+        if self._pool is None:
+            fn(*args)
+            return
+        while len(self._inflight) >= MAX_INFLIGHT_GROUPS:
+            self._inflight.popleft().result()
+        self._inflight.append(self._pool.submit(fn, *args))
+
+    def _drain(self) -> None:
+        while self._inflight:
+            self._inflight.popleft().result()
+
     def _flush_group(self) -> None:
         if not self._pending:
             return
@@ -104,16 +127,17 @@ class SegmentWriter:
         self._pending, self._pending_rows = [], 0
         if self._writer is None:
             tmp, _ = self._paths()
-            self._writer = pq.ParquetWriter(tmp, self.schema, compression=self.compression)
+            self._writer = pq.ParquetWriter(tmp, self.schema, compression=self.compression, write_statistics=self._stats)
             self._seg_started = time.monotonic_ns()
             self._seg_rows = 0
-        self._writer.write_table(tbl, row_group_size=max(self.rows_per_group, tbl.num_rows))
         self._seg_rows += tbl.num_rows
         self.rows_flushed += tbl.num_rows
+        self._run(self._writer.write_table, tbl, max(self.rows_per_group, tbl.num_rows))
 
     def _close_segment(self) -> None:
         if self._writer is None:
             return
+        self._drain()
         self._writer.close()
         self._writer = None
         tmp, final = self._paths()
@@ -125,6 +149,8 @@ class SegmentWriter:
     def close(self) -> None:
         self._flush_group()
         self._close_segment()
+        if self._pool is not None:
+            self._pool.shutdown()
 
     def __enter__(self) -> "SegmentWriter":
         return self
