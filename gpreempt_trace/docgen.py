@@ -35,16 +35,29 @@ def render() -> str:
     return "\n".join(parts) + "\n"
 
 
+FORMAT_DOC = DOC.with_name("trace-format.md")
+BEGIN, END = "<!-- BEGIN GENERATED TABLES -->\n", "<!-- END GENERATED TABLES -->"
+
+
+def render_format_doc() -> str:
+    from .schemadoc import render_tables
+
+    text = FORMAT_DOC.read_text()
+    head, rest = text.split(BEGIN, 1)
+    return head + BEGIN + render_tables() + END + rest.split(END, 1)[1]
+
+
 def main_(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    text = render()
+    wanted = {DOC: render(), FORMAT_DOC: render_format_doc()}
     if argv and argv[0] == "--check":
-        if not DOC.exists() or DOC.read_text() != text:
-            print(f"{DOC} is stale: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(text)
-    print(f"wrote {DOC}")
+        stale = [p for p, t in wanted.items() if not p.exists() or p.read_text() != t]
+        for p in stale:
+            print(f"{p} is stale: run `make docs`", file=sys.stderr)
+        return 1 if stale else 0
+    for p, t in wanted.items():
+        p.write_text(t)
+        print(f"wrote {p}")
     return 0
 
 
