@@ -1,0 +1,376 @@
+"""Attach planner for the KFD function probes (tracers/kfd.bpf.c).
+
+`plan_kfd()` decides, per logical probe, which kernel symbol to attach to and how, from the kernel's
+kallsyms (inlining, GCC clones, name collisions) and BTF (struct offsets, parameter positions, enum
+values). It never reads kernel headers. `KfdPlan.cflags` carries everything kfd.bpf.c needs as -D
+macros; a struct field missing in this kernel gets no macro and is therefore never read (NULL).
+`KfdPlan.attach(bpf)` then attaches each planned probe, trying the variants in order.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import GptError
+from .btf import Btf, BtfError
+from .kallsyms import Kallsyms
+
+REPO = Path(__file__).resolve().parents[2]
+KFD_SOURCE = REPO / "tracers" / "kfd.bpf.c"
+SYS_BTF = Path("/sys/kernel/btf")
+TRACEFS_DIRS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+MODULE = "amdgpu"
+
+# Argument roles a probe may read, with their parameter names in the kernel sources (any version) and
+# the position used when the function has no BTF FUNC to ask.
+ROLE_PARAM_NAMES = {
+    "Q": ("q",), "QPD": ("qpd",), "DQM": ("dqm",), "PM": ("pm",), "PROC": ("p", "process"),
+    "FILTER": ("filter",), "FPARAM": ("filter_param",), "GRACE": ("grace_period",),
+    "NQ": ("num_queues",), "QIDS": ("usr_queue_id_array", "queue_ids"), "CMD": ("cmd",),
+}
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    name: str  # logical probe name (also the C handler suffix)
+    event: str  # schema.EVENTS name
+    entry: str  # function whose entry is probed
+    ret: str | None = None  # function whose return ends the record (default: `entry`)
+    roles: tuple[tuple[str, int], ...] = ()  # (role, default arg position)
+    since: str | None = None  # kernel version note when the function is version dependent
+    mes: bool = False  # MES (gfx11+) path only
+
+
+PROBES: tuple[ProbeSpec, ...] = (
+    ProbeSpec("create_queue_cpsch", "queue_create", "create_queue_cpsch", roles=(("DQM", 0), ("Q", 1), ("QPD", 2))),
+    ProbeSpec("create_queue_nocpsch", "queue_create", "create_queue_nocpsch", roles=(("DQM", 0), ("Q", 1), ("QPD", 2))),
+    ProbeSpec("destroy_queue_cpsch", "queue_destroy", "destroy_queue_cpsch", roles=(("DQM", 0), ("QPD", 1), ("Q", 2))),
+    ProbeSpec("destroy_queue_nocpsch", "queue_destroy", "destroy_queue_nocpsch", roles=(("DQM", 0), ("QPD", 1), ("Q", 2))),
+    ProbeSpec("update_queue", "queue_update", "update_queue", roles=(("DQM", 0), ("Q", 1))),
+    ProbeSpec("execute_queues_cpsch", "queues_execute", "execute_queues_cpsch", roles=(("DQM", 0), ("FILTER", 1), ("FPARAM", 2), ("GRACE", -1))),
+    ProbeSpec("map_queues_cpsch", "queues_map", "map_queues_cpsch", roles=(("DQM", 0),)),
+    ProbeSpec("unmap_queues_cpsch", "queues_unmap", "unmap_queues_cpsch", roles=(("DQM", 0), ("FILTER", 1), ("FPARAM", 2), ("GRACE", -1))),
+    ProbeSpec("evict_process_queues_cpsch", "process_evict", "evict_process_queues_cpsch", roles=(("DQM", 0), ("QPD", 1))),
+    ProbeSpec("evict_process_queues_nocpsch", "process_evict", "evict_process_queues_nocpsch", roles=(("DQM", 0), ("QPD", 1))),
+    ProbeSpec("restore_process_queues_cpsch", "process_restore", "restore_process_queues_cpsch", roles=(("DQM", 0), ("QPD", 1))),
+    ProbeSpec("restore_process_queues_nocpsch", "process_restore", "restore_process_queues_nocpsch", roles=(("DQM", 0), ("QPD", 1))),
+    ProbeSpec("kfd_process_evict_queues", "process_evict", "kfd_process_evict_queues", roles=(("PROC", 0),)),
+    ProbeSpec("kfd_process_restore_queues", "process_restore", "kfd_process_restore_queues", roles=(("PROC", 0),)),
+    ProbeSpec("suspend_queues", "queues_suspend", "suspend_queues", roles=(("PROC", 0), ("NQ", 1), ("GRACE", 2), ("QIDS", 4)), since=">=6.5"),
+    ProbeSpec("resume_queues", "queues_resume", "resume_queues", roles=(("PROC", 0), ("NQ", 1), ("QIDS", 2)), since=">=6.5"),
+    ProbeSpec("pm_send_runlist", "runlist_submit", "pm_send_runlist", roles=(("PM", 0),)),
+    ProbeSpec("pm_send_set_resources", "set_resources", "pm_send_set_resources", roles=(("PM", 0),)),
+    ProbeSpec("hw_unmap_wait", "hw_unmap_wait", "pm_send_unmap_queue", ret="amdkfd_fence_wait_timeout", roles=(("PM", 0), ("FILTER", 1), ("FPARAM", 2))),
+    ProbeSpec("kfd_ioctl", "kfd_ioctl", "kfd_ioctl", roles=(("CMD", 1),)),
+    ProbeSpec("add_queue_mes", "mes_add_queue", "add_queue_mes", roles=(("DQM", 0), ("Q", 1), ("QPD", 2)), mes=True),
+    ProbeSpec("remove_queue_mes", "mes_remove_queue", "remove_queue_mes", roles=(("DQM", 0), ("Q", 1), ("QPD", 2)), mes=True),
+)
+PROBE_NAMES = tuple(p.name for p in PROBES)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    macro: str  # GPT_OFF_<macro>
+    paths: tuple[str, ...]  # alternatives, first found wins ("{dev}" = struct queue.device points to)
+    sizes: tuple[int, ...]  # byte sizes the C reader supports
+
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("Q_TYPE", ("queue.properties.type",), (4,)),
+    FieldSpec("Q_FORMAT", ("queue.properties.format",), (4,)),
+    FieldSpec("Q_QUEUE_ID", ("queue.properties.queue_id",), (4,)),
+    FieldSpec("Q_QUEUE_ADDRESS", ("queue.properties.queue_address",), (8,)),
+    FieldSpec("Q_QUEUE_SIZE", ("queue.properties.queue_size",), (8,)),
+    FieldSpec("Q_PRIORITY", ("queue.properties.priority",), (4,)),
+    FieldSpec("Q_QUEUE_PERCENT", ("queue.properties.queue_percent",), (4,)),
+    FieldSpec("Q_DOORBELL_OFF", ("queue.properties.doorbell_off",), (4,)),
+    FieldSpec("Q_IS_ACTIVE", ("queue.properties.is_active",), (1,)),
+    FieldSpec("Q_IS_EVICTED", ("queue.properties.is_evicted",), (1,)),
+    FieldSpec("Q_IS_SUSPENDED", ("queue.properties.is_suspended",), (1,)),
+    FieldSpec("Q_PROCESS", ("queue.process",), (8,)),
+    FieldSpec("Q_DEVICE", ("queue.device",), (8,)),
+    FieldSpec("DEV_ID", ("{dev}.id", "kfd_node.id", "kfd_dev.id"), (4,)),
+    FieldSpec("PROC_PASID", ("kfd_process.pasid",), (4,)),
+    FieldSpec("PROC_LEAD_THREAD", ("kfd_process.lead_thread",), (8,)),
+    FieldSpec("TASK_TGID", ("task_struct.tgid",), (4,)),
+    FieldSpec("QPD_DQM", ("qcm_process_device.dqm",), (8,)),
+    FieldSpec("QPD_PQM", ("qcm_process_device.pqm",), (8,)),
+    FieldSpec("PQM_PROCESS", ("process_queue_manager.process",), (8,)),
+    FieldSpec("PDD_QPD", ("kfd_process_device.qpd",), ()),  # embedded struct: any size
+    FieldSpec("PDD_PASID", ("kfd_process_device.pasid",), (4,)),  # per-device PASID (>=6.14)
+    FieldSpec("DQM_DEV", ("device_queue_manager.dev",), (8,)),
+    FieldSpec("PM_DQM", ("packet_manager.dqm",), (8,)),
+)
+
+# kernel enum constants kfd.bpf.c translates (names -> -D macro); missing ones are left undefined
+ENUM_MACROS = {
+    "kfd_queue_type": {
+        "KFD_QUEUE_TYPE_COMPUTE": "GPT_KQT_COMPUTE", "KFD_QUEUE_TYPE_SDMA": "GPT_KQT_SDMA", "KFD_QUEUE_TYPE_HIQ": "GPT_KQT_HIQ",
+        "KFD_QUEUE_TYPE_DIQ": "GPT_KQT_DIQ", "KFD_QUEUE_TYPE_SDMA_XGMI": "GPT_KQT_SDMA_XGMI",
+        "KFD_QUEUE_TYPE_SDMA_BY_ENG_ID": "GPT_KQT_SDMA_BY_ENG_ID",
+    },
+    "kfd_queue_format": {"KFD_QUEUE_FORMAT_AQL": "GPT_KQF_AQL"},
+    "kfd_unmap_queues_filter": {
+        "KFD_UNMAP_QUEUES_FILTER_ALL_QUEUES": "GPT_KUF_ALL", "KFD_UNMAP_QUEUES_FILTER_DYNAMIC_QUEUES": "GPT_KUF_DYNAMIC",
+        "KFD_UNMAP_QUEUES_FILTER_BY_PASID": "GPT_KUF_BY_PASID",
+    },
+}
+
+
+@dataclass
+class ProbeAttach:
+    """One row of meta.json["attach_plan"]."""
+
+    probe: str
+    event: str
+    target: str | None
+    mechanism: str | None
+    status: str  # planned | attached | failed | unavailable
+    reason: str | None
+    func_id: int
+    # planner internals (not part of the attach_plan row)
+    entry_target: str | None = field(default=None, repr=False)
+    ret_target: str | None = field(default=None, repr=False)
+    fallbacks: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (entry, ret) to try after
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("entry_target", "ret_target", "fallbacks"):
+            d.pop(k)
+        return d
+
+
+@dataclass
+class KfdPlan:
+    probes: list[ProbeAttach]
+    offsets: dict[str, int | None]  # "struct.field" -> byte offset (None = missing in this kernel)
+    cflags: list[str]
+    source_path: Path = KFD_SOURCE
+    fields: dict[str, str | None] = field(default_factory=dict)  # macro -> resolved path (None = missing)
+    notes: list[str] = field(default_factory=list)
+    kernel: str = ""
+
+    def func_names(self) -> dict[int, str]:
+        return {p.func_id: (p.target or p.probe) for p in self.probes}
+
+    def source(self) -> str:
+        return self.source_path.read_text()
+
+    def attach(self, bpf) -> None:
+        """Attach every planned probe (kprobe+kretprobe); a failure marks that probe, it never raises."""
+        for tp in [p for p in self.probes if p.status == "planned" and p.mechanism == "tracepoint"]:
+            tp.status, tp.reason = "failed", "BPF handlers for kfd:* tracepoints are not written yet; kprobe fallback"
+            for p in self.probes:
+                if p.event == tp.event and p.entry_target and (p.reason or "").startswith("superseded by tracepoint"):
+                    p.status, p.reason = "planned", f"fallback for {tp.target}"
+        for p in self.probes:
+            if p.status != "planned" or p.mechanism == "tracepoint":
+                continue
+            tries = [(p.entry_target, p.ret_target), *p.fallbacks]
+            errors = []
+            for entry, ret in tries:
+                try:
+                    _attach_pair(bpf, p.probe, entry, ret)
+                except Exception as e:  # BCC raises bare Exception
+                    errors.append(f"{entry}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+                    continue
+                p.status, p.target = "attached", entry if ret == entry else f"{entry}->{ret}"
+                if entry != tries[0][0]:
+                    p.reason = ((p.reason + "; ") if p.reason else "") + f"attached to {entry} after {tries[0][0]} failed"
+                break
+            else:
+                p.status, p.reason = "failed", "; ".join(errors)
+
+    def attached(self) -> list[ProbeAttach]:
+        return [p for p in self.probes if p.status == "attached"]
+
+
+def _attach_pair(bpf, probe: str, entry: str, ret: str) -> None:
+    bpf.attach_kprobe(event=entry, fn_name=f"kfd_entry__{probe}")
+    try:
+        bpf.attach_kretprobe(event=ret, fn_name=f"kfd_return__{probe}")
+    except Exception:
+        try:
+            bpf.detach_kprobe(event=entry, fn_name=f"kfd_entry__{probe}")
+        except Exception:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+def load_btf(btf_dir: str | Path | None = None, module: str = MODULE) -> tuple[Btf, Btf | None]:
+    """vmlinux BTF and the module's split BTF (None when the module has none here)."""
+    d = Path(btf_dir) if btf_dir else SYS_BTF
+    if not d.is_dir():
+        raise BtfError(f"BTF directory {d} does not exist", "pass --btf DIR laid out like /sys/kernel/btf (files vmlinux, amdgpu)")
+    vmlinux = Btf.load(d / "vmlinux")
+    mod_path = d / module
+    if not mod_path.exists():
+        return vmlinux, None
+    mod = Btf.load(mod_path, base=vmlinux)
+    mod.check_split()
+    return vmlinux, mod
+
+
+def find_kfd_tracepoints(tracefs_dirs=TRACEFS_DIRS, btfs: tuple[Btf | None, ...] = ()) -> dict[str, str]:
+    """event -> "kfd:<name>" for the kfd:* tracepoints this kernel has (tracefs, else BTF btf_trace_*).
+
+    A tracepoint named after the event (kfd:queue_create) or prefixed (kfd:kfd_queue_create) counts.
+    """
+    from ..schema import EVENTS
+
+    found: dict[str, str] = {}
+    for base in map(Path, tracefs_dirs):
+        kfd = base / "events" / "kfd"
+        if kfd.is_dir():
+            names = {p.name for p in kfd.iterdir() if p.is_dir()}
+            for ev in EVENTS[1:]:
+                for name in (ev, f"kfd_{ev}"):
+                    if name in names:
+                        found[ev] = f"kfd:{name}"
+            if found:
+                return found
+    for b in btfs:
+        if b is None:
+            continue
+        for ev in EVENTS[1:]:
+            if ev not in found and b.find(f"btf_trace_kfd_{ev}", ("TYPEDEF",)) is not None:
+                found[ev] = f"kfd:kfd_{ev}"
+    return found
+
+
+def resolve_fields(mod: Btf | None, vmlinux: Btf) -> tuple[dict[str, str | None], dict[str, int | None], list[str]]:
+    """(macro -> path, path -> offset, notes). Module types first, vmlinux for task_struct."""
+    btf = mod or vmlinux
+    dev = btf.pointee_struct("queue.device") or btf.pointee_struct("device_queue_manager.dev")
+    chosen: dict[str, str | None] = {}
+    offsets: dict[str, int | None] = {}
+    notes = []
+    for spec in FIELDS:
+        chosen[spec.macro] = None
+        tried = []
+        for path in spec.paths:
+            if "{dev}" in path:
+                if not dev:
+                    continue
+                path = path.replace("{dev}", dev)
+            if path in tried:
+                continue
+            tried.append(path)
+            f = btf.field(path) if mod is not None or path.startswith("task_struct.") else None
+            if f is None:
+                offsets.setdefault(path, None)
+                continue
+            if f.bit_size or (spec.sizes and f.size not in spec.sizes):
+                notes.append(f"{path}: unexpected {'bitfield' if f.bit_size else f'size {f.size}'} ({f.type_name}); not read")
+                offsets[path] = None
+                continue
+            offsets[path] = f.offset
+            chosen[spec.macro] = path
+            break
+    return chosen, offsets, notes
+
+
+def _param_positions(spec: ProbeSpec, mod: Btf | None, reliable: bool) -> dict[str, int]:
+    """role -> argument position (-1 = none) for every role kfd.bpf.c knows; BTF names first."""
+    out = {role: -1 for role in ROLE_PARAM_NAMES}
+    if not reliable:
+        return out
+    params = mod.func_params(spec.entry) if mod else None
+    for role, default in spec.roles:
+        if params is not None:
+            names = ROLE_PARAM_NAMES[role]
+            pos = next((i for i, n in enumerate(params) if n in names), -1)
+        else:
+            pos = default
+        if 0 <= pos < 6:
+            out[role] = pos
+    return out
+
+
+def plan_kfd(
+    kallsyms: str | Path | Kallsyms | None = None,
+    btf_dir: str | Path | None = None,
+    attach: str = "auto",
+    func_id_base: int = 0,
+    tracefs: str | Path | None = None,
+    probes: list[str] | None = None,
+) -> KfdPlan:
+    if attach not in ("auto", "kprobe"):
+        raise GptError(f"attach mode {attach!r} is not supported", "use auto or kprobe (fentry/fexit programs are not built yet)")
+    unknown = [p for p in (probes or []) if p not in PROBE_NAMES]
+    if unknown:
+        raise GptError(f"unknown KFD probe {unknown[0]!r}", f"choose from {', '.join(PROBE_NAMES)}")
+    ks = kallsyms if isinstance(kallsyms, Kallsyms) else Kallsyms.load(kallsyms)
+    vmlinux, mod = load_btf(btf_dir)
+    chosen, offsets, notes = resolve_fields(mod, vmlinux)
+    if mod is None:
+        notes.append(f"no {MODULE} BTF in {btf_dir or SYS_BTF}: no KFD struct field can be read")
+    offline = kallsyms is not None or btf_dir is not None
+    tps = find_kfd_tracepoints([tracefs] if tracefs else ([] if offline else TRACEFS_DIRS), (vmlinux, mod))
+
+    cflags: list[str] = []
+    for spec in FIELDS:
+        path = chosen[spec.macro]
+        if path is not None:
+            cflags.append(f"-DGPT_OFF_{spec.macro}={offsets[path]}")
+    for enum, names in ENUM_MACROS.items():
+        vals = (mod.enum_values(enum) if mod else {})
+        for const, macro in names.items():
+            if const in vals:
+                cflags.append(f"-D{macro}={vals[const]}")
+
+    execute_present = ks.resolve("execute_queues_cpsch").symbol is not None
+    rows: list[ProbeAttach] = []
+    for i, spec in enumerate(PROBES):
+        fid = func_id_base + i
+        cflags.append(f"-DGPT_FID_{spec.name}={fid}")
+        res = ks.resolve(spec.entry)
+        # positions for absent functions too, so every handler is built (and verified) in full
+        for role, pos in _param_positions(spec, mod, res.symbol is None or res.args_reliable).items():
+            cflags.append(f"-DGPT_ARG_{spec.name}_{role}={pos}")
+        row = ProbeAttach(spec.name, spec.event, None, None, "unavailable", None, fid)
+        rows.append(row)
+        if probes and spec.name not in probes:
+            row.reason = "not selected"
+            continue
+        if spec.name in ("map_queues_cpsch", "unmap_queues_cpsch") and execute_present:
+            row.reason = "execute_queues_cpsch is probed instead"
+            continue
+        if res.symbol is None:
+            reason = res.reason
+            if spec.name == "execute_queues_cpsch" and "module" not in (reason or ""):
+                reason = "inlined in this build; using map_queues_cpsch+unmap_queues_cpsch"
+            elif spec.since and "module" not in (reason or ""):
+                reason = f"not a symbol in this kernel (the function exists in kernels {spec.since})"
+            row.reason = reason
+            continue
+        ret_res = res if spec.ret is None else ks.resolve(spec.ret)
+        if ret_res.symbol is None:
+            row.reason = f"{spec.ret}: {ret_res.reason}"
+            continue
+        notes_row = [n for n in (res.reason, ret_res.reason if spec.ret else None) if n]
+        if mod is not None and res.args_reliable and not mod.has_func(spec.entry):
+            notes_row.append("no BTF FUNC: argument positions assumed from the 6.1 source")
+        row.entry_target, row.ret_target = res.kprobe_target, ret_res.kprobe_target
+        row.target = res.kprobe_target if spec.ret is None else f"{res.kprobe_target}->{ret_res.kprobe_target}"
+        row.mechanism = "kprobe+kretprobe"
+        row.status = "planned"
+        row.reason = "; ".join(notes_row) or None
+        fb = []
+        if ":" not in (res.kprobe_target or "") and res.symbol:
+            fb.append((f"{MODULE}:{res.symbol}", f"{MODULE}:{ret_res.symbol}"))
+        row.fallbacks = tuple(fb)
+        if spec.event in tps:  # kept resolved: attach() falls back to it if the tracepoint cannot attach
+            row.status, row.reason = "unavailable", f"superseded by tracepoint {tps[spec.event]}"
+
+    for ev, tp in tps.items():
+        rows.append(ProbeAttach(f"tp:{ev}", ev, tp, "tracepoint", "planned", None, func_id_base + len(rows)))
+    return KfdPlan(rows, offsets, cflags, KFD_SOURCE, chosen, notes, kernel=_kernel_name(btf_dir, kallsyms))
+
+
+def _kernel_name(btf_dir, kallsyms) -> str:
+    if btf_dir is None and kallsyms is None:
+        return os.uname().release
+    return f"offline ({btf_dir or SYS_BTF}, {getattr(kallsyms, 'source', kallsyms) or '/proc/kallsyms'})"
