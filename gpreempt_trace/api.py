@@ -40,3 +40,24 @@ def export_hive(traces: Iterable[str], dest: str) -> list[Path]:
         shutil.copytree(t, target, ignore=shutil.ignore_patterns(".*.tmp"))
         out.append(target)
     return out
+
+
+def report(traces: Sequence[str], max_rows: int = 40) -> str:
+    """A Markdown summary of the traces."""
+    from . import report as _report
+
+    return _report.build(traces, max_rows)
+
+
+def plot(traces: Sequence[str], png: str) -> str:
+    """Latency and event-rate plots of the traces, as a PNG file."""
+    from . import report as _report
+
+    return _report.plot(traces, png)
+
+
+def doctor(kallsyms: str | None = None, btf_dir: str | None = None, probes: list[str] | None = None, tracefs: str | None = None):
+    """The recorder's attach plan and system checks (running kernel, or offline kallsyms/BTF)."""
+    from .doctor import run_doctor
+
+    return run_doctor(kallsyms=kallsyms, btf_dir=btf_dir, probes=probes, tracefs=tracefs)

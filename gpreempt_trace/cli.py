@@ -55,6 +55,10 @@ class GptGroup(click.Group):
                 return super().invoke(ctx)
         except GptError as e:
             raise CliError(e.line(), e.exit_code) from None
+        except BrokenPipeError:  # `... | head`: stop quietly, like other Unix tools
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(141) from None
         except OSError as e:
             where = f" {e.filename}" if e.filename else ""
             raise CliError(f"{e.strerror or e}:{where}".rstrip(":"), 1) from None

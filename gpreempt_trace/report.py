@@ -1,0 +1,109 @@
+"""A Markdown summary of one or many traces, built from the query modules (plus an optional plot)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+
+from . import query
+from .output import format_table
+from .trace import find_traces, read_meta
+
+# (title, module, columns to show or None for all); a section is left out when its module is absent
+SECTIONS = (
+    ("What fired", "events.overview", None),
+    ("Queues per process", "queues.per_tgid", None),
+    ("KFD ioctls", "ioctl.summary", None),
+    ("Preemption latency", "preempt.latency_stats", None),
+    ("Collateral preemption (unmaps that hit other processes)", "preempt.collateral", None),
+    ("Queue inventory (debugfs)", "exp01.inventory", None),
+)
+
+
+def _runs_section(traces: Sequence[Path]) -> list[str]:
+    lines = ["| run_id | labels | kernel | duration | events | lost | probes attached | synthetic |", "|---|---|---|---|---|---|---|---|"]
+    for t in traces:
+        m = read_meta(t)
+        c = m.get("counters") or {}
+        dur = f"{(m['stop_ns'] - m['start_ns']) / 1e9:.2f} s" if m.get("stop_ns") and m.get("start_ns") else "unfinished"
+        plan = m.get("attach_plan") or []
+        att = sum(1 for p in plan if p.get("status") == "attached")
+        labels = ", ".join(f"{k}={v}" for k, v in (m.get("labels") or {}).items())
+        lines.append(f"| {m['run_id']} | {labels} | {m.get('kernel')} | {dur} | {c.get('events_written', 0)} | "
+                     f"{c.get('events_lost', 0)} | {att}/{len(plan)} | {m.get('synthetic')} |")
+    return lines
+
+
+def _plan_section(traces: Sequence[Path]) -> list[str]:
+    out = []
+    for t in traces:
+        plan = read_meta(t).get("attach_plan") or []
+        missing = [p for p in plan if p.get("status") != "attached"]
+        if missing:
+            out.append(f"- {read_meta(t)['run_id']}: not attached: " + "; ".join(
+                f"{p.get('probe')} ({p.get('reason') or p.get('status')})" for p in missing[:12])
+                + (f"; … {len(missing) - 12} more" if len(missing) > 12 else ""))
+    return out
+
+
+def build(traces: Sequence[str], max_rows: int = 40) -> str:
+    paths = find_traces(traces)
+    mods = query.list_modules()
+    con = query.connect([str(p) for p in paths])
+    md = ["# gpreempt-trace report", "", "## Runs", "", *_runs_section(paths), ""]
+    plan = _plan_section(paths)
+    if plan:
+        md += ["## Probes that did not attach", "", *plan, ""]
+    for title, name, cols in SECTIONS:
+        if name not in mods:
+            continue
+        query.load_module(con, mods[name])
+        tbl: pa.Table = query._arrow(con.sql(f"SELECT * FROM {mods[name].main_view}"))
+        if tbl.num_rows == 0:
+            continue
+        if cols:
+            tbl = tbl.select(cols)
+        md += [f"## {title}", "", f"`gpreempt-trace query {name}`", "", "```text", format_table(tbl, max_rows).rstrip(), "```", ""]
+    return "\n".join(md)
+
+
+def plot(traces: Sequence[str], png: str) -> str:
+    """Preempt/resume latency per request over time (one series per run, scheme and op)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    con = query.connect(traces)
+    mods = query.list_modules()
+    query.load_module(con, mods["preempt.latency"])
+    rows = con.sql("SELECT run_id, scheme, op, request_ts_ns, latency_ns FROM preempt_latency WHERE latency_ns IS NOT NULL").fetchall()
+    ev = con.sql("SELECT run_id, ts_ns // 100000000 AS bucket, count(*) FROM events GROUP BY ALL ORDER BY ALL").fetchall()
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=False)
+    series: dict[tuple, list] = {}
+    t0 = min([r[3] for r in rows], default=0)
+    for run_id, scheme, op, ts, lat in rows:
+        series.setdefault((run_id, scheme, op), []).append(((ts - t0) / 1e9, lat / 1e6))
+    for (run_id, scheme, op), pts in sorted(series.items()):
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], ".", label=f"{run_id[-8:]} {scheme} {op}")
+    ax1.set_xlabel("time since first request (s)")
+    ax1.set_ylabel("latency (ms)")
+    ax1.set_title("preempt / resume latency per request")
+    if series:
+        ax1.legend(fontsize=7)
+    runs: dict[str, list] = {}
+    for run_id, bucket, n in ev:
+        runs.setdefault(run_id, []).append((bucket, n))
+    for run_id, pts in runs.items():
+        b0 = pts[0][0]
+        ax2.plot([(b - b0) / 10 for b, _ in pts], [n * 10 for _, n in pts], label=run_id[-8:])
+    ax2.set_xlabel("time since first event (s)")
+    ax2.set_ylabel("events/s")
+    ax2.set_title("kernel events per second")
+    if runs:
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
