@@ -10,12 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GPT_SHARED", REPO.parent / "shared"))
 KFD_FIXTURE = SHARED / "fixtures" / "kfd-6.1.0-56-amd64"
 
-try:  # the lab's pytest plugin (fixture `lab`, marker `lab`) once it exists
-    import gpreempt_trace.lab.pytest_plugin  # noqa: F401
-
-    pytest_plugins = ["gpreempt_trace.lab.pytest_plugin"]
-except ImportError:
-    pass
+pytest_plugins = ["gpreempt_trace.lab.pytest_plugin"]  # fixture `lab`, marker `lab`
 
 
 @pytest.fixture

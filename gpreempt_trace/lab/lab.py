@@ -1,0 +1,171 @@
+"""`Lab`: run shell commands or Python inside a QEMU guest booted with Debian's real 6.1 kernel.
+
+    lab = Lab.ensure()                        # build or reuse the cached lab
+    res = lab.run("cat /proc/version")        # -> RunResult(rc, output, files, wall_s, ...)
+    res = lab.python("import os; print(os.uname().release)")
+
+In the guest the host `/` is mounted read-only at `/` (so the repo and its .venv work), the cwd is
+the repo, `$OUT` is a read-write folder that comes back as `res.files`, /tmp /run /var/tmp are
+tmpfs, tracefs/debugfs/bpffs are mounted and /lib/modules/<abi> is the cached module tree with
+build/source links to matching kernel headers (for BCC). `modules` are modprobe'd first
+(default: amdgpu, so /dev/kfd exists)."""
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import build as _build
+from .errors import LabBroken
+from .initramfs import EXIT, GUEST_CTL, GUEST_OUT, INIT_FAIL, READY
+from .qemu import Boot, boot, qemu_argv
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODULES = ("amdgpu",)
+TIMEOUT_RC = 124
+
+
+@dataclass
+class RunResult:
+    rc: int  # the command's exit status (124 when the guest ran past timeout_s)
+    output: str  # the command's stdout + stderr
+    files: Path  # host folder the guest saw as $OUT (read-write)
+    wall_s: float  # QEMU start to exit, boot included
+    timed_out: bool = False
+    console: str = field(default="", repr=False)  # the guest's serial console (kernel messages)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+_TMP_DIRS: list[str] = []
+
+
+@atexit.register
+def _cleanup_tmp() -> None:
+    if os.environ.get("GPT_LAB_KEEP"):
+        return
+    for d in _TMP_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class Lab:
+    """A built lab (kernel + modules + initramfs in the cache). Each `run` boots a fresh guest."""
+
+    _cached: "Lab | None" = None
+
+    def __init__(self, build: _build.LabBuild, mem_mb: int = 2048, cpus: int | None = None):
+        self.build = build
+        self.mem_mb = mem_mb
+        self.cpus = cpus or min(2, os.cpu_count() or 1)
+
+    @classmethod
+    def ensure(cls, rebuild: bool = False, log=None) -> "Lab":
+        """The cached lab (built on first use). LabUnavailable: no QEMU here; LabBroken: build failed."""
+        if cls._cached is None or rebuild:
+            cls._cached = cls(_build.ensure_built(rebuild=rebuild, log=log or (lambda msg: None)))
+        return cls._cached
+
+    @property
+    def kernel(self) -> str:
+        return self.build.abi
+
+    def run(self, command: str, timeout_s: float = 120, modules=DEFAULT_MODULES, cwd: str | Path = REPO,
+            out_dir: str | Path | None = None, env: dict[str, str] | None = None) -> RunResult:
+        """Boot a guest, run `command` (bash) as root in `cwd`, power off. The whole run (boot
+        included) is limited to `timeout_s`. Raises LabBroken when the guest dies before the
+        command finished (panic, init failure) or a module in `modules` fails to load."""
+        work = Path(tempfile.mkdtemp(prefix="gpt-lab-"))
+        _TMP_DIRS.append(str(work))
+        ctl = work / "ctl"
+        ctl.mkdir()
+        files = Path(out_dir) if out_dir else work / "out"
+        files.mkdir(parents=True, exist_ok=True)
+        os.chmod(files, 0o777)
+        (ctl / "user.sh").write_text(command + "\n")
+        (ctl / "cmd.sh").write_text(_cmd_script(cwd, modules, env or {}))
+        console = work / "console.log"
+        argv = qemu_argv(self.build, ctl, files, console, "cmd.sh", self.mem_mb, self.cpus)
+        result = boot(argv, console, timeout_s)
+        return _result(result, ctl, files, timeout_s, command)
+
+    def shell(self, modules=DEFAULT_MODULES, cwd: str | Path = REPO) -> int:
+        """Boot a guest with an interactive bash on this terminal; returns its exit status."""
+        work = Path(tempfile.mkdtemp(prefix="gpt-lab-"))
+        _TMP_DIRS.append(str(work))
+        ctl, files = work / "ctl", work / "out"
+        ctl.mkdir()
+        files.mkdir()
+        (ctl / "user.sh").write_text("echo '[lab] guest shell: exit or Ctrl-D powers off; $OUT is the results folder'\nexec /bin/bash -i\n")
+        (ctl / "cmd.sh").write_text(_cmd_script(cwd, modules, {}))
+        argv = qemu_argv(self.build, ctl, files, None, "cmd.sh", self.mem_mb, self.cpus)
+        b = boot(argv, None, timeout_s=24 * 3600)
+        rc = ctl / "rc"
+        return int(rc.read_text()) if rc.exists() and rc.read_text().strip() else 1
+
+    def python(self, source: str, timeout_s: float = 120, **kw) -> RunResult:
+        """Run Python `source` in the guest with the repo's venv interpreter."""
+        (py := _venv_python())
+        return self.run(f"exec {shlex.quote(py)} - <<'GPT_LAB_PY_EOF'\n{source}\nGPT_LAB_PY_EOF", timeout_s, **kw)
+
+
+def _venv_python() -> str:
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def _cmd_script(cwd, modules, env: dict[str, str]) -> str:
+    lines = ["# written by gpreempt_trace.lab: load modules, then run user.sh in the repo"]
+    for k, v in env.items():
+        lines.append(f"export {k}={shlex.quote(str(v))}")
+    for m in modules or ():
+        q = shlex.quote(m)
+        lines.append(f"modprobe {q} >{GUEST_CTL}/modprobe.log 2>&1 || {{ echo {q} >{GUEST_CTL}/modprobe-failed; exit 1; }}")
+    lines.append(f"cd {shlex.quote(str(cwd))} || exit 125")
+    lines.append(f"exec /bin/bash {GUEST_CTL}/user.sh")
+    return "\n".join(lines) + "\n"
+
+
+def _tail(text: str, n: int = 1) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " | ".join(lines[-n:])
+
+
+def _result(b: Boot, ctl: Path, files: Path, timeout_s: float, command: str) -> RunResult:
+    output = (ctl / "output").read_text(errors="replace") if (ctl / "output").exists() else ""
+    if (ctl / "modprobe-failed").exists():
+        mod = (ctl / "modprobe-failed").read_text().strip()
+        log = (ctl / "modprobe.log").read_text(errors="replace") if (ctl / "modprobe.log").exists() else ""
+        raise LabBroken(f"modprobe {mod} failed in the lab guest", _tail(log) or "no output")
+    rc_file = ctl / "rc"
+    if rc_file.exists() and rc_file.read_text().strip():
+        return RunResult(rc=int(rc_file.read_text()), output=output, files=files, wall_s=b.wall_s, console=b.console)
+    if b.timed_out:
+        stage = "the command" if READY in b.console else "boot"
+        note = f"\n[lab] guest ran past {timeout_s:g} s (during {stage}) and was killed\n"
+        return RunResult(rc=TIMEOUT_RC, output=output + note, files=files, wall_s=b.wall_s, timed_out=True,
+                         console=b.console)
+    raise LabBroken(_death_reason(b, ctl), f"console tail: {_tail(b.console, 3)[-300:]}")
+
+
+def _death_reason(b: Boot, ctl: Path) -> str:
+    if (ctl / "init-error").exists():
+        return "lab init failed: " + (ctl / "init-error").read_text().strip()
+    m = re.search(rf"{INIT_FAIL} (.*)", b.console)
+    if m:
+        return "lab init failed: " + m.group(1).strip()
+    m = re.search(r"Kernel panic - not syncing: (.*)", b.console)
+    if m:
+        return "the lab guest kernel panicked: " + m.group(1).strip()
+    if b.qemu_rc not in (0, None):
+        return f"QEMU exited with status {b.qemu_rc}"
+    if EXIT in b.console:
+        return "the lab guest exited but its status was not written back"
+    return "the lab guest powered off before the command finished"
