@@ -1,0 +1,245 @@
+"""Snapshots of KFD debugfs (mqds, hqds, rls) into a trace's `snapshots/` table.
+
+    from gpreempt_trace.snapshot import Snapshotter
+    s = Snapshotter(trace_writer, debugfs_dir=None)   # None = /sys/kernel/debug/kfd (mounts debugfs if needed)
+    s.take(phase="during")                             # one read of mqds/hqds/rls -> rows; returns the row count
+
+`run_snapshot` is the `gpreempt-trace snapshot` job: a baseline, snapshots while a workload runs, one
+after it exits. When the output trace already exists (a running `record` owns meta.json), it only
+appends under snapshots/ and markers/ with its own segment names and keeps its settings in
+snapshots/_snapshot_meta.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pyarrow.parquet as pq
+
+from . import debugfs
+from .errors import GptError
+from .trace import META, TraceWriter, segment_files
+from .writer import SegmentWriter
+
+SNAPSHOT_META = "_snapshot_meta.json"
+
+
+class _OwnSegmentWriter(SegmentWriter):
+    """Segments named snap<pid>-NNNNNN.parquet, so a second process appending to a trace never
+    reuses a file name of the recorder's writer."""
+
+    def __init__(self, *a, prefix: str, **kw):
+        self._prefix = prefix
+        super().__init__(*a, **kw)
+
+    def _next_index(self) -> int:
+        nums = [int(p.stem.rsplit("-", 1)[1]) for p in self.dir.glob(f"{self._prefix}-*.parquet") if p.stem.rsplit("-", 1)[1].isdigit()]
+        return max(nums, default=-1) + 1
+
+    def _paths(self):
+        name = f"{self._prefix}-{self._seg_index:06d}.parquet"
+        return self.dir / f".{name}.tmp", self.dir / name
+
+
+def _next_seq(trace: Path) -> int:
+    best = -1
+    for f in segment_files(trace, "snapshots", warn=False):
+        try:
+            col = pq.read_table(f, columns=["snapshot_seq"]).column(0)
+        except Exception:  # noqa: BLE001 - a segment we cannot read has no say in the numbering
+            continue
+        if len(col):
+            best = max(best, max(v for v in col.to_pylist() if v is not None))
+    return best + 1
+
+
+class Snapshotter:
+    def __init__(self, trace_writer: TraceWriter, debugfs_dir: Optional[str | os.PathLike] = None, first_seq: Optional[int] = None,
+                 *, captures_only: bool = False):
+        """captures_only: no source of its own; every take() gets a Capture (used by import)."""
+        self.tw = trace_writer
+        self.live = debugfs_dir is None and not captures_only
+        self.dir = None
+        if self.live:
+            self.dir = debugfs.ensure_live()
+        elif debugfs_dir is not None:
+            self.dir = Path(debugfs_dir)
+            debugfs.read_capture_dir(self.dir)  # fail now, not at the first snapshot
+        self.seq = _next_seq(Path(trace_writer.path)) if first_seq is None else first_seq
+        self.snapshots_taken = 0
+        self.rows_written = 0
+        self._warned: set[str] = set()
+
+    def read(self) -> debugfs.Capture:
+        if self.dir is None:
+            raise GptError("this Snapshotter has no debugfs source", "pass the capture to take()")
+        return debugfs.read_live(self.dir) if self.live else debugfs.read_capture_dir(self.dir)
+
+    def take(self, phase: Optional[str] = "during", capture: Optional[debugfs.Capture] = None, ts_ns: Optional[int] = None) -> int:
+        """Read mqds/hqds/rls once (or use `capture`), append one row per MQD copy, HQD slot, ... to
+        the trace's snapshots table; returns the number of rows."""
+        ts = time.monotonic_ns() if ts_ns is None else ts_ns
+        cap = capture if capture is not None else self.read()
+        rows, problems = debugfs.parse_capture(cap)
+        for p in problems:
+            if p not in self._warned:
+                self._warned.add(p)
+                warnings.warn(p, stacklevel=2)
+        for r in rows:
+            r["ts_ns"] = ts
+            r["snapshot_seq"] = self.seq
+            r["phase"] = phase
+        self.tw.writer("snapshots").append_rows(rows)
+        self.seq += 1
+        self.snapshots_taken += 1
+        self.rows_written += len(rows)
+        return len(rows)
+
+
+@dataclass
+class SnapshotResult:
+    trace: Path
+    run_id: str
+    snapshots: int
+    rows: int
+    exit_code: Optional[int] = None  # the workload's, when one ran
+    appended: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _open(output: str | os.PathLike, labels: dict[str, str]) -> tuple[TraceWriter, bool]:
+    p = Path(output)
+    if (p / META).exists():
+        tw = TraceWriter.create(p, append=True)
+        pid = os.getpid()
+        for table in ("snapshots", "markers"):
+            tw.writers[table] = _OwnSegmentWriter(p / table, table, tw.run_id, prefix=f"snap{pid}")
+        return tw, True
+    return TraceWriter.create(p, labels=labels), False
+
+
+def _finish(tw: TraceWriter, appended: bool, settings: dict, labels: dict[str, str]) -> None:
+    if not appended:
+        tw.meta["snapshot"] = settings
+        tw.close()
+        return
+    for w in tw.writers.values():
+        w.close()
+    path = Path(tw.path) / "snapshots" / SNAPSHOT_META
+    old = json.loads(path.read_text()) if path.exists() else {"sessions": []}
+    rows = tw.writers["snapshots"].rows_written
+    markers = tw.writers["markers"].rows_written
+    old["sessions"].append(dict(settings, labels=labels, pid=os.getpid(), counters={"snapshots_written": rows, "markers_written": markers}))
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(json.dumps(old, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _marker(tw: TraceWriter, kind: str, child_pid: int, label: str, value_ns: Optional[int] = None) -> None:
+    tw.writer("markers").append_rows([{
+        "ts_ns": time.monotonic_ns(), "source": "snapshot", "kind": kind, "tgid": os.getpid(),
+        "target_tgid": child_pid, "label": label, "value_ns": value_ns,
+    }])
+
+
+def run_snapshot(
+    output: str | os.PathLike,
+    interval_s: float = 1.0,
+    count: Optional[int] = None,
+    labels: Optional[dict[str, str]] = None,
+    debugfs_dir: Optional[str | os.PathLike] = None,
+    cmd: Sequence[str] = (),
+    phase: Optional[str] = None,
+) -> SnapshotResult:
+    """With `cmd`: a baseline, then a snapshot every `interval_s` while the workload runs (at most
+    `count`), then one after it exits. Without: `count` (default 1) snapshots `interval_s` apart."""
+    if interval_s <= 0:
+        raise GptError(f"--interval {interval_s} is not positive", "give seconds between snapshots, e.g. --interval 0.5")
+    if count is not None and count < 0:
+        raise GptError(f"--count {count} is negative", "give how many snapshots to take")
+    labels = dict(labels or {})
+    # check the source before creating the trace, so a bad --debugfs leaves nothing behind
+    source = debugfs.ensure_live() if debugfs_dir is None else Path(debugfs_dir)
+    if debugfs_dir is not None:
+        debugfs.read_capture_dir(source)
+    tw, appended = _open(output, labels)
+    snap = Snapshotter(tw, debugfs_dir)
+    settings = {"interval_s": interval_s, "count": count, "debugfs_dir": None if debugfs_dir is None else str(debugfs_dir),
+                "cmd": list(cmd), "exit_code": None}
+    result = SnapshotResult(Path(output), tw.run_id, 0, 0, appended=appended)
+    try:
+        if cmd:
+            result.exit_code = _with_workload(tw, snap, interval_s, count, list(cmd), result.notes)
+            settings["exit_code"] = result.exit_code
+        else:
+            n = 1 if count is None else count
+            for i in range(n):
+                if i:
+                    time.sleep(interval_s)
+                snap.take(phase or "during")
+                tw.tick()
+    finally:
+        settings["snapshots_taken"] = snap.snapshots_taken
+        result.snapshots, result.rows = snap.snapshots_taken, snap.rows_written
+        _finish(tw, appended, settings, labels)
+    return result
+
+
+def _with_workload(tw: TraceWriter, snap: Snapshotter, interval_s: float, count: Optional[int], cmd: list[str], notes: list[str]) -> int:
+    snap.take("baseline")
+    try:
+        child = subprocess.Popen(cmd)
+    except OSError as e:
+        raise GptError(f"cannot start {cmd[0]!r} ({e.strerror or e})", "give the workload command after --, e.g. -- python model.py") from None
+    t0 = time.monotonic_ns()
+    _marker(tw, "workload_start", child.pid, shlex.join(cmd))
+    during = 0
+    try:
+        while True:
+            try:
+                child.wait(timeout=interval_s)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if count is None or during < count:
+                snap.take("during")
+                during += 1
+            tw.tick()
+    except KeyboardInterrupt:
+        child.terminate()
+        child.wait()
+        raise
+    finally:
+        if child.returncode is not None:
+            _marker(tw, "workload_exit", child.pid, f"exit={child.returncode}", time.monotonic_ns() - t0)
+            snap.take("after")
+    if during == 0:
+        notes.append("the workload exited before the first snapshot while it ran; use a smaller --interval")
+    return child.returncode
+
+
+def run_import(output: str | os.PathLike, paths: Sequence[str | os.PathLike], labels: Optional[dict[str, str]] = None) -> SnapshotResult:
+    """Ingest saved captures (see debugfs.collect_imports) as snapshots, in phase and time order."""
+    if not paths:
+        raise GptError("no capture files given", "give files like baseline_hqds_*.txt or capture folders")
+    labels = dict(labels or {})
+    caps, notes = debugfs.collect_imports(paths)
+    for n in notes:
+        warnings.warn(n, stacklevel=2)
+    tw, appended = _open(output, labels)
+    snap = Snapshotter(tw, captures_only=True)
+    settings = {"imported": [c.label for c in caps], "clock": "CLOCK_REALTIME of file names (epoch seconds) or mtimes"}
+    try:
+        for c in caps:
+            snap.take(c.phase, capture=c, ts_ns=c.ts_ns)
+    finally:
+        settings["snapshots_taken"] = snap.snapshots_taken
+        _finish(tw, appended, settings, labels)
+    return SnapshotResult(Path(output), tw.run_id, snap.snapshots_taken, snap.rows_written, appended=appended, notes=notes)
