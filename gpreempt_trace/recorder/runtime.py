@@ -251,7 +251,7 @@ class Recorder:
             raise GptError("BCC (python3-bpfcc) is not importable", "run `make setup`") from None
         _ensure_tracefs()
         try:
-            return BPF(text=prog.text, cflags=prog.cflags)
+            return BPF(text=prog.text.encode(), cflags=prog.cflags)
         except Exception as e:  # BCC raises bare Exception; the compiler's messages went to stderr
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise GptError(f"BPF program failed to load ({msg})", "see the compiler/verifier output above; `record --print-bpf` shows the program") from None
@@ -275,13 +275,13 @@ class Recorder:
             tw.meta["recorder"] = self._meta(prog)
             tw.save_meta()
             for t in o.tgids:
-                bpf["gpt_tgids"][bpf["gpt_tgids"].Key(t)] = bpf["gpt_tgids"].Leaf(1)
+                bpf[b"gpt_tgids"][bpf[b"gpt_tgids"].Key(t)] = bpf[b"gpt_tgids"].Leaf(1)
             if prog.ioctl_filter == "known_numbers":
-                known = bpf["gpt_ioctl_known"]
+                known = bpf[b"gpt_ioctl_known"]
                 for nr in ioctls.known_nrs():
                     known[known.Key(nr)] = known.Leaf(1)
             dtype = codegen.numpy_dtype()
-            ring = RingReader(bpf["gpt_events"].map_fd, o.ringbuf_mb * 1024 * 1024, dtype)
+            ring = RingReader(bpf[b"gpt_events"].map_fd, o.ringbuf_mb * 1024 * 1024, dtype)
             decoder = EventDecoder(tw.run_id, prog.func_names, ioctls.ioctl_name)
             writer = tw.writer("events")
             snap = self._snapshotter(tw)
@@ -360,7 +360,7 @@ class Recorder:
         gate = f'read -r _ <&{r}; exec "$@"'
         proc = subprocess.Popen(["/bin/bash", "-c", gate, "gate", *self.o.cmd], pass_fds=(r,))
         os.close(r)
-        tg = bpf["gpt_tgids"]
+        tg = bpf[b"gpt_tgids"]
         tg[tg.Key(proc.pid)] = tg.Leaf(1)
         self._launched_ns = time.monotonic_ns()
         os.write(w, b"go\n")
@@ -427,7 +427,7 @@ class Recorder:
 
     def _lost_now(self) -> int:
         try:
-            return int(sum(self._bpf["gpt_lost"][0]))
+            return int(sum(self._bpf[b"gpt_lost"][0]))
         except Exception:  # noqa: BLE001 - BCC raises bare exceptions; a counter never stops a run
             return 0
 
