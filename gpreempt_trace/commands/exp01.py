@@ -1,3 +1,25 @@
-from ..cli import not_built
+"""`gpreempt-trace exp01`: experiment 1 verdicts."""
+import json
 
-command = not_built("exp01", "experiment 1 issue")
+import click
+
+from .. import api
+from .. import options as opt
+
+
+@click.command("exp01")
+@opt.traces
+@click.option("--group-by", default="model", show_default=True, metavar="LABEL", help="Group runs by this meta.json label (e.g. model=X).")
+@click.option("--schedule", type=click.Choice(["ample", "tight", "unknown"]), default="unknown", show_default=True,
+              help="Time available, for the scheme rule (stable + ample -> B, stable + tight -> A).")
+@opt.json_flag
+def command(traces, group_by, schedule, as_json):
+    """Experiment 1 over TRACES: (1) queues per model, (2) queue ids, (3) stable across runs,
+    (4) one MQD -> one HQD per XCC; then the scheme recommendation
+    (stable + time -> B; stable + tight -> A; unstable -> A/B with dynamic identification; unsure -> C)."""
+    res = api.exp01(list(traces), group_by, schedule)
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+        return
+    for line in res.lines():
+        click.echo(line)

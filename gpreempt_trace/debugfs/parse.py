@@ -74,6 +74,13 @@ SDMA_RLC = re.compile(r"^  SDMA Engine (\d+), RLC (\d+)\s*$")
 NO_RUNLIST = re.compile(r"^  No active runlist\s*$")
 
 
+_ROW_START = re.compile(rf"^ +{_HEX}: ")
+
+
+def _unrecognised(p: "Parsed", no: int, line: str) -> None:
+    p.problem(no, "garbled or truncated dump row" if _ROW_START.match(line) else "unrecognised line", line)
+
+
 def _hex_row(line: str):
     m = HEX_ROW.match(line)
     if not m:
@@ -176,7 +183,7 @@ def parse_mqds(text: str, name: str = "mqds") -> Parsed:
                 queue.dumps[-1][offset // 4 + k] = w
             queue.last_offset = offset
             continue
-        p.problem(no, "unrecognised line", line)
+        _unrecognised(p, no, line)
     flush()
     return _check_dump_kind(p, text)
 
@@ -291,7 +298,7 @@ def parse_hqds(text: str, name: str = "hqds") -> Parsed:
                 continue
             block.regs.extend((addr + 4 * k, v) for k, v in enumerate(values))
             continue
-        p.problem(no, "unrecognised line", line)
+        _unrecognised(p, no, line)
     flush_node()
     return _check_dump_kind(p, text)
 
@@ -380,7 +387,7 @@ def parse_rls(text: str, name: str = "rls") -> Parsed:
                 words[offset // 4 + k] = w
             last_offset = offset
             continue
-        p.problem(no, "unrecognised line", line)
+        _unrecognised(p, no, line)
     flush_node()
     return _check_dump_kind(p, text)
 
