@@ -61,3 +61,26 @@ def doctor(kallsyms: str | None = None, btf_dir: str | None = None, probes: list
     from .doctor import run_doctor
 
     return run_doctor(kallsyms=kallsyms, btf_dir=btf_dir, probes=probes, tracefs=tracefs)
+
+
+def snapshot(output: str, interval_s: float = 1.0, count: int | None = None, labels: dict[str, str] | None = None,
+             debugfs_dir: str | None = None, cmd: Sequence[str] = (), phase: str | None = None):
+    """KFD debugfs snapshots into a trace: with `cmd`, a baseline, snapshots while it runs, one after
+    (returns SnapshotResult; .exit_code is the workload's). debugfs_dir reads a saved capture."""
+    from .snapshot import run_snapshot
+
+    return run_snapshot(output, interval_s, count, labels, debugfs_dir, cmd, phase)
+
+
+def snapshot_import(output: str, paths: Sequence[str], labels: dict[str, str] | None = None):
+    """Ingest saved debugfs captures (capture folders, or files like baseline_hqds_*.txt) as snapshots."""
+    from .snapshot import run_import
+
+    return run_import(output, paths, labels)
+
+
+def exp01(traces: Sequence[str], group_by: str = "model", schedule: str = "unknown"):
+    """Experiment 1 verdicts (queues per model, ids, stability, MQD->HQD) and the scheme recommendation."""
+    from .exp01 import exp01 as _exp01
+
+    return _exp01(traces, group_by, schedule)
