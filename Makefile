@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SETUP  := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast bench lab kernel-check docs codegen lint clean
+.PHONY: setup demo test test-fast bench lab kernel-check docs codegen lint clean spark-check
 
 $(SETUP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -38,3 +38,9 @@ codegen: $(SETUP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# read a hive-style export with Spark (pyspark in its own venv; needs Java 17, ~300 MB download)
+spark-check: $(SETUP)
+	[ -x .cache/spark-venv/bin/python ] || (/usr/bin/python3 -m venv .cache/spark-venv && .cache/spark-venv/bin/pip install -q pyspark)
+	rm -rf .cache/spark-runs && $(PY) -m gpreempt_trace.synthetic_runs .cache/spark-runs
+	.cache/spark-venv/bin/python scripts/spark_check.py .cache/spark-runs

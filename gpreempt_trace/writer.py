@@ -3,7 +3,7 @@
 A segment is written as `.seg-NNNNNN.parquet.tmp` (hidden from DuckDB's `*.parquet` globs and from
 Spark, which skips dot files) and renamed to `seg-NNNNNN.parquet` when closed, so a `kill -9` loses
 at most the open segment and every closed one reads. Each table folder also gets a zero-row
-`_schema.parquet` so that plain-SQL globs always match and carry the full schema.
+`schema.parquet` so that plain-SQL globs always match and carry the full schema.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from . import __version__, schema
 DEFAULT_ROWS_PER_GROUP = 65536
 DEFAULT_GROUP_MS = 250
 DEFAULT_SEGMENT_S = 1.0
-SCHEMA_FILE = "_schema.parquet"
+SCHEMA_FILE = "schema.parquet"  # zero rows: plain globs (DuckDB, Spark) always match
 # min/max statistics only where readers filter (they cost ~30 % of write time on all columns)
 STATS_COLUMNS = ("run_id", "ts_ns", "event", "tgid", "gpu_id", "snapshot_seq", "kind")
 MAX_INFLIGHT_GROUPS = 2  # background writes queued before append blocks (bounds memory)

@@ -2,7 +2,7 @@
 -- without the tool. One line (see docs/queries.md):
 --   duckdb -cmd "SET VARIABLE traces = ['path/to/trace', 'runs/*']" -cmd ".read queries/prelude.sql"
 -- Each entry of `traces` is a trace directory (or a glob of them, e.g. a hive-style runs/* folder).
--- Every table folder of a trace written by the tool holds `_schema.parquet` (zero rows, full
+-- Every table folder of a trace written by the tool holds `schema.parquet` (zero rows, full
 -- schema), so the globs below always match.
 CREATE VIEW events AS
 SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/events/*.parquet'), union_by_name = true);
