@@ -1,0 +1,207 @@
+"""`gpreempt-trace doctor`: what the recorder can attach to on this kernel (or on a saved kallsyms+BTF).
+
+Live mode checks the running machine (privileges, kprobes, fentry, tracefs, debugfs, /dev/kfd and its
+ioctl version, BTF, the amdgpu module) and plans against /proc/kallsyms + /sys/kernel/btf. Offline
+mode (--kallsyms and/or --btf) only plans. Every failed check carries a fix hint. Input errors (BTF
+unreadable or from another build, unknown probe) raise GptError: one line, non-zero exit.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .recorder.plan import FIELDS, MODULE, SYS_BTF, TRACEFS_DIRS, KfdPlan, plan_kfd
+
+AMDKFD_IOC_GET_VERSION = 0x80084B01  # _IOR('K', 0x01, struct kfd_ioctl_get_version_args {u32 major, minor})
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: informational
+    detail: str
+    hint: str = ""
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "hint": self.hint or None}
+
+
+@dataclass
+class DoctorReport:
+    kernel: str
+    offline: bool
+    checks: list[Check]
+    plan: KfdPlan
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.ok is False]
+
+    def as_dict(self) -> dict:
+        return {
+            "kernel": self.kernel,
+            "offline": self.offline,
+            "checks": [c.as_dict() for c in self.checks],
+            "probes": [
+                {"probe": p.probe, "event": p.event, "symbol": p.target, "mechanism": p.mechanism, "status": p.status,
+                 "reason": p.reason, "func_id": p.func_id}
+                for p in self.plan.probes
+            ],
+            "fields": [
+                {"macro": f"GPT_OFF_{s.macro}", "path": self.plan.fields.get(s.macro) or s.paths[-1],
+                 "offset": self.plan.offsets.get(self.plan.fields.get(s.macro) or "")}
+                for s in FIELDS
+            ],
+            "offsets": self.plan.offsets,
+            "notes": self.plan.notes,
+        }
+
+
+def run_doctor(kallsyms: str | Path | None = None, btf_dir: str | Path | None = None, probes: list[str] | None = None,
+               tracefs: str | Path | None = None) -> DoctorReport:
+    offline = kallsyms is not None or btf_dir is not None
+    plan = plan_kfd(kallsyms, btf_dir, probes=probes, tracefs=tracefs)
+    checks = _offline_checks(plan, kallsyms, btf_dir) if offline else live_checks(plan, tracefs)
+    return DoctorReport(plan.kernel, offline, checks, plan)
+
+
+def _offline_checks(plan: KfdPlan, kallsyms, btf_dir) -> list[Check]:
+    d = Path(btf_dir) if btf_dir else SYS_BTF
+    has_mod = (d / MODULE).exists()
+    out = [Check("btf", True if has_mod else False, f"{d}: vmlinux" + (f" + {MODULE} (split BTF matches its base)" if has_mod else f", no {MODULE}"),
+                 "" if has_mod else f"copy /sys/kernel/btf/{MODULE} from a machine with amdgpu loaded")]
+    loaded = any(p.reason != f"module {MODULE} is not loaded" for p in plan.probes)
+    out.append(Check("kallsyms", loaded, f"{kallsyms or '/proc/kallsyms'}: " + (f"{MODULE} symbols present" if loaded else f"no {MODULE} symbols"),
+                     "" if loaded else f"save /proc/kallsyms as root while {MODULE} is loaded"))
+    return out
+
+
+def _caps() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def _mounted(fstype: str) -> list[str]:
+    try:
+        return [ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines() if ln.split()[2] == fstype]
+    except OSError:
+        return []
+
+
+def kfd_ioctl_version(dev: str = "/dev/kfd") -> tuple[int, int]:
+    fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, AMDKFD_IOC_GET_VERSION, buf)
+        return struct.unpack("<II", buf)
+    finally:
+        os.close(fd)
+
+
+def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
+    out: list[Check] = []
+    caps = _caps()
+    root = os.geteuid() == 0
+    can_bpf = root or (caps >> CAP_SYS_ADMIN) & 1 or ((caps >> CAP_BPF) & 1 and (caps >> CAP_PERFMON) & 1)
+    out.append(Check("privileges", bool(can_bpf), "root" if root else f"uid {os.geteuid()}, CapEff {caps:#x}",
+                     "" if can_bpf else "run as root (or with CAP_BPF + CAP_PERFMON)"))
+
+    d = SYS_BTF
+    vm_ok = (d / "vmlinux").exists()
+    out.append(Check("btf vmlinux", vm_ok, str(d / "vmlinux") + (" present" if vm_ok else " missing"),
+                     "" if vm_ok else "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
+    mod_loaded = Path(f"/sys/module/{MODULE}").is_dir()
+    out.append(Check(f"{MODULE} module", mod_loaded, "loaded" if mod_loaded else "not loaded (no AMD GPU driver in this kernel)",
+                     "" if mod_loaded else f"modprobe {MODULE} on a machine with an AMD GPU (or use the QEMU lab: make lab)"))
+    mod_btf = (d / MODULE).exists()
+    out.append(Check(f"btf {MODULE}", mod_btf, str(d / MODULE) + (" present" if mod_btf else " missing"),
+                     "" if mod_btf else f"load {MODULE} on a kernel with CONFIG_DEBUG_INFO_BTF_MODULES=y; offline: doctor --btf DIR"))
+
+    kp = Path("/sys/bus/event_source/devices/kprobe").is_dir() or any((t / "kprobe_events").exists() for t in TRACEFS_DIRS)
+    out.append(Check("kprobes", kp, "kprobe PMU present" if kp else "this kernel has no kprobes (CONFIG_KPROBES off)",
+                     "" if kp else "KFD function probes need a kernel with CONFIG_KPROBES=y (Debian's kernels have it; the QEMU lab uses one)"))
+    fentry = Path("/proc/kallsyms").exists() and _kallsyms_has("bpf_trampoline_link_prog")
+    out.append(Check("fentry", None, "BPF trampolines present (not used yet: the recorder attaches kprobes)" if fentry
+                     else "no BPF trampolines (fentry/fexit unavailable)"))
+
+    tfs = [Path(tracefs)] if tracefs else [t for t in TRACEFS_DIRS if (t / "events").is_dir()]
+    out.append(Check("tracefs", bool(tfs), f"{tfs[0]}" if tfs else "not mounted",
+                     "" if tfs else "mount -t tracefs nodev /sys/kernel/tracing (the ioctl tracepoints need it)"))
+    tp = [p.target for p in plan.probes if p.mechanism == "tracepoint"]
+    out.append(Check("kfd tracepoints", None, ", ".join(tp) if tp else "none (kernel without the kfd:* tracepoint series): kprobes are planned"))
+
+    dbg = _mounted("debugfs")
+    kfd_dbg = Path("/sys/kernel/debug/kfd").is_dir()
+    out.append(Check("debugfs", bool(dbg) and kfd_dbg,
+                     (f"mounted at {dbg[0]}" if dbg else "not mounted") + ("; kfd/ present" if kfd_dbg else "; no kfd/ directory"),
+                     "" if dbg and kfd_dbg else ("mount -t debugfs none /sys/kernel/debug" if not dbg else f"kfd/ appears when {MODULE} is loaded (CONFIG_DEBUG_FS=y)")))
+
+    if not Path("/dev/kfd").exists():
+        out.append(Check("/dev/kfd", False, "missing", f"no KFD device: load {MODULE} on a machine with a supported AMD GPU"))
+    else:
+        try:
+            major, minor = kfd_ioctl_version()
+            out.append(Check("/dev/kfd", True, f"KFD ioctl version {major}.{minor}"))
+        except PermissionError:
+            out.append(Check("/dev/kfd", False, "permission denied", "run as root or join the render group"))
+        except OSError as e:
+            out.append(Check("/dev/kfd", False, f"GET_VERSION failed: {e.strerror}", "check dmesg for amdgpu/KFD init errors"))
+
+    lock = Path("/sys/kernel/security/lockdown")
+    if lock.exists():
+        mode = next((w.strip("[]") for w in lock.read_text().split() if w.startswith("[")), "none")
+        out.append(Check("lockdown", mode != "confidentiality", mode,
+                         "" if mode != "confidentiality" else "lockdown=confidentiality forbids reading kernel memory from BPF; boot with lockdown=integrity or none"))
+    attachable = [p for p in plan.probes if p.status == "planned"]
+    out.append(Check("kfd probes", bool(attachable), f"{len(attachable)} of {len(plan.probes)} planned",
+                     "" if attachable else f"nothing to attach: see the plan below ({MODULE} loaded? kprobes?)"))
+    if attachable and not kp:
+        out[-1] = Check("kfd probes", False, f"{len(attachable)} planned, but kprobes are unavailable", "use a kernel with CONFIG_KPROBES=y")
+    return out
+
+
+def _kallsyms_has(name: str) -> bool:
+    try:
+        with open("/proc/kallsyms") as f:
+            return any(line.split()[2] == name for line in f if name in line)
+    except OSError:
+        return False
+
+
+def render_text(r: DoctorReport) -> str:
+    lines = [f"kernel: {r.kernel}" + ("" if r.offline else " (running)"), "", "checks:"]
+    for c in r.checks:
+        mark = "info" if c.ok is None else ("ok" if c.ok else "FAIL")
+        lines.append(f"  [{mark:4}] {c.name:16} {c.detail}")
+        if c.hint and c.ok is False:
+            lines.append(f"  {'':6} {'':16} fix: {c.hint}")
+    planned = sum(p.status == "planned" for p in r.plan.probes)
+    lines += ["", f"attach plan ({planned} of {len(r.plan.probes)} probes planned):"]
+    rows = [("probe", "event", "target", "mechanism", "status", "reason")]
+    rows += [(p.probe, p.event, p.target or "-", p.mechanism or "-", p.status, p.reason or "") for p in r.plan.probes]
+    lines += _table(rows)
+    lines += ["", "struct fields (from BTF; missing = not read, NULL):"]
+    frows = [("macro", "field", "offset")]
+    for s in FIELDS:
+        path = r.plan.fields.get(s.macro)
+        shown = path or " | ".join(p for p in s.paths if "{" not in p)
+        frows.append((f"GPT_OFF_{s.macro}", shown, str(r.plan.offsets[path]) if path else "missing"))
+    lines += _table(frows)
+    if r.plan.notes:
+        lines += ["", "notes:"] + [f"  {n}" for n in r.plan.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
