@@ -84,10 +84,3 @@ def exp01(traces: Sequence[str], group_by: str = "model", schedule: str = "unkno
     from .exp01 import exp01 as _exp01
 
     return _exp01(traces, group_by, schedule)
-
-
-def doctor(kallsyms: str | None = None, btf_dir: str | None = None, probes: list[str] | None = None, tracefs: str | None = None):
-    """The recorder's attach plan and system checks (running kernel, or offline kallsyms/BTF)."""
-    from .doctor import run_doctor
-
-    return run_doctor(kallsyms=kallsyms, btf_dir=btf_dir, probes=probes, tracefs=tracefs)
