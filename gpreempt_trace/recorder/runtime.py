@@ -263,11 +263,12 @@ class Recorder:
         prog = self.build()
         tw = TraceWriter.create(o.output, o.labels, append=True)
         t0 = time.monotonic()
-        bpf = ring = proc = None
+        bpf = ring = proc = snap = None
         events = lost = 0
         exit_code = None
         handlers = {}
         try:
+            snap = self._snapshotter(tw)  # fails early (one line) when debugfs/KFD is absent
             bpf = self._bpf = self._compile(prog)
             self._attach(bpf, prog)
             tw.meta["attach_plan"] = [r if isinstance(r, dict) else r.as_dict() for r in prog.rows]
@@ -280,19 +281,20 @@ class Recorder:
                 known = bpf[b"gpt_ioctl_known"]
                 for nr in ioctls.known_nrs():
                     known[known.Key(nr)] = known.Leaf(1)
+            tw.meta["recorder"]["recording_since_ns"] = time.monotonic_ns()  # probes attached, filters set
+            tw.save_meta()
             dtype = codegen.numpy_dtype()
             ring = RingReader(bpf[b"gpt_events"].map_fd, o.ringbuf_mb * 1024 * 1024, dtype)
             decoder = EventDecoder(tw.run_id, prog.func_names, ioctls.ioctl_name)
             writer = tw.writer("events")
-            snap = self._snapshotter(tw)
             if snap:
-                snap.take("start")
+                snap.take("baseline")
             handlers = self._install_signals()
             if o.cmd:
                 proc = self._launch(bpf, tw)
-            events, exit_code = self._loop(ring, decoder, writer, tw, proc, snap, t0)
+            events, exit_code = self._loop(ring, decoder, writer, tw, proc, snap, time.monotonic())
             if snap:
-                snap.take("end")
+                snap.take("after")
         finally:
             self._restore_signals(handlers)
             if proc is not None and proc.poll() is None:
@@ -371,6 +373,7 @@ class Recorder:
         return proc
 
     def _loop(self, ring: RingReader, decoder, writer, tw, proc, snap, t0: float) -> tuple[int, int | None]:
+        """Drain, decode and write until the workload exits, --duration (from t0) passes or a signal comes."""
         o = self.o
         buf = np.empty(BATCH_RECORDS, ring.slot["rec"])
         pending: list[np.ndarray] = []
@@ -398,7 +401,7 @@ class Recorder:
                 sys.stderr.flush()
                 last_status, status_n, status_t = now, total, now
             if snap and now - last_snap >= o.snapshot_interval_s:
-                snap.take("periodic")
+                snap.take("during")
                 last_snap = now
             if proc_done and n == 0 and not pending:
                 break
