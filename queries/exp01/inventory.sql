@@ -35,7 +35,7 @@ SELECT
   -- events when every queue got a recorder id, partial when some, none without events.
   CASE WHEN count(queue_id) = count(*) THEN 'events' WHEN count(queue_id) > 0 THEN 'partial' ELSE 'none' END AS queue_id_source,
   -- Doorbell offsets of the queues (compute then SDMA, each sorted).
-  list_sort(list(doorbell_off) FILTER (WHERE queue_type = 'compute')) || list_sort(list(doorbell_off) FILTER (WHERE queue_type = 'sdma')) AS doorbell_offs
+  list_sort(coalesce(list(doorbell_off) FILTER (WHERE queue_type = 'compute'), [])) || list_sort(coalesce(list(doorbell_off) FILTER (WHERE queue_type = 'sdma'), [])) AS doorbell_offs
 FROM exp01_queues
 GROUP BY run_id, snapshot_seq, tgid, gpu_id
 ORDER BY run_id, snapshot_seq, tgid, gpu_id;
