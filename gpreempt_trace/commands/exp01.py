@@ -7,7 +7,7 @@ from .. import api
 from .. import options as opt
 
 
-@click.command("exp01")
+@click.command("exp01", short_help="Experiment 1: queue inventory verdicts.")
 @opt.traces
 @click.option("--group-by", default="model", show_default=True, metavar="LABEL", help="Group runs by this meta.json label (e.g. model=X).")
 @click.option("--schedule", type=click.Choice(["ample", "tight", "unknown"]), default="unknown", show_default=True,

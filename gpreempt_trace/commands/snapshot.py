@@ -22,7 +22,7 @@ def import_command(output, labels, files):
     click.echo(f"{res.trace}: {res.snapshots} snapshots, {res.rows} rows (run {res.run_id}{', appended' if res.appended else ''})")
 
 
-@click.command("snapshot", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.command("snapshot", short_help="Snapshot KFD debugfs (mqds, hqds, rls) into a trace.", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @opt.output_trace(required=False)
 @click.option("--interval", "interval_s", type=float, default=1.0, show_default=True, help="Seconds between snapshots.")
 @click.option("--count", type=click.IntRange(min=0), help="Snapshots to take (with a workload: at most this many while it runs; default 1 without).")
