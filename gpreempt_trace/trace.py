@@ -52,6 +52,15 @@ class TraceWriter:
     path: Path
     meta: dict
     writers: dict[str, SegmentWriter] = field(default_factory=dict)
+    owns_meta: bool = True  # False for a process that only adds rows to another's trace
+    prefix: str = "seg"  # segment file prefix of this process's writers
+
+    @classmethod
+    def join(cls, path: str | os.PathLike, prefix: str) -> "TraceWriter":
+        """Add rows to a trace that another process (the recorder) owns: own segment names, and
+        meta.json is left to its owner."""
+        p = Path(path)
+        return cls(p, read_meta(p), owns_meta=False, prefix=prefix)
 
     @classmethod
     def create(
@@ -102,11 +111,13 @@ class TraceWriter:
 
     def writer(self, table: str, **kw) -> SegmentWriter:
         if table not in self.writers:
+            kw.setdefault("prefix", self.prefix)
             self.writers[table] = SegmentWriter(self.path / table, table, self.run_id, **kw)
         return self.writers[table]
 
     def save_meta(self) -> None:
-        _write_json_atomic(self.path / META, self.meta)
+        if self.owns_meta:
+            _write_json_atomic(self.path / META, self.meta)
 
     def tick(self) -> None:
         for w in self.writers.values():
@@ -115,6 +126,8 @@ class TraceWriter:
     def close(self, **meta_updates) -> None:
         for w in self.writers.values():
             w.close()
+        if not self.owns_meta:
+            return
         self.meta.update(meta_updates)
         counters = self.meta.setdefault("counters", {})
         for table, w in self.writers.items():

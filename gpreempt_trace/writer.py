@@ -47,9 +47,13 @@ class SegmentWriter:
         segment_s: float = DEFAULT_SEGMENT_S,
         compression: str = "zstd",
         background: bool = False,
+        prefix: str = "seg",
     ):
         self.dir = Path(table_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # a second process appending to the same table (snapshotter, workload markers) uses its own
+        # prefix, so segment names never collide
+        self.prefix = prefix
         self.run_id = run_id
         self.schema = _with_provenance(schema.table_schema(table), run_id)
         self.rows_per_group = rows_per_group
@@ -73,11 +77,11 @@ class SegmentWriter:
         pq.write_table(self.schema.empty_table(), self.dir / SCHEMA_FILE)
 
     def _next_index(self) -> int:
-        nums = [int(p.stem.split("-")[1]) for p in self.dir.glob("seg-*.parquet") if p.stem.split("-")[1].isdigit()]
-        return max(nums, default=-1) + 1
+        tails = [p.stem[len(self.prefix) + 1:] for p in self.dir.glob(f"{self.prefix}-*.parquet")]
+        return max((int(t) for t in tails if t.isdigit()), default=-1) + 1
 
     def _paths(self) -> tuple[Path, Path]:
-        name = f"seg-{self._seg_index:06d}.parquet"
+        name = f"{self.prefix}-{self._seg_index:06d}.parquet"
         return self.dir / f".{name}.tmp", self.dir / name
 
     # -- appending ---------------------------------------------------------------------------

@@ -172,3 +172,19 @@ def test_labels_parse():
     assert trace.parse_labels(["model=resnet50", "x=a=b"]) == {"model": "resnet50", "x": "a=b"}
     with pytest.raises(GptError, match="is not key=value"):
         trace.parse_labels(["oops"])
+
+
+def test_join_adds_rows_without_touching_meta(tmp_path):
+    owner = trace.TraceWriter.create(tmp_path / "t")
+    owner.writer("markers").append_rows([dict(ts_ns=1, source="recorder", kind="workload_start")])
+    before = (tmp_path / "t" / "meta.json").read_text()
+    guest = trace.TraceWriter.join(tmp_path / "t", prefix="wl42")
+    guest.writer("markers").append_rows([dict(ts_ns=2, source="workload", kind="request_start", seq=1)])
+    guest.close()
+    assert (tmp_path / "t" / "meta.json").read_text() == before
+    owner.close()
+    names = sorted(p.name for p in (tmp_path / "t" / "markers").glob("*.parquet"))
+    assert names == ["schema.parquet", "seg-000000.parquet", "wl42-000000.parquet"]
+    rows = sorted(r["ts_ns"] for f in trace.segment_files(tmp_path / "t", "markers") for r in pq.read_table(f).to_pylist())
+    assert rows == [1, 2]
+    assert trace.read_meta(tmp_path / "t")["counters"]["markers_written"] == 1  # the owner's own count
