@@ -81,6 +81,13 @@ def _offline_checks(plan: KfdPlan, kallsyms, btf_dir) -> list[Check]:
     return out
 
 
+def _exists(p: Path, dir_: bool = False) -> bool:
+    try:
+        return p.is_dir() if dir_ else p.exists()
+    except OSError:  # e.g. tracefs/debugfs entries are root-only
+        return False
+
+
 def _caps() -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -117,36 +124,37 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
                      "" if can_bpf else "run as root (or with CAP_BPF + CAP_PERFMON)"))
 
     d = SYS_BTF
-    vm_ok = (d / "vmlinux").exists()
+    vm_ok = _exists(d / "vmlinux")
     out.append(Check("btf vmlinux", vm_ok, str(d / "vmlinux") + (" present" if vm_ok else " missing"),
                      "" if vm_ok else "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
     mod_loaded = Path(f"/sys/module/{MODULE}").is_dir()
     out.append(Check(f"{MODULE} module", mod_loaded, "loaded" if mod_loaded else "not loaded (no AMD GPU driver in this kernel)",
                      "" if mod_loaded else f"modprobe {MODULE} on a machine with an AMD GPU (or use the QEMU lab: make lab)"))
-    mod_btf = (d / MODULE).exists()
+    mod_btf = _exists(d / MODULE)
     out.append(Check(f"btf {MODULE}", mod_btf, str(d / MODULE) + (" present" if mod_btf else " missing"),
                      "" if mod_btf else f"load {MODULE} on a kernel with CONFIG_DEBUG_INFO_BTF_MODULES=y; offline: doctor --btf DIR"))
 
-    kp = Path("/sys/bus/event_source/devices/kprobe").is_dir() or any((t / "kprobe_events").exists() for t in TRACEFS_DIRS)
+    kp = _exists(Path("/sys/bus/event_source/devices/kprobe"), True) or any(_exists(t / "kprobe_events") for t in TRACEFS_DIRS)
     out.append(Check("kprobes", kp, "kprobe PMU present" if kp else "this kernel has no kprobes (CONFIG_KPROBES off)",
                      "" if kp else "KFD function probes need a kernel with CONFIG_KPROBES=y (Debian's kernels have it; the QEMU lab uses one)"))
     fentry = Path("/proc/kallsyms").exists() and _kallsyms_has("bpf_trampoline_link_prog")
     out.append(Check("fentry", None, "BPF trampolines present (not used yet: the recorder attaches kprobes)" if fentry
                      else "no BPF trampolines (fentry/fexit unavailable)"))
 
-    tfs = [Path(tracefs)] if tracefs else [t for t in TRACEFS_DIRS if (t / "events").is_dir()]
-    out.append(Check("tracefs", bool(tfs), f"{tfs[0]}" if tfs else "not mounted",
-                     "" if tfs else "mount -t tracefs nodev /sys/kernel/tracing (the ioctl tracepoints need it)"))
+    tfs = [Path(tracefs)] if tracefs else [t for t in TRACEFS_DIRS if _exists(t / "events", True)]
+    hidden = not tfs and any(t.is_dir() and not os.access(t, os.R_OK | os.X_OK) for t in TRACEFS_DIRS)
+    out.append(Check("tracefs", bool(tfs), f"{tfs[0]}" if tfs else ("not readable by this user" if hidden else "not mounted"),
+                     "" if tfs else ("run as root" if hidden else "mount -t tracefs nodev /sys/kernel/tracing (the ioctl tracepoints need it)")))
     tp = [p.target for p in plan.probes if p.mechanism == "tracepoint"]
     out.append(Check("kfd tracepoints", None, ", ".join(tp) if tp else "none (kernel without the kfd:* tracepoint series): kprobes are planned"))
 
     dbg = _mounted("debugfs")
-    kfd_dbg = Path("/sys/kernel/debug/kfd").is_dir()
+    kfd_dbg = _exists(Path("/sys/kernel/debug/kfd"), True)
     out.append(Check("debugfs", bool(dbg) and kfd_dbg,
                      (f"mounted at {dbg[0]}" if dbg else "not mounted") + ("; kfd/ present" if kfd_dbg else "; no kfd/ directory"),
                      "" if dbg and kfd_dbg else ("mount -t debugfs none /sys/kernel/debug" if not dbg else f"kfd/ appears when {MODULE} is loaded (CONFIG_DEBUG_FS=y)")))
 
-    if not Path("/dev/kfd").exists():
+    if not _exists(Path("/dev/kfd")):
         out.append(Check("/dev/kfd", False, "missing", f"no KFD device: load {MODULE} on a machine with a supported AMD GPU"))
     else:
         try:
@@ -158,7 +166,7 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
             out.append(Check("/dev/kfd", False, f"GET_VERSION failed: {e.strerror}", "check dmesg for amdgpu/KFD init errors"))
 
     lock = Path("/sys/kernel/security/lockdown")
-    if lock.exists():
+    if _exists(lock) and os.access(lock, os.R_OK):
         mode = next((w.strip("[]") for w in lock.read_text().split() if w.startswith("[")), "none")
         out.append(Check("lockdown", mode != "confidentiality", mode,
                          "" if mode != "confidentiality" else "lockdown=confidentiality forbids reading kernel memory from BPF; boot with lockdown=integrity or none"))

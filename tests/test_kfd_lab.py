@@ -19,7 +19,7 @@ from gpreempt_trace.recorder.plan import plan_kfd
 
 plan = plan_kfd()
 text = (REPO / "tracers" / "common.h").read_text() + "\n" + plan.source()
-b = BPF(text=text, cflags=plan.cflags + ["-I" + str(REPO / "tracers")])
+b = BPF(text=text.encode(), cflags=plan.cflags + ["-I" + str(REPO / "tracers")])
 plan.attach(b)
 raw = []
 b["gpt_events"].open_ring_buffer(lambda ctx, data, size: raw.append(ctypes.string_at(data, size)))

@@ -223,8 +223,11 @@ def find_kfd_tracepoints(tracefs_dirs=TRACEFS_DIRS, btfs: tuple[Btf | None, ...]
     found: dict[str, str] = {}
     for base in map(Path, tracefs_dirs):
         kfd = base / "events" / "kfd"
-        if kfd.is_dir():
-            names = {p.name for p in kfd.iterdir() if p.is_dir()}
+        try:
+            names = {p.name for p in kfd.iterdir() if p.is_dir()} if kfd.is_dir() else set()
+        except OSError:  # tracefs is root-only
+            names = set()
+        if names:
             for ev in EVENTS[1:]:
                 for name in (ev, f"kfd_{ev}"):
                     if name in names:

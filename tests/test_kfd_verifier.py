@@ -1,0 +1,53 @@
+"""Every KFD program in tracers/kfd.bpf.c passes this kernel's verifier (loaded as KPROBE programs,
+not attached: this VM has no kprobes), with the -D flags planned for Debian's 6.1.0-56 build and for
+the running kernel (no amdgpu: no field macros at all)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from gpreempt_trace.recorder.plan import PROBES, REPO, plan_kfd
+
+pytestmark = pytest.mark.bpf
+
+bcc = pytest.importorskip("bcc")
+
+
+def load_all(plan) -> dict[str, int]:
+    """Compile common.h + kfd.bpf.c once and load every handler; returns name -> BPF instructions."""
+    os.environ["BCC_KERNEL_SOURCE"] = str(REPO / "tracers" / "stub")
+    text = (REPO / "tracers" / "common.h").read_text() + "\n" + plan.source()
+    b = bcc.BPF(text=text.encode(), cflags=plan.cflags + [f"-I{REPO / 'tracers'}"])
+    try:
+        sizes = {}
+        for spec in PROBES:
+            for kind in ("entry", "return"):
+                name = f"kfd_{kind}__{spec.name}".encode()
+                fn = b.load_func(name, bcc.BPF.KPROBE)  # raises with the verifier log on rejection
+                assert fn.fd >= 0
+                sizes[name.decode()] = bcc.lib.bpf_function_size(b.module, name) // 8
+        return sizes
+    finally:
+        b.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _root():
+    if os.geteuid() != 0:
+        pytest.skip("loading BPF programs needs root")
+
+
+def test_verifier_accepts_fixture_61_plan(kfd_fixture):
+    plan = plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf")
+    sizes = load_all(plan)
+    assert len(sizes) == 2 * len(PROBES)
+    # the queue-reading return handlers are the big ones: every queue field is compiled in
+    assert sizes["kfd_return__create_queue_cpsch"] > sizes["kfd_return__kfd_ioctl"] > 0
+    assert sizes["kfd_return__suspend_queues"] > sizes["kfd_return__map_queues_cpsch"]  # the queue-id reads
+
+
+def test_verifier_accepts_running_kernel_plan():
+    plan = plan_kfd()
+    sizes = load_all(plan)
+    assert len(sizes) == 2 * len(PROBES)

@@ -1,0 +1,230 @@
+"""The KFD attach planner: kallsyms resolution rules, the plan for Debian's 6.1.0-56 build (fixture),
+the -D flags it hands to kfd.bpf.c, kfd:* tracepoint preference, and the order attach() tries."""
+from __future__ import annotations
+
+import pytest
+
+from gpreempt_trace.errors import GptError
+from gpreempt_trace.recorder.kallsyms import Kallsyms, split_clone
+from gpreempt_trace.recorder.plan import PROBES, plan_kfd
+
+KALLSYMS_TINY = """\
+ffffffff81000000 T _stext
+ffffffff8142e620 t update_queue
+ffffffff81500000 T shared_name
+ffffffffc0001000 t update_queue\t[amdgpu]
+ffffffffc0002000 t create_queue_cpsch\t[amdgpu]
+ffffffffc0002100 t create_queue_cpsch.cold\t[amdgpu]
+ffffffffc0003000 t remove_queue_mes.constprop.0\t[amdgpu]
+ffffffffc0003100 t remove_queue_mes.constprop.0.cold\t[amdgpu]
+ffffffffc0004000 t only_cold.cold\t[amdgpu]
+ffffffffc0005000 t twice.isra.0\t[amdgpu]
+ffffffffc0005100 t twice.part.1\t[amdgpu]
+ffffffffc0006000 t dup_in_module\t[amdgpu]
+ffffffffc0006100 t dup_in_module\t[amdgpu]
+ffffffffc0007000 d some_data\t[amdgpu]
+ffffffffc0008000 t shared_name\t[other]
+"""
+
+
+def test_split_clone():
+    assert split_clone("remove_queue_mes.constprop.0") == ("remove_queue_mes", ".constprop.0")
+    assert split_clone("kgd_hqd_destroy.cold") == ("kgd_hqd_destroy", ".cold")
+    assert split_clone("a.isra.0.part.1") == ("a", ".isra.0.part.1")
+    assert split_clone("plain") == ("plain", "")
+
+
+def test_kallsyms_resolution_rules():
+    ks = Kallsyms(KALLSYMS_TINY, "tiny")
+    r = ks.resolve("create_queue_cpsch")  # unique (its .cold fragment is not an entry point)
+    assert (r.symbol, r.kprobe_target, r.fentry_safe, r.args_reliable, r.reason) == ("create_queue_cpsch", "create_queue_cpsch", True, True, None)
+    r = ks.resolve("update_queue")  # also in vmlinux: module-qualified, fentry unsafe
+    assert (r.symbol, r.kprobe_target, r.fentry_safe, r.args_reliable) == ("update_queue", "amdgpu:update_queue", False, True)
+    assert "also in vmlinux" in r.reason
+    r = ks.resolve("remove_queue_mes")  # only a GCC clone
+    assert (r.symbol, r.kprobe_target, r.args_reliable) == ("remove_queue_mes.constprop.0", "remove_queue_mes.constprop.0", False)
+    assert "GCC clone" in r.reason
+    assert ks.resolve("only_cold").symbol is None and "inlined" in ks.resolve("only_cold").reason
+    r = ks.resolve("twice")
+    assert r.symbol is None and "twice.isra.0, twice.part.1" in r.reason
+    r = ks.resolve("dup_in_module")
+    assert r.kprobe_target == "amdgpu:dup_in_module" and "2 copies" in r.reason
+    assert ks.resolve("some_data").symbol is None  # data symbols are not functions
+    assert ks.resolve("execute_queues_cpsch").reason.startswith("not in tiny")
+    assert ks.resolve("create_queue_cpsch", module="nomod").reason == "module nomod is not loaded"
+
+
+def test_kallsyms_bad_input(tmp_path):
+    with pytest.raises(GptError, match="no function symbols"):
+        Kallsyms("garbage\n", "x")
+    with pytest.raises(GptError, match="does not exist"):
+        Kallsyms.load(tmp_path / "nope")
+
+
+# the plan for Debian 6.1.0-56 (fixture kallsyms + BTF): probe -> (target, status)
+EXPECTED_61 = {
+    "create_queue_cpsch": ("create_queue_cpsch", "planned"),
+    "create_queue_nocpsch": ("create_queue_nocpsch", "planned"),
+    "destroy_queue_cpsch": ("destroy_queue_cpsch", "planned"),
+    "destroy_queue_nocpsch": ("destroy_queue_nocpsch", "planned"),
+    "update_queue": ("amdgpu:update_queue", "planned"),
+    "execute_queues_cpsch": (None, "unavailable"),
+    "map_queues_cpsch": ("map_queues_cpsch", "planned"),
+    "unmap_queues_cpsch": ("unmap_queues_cpsch", "planned"),
+    "evict_process_queues_cpsch": ("evict_process_queues_cpsch", "planned"),
+    "evict_process_queues_nocpsch": ("evict_process_queues_nocpsch", "planned"),
+    "restore_process_queues_cpsch": ("restore_process_queues_cpsch", "planned"),
+    "restore_process_queues_nocpsch": ("restore_process_queues_nocpsch", "planned"),
+    "kfd_process_evict_queues": ("kfd_process_evict_queues", "planned"),
+    "kfd_process_restore_queues": ("kfd_process_restore_queues", "planned"),
+    "suspend_queues": (None, "unavailable"),
+    "resume_queues": (None, "unavailable"),
+    "pm_send_runlist": ("pm_send_runlist", "planned"),
+    "pm_send_set_resources": ("pm_send_set_resources", "planned"),
+    "hw_unmap_wait": ("pm_send_unmap_queue->amdkfd_fence_wait_timeout", "planned"),
+    "kfd_ioctl": ("kfd_ioctl", "planned"),
+    "add_queue_mes": ("add_queue_mes", "planned"),
+    "remove_queue_mes": ("remove_queue_mes.constprop.0", "planned"),
+}
+
+
+@pytest.fixture(scope="module")
+def plan61():
+    from conftest import KFD_FIXTURE
+
+    return plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf")
+
+
+def test_fixture_plan(plan61):
+    got = {p.probe: (p.target, p.status) for p in plan61.probes}
+    assert got == EXPECTED_61
+    by = {p.probe: p for p in plan61.probes}
+    assert by["execute_queues_cpsch"].reason == "inlined in this build; using map_queues_cpsch+unmap_queues_cpsch"
+    assert by["update_queue"].reason.startswith("name also in vmlinux: using amdgpu:update_queue")
+    assert "GCC clone remove_queue_mes.constprop.0" in by["remove_queue_mes"].reason
+    assert "6.5" in by["suspend_queues"].reason
+    assert [p.func_id for p in plan61.probes] == list(range(len(PROBES)))
+    assert by["kfd_ioctl"].as_dict() == {"probe": "kfd_ioctl", "event": "kfd_ioctl", "target": "kfd_ioctl",
+                                         "mechanism": "kprobe+kretprobe", "status": "planned", "reason": None, "func_id": 19}
+
+
+def test_fixture_offsets_and_cflags(plan61):
+    """Offsets equal pahole's for this build (btf_layouts.txt); missing fields get no macro."""
+    assert plan61.offsets["queue.properties.is_active"] == 110
+    assert plan61.offsets["queue.properties.is_evicted"] == 109
+    assert plan61.offsets["queue.properties.is_suspended"] is None
+    assert plan61.offsets["kfd_dev.id"] == 96
+    assert plan61.offsets["kfd_process.pasid"] == 160
+    assert plan61.offsets["kfd_process_device.pasid"] is None
+    assert plan61.offsets["task_struct.tgid"] == 2420
+    flags = set(plan61.cflags)
+    for f in ("-DGPT_OFF_Q_TYPE=40", "-DGPT_OFF_Q_QUEUE_ID=48", "-DGPT_OFF_Q_DOORBELL_OFF=104", "-DGPT_OFF_Q_PRIORITY=72",
+              "-DGPT_OFF_Q_IS_ACTIVE=110", "-DGPT_OFF_Q_PROCESS=200", "-DGPT_OFF_Q_DEVICE=208", "-DGPT_OFF_DEV_ID=96",
+              "-DGPT_OFF_PROC_LEAD_THREAD=96", "-DGPT_OFF_TASK_TGID=2420", "-DGPT_OFF_DQM_DEV=304", "-DGPT_OFF_PDD_QPD=16",
+              "-DGPT_KQT_COMPUTE=0", "-DGPT_KQT_SDMA_XGMI=4", "-DGPT_KQF_AQL=1", "-DGPT_KUF_DYNAMIC=2",
+              # argument positions from the BTF prototypes (destroy: qpd before q)
+              "-DGPT_ARG_destroy_queue_cpsch_Q=2", "-DGPT_ARG_destroy_queue_cpsch_QPD=1", "-DGPT_ARG_create_queue_cpsch_Q=1",
+              "-DGPT_ARG_unmap_queues_cpsch_FILTER=1", "-DGPT_ARG_unmap_queues_cpsch_GRACE=-1", "-DGPT_ARG_kfd_ioctl_CMD=1",
+              # a GCC clone: no argument is trusted
+              "-DGPT_ARG_remove_queue_mes_Q=-1", "-DGPT_ARG_remove_queue_mes_QPD=-1"):
+        assert f in flags, f
+    assert not [f for f in flags if f.startswith("-DGPT_OFF_Q_IS_SUSPENDED") or f.startswith("-DGPT_OFF_PDD_PASID")]
+    # every probe gets every role macro, so kfd.bpf.c always compiles
+    assert sum(f.startswith("-DGPT_ARG_") for f in flags) == len(PROBES) * 11
+
+
+def test_func_id_base_and_probe_selection():
+    from conftest import KFD_FIXTURE
+
+    p = plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", func_id_base=40, probes=["kfd_ioctl"])
+    assert p.probes[0].func_id == 40 and "-DGPT_FID_kfd_ioctl=59" in p.cflags
+    assert [q.probe for q in p.probes if q.status == "planned"] == ["kfd_ioctl"]
+    with pytest.raises(GptError, match="unknown KFD probe 'bogus'"):
+        plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", probes=["bogus"])
+    with pytest.raises(GptError, match="not supported"):
+        plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", attach="fentry")
+
+
+def test_execute_present_replaces_map_unmap(tmp_path):
+    from conftest import KFD_FIXTURE
+
+    ks = tmp_path / "kallsyms"
+    ks.write_text((KFD_FIXTURE / "kallsyms").read_text() + "ffffffffc0ffe000 t execute_queues_cpsch\t[amdgpu]\n")
+    p = {q.probe: q for q in plan_kfd(ks, KFD_FIXTURE / "btf").probes}
+    assert (p["execute_queues_cpsch"].status, p["execute_queues_cpsch"].target) == ("planned", "execute_queues_cpsch")
+    assert p["map_queues_cpsch"].status == p["unmap_queues_cpsch"].status == "unavailable"
+    assert p["unmap_queues_cpsch"].reason == "execute_queues_cpsch is probed instead"
+
+
+def test_no_amdgpu_loaded(tmp_path):
+    from conftest import KFD_FIXTURE
+
+    ks = tmp_path / "kallsyms"
+    ks.write_text("ffffffff81000000 T _stext\nffffffff8142e620 t update_queue\n")
+    p = plan_kfd(ks, KFD_FIXTURE / "btf")
+    assert {q.status for q in p.probes} == {"unavailable"}
+    assert {q.reason for q in p.probes} == {"module amdgpu is not loaded"}
+
+
+class RecordingBpf:
+    """Stands in for bcc.BPF: records attach calls, fails the names it is told to."""
+
+    def __init__(self, refuse=()):
+        self.refuse = set(refuse)
+        self.calls = []
+
+    def attach_kprobe(self, event, fn_name):
+        self.calls.append(("kprobe", event, fn_name))
+        if event in self.refuse:
+            raise Exception(f"Failed to attach BPF program {fn_name} to kprobe {event}")
+
+    def attach_kretprobe(self, event, fn_name):
+        self.calls.append(("kretprobe", event, fn_name))
+        if event in self.refuse:
+            raise Exception(f"Failed to attach BPF program {fn_name} to kretprobe {event}")
+
+    def detach_kprobe(self, event, fn_name):
+        self.calls.append(("detach", event, fn_name))
+
+
+def test_attach_order_and_fallback():
+    from conftest import KFD_FIXTURE
+
+    plan = plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", probes=["create_queue_cpsch", "hw_unmap_wait", "update_queue"])
+    bpf = RecordingBpf(refuse={"create_queue_cpsch", "amdgpu:update_queue"})
+    plan.attach(bpf)
+    p = {q.probe: q for q in plan.probes}
+    # plain name refused -> the module-qualified name is tried next
+    assert bpf.calls[:4] == [("kprobe", "create_queue_cpsch", "kfd_entry__create_queue_cpsch"),
+                             ("kprobe", "amdgpu:create_queue_cpsch", "kfd_entry__create_queue_cpsch"),
+                             ("kretprobe", "amdgpu:create_queue_cpsch", "kfd_return__create_queue_cpsch"),
+                             ("kprobe", "amdgpu:update_queue", "kfd_entry__update_queue")]
+    assert (p["create_queue_cpsch"].status, p["create_queue_cpsch"].target) == ("attached", "amdgpu:create_queue_cpsch")
+    assert "after create_queue_cpsch failed" in p["create_queue_cpsch"].reason
+    assert p["update_queue"].status == "failed" and "amdgpu:update_queue" in p["update_queue"].reason
+    # the unmap-wait pair: entry of one function, return of another
+    assert ("kprobe", "pm_send_unmap_queue", "kfd_entry__hw_unmap_wait") in bpf.calls
+    assert ("kretprobe", "amdkfd_fence_wait_timeout", "kfd_return__hw_unmap_wait") in bpf.calls
+    assert p["hw_unmap_wait"].status == "attached"
+    assert p["kfd_ioctl"].status == "unavailable" and p["kfd_ioctl"].reason == "not selected"
+
+
+def test_kfd_tracepoints_preferred(tmp_path):
+    """A kernel with the kfd:* tracepoint series: the tracepoint is planned, the kprobes of the same event
+    are kept as a fallback; attach() falls back while the tracepoint handlers are not written."""
+    from conftest import KFD_FIXTURE
+
+    for name in ("kfd_queue_create", "queues_unmap"):
+        (tmp_path / "events" / "kfd" / name).mkdir(parents=True)
+    plan = plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", tracefs=tmp_path)
+    p = {q.probe: q for q in plan.probes}
+    assert (p["tp:queue_create"].target, p["tp:queue_create"].mechanism, p["tp:queue_create"].status) == ("kfd:kfd_queue_create", "tracepoint", "planned")
+    assert p["tp:queues_unmap"].target == "kfd:queues_unmap"
+    assert (p["create_queue_cpsch"].status, p["create_queue_cpsch"].reason) == ("unavailable", "superseded by tracepoint kfd:kfd_queue_create")
+    assert p["unmap_queues_cpsch"].reason == "superseded by tracepoint kfd:queues_unmap"
+    assert p["map_queues_cpsch"].status == "planned"
+    bpf = RecordingBpf()
+    plan.attach(bpf)
+    assert p["tp:queue_create"].status == "failed"
+    assert (p["create_queue_cpsch"].status, p["create_queue_cpsch"].reason) == ("attached", "fallback for kfd:kfd_queue_create")
+    assert p["unmap_queues_cpsch"].status == "attached"
