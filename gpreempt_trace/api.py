@@ -84,3 +84,10 @@ def exp01(traces: Sequence[str], group_by: str = "model", schedule: str = "unkno
     from .exp01 import exp01 as _exp01
 
     return _exp01(traces, group_by, schedule)
+
+
+def workload(role: str, **kw):
+    """Run a built-in torch workload (role 'online' or 'offline'); returns a WorkloadResult."""
+    from .workloads.torch_models import run
+
+    return run(role, **kw)
