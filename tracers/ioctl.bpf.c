@@ -79,20 +79,21 @@ static __always_inline void gpt_set_uapi_qtype(struct gpt_event *e, u32 t)
 	}
 }
 
-/* read up to GPT_MAX_QUEUE_IDS queue ids from a user array (one id per read: DBG_TRAP calls are rare,
- * and a fixed-count loop keeps the verifier happy whatever num says) */
+/* read up to GPT_MAX_QUEUE_IDS queue ids from a user array, one id per read with constant indices
+ * (older verifiers, e.g. 6.1, cannot bound a loop over e->qids[i]); DBG_TRAP calls are rare */
+#define GPT_QID(i)                                                                                   \
+	if (ok && (i) < num) {                                                                       \
+		ok = bpf_probe_read_user(&e->qids[i], sizeof(u32), (void *)(uptr + 4 * (i))) == 0;    \
+	}
 static __always_inline void gpt_read_qids(struct gpt_event *e, u64 uptr, u32 num)
 {
-	if (!uptr || num == 0)
-		return;
-	for (int i = 0; i < GPT_MAX_QUEUE_IDS; i++) {
-		if (i >= num)
-			break;
-		if (bpf_probe_read_user(&e->qids[i], sizeof(u32), (void *)(uptr + 4 * i)))
-			return;
-	}
-	e->valid |= GPT_V_qids;
+	int ok = uptr != 0 && num != 0;
+	GPT_QID(0) GPT_QID(1) GPT_QID(2) GPT_QID(3) GPT_QID(4) GPT_QID(5) GPT_QID(6) GPT_QID(7)
+	GPT_QID(8) GPT_QID(9) GPT_QID(10) GPT_QID(11) GPT_QID(12) GPT_QID(13) GPT_QID(14) GPT_QID(15)
+	if (ok)
+		e->valid |= GPT_V_qids;
 }
+#undef GPT_QID
 
 struct gpt_create_queue_in {
 	u64 ring_base_address, write_pointer_address, read_pointer_address, doorbell_offset;
