@@ -106,13 +106,8 @@ def pick_abi() -> str:
 
 
 def current() -> LabBuild | None:
-    """The built lab the cache points at, if it is complete."""
-    pointer = cache_dir() / "current"
-    try:
-        abi = pointer.read_text().strip()
-    except OSError:
-        return None
-    return LabBuild.load(cache_dir() / "kernel" / abi / "lab.json")
+    """The built lab the cache points at, if it is complete and of this FORMAT."""
+    return LabBuild.load(cache_dir() / "lab.json")
 
 
 @contextmanager
@@ -127,13 +122,30 @@ def _locked():
 
 
 def ensure_built(rebuild: bool = False, log=lambda msg: None) -> LabBuild:
-    """Return the cached lab, building it first when it is missing, stale or `rebuild` is set."""
+    """Return the cached lab, building what is missing, stale or everything when `rebuild` is set.
+    A kernel tree, once extracted, is never changed in place (guests of other processes use it)."""
     check_host()
     with _locked():
         build = None if rebuild else current()
-        if build is None:
-            build = _build(pick_abi(), log)
-            (cache_dir() / "current").write_text(build.abi + "\n")
+        wanted = os.environ.get("GPT_LAB_KERNEL")
+        if build is not None and (not wanted or wanted == build.abi):
+            return build
+        t0 = time.monotonic()
+        kernel = _kernel_tree(pick_abi(), rebuild, log)
+        final = cache_dir() / "kernel" / kernel["abi"]
+        initrd = final / f"initrd-f{FORMAT}.cpio.gz"
+        if rebuild or not initrd.exists():
+            log("lab: initramfs")
+            build_initramfs(final / "root", kernel["abi"], initrd, final)
+        root = final / "root"
+        build = LabBuild(format=FORMAT, abi=kernel["abi"], package=kernel["package"], version=kernel["version"],
+                         root=str(root), vmlinuz=str(root / "boot" / f"vmlinuz-{kernel['abi']}"),
+                         initrd=str(initrd), moddir=str(root / "lib" / "modules" / kernel["abi"]),
+                         headers=kernel["headers"], download_bytes=kernel["download_bytes"],
+                         build_s=round(kernel["extract_s"] + time.monotonic() - t0, 1))
+        tmp = cache_dir() / "lab.json.tmp"
+        tmp.write_text(json.dumps(asdict(build), indent=1) + "\n")
+        os.replace(tmp, cache_dir() / "lab.json")
         return build
 
 
@@ -145,10 +157,17 @@ def _download(pkg: str, dest: Path) -> Path:
     return debs[-1]
 
 
-def _build(abi: str, log) -> LabBuild:
+def _kernel_tree(abi: str, rebuild: bool, log) -> dict:
+    """kernel/<abi>/root: linux-image-<abi> extracted, depmod'ed, build/source linked to headers.
+    Described by kernel/<abi>/kernel.json, written last (its presence means complete)."""
     t0 = time.monotonic()
     kernels = cache_dir() / "kernel"
     final = kernels / abi
+    if not rebuild:
+        try:
+            return json.loads((final / "kernel.json").read_text())
+        except (OSError, ValueError):
+            pass
     stage = kernels / f".stage-{abi}-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "debs").mkdir(parents=True)
@@ -168,23 +187,21 @@ def _build(abi: str, log) -> LabBuild:
         _run(["depmod", "-b", str(root), abi], "depmod -b")
         headers, hdr_bytes = _headers(abi, stage, log)
         download += hdr_bytes
+        headers = headers.replace(str(stage), str(final))
         _link_headers(moddir, headers, abi)
-        log("lab: initramfs")
-        build_initramfs(root, abi, stage / "initrd.cpio.gz", stage)
         shutil.rmtree(stage / "debs")
-        shutil.rmtree(final, ignore_errors=True)
+        kernel = {"abi": abi, "package": package, "version": version, "headers": headers,
+                  "download_bytes": download, "extract_s": round(time.monotonic() - t0, 1)}
+        (stage / "kernel.json").write_text(json.dumps(kernel, indent=1) + "\n")
+        if final.exists():  # --rebuild: move the old tree aside first (no in-place changes)
+            old = kernels / f".old-{abi}-{os.getpid()}"
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
         os.replace(stage, final)
+        return kernel
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    root = final / "root"
-    headers = headers.replace(str(stage), str(final))
-    build = LabBuild(format=FORMAT, abi=abi, package=package, version=version, root=str(root),
-                     vmlinuz=str(root / "boot" / f"vmlinuz-{abi}"), initrd=str(final / "initrd.cpio.gz"),
-                     moddir=str(root / "lib" / "modules" / abi), headers=headers,
-                     download_bytes=download, build_s=round(time.monotonic() - t0, 1))
-    (final / "lab.json").write_text(json.dumps(asdict(build), indent=1) + "\n")
-    return build
 
 
 def _headers(abi: str, stage: Path, log) -> tuple[str, int]:
@@ -206,7 +223,7 @@ def _headers(abi: str, stage: Path, log) -> tuple[str, int]:
 def _link_headers(moddir: Path, headers: str, abi: str) -> None:
     """/lib/modules/<abi>/{build,source} as BCC expects them (absolute host paths: the guest sees
     the host's / at /)."""
-    final_headers = headers.replace(str(moddir.parents[2]), str(cache_dir() / "kernel" / abi / "root"))
+    final_headers = headers
     common = final_headers.replace(f"linux-headers-{abi}", "linux-headers-" + abi.rsplit("-", 1)[0] + "-common")
     for name, target in (("build", final_headers), ("source", common)):
         link = moddir / name

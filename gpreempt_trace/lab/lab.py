@@ -112,8 +112,8 @@ class Lab:
 
     def python(self, source: str, timeout_s: float = 120, **kw) -> RunResult:
         """Run Python `source` in the guest with the repo's venv interpreter."""
-        (py := _venv_python())
-        return self.run(f"exec {shlex.quote(py)} - <<'GPT_LAB_PY_EOF'\n{source}\nGPT_LAB_PY_EOF", timeout_s, **kw)
+        kw["env"] = {"PYTHONUNBUFFERED": "1", **(kw.get("env") or {})}
+        return self.run(f"exec {shlex.quote(_venv_python())} - <<'GPT_LAB_PY_EOF'\n{source}\nGPT_LAB_PY_EOF", timeout_s, **kw)
 
 
 def _venv_python() -> str:

@@ -1,0 +1,184 @@
+"""The real-kernel lab: Debian's 6.1 kernel with the real amdgpu/KFD under QEMU.
+
+The facts checked here are the ones the recorder's attach planner must handle. One guest boot
+(`facts`, module-scoped) checks all of them; a few more boots check run/python, a panic and a
+hard timeout. Tests that need no guest (host checks, bad input) run everywhere."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gpreempt_trace.lab import Lab, LabBroken, LabUnavailable
+from gpreempt_trace.lab import build as lab_build
+from gpreempt_trace.lab import qemu as lab_qemu
+from gpreempt_trace.lab.__main__ import main as lab_main
+from gpreempt_trace.lab.selftest import run_checks
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _qemu_children() -> list[int]:
+    """QEMU processes whose parent is this test process."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        ppid = int(text[text.rindex(")") + 2:].split()[1])
+        if ppid == me and name.startswith("qemu-system"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def facts(lab):
+    """One guest: modprobe amdgpu, /dev/kfd ioctls, tracefs kprobes, kallsyms, a BCC kprobe."""
+    result = run_checks(lab, timeout_s=300)
+    if "error" in result:
+        pytest.fail(f"lab self-check guest failed: {result['error']}\n{result.get('output', '')}", pytrace=False)
+    return result
+
+
+# --- the real KFD in the guest ------------------------------------------------------------------
+
+def test_guest_runs_the_lab_kernel(facts, lab):
+    assert facts["kernel"] == lab.kernel
+    assert lab.kernel.startswith("6.1.0-") and lab.kernel.endswith("-amd64")
+    assert facts["rc"] == 0
+
+
+def test_modprobe_amdgpu_succeeds(facts):
+    assert facts["modprobe_amdgpu_rc"] == 0, facts.get("modprobe_amdgpu_error")
+
+
+def test_dev_kfd_exists(facts):
+    assert facts["dev_kfd"] is True
+
+
+def test_kfd_get_version_is_1_11(facts):
+    assert facts["kfd_version"] == [1, 11]
+
+
+def test_create_queue_with_bogus_gpu_id_is_einval(facts):
+    assert facts["create_queue_bogus_gpu"] == "EINVAL"
+
+
+def test_amdgpu_module_btf_exists(facts):
+    assert facts["btf_amdgpu"] is True
+
+
+def test_tracefs_and_debugfs_mounted(facts):
+    assert facts["tracefs"] is True
+    assert facts["debugfs_dri"] is True
+
+
+def test_kprobe_on_kfd_ioctl_fires_for_both_calls(facts):
+    assert facts["probe_kfd_ioctl"] is None
+    # AMDKFD_IOC_GET_VERSION then AMDKFD_IOC_CREATE_QUEUE, in that order, once each
+    assert facts["kprobe_kfd_ioctl_cmds"] == ["0x80084b01", "0xc0584b02"]
+    assert facts["kallsyms_kfd_ioctl"] == ["amdgpu"]
+
+
+def test_execute_queues_cpsch_is_inlined(facts):
+    assert facts["kallsyms_execute_queues_cpsch"] == []
+    assert facts["probe_execute_queues_cpsch"] == "ENOENT"
+
+
+def test_update_queue_needs_the_module_prefix(facts):
+    assert facts["kallsyms_update_queue"] == ["amdgpu", "vmlinux"]  # amdkfd and ipc/sem.c
+    assert facts["probe_update_queue_plain"] == "EADDRNOTAVAIL"
+    assert facts["probe_update_queue_amdgpu"] is None
+
+
+def test_bcc_kprobe_compiles_and_fires_in_the_guest(facts):
+    assert "bcc_error" not in facts, facts.get("bcc_error")
+    assert facts["bcc_kprobe_hits"] == 1
+
+
+def test_self_check_verdict(facts):
+    assert facts["ok"] is True
+
+
+# --- the Lab API -------------------------------------------------------------------------------
+
+def test_python_returns_rc_output_and_files(lab):
+    res = lab.python(textwrap.dedent("""
+        import os, sys
+        print("out", sys.prefix.endswith(".venv"), os.getcwd())
+        print("err", file=sys.stderr)
+        open(os.path.join(os.environ["OUT"], "made.txt"), "w").write(os.uname().release)
+        sys.exit(7)
+    """), modules=(), timeout_s=120)
+    assert res.rc == 7
+    assert res.output == f"out True {REPO}\nerr\n"
+    assert (res.files / "made.txt").read_text() == lab.kernel
+    assert res.timed_out is False
+    assert _qemu_children() == []
+
+
+def test_kernel_panic_is_a_clear_failure(lab):
+    with pytest.raises(LabBroken, match="lab guest kernel panicked: sysrq triggered crash"):
+        lab.run("echo c > /proc/sysrq-trigger; sleep 60", modules=(), timeout_s=120)
+    assert _qemu_children() == []
+
+
+def test_guest_past_its_time_limit_is_killed(lab):
+    res = lab.run("sleep 600", modules=(), timeout_s=1)
+    assert res.rc == 124 and res.timed_out is True
+    assert "ran past 1 s (during boot) and was killed" in res.output
+    assert _qemu_children() == [] and lab_qemu._LIVE == set()
+
+
+def test_cli_run_exits_with_the_guest_status(lab, capsys, tmp_path):
+    rc = lab_main(["run", "--no-amdgpu", "--timeout", "120", "--out", str(tmp_path), "--",
+                   "echo hello; touch $OUT/x; exit 5"])
+    assert rc == 5
+    assert capsys.readouterr().out == "hello\n"
+    assert (tmp_path / "x").exists()
+
+
+# --- bad input (no guest) ----------------------------------------------------------------------
+
+def test_no_qemu_is_unavailable(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LabUnavailable, match=r"missing qemu-system-x86_64 \(qemu-system-x86\)"):
+        lab_build.check_host()
+
+
+def test_cli_without_qemu_is_one_line_and_exit_3(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(Lab, "_cached", None)
+    assert lab_main(["run", "--", "true"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("lab: cannot run the QEMU lab, missing qemu-system-x86_64") and err.count("\n") == 1
+
+
+def test_missing_kernel_package_is_broken_not_a_hang(monkeypatch, tmp_path):
+    if lab_build._which("apt-get") is None:
+        pytest.skip("no apt-get here")
+    monkeypatch.setenv("GPT_LAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GPT_LAB_KERNEL", "6.1.0-0-nonexistent-amd64")
+    try:
+        lab_build.check_host()
+    except LabUnavailable as e:
+        pytest.skip(str(e))
+    with pytest.raises(LabBroken, match="apt-get download linux-image-6.1.0-0-nonexistent-amd64 failed"):
+        lab_build.ensure_built()
+    assert not any((tmp_path / "cache" / "kernel").iterdir())  # the half-built stage was removed
+
+
+def test_fixture_skips_with_the_reason_without_qemu(tmp_path):
+    (tmp_path / "test_x.py").write_text("def test_x(lab):\n    pass\n")
+    env = dict(os.environ, PATH=str(tmp_path))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "gpreempt_trace.lab.pytest_plugin",
+                          "-p", "no:cacheprovider", str(tmp_path / "test_x.py")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "SKIPPED" in res.stdout and "lab unavailable: cannot run the QEMU lab, missing qemu-system-x86_64" in res.stdout
