@@ -1,0 +1,29 @@
+"""Run every bench/bench_*.py main() in name order (or only those named: python -m bench recorder)."""
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    here = Path(__file__).resolve().parent
+    names = sorted(p.stem for p in here.glob("bench_*.py"))
+    if argv:
+        names = [n for n in names if n.removeprefix("bench_") in argv or n in argv]
+    rc = 0
+    for name in names:
+        t0 = time.monotonic()
+        print(f"== {name}", flush=True)
+        try:
+            rc |= int(importlib.import_module(f"bench.{name}").main() or 0)
+        except SystemExit as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            rc |= 1
+        print(f"== {name} done in {time.monotonic() - t0:.1f}s", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
