@@ -19,7 +19,7 @@ test: $(SETUP)
 
 # everything but the QEMU lab and the kernel build
 test-fast: $(SETUP)
-	$(PY) -m pytest -q -ra -m "not lab" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -m "not lab and not kernel" $(PYTEST_ARGS)
 
 bench: $(SETUP)
 	$(PY) -m bench

@@ -1,0 +1,229 @@
+"""kernel/: the scheme-B patch series (mail format, uapi numbers and layout, tracepoint fields) and
+the full build check (kernel/check.sh, minutes; marked `kernel`)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gpreempt_trace.schema import EVENT_COLUMNS, EVENTS
+
+REPO = Path(__file__).resolve().parent.parent
+KERNEL = REPO / "kernel"
+PATCHES = sorted((KERNEL / "patches").glob("[0-9][0-9][0-9][0-9]-*.patch"))
+SERIES = [p for p in PATCHES if not p.name.startswith("0000-")]
+UAPI = "include/uapi/linux/kfd_ioctl.h"
+TRACE_H = "drivers/gpu/drm/amd/amdkfd/kfd_trace.h"
+SCHEME_B = json.loads((KERNEL / "uapi_scheme_b.json").read_text())
+
+# _IOC_NR values already used: upstream KFD 0x01-0x26, ROCm DKMS 0x80-0x86, GPREEMPT phase 1 0x87/0x88
+TAKEN_NR = set(range(0x01, 0x27)) | set(range(0x80, 0x89))
+
+
+def _apply(tmp: Path, include: str, seed: Path | None = None) -> Path:
+    """The file `include` after the whole series, applied with git apply in a scratch tree."""
+    target = tmp / include
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if seed is not None:
+        shutil.copy(seed, target)
+    for p in SERIES:
+        subprocess.run(["git", "apply", f"--include={include}", str(p)], cwd=tmp, check=True,
+                       capture_output=True, text=True)
+    return target
+
+
+def _header(text: str) -> dict[str, str]:
+    """Mail headers (folded lines joined) of a format-patch file."""
+    block = re.sub(r"\n[ \t]+", " ", text.split("\n\n", 1)[0])
+    return {k.lower(): v for k, v in re.findall(r"^([\w-]+): (.*)$", block, re.M)}
+
+
+def test_series_files():
+    assert [p.name[:5] for p in PATCHES] == ["0000-", "0001-", "0002-"]
+    assert PATCHES[0].name == "0000-cover-letter.patch"
+
+
+@pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.name[:4])
+def test_patch_is_a_format_patch_mail(patch):
+    text = patch.read_text()
+    n = int(patch.name[:4])
+    assert re.match(r"From [0-9a-f]{40} Mon Sep 17 00:00:00 2001\n", text)
+    head = _header(text)
+    assert "@" in head["from"]
+    assert head["subject"].startswith(f"[RFC PATCH {n}/{len(SERIES)}] ")
+    assert re.search(r"^ \d+ files? changed, \d+ insertions?\(\+\)", text, re.M)  # diffstat
+    if n == 0:
+        assert "*** SUBJECT HERE ***" not in text and "*** BLURB HERE ***" not in text
+        for topic in ("Semantics", "Locking", "debug-trap suspend", "Expected latency", "Testing", "Porting notes"):
+            assert topic in text, topic
+    else:
+        assert re.search(r"^Signed-off-by: .+ <.+@.+>$", text, re.M)
+        assert re.search(r"^diff --git a/", text, re.M)
+
+
+def test_scheme_b_numbers_do_not_collide():
+    patch = SERIES[-1].read_text()
+    nrs = {name: int(nr, 16) for name, nr in
+           re.findall(r"^\+#define (AMDKFD_IOC_\w+)\s*\\\n\+\s*AMDKFD_IO\w*\((0x[0-9a-fA-F]+)", patch, re.M)}
+    assert nrs == {"AMDKFD_IOC_PREEMPT_QUEUES": 0x89, "AMDKFD_IOC_RESUME_QUEUES": 0x8A}
+    assert not set(nrs.values()) & TAKEN_NR
+    end2 = int(re.search(r"^\+#define AMDKFD_COMMAND_END_2\s+(0x[0-9a-fA-F]+)", patch, re.M).group(1), 16)
+    assert max(nrs.values()) < end2
+    assert {k: v["nr"] for k, v in SCHEME_B["ioctls"].items()} == nrs
+
+
+PROBE_C = r"""
+#include <stdio.h>
+#include <stddef.h>
+#include <linux/kfd_ioctl.h>
+#define F(s, m) printf(#s " " #m " %zu %zu\n", offsetof(struct s, m), sizeof(((struct s *)0)->m))
+#define S(s) printf(#s " size %zu\n", sizeof(struct s))
+#define C(c) printf("const " #c " %llu\n", (unsigned long long)(c))
+int main(void)
+{
+	S(kfd_ioctl_preempt_queues_args);
+	F(kfd_ioctl_preempt_queues_args, queue_array_ptr);
+	F(kfd_ioctl_preempt_queues_args, pid);
+	F(kfd_ioctl_preempt_queues_args, num_queues);
+	F(kfd_ioctl_preempt_queues_args, grace_period);
+	F(kfd_ioctl_preempt_queues_args, flags);
+	S(kfd_queue_preempt_entry);
+	F(kfd_queue_preempt_entry, queue_id);
+	F(kfd_queue_preempt_entry, result);
+	C(AMDKFD_IOC_PREEMPT_QUEUES); C(AMDKFD_IOC_RESUME_QUEUES);
+	C(KFD_PREEMPT_QUEUES_MAX); C(KFD_PREEMPT_GRACE_PERIOD_DEFAULT);
+	C(KFD_PREEMPT_QUEUES_FLAG_ALL); C(KFD_PREEMPT_QUEUES_FLAG_DEVICE_WIDE);
+	C(AMDKFD_COMMAND_START_2); C(AMDKFD_COMMAND_END_2);
+	return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def uapi_layout(tmp_path_factory) -> dict:
+    """Compile the patched uapi header (Debian's /usr/include copy is the pristine 6.1 one) and read
+    sizes, offsets and constants back. (-Wpadded cannot be used: upstream structs in the same
+    header have padding; the contiguity check below is exact instead.)"""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    pristine = Path("/usr/include/linux/kfd_ioctl.h")
+    if not pristine.exists():
+        pytest.skip("linux-libc-dev not installed")
+    tmp = tmp_path_factory.mktemp("uapi")
+    _apply(tmp, UAPI, seed=pristine)
+    (tmp / "probe.c").write_text(PROBE_C)
+    # kfd_ioctl.h includes <drm/drm.h> (libdrm-dev); the parts it needs come from linux-libc-dev
+    (tmp / "stub" / "drm").mkdir(parents=True)
+    (tmp / "stub" / "drm" / "drm.h").write_text("#include <linux/types.h>\n#include <linux/ioctl.h>\n")
+    inc = tmp / "include" / "uapi"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Werror", f"-I{inc}", f"-I{tmp / 'stub'}", "-o", str(tmp / "probe"),
+                    str(tmp / "probe.c")], check=True, capture_output=True, text=True)
+    out = subprocess.run([str(tmp / "probe")], check=True, capture_output=True, text=True).stdout
+    layout: dict = {"size": {}, "fields": {}, "const": {}}
+    for line in out.splitlines():
+        w = line.split()
+        if w[0] == "const":
+            layout["const"][w[1]] = int(w[2])
+        elif w[1] == "size":
+            layout["size"][w[0]] = int(w[2])
+        else:
+            layout["fields"].setdefault(w[0], []).append((w[1], int(w[2]), int(w[3])))
+    return layout
+
+
+def test_uapi_structs_have_no_implicit_padding(uapi_layout):
+    for struct, fields in uapi_layout["fields"].items():
+        end = 0
+        for name, off, size in fields:
+            assert off == end, f"{struct}.{name}: hole before offset {off}"
+            end = off + size
+        assert end == uapi_layout["size"][struct], f"{struct}: tail padding"
+    assert uapi_layout["size"] == {"kfd_ioctl_preempt_queues_args": 24, "kfd_queue_preempt_entry": 8}
+
+
+def test_uapi_json_matches_the_patched_header(uapi_layout):
+    const = uapi_layout["const"]
+    for name, io in SCHEME_B["ioctls"].items():
+        assert io["request"] == const[name] == int(io["request_hex"], 16)
+        assert io["nr"] == const[name] & 0xFF == int(io["nr_hex"], 16)
+        assert io["arg_size"] == (const[name] >> 16) & 0x3FFF == uapi_layout["size"][io["arg_struct"]]
+        assert io["dir"] == "rw" and const[name] >> 30 == 3 and (const[name] >> 8) & 0xFF == ord("K")
+    assert SCHEME_B["constants"] == {k: v for k, v in const.items() if not k.startswith("AMDKFD_IOC_")}
+    for struct, doc in SCHEME_B["structs"].items():
+        assert doc["size"] == uapi_layout["size"][struct]
+        assert [(f["name"], f["offset"], int(f["type"][1:]) // 8) for f in doc["fields"]] == uapi_layout["fields"][struct]
+
+
+def test_uapi_json_columns_exist():
+    names = {c.name for c in EVENT_COLUMNS}
+    cols = [f["column"] for s in SCHEME_B["structs"].values() for f in s["fields"] if f["column"]]
+    assert cols and set(cols) <= names
+
+
+@pytest.fixture(scope="module")
+def trace_events(tmp_path_factory) -> dict[str, list[str]]:
+    """{event or class name: field names} of kfd_trace.h after the series."""
+    text = _apply(tmp_path_factory.mktemp("trace"), TRACE_H).read_text()
+    classes: dict[str, list[str]] = {}
+    events: dict[str, list[str]] = {}
+    for kind, name, body in re.findall(r"^(DECLARE_EVENT_CLASS|TRACE_EVENT|DEFINE_EVENT)\((\w+(?:, \w+)?),(.*?)^\);",
+                                       text, re.M | re.S):
+        if kind == "DEFINE_EVENT":
+            cls, ev = [s.strip() for s in name.split(",")]
+            events[ev] = classes[cls]
+        else:
+            (classes if kind == "DECLARE_EVENT_CLASS" else events)[name] = re.findall(r"__field\(\w+, (\w+)\)", body)
+    assert re.search(r"^#define TRACE_SYSTEM kfd$", text, re.M)
+    return events
+
+
+def test_tracepoint_events(trace_events):
+    queue = ["gpu_id", "pasid", "owner_tgid", "queue_id", "queue_type", "doorbell_off", "priority",
+             "queue_percentage", "ring_base", "ring_size", "is_active", "is_evicted", "is_suspended"]
+    call = ["target_pid", "num_queues", "grace_period", "dur_ns", "ret"]
+    assert trace_events == {
+        **{f"kfd_queue_{e}": queue for e in ("create", "destroy", "update", "evict", "restore", "suspend", "resume")},
+        "kfd_queues_preempt": call,
+        "kfd_queues_unpreempt": call,
+        "kfd_queues_unmap": ["gpu_id", "unmap_filter", "filter_param", "grace_period", "dur_ns", "ret"],
+        "kfd_hw_unmap_wait": ["gpu_id", "dur_ns", "ret"],
+        "kfd_queues_map": ["gpu_id", "num_queues", "dur_ns", "ret"],
+    }
+
+
+def test_tracepoint_names_follow_the_schema_events(trace_events):
+    """kfd_<event> for schema events, so recorder.plan.find_kfd_tracepoints finds them by name."""
+    per_queue = {"kfd_queue_evict", "kfd_queue_restore", "kfd_queue_suspend", "kfd_queue_resume"}
+    for name in set(trace_events) - per_queue:
+        assert name.removeprefix("kfd_") in EVENTS, name
+
+
+def test_tracepoint_fields_are_parquet_columns(trace_events):
+    columns = {c.name for c in EVENT_COLUMNS if c.in_parquet}
+    for event, fields in trace_events.items():
+        assert set(fields) <= columns, (event, set(fields) - columns)
+
+
+def test_docs_name_every_event(trace_events):
+    doc = (REPO / "docs" / "kernel-tracepoints.md").read_text()
+    for event in trace_events:
+        assert f"kfd:{event}" in doc, event
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not Path("/usr/src/linux-source-6.1.tar.xz").exists(), reason="linux-source-6.1 not installed")
+def test_kernel_check_builds_the_series():
+    """The real thing: extract, configure, modules_prepare, W=1 before/after, checkpatch (minutes;
+    the extracted tree is cached in GPT_KERNEL_CACHE between runs)."""
+    res = subprocess.run(["bash", str(KERNEL / "check.sh")], capture_output=True, text=True,
+                         env={**os.environ, "GPT_KERNEL_MODULE": "0"}, timeout=3600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "none new" in res.stdout
+    for p in SERIES:
+        assert f"applied {p.name}" in res.stdout
+        assert f"checkpatch --strict clean: {p.name}" in res.stdout
