@@ -138,14 +138,14 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
     out.append(Check("kprobes", kp, "kprobe PMU present" if kp else "this kernel has no kprobes (CONFIG_KPROBES off)",
                      "" if kp else "KFD function probes need a kernel with CONFIG_KPROBES=y (Debian's kernels have it; the QEMU lab uses one)"))
     fentry = Path("/proc/kallsyms").exists() and _kallsyms_has("bpf_trampoline_link_prog")
-    out.append(Check("fentry", None, "BPF trampolines present (not used yet: the recorder attaches kprobes)" if fentry
+    out.append(Check("fentry", None, "BPF trampolines present (unused: BCC resolves fentry targets in vmlinux only, KFD is in amdgpu)" if fentry
                      else "no BPF trampolines (fentry/fexit unavailable)"))
 
     tfs = [Path(tracefs)] if tracefs else [t for t in TRACEFS_DIRS if _exists(t / "events", True)]
     hidden = not tfs and any(t.is_dir() and not os.access(t, os.R_OK | os.X_OK) for t in TRACEFS_DIRS)
     out.append(Check("tracefs", bool(tfs), f"{tfs[0]}" if tfs else ("not readable by this user" if hidden else "not mounted"),
                      "" if tfs else ("run as root" if hidden else "mount -t tracefs nodev /sys/kernel/tracing (the ioctl tracepoints need it)")))
-    tp = [p.target for p in plan.probes if p.mechanism == "tracepoint"]
+    tp = [p.target for p in plan.probes if p.mechanism == "raw_tracepoint"]
     out.append(Check("kfd tracepoints", None, ", ".join(tp) if tp else "none (kernel without the kfd:* tracepoint series): kprobes are planned"))
 
     dbg = _mounted("debugfs")

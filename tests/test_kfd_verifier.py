@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from gpreempt_trace.recorder.plan import PROBES, REPO, plan_kfd
+from gpreempt_trace.recorder.plan import PROBES, REPO, TRACEPOINTS, plan_kfd
 
 pytestmark = pytest.mark.bpf
 
@@ -27,6 +27,10 @@ def load_all(plan) -> dict[str, int]:
                 fn = b.load_func(name, bcc.BPF.KPROBE)  # raises with the verifier log on rejection
                 assert fn.fd >= 0
                 sizes[name.decode()] = bcc.lib.bpf_function_size(b.module, name) // 8
+        for t in TRACEPOINTS:  # the kfd:* tracepoint handlers (raw tracepoints)
+            name = f"kfd_rtp__{t.name}".encode()
+            assert b.load_func(name, bcc.BPF.RAW_TRACEPOINT).fd >= 0
+            sizes[name.decode()] = bcc.lib.bpf_function_size(b.module, name) // 8
         return sizes
     finally:
         b.cleanup()
@@ -41,7 +45,7 @@ def _root():
 def test_verifier_accepts_fixture_61_plan(kfd_fixture):
     plan = plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf")
     sizes = load_all(plan)
-    assert len(sizes) == 2 * len(PROBES)
+    assert len(sizes) == 2 * len(PROBES) + len(TRACEPOINTS)
     # the queue-reading return handlers are the big ones: every queue field is compiled in
     assert sizes["kfd_return__create_queue_cpsch"] > sizes["kfd_return__kfd_ioctl"] > 0
     assert sizes["kfd_return__suspend_queues"] > sizes["kfd_return__map_queues_cpsch"]  # the queue-id reads
@@ -50,4 +54,4 @@ def test_verifier_accepts_fixture_61_plan(kfd_fixture):
 def test_verifier_accepts_running_kernel_plan():
     plan = plan_kfd()
     sizes = load_all(plan)
-    assert len(sizes) == 2 * len(PROBES)
+    assert len(sizes) == 2 * len(PROBES) + len(TRACEPOINTS)

@@ -6,7 +6,7 @@ import pytest
 
 from gpreempt_trace.errors import GptError
 from gpreempt_trace.recorder.kallsyms import Kallsyms, split_clone
-from gpreempt_trace.recorder.plan import PROBES, plan_kfd
+from gpreempt_trace.recorder.plan import PROBES, TRACEPOINTS, plan_kfd
 
 KALLSYMS_TINY = """\
 ffffffff81000000 T _stext
@@ -85,6 +85,8 @@ EXPECTED_61 = {
     "kfd_ioctl": ("kfd_ioctl", "planned"),
     "add_queue_mes": ("add_queue_mes", "planned"),
     "remove_queue_mes": ("remove_queue_mes.constprop.0", "planned"),
+    # Debian's kernel has no kfd:* tracepoints
+    **{f"kfd:{t.name}": (None, "unavailable") for t in TRACEPOINTS},
 }
 
 
@@ -103,7 +105,10 @@ def test_fixture_plan(plan61):
     assert by["update_queue"].reason.startswith("name also in vmlinux: using amdgpu:update_queue")
     assert "GCC clone remove_queue_mes.constprop.0" in by["remove_queue_mes"].reason
     assert "6.5" in by["suspend_queues"].reason
-    assert [p.func_id for p in plan61.probes] == list(range(len(PROBES)))
+    assert [p.func_id for p in plan61.probes] == list(range(len(PROBES) + len(TRACEPOINTS)))
+    assert by["kfd:kfd_queues_unmap"].reason == "kernel without the kfd:* tracepoint series"
+    assert by["add_queue_mes"].reason == "fires on MES GPUs (gfx11+) only"
+    assert any(n.startswith("fentry/fexit not used") for n in plan61.notes)
     assert by["kfd_ioctl"].as_dict() == {"probe": "kfd_ioctl", "event": "kfd_ioctl", "target": "kfd_ioctl",
                                          "mechanism": "kprobe+kretprobe", "status": "planned", "reason": None, "func_id": 19}
 
@@ -163,7 +168,7 @@ def test_no_amdgpu_loaded(tmp_path):
     ks.write_text("ffffffff81000000 T _stext\nffffffff8142e620 t update_queue\n")
     p = plan_kfd(ks, KFD_FIXTURE / "btf")
     assert {q.status for q in p.probes} == {"unavailable"}
-    assert {q.reason for q in p.probes} == {"module amdgpu is not loaded"}
+    assert {q.reason for q in p.probes if not q.probe.startswith("kfd:")} == {"module amdgpu is not loaded"}
 
 
 class RecordingBpf:
@@ -210,21 +215,46 @@ def test_attach_order_and_fallback():
 
 
 def test_kfd_tracepoints_preferred(tmp_path):
-    """A kernel with the kfd:* tracepoint series: the tracepoint is planned, the kprobes of the same event
-    are kept as a fallback; attach() falls back while the tracepoint handlers are not written."""
+    """A kernel with the kfd:* tracepoint series (kernel/patches): its raw tracepoints are planned, the
+    kprobes they replace are kept resolved as the fallback; attach() uses the fallback when one fails."""
     from conftest import KFD_FIXTURE
 
-    for name in ("kfd_queue_create", "queues_unmap"):
+    for name in ("kfd_queue_create", "kfd_queues_unmap", "kfd_queue_evict", "some_other_event"):
         (tmp_path / "events" / "kfd" / name).mkdir(parents=True)
     plan = plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", tracefs=tmp_path)
     p = {q.probe: q for q in plan.probes}
-    assert (p["tp:queue_create"].target, p["tp:queue_create"].mechanism, p["tp:queue_create"].status) == ("kfd:kfd_queue_create", "tracepoint", "planned")
-    assert p["tp:queues_unmap"].target == "kfd:queues_unmap"
+    assert (p["kfd:kfd_queue_create"].target, p["kfd:kfd_queue_create"].mechanism, p["kfd:kfd_queue_create"].status) == (
+        "kfd:kfd_queue_create", "raw_tracepoint", "planned")
+    assert p["kfd:kfd_runlist_map"].status == "unavailable"
     assert (p["create_queue_cpsch"].status, p["create_queue_cpsch"].reason) == ("unavailable", "superseded by tracepoint kfd:kfd_queue_create")
-    assert p["unmap_queues_cpsch"].reason == "superseded by tracepoint kfd:queues_unmap"
-    assert p["map_queues_cpsch"].status == "planned"
-    bpf = RecordingBpf()
+    assert p["create_queue_nocpsch"].reason == "superseded by tracepoint kfd:kfd_queue_create"
+    assert p["unmap_queues_cpsch"].reason == "superseded by tracepoint kfd:kfd_queues_unmap"
+    assert p["evict_process_queues_cpsch"].status == "planned"  # per-queue evict events do not replace it
+    assert p["map_queues_cpsch"].status == "planned"  # kfd_runlist_map is absent
+    assert f"-DGPT_FID_tp_kfd_queue_create={p['kfd:kfd_queue_create'].func_id}" in plan.cflags
+
+    class TpBpf(RecordingBpf):
+        def attach_raw_tracepoint(self, tp, fn_name):
+            self.calls.append(("raw_tracepoint", tp, fn_name))
+            if tp in self.refuse:
+                raise Exception(f"Failed to attach BPF to raw tracepoint {tp}")
+
+    bpf = TpBpf(refuse={"kfd_queue_create"})
     plan.attach(bpf)
-    assert p["tp:queue_create"].status == "failed"
+    assert bpf.calls[0] == ("raw_tracepoint", "kfd_queue_create", "kfd_rtp__kfd_queue_create")
+    assert p["kfd:kfd_queue_create"].status == "failed"
+    assert p["kfd:kfd_queues_unmap"].status == "attached"
     assert (p["create_queue_cpsch"].status, p["create_queue_cpsch"].reason) == ("attached", "fallback for kfd:kfd_queue_create")
-    assert p["unmap_queues_cpsch"].status == "attached"
+    assert p["unmap_queues_cpsch"].status == "unavailable"  # its tracepoint attached
+
+
+def test_kfd_tracepoints_from_btf(tmp_path):
+    """Offline: a BTF with btf_trace_kfd_* typedefs means the kernel has the series (no tracefs needed)."""
+    from gpreempt_trace.recorder.plan import find_kfd_tracepoints
+
+    class FakeBtf:
+        def find(self, name, kinds):
+            return 7 if name in ("btf_trace_kfd_queue_update", "btf_trace_unrelated") else None
+
+    assert find_kfd_tracepoints([], (None, FakeBtf())) == {"kfd_queue_update"}
+    assert find_kfd_tracepoints([tmp_path], ()) == set()

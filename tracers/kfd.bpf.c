@@ -162,25 +162,10 @@ static __always_inline int kfd_on_entry(struct pt_regs *ctx, u16 fid, int qi)
 	return 0;
 }
 
-static __always_inline int kfd_on_return(struct pt_regs *ctx, u16 fid, u16 ev, int ret64, int qi, int qpdi, int dqmi,
-					 int pmi, int proci, int filti, int fpi, int gri, int nqi, int qidsi, int cmdi)
+/* follow the pointers a call gives to the device and the owning process */
+static __always_inline void kfd_resolve(u64 q, u64 qpd, u64 dqm, u64 pm, u64 *dev_out, u64 *proc_io, s32 *owner_out)
 {
-	u64 key = kfd_key(fid);
-	struct kfd_entry *found = kfd_entries.lookup(&key);
-	if (!found)
-		return 0;
-	struct kfd_entry en = *found;
-	kfd_entries.delete(&key);
-	u64 now = bpf_ktime_get_ns();
-	u64 rc = PT_REGS_RC(ctx);
-
-	u64 q = qi >= 0 ? kfd_arg(&en, qi) : 0;
-	u64 qpd = qpdi >= 0 ? kfd_arg(&en, qpdi) : 0;
-	u64 dqm = dqmi >= 0 ? kfd_arg(&en, dqmi) : 0;
-	u64 pm = pmi >= 0 ? kfd_arg(&en, pmi) : 0;
-	u64 proc = proci >= 0 ? kfd_arg(&en, proci) : 0;
-	u64 dev = 0;
-
+	u64 dev = 0, proc = *proc_io;
 #ifdef GPT_OFF_PM_DQM
 	if (!dqm && pm)
 		KFD_RD(dqm, pm, GPT_OFF_PM_DQM);
@@ -218,16 +203,16 @@ static __always_inline int kfd_on_return(struct pt_regs *ctx, u16 fid, u16 ev, i
 			KFD_RD(owner, task, GPT_OFF_TASK_TGID);
 	}
 #endif
+	*dev_out = dev;
+	*proc_io = proc;
+	*owner_out = owner;
+}
 
-	struct gpt_event *e = kfd_reserve(ev, fid, (u32)owner);
-	if (!e)
-		return 0;
-	e->ts_ns = en.ts;
-	GPT_SET(e, dur_ns, now - en.ts);
-	GPT_SET(e, ret, ret64 ? (s64)rc : (s64)(s32)rc);
+/* gpu_id, pasid, owner_tgid */
+static __always_inline void kfd_fill_owner(struct gpt_event *e, u64 dev, u64 proc, u64 qpd, s32 owner)
+{
 	if (owner > 0)
 		GPT_SET(e, owner_tgid, owner);
-
 #ifdef GPT_OFF_DEV_ID
 	if (dev) {
 		u32 gpu_id = 0;
@@ -248,6 +233,81 @@ static __always_inline int kfd_on_return(struct pt_regs *ctx, u16 fid, u16 ev, i
 			GPT_SET(e, pasid, pasid);
 	}
 #endif
+}
+
+/* the queue's own fields (not its flags) */
+static __always_inline void kfd_fill_queue(struct gpt_event *e, u64 q)
+{
+#ifdef GPT_OFF_Q_QUEUE_ID
+	u32 qid = 0;
+	if (!KFD_RD(qid, q, GPT_OFF_Q_QUEUE_ID))
+		GPT_SET(e, queue_id, (s32)qid);
+#endif
+#ifdef GPT_OFF_Q_TYPE
+	u32 qt = 0, fmt = 0;
+	int have_fmt = 0;
+#ifdef GPT_OFF_Q_FORMAT
+	have_fmt = !KFD_RD(fmt, q, GPT_OFF_Q_FORMAT);
+#endif
+	if (!KFD_RD(qt, q, GPT_OFF_Q_TYPE)) {
+		int t = kfd_qtype(qt, fmt, have_fmt);
+		if (t >= 0)
+			GPT_SET(e, qtype_id, (u8)t);
+	}
+#endif
+#ifdef GPT_OFF_Q_DOORBELL_OFF
+	u32 db = 0;
+	if (!KFD_RD(db, q, GPT_OFF_Q_DOORBELL_OFF))
+		GPT_SET(e, doorbell_off, db);
+#endif
+#ifdef GPT_OFF_Q_PRIORITY
+	u32 prio = 0;
+	if (!KFD_RD(prio, q, GPT_OFF_Q_PRIORITY))
+		GPT_SET(e, priority, (s32)prio);
+#endif
+#ifdef GPT_OFF_Q_QUEUE_PERCENT
+	u32 pct = 0;
+	if (!KFD_RD(pct, q, GPT_OFF_Q_QUEUE_PERCENT))
+		GPT_SET(e, queue_percentage, pct);
+#endif
+#ifdef GPT_OFF_Q_QUEUE_SIZE
+	u64 size = 0;
+	if (!KFD_RD(size, q, GPT_OFF_Q_QUEUE_SIZE))
+		GPT_SET(e, ring_size, size);
+#endif
+#ifdef GPT_OFF_Q_QUEUE_ADDRESS
+	u64 addr = 0;
+	if (!KFD_RD(addr, q, GPT_OFF_Q_QUEUE_ADDRESS))
+		GPT_SET(e, ring_base, addr);
+#endif
+}
+
+static __always_inline int kfd_on_return(struct pt_regs *ctx, u16 fid, u16 ev, int ret64, int qi, int qpdi, int dqmi,
+					 int pmi, int proci, int filti, int fpi, int gri, int nqi, int qidsi, int cmdi)
+{
+	u64 key = kfd_key(fid);
+	struct kfd_entry *found = kfd_entries.lookup(&key);
+	if (!found)
+		return 0;
+	struct kfd_entry en = *found;
+	kfd_entries.delete(&key);
+	u64 now = bpf_ktime_get_ns();
+	u64 rc = PT_REGS_RC(ctx);
+
+	u64 q = qi >= 0 ? kfd_arg(&en, qi) : 0;
+	u64 qpd = qpdi >= 0 ? kfd_arg(&en, qpdi) : 0;
+	u64 proc = proci >= 0 ? kfd_arg(&en, proci) : 0;
+	u64 dev = 0;
+	s32 owner = 0;
+	kfd_resolve(q, qpd, dqmi >= 0 ? kfd_arg(&en, dqmi) : 0, pmi >= 0 ? kfd_arg(&en, pmi) : 0, &dev, &proc, &owner);
+
+	struct gpt_event *e = kfd_reserve(ev, fid, (u32)owner);
+	if (!e)
+		return 0;
+	e->ts_ns = en.ts;
+	GPT_SET(e, dur_ns, now - en.ts);
+	GPT_SET(e, ret, ret64 ? (s64)rc : (s64)(s32)rc);
+	kfd_fill_owner(e, dev, proc, qpd, owner);
 
 	if (q) {
 		if (en.pre & 1)
@@ -264,48 +324,7 @@ static __always_inline int kfd_on_return(struct pt_regs *ctx, u16 fid, u16 ev, i
 			GPT_SET(e, is_evicted_after, evi);
 		if (have & 4)
 			GPT_SET(e, is_suspended_after, sus);
-#ifdef GPT_OFF_Q_QUEUE_ID
-		u32 qid = 0;
-		if (!KFD_RD(qid, q, GPT_OFF_Q_QUEUE_ID))
-			GPT_SET(e, queue_id, (s32)qid);
-#endif
-#ifdef GPT_OFF_Q_TYPE
-		u32 qt = 0, fmt = 0;
-		int have_fmt = 0;
-#ifdef GPT_OFF_Q_FORMAT
-		have_fmt = !KFD_RD(fmt, q, GPT_OFF_Q_FORMAT);
-#endif
-		if (!KFD_RD(qt, q, GPT_OFF_Q_TYPE)) {
-			int t = kfd_qtype(qt, fmt, have_fmt);
-			if (t >= 0)
-				GPT_SET(e, qtype_id, (u8)t);
-		}
-#endif
-#ifdef GPT_OFF_Q_DOORBELL_OFF
-		u32 db = 0;
-		if (!KFD_RD(db, q, GPT_OFF_Q_DOORBELL_OFF))
-			GPT_SET(e, doorbell_off, db);
-#endif
-#ifdef GPT_OFF_Q_PRIORITY
-		u32 prio = 0;
-		if (!KFD_RD(prio, q, GPT_OFF_Q_PRIORITY))
-			GPT_SET(e, priority, (s32)prio);
-#endif
-#ifdef GPT_OFF_Q_QUEUE_PERCENT
-		u32 pct = 0;
-		if (!KFD_RD(pct, q, GPT_OFF_Q_QUEUE_PERCENT))
-			GPT_SET(e, queue_percentage, pct);
-#endif
-#ifdef GPT_OFF_Q_QUEUE_SIZE
-		u64 size = 0;
-		if (!KFD_RD(size, q, GPT_OFF_Q_QUEUE_SIZE))
-			GPT_SET(e, ring_size, size);
-#endif
-#ifdef GPT_OFF_Q_QUEUE_ADDRESS
-		u64 addr = 0;
-		if (!KFD_RD(addr, q, GPT_OFF_Q_QUEUE_ADDRESS))
-			GPT_SET(e, ring_base, addr);
-#endif
+		kfd_fill_queue(e, q);
 	}
 
 	if (filti >= 0) {
@@ -377,3 +396,102 @@ KFD_PROBE(hw_unmap_wait, GPT_EV_HW_UNMAP_WAIT, 0)
 KFD_PROBE(kfd_ioctl, GPT_EV_KFD_IOCTL, 1)
 KFD_PROBE(add_queue_mes, GPT_EV_MES_ADD_QUEUE, 0)
 KFD_PROBE(remove_queue_mes, GPT_EV_MES_REMOVE_QUEUE, 0)
+
+/*
+ * kfd:* tracepoints of the kernel series (kernel/patches/0001), attached as raw tracepoints: the
+ * arguments are TP_PROTO's, so the queue is read through the same BTF offsets as above. They fire when
+ * the operation is done: a record with dur_ns starts at now - dur_ns.
+ */
+static __always_inline int kfd_rtp_queue(struct bpf_raw_tracepoint_args *ctx, u16 fid, u16 ev)
+{
+	u64 q = ctx->args[0], proc = 0, dev = 0;
+	s32 owner = 0;
+	if (!q)
+		return 0;
+	kfd_resolve(q, 0, 0, 0, &dev, &proc, &owner);
+	struct gpt_event *e = kfd_reserve(ev, fid, (u32)owner);
+	if (!e)
+		return 0;
+	e->ts_ns = bpf_ktime_get_ns();
+	kfd_fill_owner(e, dev, proc, 0, owner);
+	u8 act = 0, evi = 0, sus = 0, have = 0;
+	kfd_read_flags(q, &act, &evi, &sus, &have);
+	if (have & 1)
+		GPT_SET(e, is_active, act);
+	if (have & 2)
+		GPT_SET(e, is_evicted, evi);
+	if (have & 4)
+		GPT_SET(e, is_suspended, sus);
+	kfd_fill_queue(e, q);
+	gpt_submit(e);
+	return 0;
+}
+
+/* (u32 gpu_id, ..., u64 dur_ns at args[dur_i], int ret at args[dur_i + 1]) */
+static __always_inline struct gpt_event *kfd_rtp_timed(struct bpf_raw_tracepoint_args *ctx, u16 fid, u16 ev, int dur_i)
+{
+	struct gpt_event *e = kfd_reserve(ev, fid, 0);
+	if (!e)
+		return NULL;
+	u64 now = bpf_ktime_get_ns(), dur = 0;
+	s64 ret = 0;
+	if (dur_i == 1) {
+		dur = ctx->args[1];
+		ret = (s64)(s32)ctx->args[2];
+	} else if (dur_i == 2) {
+		dur = ctx->args[2];
+		ret = (s64)(s32)ctx->args[3];
+	} else {
+		dur = ctx->args[4];
+		ret = (s64)(s32)ctx->args[5];
+	}
+	e->ts_ns = now - dur;
+	GPT_SET(e, dur_ns, dur);
+	GPT_SET(e, ret, ret);
+	GPT_SET(e, gpu_id, (u32)ctx->args[0]);
+	return e;
+}
+
+#define KFD_RTP_QUEUE(N, EV) \
+	int kfd_rtp__##N(struct bpf_raw_tracepoint_args *ctx) { return kfd_rtp_queue(ctx, GPT_FID_tp_##N, EV); }
+
+KFD_RTP_QUEUE(kfd_queue_create, GPT_EV_QUEUE_CREATE)
+KFD_RTP_QUEUE(kfd_queue_destroy, GPT_EV_QUEUE_DESTROY)
+KFD_RTP_QUEUE(kfd_queue_update, GPT_EV_QUEUE_UPDATE)
+KFD_RTP_QUEUE(kfd_queue_evict, GPT_EV_PROCESS_EVICT)
+KFD_RTP_QUEUE(kfd_queue_restore, GPT_EV_PROCESS_RESTORE)
+
+/* TP_PROTO(u32 gpu_id, int unmap_filter, u32 filter_param, u32 grace_period, u64 dur_ns, int ret) */
+int kfd_rtp__kfd_queues_unmap(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct gpt_event *e = kfd_rtp_timed(ctx, GPT_FID_tp_kfd_queues_unmap, GPT_EV_QUEUES_UNMAP, 4);
+	if (!e)
+		return 0;
+	int f = kfd_filter(ctx->args[1]);
+	if (f >= 0)
+		GPT_SET(e, unmap_filter, f);
+	GPT_SET(e, filter_param, (u32)ctx->args[2]);
+	GPT_SET(e, grace_period, (u32)ctx->args[3]);
+	gpt_submit(e);
+	return 0;
+}
+
+/* TP_PROTO(u32 gpu_id, u32 num_queues, u64 dur_ns, int ret) */
+int kfd_rtp__kfd_runlist_map(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct gpt_event *e = kfd_rtp_timed(ctx, GPT_FID_tp_kfd_runlist_map, GPT_EV_QUEUES_MAP, 2);
+	if (!e)
+		return 0;
+	GPT_SET(e, num_queues, (u32)ctx->args[1]);
+	gpt_submit(e);
+	return 0;
+}
+
+/* TP_PROTO(u32 gpu_id, u64 dur_ns, int ret) */
+int kfd_rtp__kfd_preempt_fence_wait(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct gpt_event *e = kfd_rtp_timed(ctx, GPT_FID_tp_kfd_preempt_fence_wait, GPT_EV_HW_UNMAP_WAIT, 1);
+	if (e)
+		gpt_submit(e);
+	return 0;
+}

@@ -70,6 +70,26 @@ PROBE_NAMES = tuple(p.name for p in PROBES)
 
 
 @dataclass(frozen=True)
+class TracepointSpec:
+    name: str  # kfd:<name> (kernel/patches/0001, TRACE_SYSTEM kfd)
+    event: str
+    supersedes: tuple[str, ...]  # kprobe probes it replaces when it exists
+
+
+# the kfd:* tracepoint series; handlers in kfd.bpf.c (kfd_rtp__<name>, raw tracepoints)
+TRACEPOINTS: tuple[TracepointSpec, ...] = (
+    TracepointSpec("kfd_queue_create", "queue_create", ("create_queue_cpsch", "create_queue_nocpsch")),
+    TracepointSpec("kfd_queue_destroy", "queue_destroy", ("destroy_queue_cpsch", "destroy_queue_nocpsch")),
+    TracepointSpec("kfd_queue_update", "queue_update", ("update_queue",)),
+    TracepointSpec("kfd_queue_evict", "process_evict", ()),  # per queue: the process-level probes stay
+    TracepointSpec("kfd_queue_restore", "process_restore", ()),
+    TracepointSpec("kfd_queues_unmap", "queues_unmap", ("unmap_queues_cpsch",)),
+    TracepointSpec("kfd_runlist_map", "queues_map", ("map_queues_cpsch",)),
+    TracepointSpec("kfd_preempt_fence_wait", "hw_unmap_wait", ("hw_unmap_wait",)),
+)
+
+
+@dataclass(frozen=True)
 class FieldSpec:
     macro: str  # GPT_OFF_<macro>
     paths: tuple[str, ...]  # alternatives, first found wins ("{dev}" = struct queue.device points to)
@@ -159,13 +179,18 @@ class KfdPlan:
 
     def attach(self, bpf) -> None:
         """Attach every planned probe (kprobe+kretprobe); a failure marks that probe, it never raises."""
-        for tp in [p for p in self.probes if p.status == "planned" and p.mechanism == "tracepoint"]:
-            tp.status, tp.reason = "failed", "BPF handlers for kfd:* tracepoints are not written yet; kprobe fallback"
+        for tp in [p for p in self.probes if p.status == "planned" and p.mechanism == "raw_tracepoint"]:
+            try:
+                bpf.attach_raw_tracepoint(tp=tp.entry_target, fn_name=f"kfd_rtp__{tp.entry_target}")
+                tp.status = "attached"
+                continue
+            except Exception as e:  # BCC raises bare Exception
+                tp.status, tp.reason = "failed", (str(e).strip().splitlines() or [type(e).__name__])[0] + "; kprobe fallback"
             for p in self.probes:
-                if p.event == tp.event and p.entry_target and (p.reason or "").startswith("superseded by tracepoint"):
+                if p.entry_target and p.reason == f"superseded by tracepoint {tp.target}":
                     p.status, p.reason = "planned", f"fallback for {tp.target}"
         for p in self.probes:
-            if p.status != "planned" or p.mechanism == "tracepoint":
+            if p.status != "planned" or p.mechanism == "raw_tracepoint":
                 continue
             tries = [(p.entry_target, p.ret_target), *p.fallbacks]
             errors = []
@@ -213,34 +238,18 @@ def load_btf(btf_dir: str | Path | None = None, module: str = MODULE) -> tuple[B
     return vmlinux, mod
 
 
-def find_kfd_tracepoints(tracefs_dirs=TRACEFS_DIRS, btfs: tuple[Btf | None, ...] = ()) -> dict[str, str]:
-    """event -> "kfd:<name>" for the kfd:* tracepoints this kernel has (tracefs, else BTF btf_trace_*).
-
-    A tracepoint named after the event (kfd:queue_create) or prefixed (kfd:kfd_queue_create) counts.
-    """
-    from ..schema import EVENTS
-
-    found: dict[str, str] = {}
+def find_kfd_tracepoints(tracefs_dirs=TRACEFS_DIRS, btfs: tuple[Btf | None, ...] = ()) -> set[str]:
+    """Names of the kfd:* tracepoints (TRACEPOINTS) this kernel has: from tracefs, else BTF btf_trace_*."""
+    known = {t.name for t in TRACEPOINTS}
     for base in map(Path, tracefs_dirs):
         kfd = base / "events" / "kfd"
         try:
             names = {p.name for p in kfd.iterdir() if p.is_dir()} if kfd.is_dir() else set()
         except OSError:  # tracefs is root-only
             names = set()
-        if names:
-            for ev in EVENTS[1:]:
-                for name in (ev, f"kfd_{ev}"):
-                    if name in names:
-                        found[ev] = f"kfd:{name}"
-            if found:
-                return found
-    for b in btfs:
-        if b is None:
-            continue
-        for ev in EVENTS[1:]:
-            if ev not in found and b.find(f"btf_trace_kfd_{ev}", ("TYPEDEF",)) is not None:
-                found[ev] = f"kfd:kfd_{ev}"
-    return found
+        if names & known:
+            return names & known
+    return {n for n in known for b in btfs if b is not None and b.find(f"btf_trace_{n}", ("TYPEDEF",)) is not None}
 
 
 def resolve_fields(mod: Btf | None, vmlinux: Btf) -> tuple[dict[str, str | None], dict[str, int | None], list[str]]:
@@ -302,9 +311,10 @@ def plan_kfd(
 ) -> KfdPlan:
     if attach not in ("auto", "kprobe"):
         raise GptError(f"attach mode {attach!r} is not supported", "use auto or kprobe (fentry/fexit programs are not built yet)")
-    unknown = [p for p in (probes or []) if p not in PROBE_NAMES]
+    valid = PROBE_NAMES + tuple(f"kfd:{t.name}" for t in TRACEPOINTS)
+    unknown = [p for p in (probes or []) if p not in valid]
     if unknown:
-        raise GptError(f"unknown KFD probe {unknown[0]!r}", f"choose from {', '.join(PROBE_NAMES)}")
+        raise GptError(f"unknown KFD probe {unknown[0]!r}", f"choose from {', '.join(valid)}")
     ks = kallsyms if isinstance(kallsyms, Kallsyms) else Kallsyms.load(kallsyms)
     vmlinux, mod = load_btf(btf_dir)
     chosen, offsets, notes = resolve_fields(mod, vmlinux)
@@ -360,16 +370,32 @@ def plan_kfd(
         row.target = res.kprobe_target if spec.ret is None else f"{res.kprobe_target}->{ret_res.kprobe_target}"
         row.mechanism = "kprobe+kretprobe"
         row.status = "planned"
+        if spec.mes:
+            notes_row.append("fires on MES GPUs (gfx11+) only")
         row.reason = "; ".join(notes_row) or None
         fb = []
         if ":" not in (res.kprobe_target or "") and res.symbol:
             fb.append((f"{MODULE}:{res.symbol}", f"{MODULE}:{ret_res.symbol}"))
         row.fallbacks = tuple(fb)
-        if spec.event in tps:  # kept resolved: attach() falls back to it if the tracepoint cannot attach
-            row.status, row.reason = "unavailable", f"superseded by tracepoint {tps[spec.event]}"
+        sup = next((t for t in TRACEPOINTS if t.name in tps and spec.name in t.supersedes), None)
+        if sup:  # kept resolved: attach() falls back to it if the tracepoint cannot attach
+            row.status, row.reason = "unavailable", f"superseded by tracepoint kfd:{sup.name}"
 
-    for ev, tp in tps.items():
-        rows.append(ProbeAttach(f"tp:{ev}", ev, tp, "tracepoint", "planned", None, func_id_base + len(rows)))
+    for t in TRACEPOINTS:
+        fid = func_id_base + len(rows)
+        cflags.append(f"-DGPT_FID_tp_{t.name}={fid}")
+        row = ProbeAttach(f"kfd:{t.name}", t.event, None, None, "unavailable", "kernel without the kfd:* tracepoint series", fid)
+        if probes and row.probe not in probes:
+            row.reason = "not selected"
+        elif t.name in tps:
+            row.target, row.mechanism, row.status, row.reason = f"kfd:{t.name}", "raw_tracepoint", "planned", None
+            row.entry_target = t.name
+        rows.append(row)
+    eligible = [r.probe for r in rows if r.mechanism == "kprobe+kretprobe" and ks.resolve(PROBES[r.func_id - func_id_base].entry).fentry_safe
+                and mod is not None and mod.has_func(PROBES[r.func_id - func_id_base].entry)]
+    if eligible:
+        notes.append(f"fentry/fexit not used: BCC finds fentry targets only in vmlinux BTF and these functions are in {MODULE}; "
+                     f"{len(eligible)} probes would qualify (BTF FUNC + unique name)")
     return KfdPlan(rows, offsets, cflags, KFD_SOURCE, chosen, notes, kernel=_kernel_name(btf_dir, kallsyms))
 
 
