@@ -271,46 +271,29 @@ def lint_module(mod: Module) -> list[str]:
     return problems
 
 
+def _top_level_words(body: str, word: str, start: int = 0):
+    """Positions of `word` (case-insensitive, whole word) outside parentheses and `--` comments."""
+    low, depth, i = body.lower(), 0, start
+    while i < len(body):
+        ch = body[i]
+        if ch == "-" and body.startswith("--", i):
+            i = body.find("\n", i)
+            if i < 0:
+                return
+            continue
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and low.startswith(word, i) and not body[i - 1 : i].isalnum() and not body[i + len(word) : i + len(word) + 1].isalnum():
+            yield i
+        i += 1
+
+
 def _undocumented_columns(body: str) -> list[str]:
-    """Output columns of the outermost SELECT list that lack a `--` comment line above them."""
-    # the final top-level SELECT ... FROM of the statement (after any WITH clauses)
-    depth, sel_start, i = 0, None, 0
-    low = body.lower()
-    last_select = None
-    while i < len(body):
-        ch = body[i]
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "-" and body.startswith("--", i):
-            i = body.find("\n", i)
-            if i < 0:
-                break
-            continue
-        elif depth == 0 and low.startswith("select", i) and (i == 0 or not body[i - 1].isalnum()):
-            last_select = i + 6
-        i += 1
-    if last_select is None:
+    """Output columns of the outermost (last top-level) SELECT list that lack a `--` comment above them."""
+    selects = list(_top_level_words(body, "select"))
+    if not selects:
         return []
-    sel_start = last_select
-    # find top-level FROM after it
-    depth, i, end = 0, sel_start, len(body)
-    while i < len(body):
-        ch = body[i]
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "-" and body.startswith("--", i):
-            i = body.find("\n", i)
-            if i < 0:
-                break
-            continue
-        elif depth == 0 and low.startswith("from", i) and not body[i - 1].isalnum() and not body[i + 4 : i + 5].isalnum():
-            end = i
-            break
-        i += 1
+    sel_start = selects[-1] + len("select")
+    end = next(_top_level_words(body, "from", sel_start), len(body))
     items, depth, cur = [], 0, []
     for line in body[sel_start:end].splitlines():
         cur.append(line)
@@ -326,7 +309,6 @@ def _undocumented_columns(body: str) -> list[str]:
         if not code:
             continue
         has_doc = any(x.strip().startswith("--") for x in it[: it.index(code[0])])
-        name = re.split(r"\s+as\s+", code[-1].strip().rstrip(","), flags=re.I)[-1].strip()
         if not has_doc:
-            missing.append(name)
+            missing.append(re.split(r"\s+as\s+", code[-1].strip().rstrip(","), flags=re.I)[-1].strip())
     return missing
