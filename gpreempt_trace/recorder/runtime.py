@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -325,7 +326,9 @@ class Recorder:
                 r["status"] = "attached"
         plan = prog.kfd_plan
         if plan is not None:
-            plan.attach(bpf)
+            with warnings.catch_warnings():  # BCC warns for every str (not bytes) symbol name
+                warnings.filterwarnings("ignore", message="not a bytes object")
+                plan.attach(bpf)
             attached = plan.attached()
             if not attached:
                 why = "; ".join(sorted({p.reason for p in plan.probes if p.reason}))[:300]
