@@ -29,6 +29,7 @@ from .trace import META, TraceWriter, segment_files
 from .writer import SegmentWriter
 
 SNAPSHOT_META = "_snapshot_meta.json"
+APPEND_SEQ_BLOCK = 1_000_000  # session k appending to a recorded trace numbers its snapshots from k * this
 
 
 class _OwnSegmentWriter(SegmentWriter):
@@ -125,6 +126,16 @@ def _open(output: str | os.PathLike, labels: dict[str, str]) -> tuple[TraceWrite
     return TraceWriter.create(p, labels=labels), False
 
 
+def _first_seq(tw: TraceWriter, appended: bool) -> Optional[int]:
+    """None (continue after the trace's last snapshot) for a trace we own; for one we append to, a
+    block of its own, so snapshots the recorder takes at the same time never share a number."""
+    if not appended:
+        return None
+    path = Path(tw.path) / "snapshots" / SNAPSHOT_META
+    sessions = len(json.loads(path.read_text()).get("sessions", [])) if path.exists() else 0
+    return max(_next_seq(Path(tw.path)), (sessions + 1) * APPEND_SEQ_BLOCK)
+
+
 def _finish(tw: TraceWriter, appended: bool, settings: dict, labels: dict[str, str]) -> None:
     if not appended:
         tw.meta["snapshot"] = settings
@@ -170,7 +181,7 @@ def run_snapshot(
     if debugfs_dir is not None:
         debugfs.read_capture_dir(source)
     tw, appended = _open(output, labels)
-    snap = Snapshotter(tw, debugfs_dir)
+    snap = Snapshotter(tw, debugfs_dir, first_seq=_first_seq(tw, appended))
     settings = {"interval_s": interval_s, "count": count, "debugfs_dir": None if debugfs_dir is None else str(debugfs_dir),
                 "cmd": list(cmd), "exit_code": None}
     result = SnapshotResult(Path(output), tw.run_id, 0, 0, appended=appended)
@@ -234,7 +245,7 @@ def run_import(output: str | os.PathLike, paths: Sequence[str | os.PathLike], la
     for n in notes:
         warnings.warn(n, stacklevel=2)
     tw, appended = _open(output, labels)
-    snap = Snapshotter(tw, captures_only=True)
+    snap = Snapshotter(tw, first_seq=_first_seq(tw, appended), captures_only=True)
     settings = {"imported": [c.label for c in caps], "clock": "CLOCK_REALTIME of file names (epoch seconds) or mtimes"}
     try:
         for c in caps:
