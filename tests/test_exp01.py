@@ -118,3 +118,13 @@ def test_no_snapshots_is_an_error(tmp_path):
     api.snapshot(str(t), debugfs_dir=str(FIX / "v6.5-mi300-baseline"))
     r = CliRunner().invoke(main, ["exp01", str(t)])
     assert r.exit_code == 1 and "no process had queues" in r.output
+
+
+def test_queue_slots_per_xcc_in_the_sample(sample_runs):
+    rows = query.run("exp01.queues", sample_runs[:1]).to_pylist()
+    first = {(r["snapshot_seq"], r["queue_index"]): r for r in rows if r["queue_type"] == "compute"}
+    # 01-during: queue 0 (printed first) on CP Pipe 2 Queue 2 of every XCC; 02-during: on XCC 3 the CP picked Pipe 3 Queue 2
+    assert (first[(1, 0)]["slots"], first[(1, 0)]["xcc_list"]) == ([202], [0, 1, 2, 3])
+    assert (first[(2, 0)]["slots"], first[(2, 0)]["xcc_list"]) == ([202, 302], [0, 1, 2, 3])
+    assert {(r["queue_index"], r["doorbell_off"], r["mqd_copies"], r["active_hqds"]) for r in rows if r["snapshot_seq"] == 1} == {
+        (0, 0x804, 4, 4), (2, 0x802, 4, 4), (4, 0x800, 4, 4), (1, 0x8F2, 1, 1), (3, 0x8F0, 1, 1)}
