@@ -178,3 +178,11 @@ def test_problem_list_is_capped():
     res = parse("hqds", text, "x")
     lines = res.warning_lines()
     assert len(res.problems) == 30 and len(lines) == 21 and lines[-1] == "x: 10 more problems not listed"
+
+
+def test_runlist_that_is_not_pm4_is_reported_at_its_node_line():
+    text = "Node 1, gpu_id 3f4a:\n  No active runlist\nNode 2, gpu_id 8c21:\n  00000000: c005a200 20000010 00004008 00000000 00000000 00000000 00000000 12345678\n"
+    res = parse("rls", text, "rls")
+    assert res.problems == ["rls:3: runlist of gpu_id 8c21: dword 7 (0x12345678) is not a PM4 type-3 header; rest of the runlist skipped"]
+    assert [(r["kind"], r.get("opcode"), r.get("doorbell_off")) for r in res.rows] == [
+        ("runlist", None, None), ("runlist", None, None), ("rl_packet", "MAP_QUEUES", 0x1002)]

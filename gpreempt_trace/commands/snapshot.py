@@ -13,7 +13,7 @@ snapshot_mqd_3_1706600000.txt, final_hqd.txt, active_mqds_*.txt). Files differin
 kind word (mqd/hqd/rls) form one snapshot; baseline*/final*/after* set the phase."""
 
 
-@click.command("import", help=IMPORT_HELP)
+@click.command("import", help=IMPORT_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @opt.output_trace()
 @opt.labels
 @click.argument("files", nargs=-1, required=True, type=click.Path())

@@ -334,6 +334,7 @@ def _hqd_row(p: Parsed, b: _Block, node, gpu_id) -> dict:
 def parse_rls(text: str, name: str = "rls") -> Parsed:
     p = Parsed("rls", name)
     node = gpu_id = None
+    node_line = 0
     words: dict[int, int] = {}
     status = None
     last_offset = None
@@ -343,7 +344,7 @@ def parse_rls(text: str, name: str = "rls") -> Parsed:
             return
         packets, problems = decode.pm4_packets([w if w is not None else 0 for w in _dense(words)])
         for prob in problems:
-            p.problem(0, f"node {node} gpu_id {gpu_id:x}: {prob}")
+            p.problem(node_line, f"runlist of gpu_id {gpu_id:x}: {prob}")
         n_queues = sum(1 for k in packets if k["opcode"] == "MAP_QUEUES")
         p.rows.append({"kind": "runlist", "node_id": node, "gpu_id": gpu_id, "status": status or "empty", "num_queues": n_queues})
         pasid = None
@@ -366,6 +367,7 @@ def parse_rls(text: str, name: str = "rls") -> Parsed:
             flush_node()
             p.structure_lines += 1
             node, gpu_id, words, status, last_offset = int(m.group(1)), int(m.group(2), 16), {}, None, None
+            node_line = no
             continue
         if NO_RUNLIST.match(line):
             p.structure_lines += 1
