@@ -223,14 +223,15 @@ def _with_workload(tw: TraceWriter, snap: Snapshotter, interval_s: float, count:
                 snap.take("during")
                 during += 1
             tw.tick()
-    except KeyboardInterrupt:
-        child.terminate()
-        child.wait()
+    except BaseException:
+        # interrupted, or a snapshot failed: do not leave the workload running behind us
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+        _marker(tw, "workload_exit", child.pid, f"exit={child.returncode}", time.monotonic_ns() - t0)
         raise
-    finally:
-        if child.returncode is not None:
-            _marker(tw, "workload_exit", child.pid, f"exit={child.returncode}", time.monotonic_ns() - t0)
-            snap.take("after")
+    _marker(tw, "workload_exit", child.pid, f"exit={child.returncode}", time.monotonic_ns() - t0)
+    snap.take("after")
     if during == 0:
         notes.append("the workload exited before the first snapshot while it ran; use a smaller --interval")
     return child.returncode

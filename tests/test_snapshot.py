@@ -105,3 +105,16 @@ def test_not_a_dump_and_bad_command_are_errors(tmp_path):
     assert r.exit_code == 1 and "Error: cannot start '/nonexistent/prog'" in r.output
     r = CliRunner().invoke(main, ["snapshot", "-o", str(tmp_path / "t3"), "--debugfs", str(tmp_path / "nope")])
     assert r.exit_code == 1 and r.output.startswith("Error: ") and "Traceback" not in r.output
+
+
+def test_failing_snapshot_stops_the_workload(tmp_path):
+    cap = tmp_path / "cap"
+    cap.mkdir()
+    shutil.copy(MI300 / "hqds", cap / "hqds")
+    bad = (FIX / "bad" / "not-a-dump.txt").read_text()
+    # the workload turns the capture into garbage, then would run for a minute
+    child = f"open({str(cap / 'hqds')!r}, 'w').write({bad!r}); import time; time.sleep(60)"
+    t = tmp_path / "t"
+    r = CliRunner().invoke(main, ["snapshot", "-o", str(t), "--debugfs", str(cap), "--interval", "0.05", "--", sys.executable, "-c", child])
+    assert r.exit_code == 1 and "is not a KFD debugfs hqds dump" in r.output
+    assert sql(t, "SELECT kind, label FROM markers ORDER BY ts_ns")[1] == ("workload_exit", "exit=-15")  # SIGTERM
