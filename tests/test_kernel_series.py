@@ -2,11 +2,13 @@
 the full build check (kernel/check.sh, minutes; marked `kernel`)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,3 +229,95 @@ def test_kernel_check_builds_the_series():
     for p in SERIES:
         assert f"applied {p.name}" in res.stdout
         assert f"checkpatch --strict clean: {p.name}" in res.stdout
+
+
+# --- optional: the patched amdgpu.ko in the lab guest (Debian's real 6.1.0-56 kernel, no GPU) ---
+
+KERNEL_CACHE = Path(os.environ.get("GPT_KERNEL_CACHE") or Path.home() / ".cache" / "gpreempt-trace" / "kernel")
+PATCHED_KO = KERNEL_CACHE / "linux-source-6.1" / "drivers" / "gpu" / "drm" / "amd" / "amdgpu" / "amdgpu.ko"
+
+# Runs in the guest as root: only the early error paths can be reached without a GPU.
+LAB_PROBE = r'''
+import ctypes, fcntl, json, os, struct
+PRE, RES = 0xC0184B89, 0xC0184B8A
+NR_0x87 = (3 << 30) | (24 << 16) | (ord("K") << 8) | 0x87
+fd = os.open("/dev/kfd", os.O_RDWR | os.O_CLOEXEC)
+entries = (ctypes.c_int32 * 2)(5, 0)  # one kfd_queue_preempt_entry: queue_id 5, result
+
+
+def call(req, pid, n=1, grace=0xFFFFFFFF, flags=0):
+    buf = bytearray(struct.pack("<QIIII", ctypes.addressof(entries), pid, n, grace, flags))
+    try:
+        fcntl.ioctl(fd, req, buf, True)
+        return [0, struct.unpack_from("<I", buf, 12)[0]]
+    except OSError as e:
+        return [-e.errno, None]
+
+
+me = os.getpid()
+r = {
+    "num_queues_0": call(PRE, me, n=0),
+    "num_queues_1025": call(PRE, me, n=1025),
+    "unknown_flag": call(PRE, me, flags=4),
+    "all_with_list": call(PRE, me, n=1, flags=1),
+    "grace_preempt": call(PRE, me, grace=100),
+    "grace_resume": call(RES, me, grace=100),
+    "no_such_pid": call(PRE, 0x3FFFFFF0),
+    "pid_without_kfd": call(PRE, 1),
+    "nr_0x87": call(NR_0x87, me),
+    "unknown_queue": call(PRE, me),
+}
+r["unknown_queue_result"] = entries[1]
+r["preempt_all_self"] = call(PRE, me, n=0, flags=1)
+r["resume_all_self"] = call(RES, me, n=0, flags=1)
+os.setgid(65534)
+os.setuid(65534)
+r["foreign_pid_unprivileged"] = call(PRE, 1)
+print("RESULT " + json.dumps(r, sort_keys=True))
+'''
+
+
+@pytest.mark.kernel
+def test_patched_amdgpu_answers_in_the_lab(lab):
+    """Build the patched amdgpu.ko, load it into the lab guest instead of Debian's, and check the
+    new ioctls' early error paths and the kfd:* tracepoints in tracefs."""
+    res = subprocess.run(["bash", str(KERNEL / "check.sh")], capture_output=True, text=True,
+                         env={**os.environ, "GPT_KERNEL_MODULE": "1"}, timeout=3600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    vermagic = subprocess.run(["modinfo", "-F", "vermagic", str(PATCHED_KO)], capture_output=True, text=True).stdout
+    assert vermagic.split()[0] == lab.kernel
+    out = lab.run(
+        "set -e\n"
+        "modprobe -a $(modinfo -F depends amdgpu | tr , ' ')\n"
+        f"insmod {PATCHED_KO}\n"
+        "T=/sys/kernel/tracing\n"
+        "ls $T/events/kfd | sed 's/^/EVENT /'\n"
+        "echo 1 > $T/events/kfd/kfd_queues_preempt/enable\n"
+        f"{sys.executable} - <<'GPT_PROBE_EOF'\n{LAB_PROBE}\nGPT_PROBE_EOF\n"
+        "grep -o 'kfd_queues_preempt: .*' $T/trace | sed 's/^/TRACE /'\n",
+        timeout_s=900, modules=())
+    assert out.rc == 0, out.output[-3000:]
+    events = {ln.split()[1] for ln in out.output.splitlines() if ln.startswith("EVENT ")}
+    assert {"kfd_queue_create", "kfd_queues_unmap", "kfd_hw_unmap_wait", "kfd_queues_map",
+            "kfd_queues_preempt", "kfd_queues_unpreempt", "kfd_queue_suspend"} <= events
+    r = json.loads(next(ln for ln in out.output.splitlines() if ln.startswith("RESULT "))[7:])
+    E = errno.errorcode  # noqa: N806
+    got = {k: (E.get(-v[0], v[0]) if isinstance(v, list) and v[0] else v) for k, v in r.items()}
+    assert got == {
+        "num_queues_0": "EINVAL",
+        "num_queues_1025": "E2BIG",
+        "unknown_flag": "EINVAL",
+        "all_with_list": "EINVAL",
+        "grace_preempt": "EOPNOTSUPP",
+        "grace_resume": "EINVAL",
+        "no_such_pid": "ESRCH",
+        "pid_without_kfd": "ESRCH",
+        "nr_0x87": "ENOTTY",
+        "unknown_queue": "ENOENT",
+        "unknown_queue_result": -errno.ENOENT,
+        "preempt_all_self": [0, 0],
+        "resume_all_self": [0, 0],
+        "foreign_pid_unprivileged": "EPERM",
+    }
+    traces = [ln for ln in out.output.splitlines() if ln.startswith("TRACE ")]
+    assert any(f"ret={-errno.E2BIG}" in t and "num_queues=1025" in t for t in traces), traces
