@@ -23,6 +23,8 @@ import ioctl_calls as W  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 GPT = [sys.executable, "-m", "gpreempt_trace.cli"]
 CALLS = str(REPO / "tests" / "ioctl_calls.py")
+# a python that waits for a line on stdin, then runs ioctl_calls.py with the remaining arguments
+GATE = "import sys, runpy; sys.stdin.readline(); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="recording needs root")
 
 
@@ -126,9 +128,8 @@ def test_workload_exit_code_is_returned_and_marked(tmp_path):
 @root_only
 def test_pid_filter_records_only_that_process(tmp_path):
     trace = tmp_path / "t"
-    gate = "import sys, runpy; sys.stdin.readline(); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-    target = subprocess.Popen([sys.executable, "-c", gate, CALLS, "/dev/null", "30"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    other = subprocess.Popen([sys.executable, "-c", gate, CALLS, "/dev/null", "30"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    target = subprocess.Popen([sys.executable, "-c", GATE, CALLS, "/dev/null", "30"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen([sys.executable, "-c", GATE, CALLS, "/dev/null", "30"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     rec = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null", "-p", str(target.pid)],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -149,10 +150,11 @@ def test_pid_filter_records_only_that_process(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_flushes_and_closes(tmp_path, sig):
     trace = tmp_path / "t"
-    rec = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null"],
+    target = subprocess.Popen([sys.executable, "-c", GATE, CALLS, "/dev/null", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    rec = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null", "-p", str(target.pid)],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_recording(trace, rec)
-    subprocess.run([sys.executable, CALLS, "/dev/null", "10"], check=True, capture_output=True)
+    target.communicate("go\n", timeout=60)
     rec.send_signal(sig)
     _, err = rec.communicate(timeout=60)
     assert rec.returncode == 0, err
