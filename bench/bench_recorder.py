@@ -44,28 +44,37 @@ def build_loop(tmp: Path) -> Path:
     return exe
 
 
-def run_loop(exe: Path, calls: int, rate: float = 0) -> tuple[int, int]:
-    out = subprocess.run([str(exe), "/dev/null", str(calls), str(rate)], capture_output=True, text=True, check=True).stdout.split()
-    return int(out[0]), int(out[1])
+def loop_argv(exe: Path, calls: int, rate: float = 0) -> list[str]:
+    return [str(exe), "/dev/null", str(calls), str(rate)]
+
+
+def run_loop(exe: Path, calls: int, rate: float = 0) -> tuple[int, int, int]:
+    """(calls, elapsed ns, pid) of one run of the loop."""
+    p = subprocess.Popen(loop_argv(exe, calls, rate), stdout=subprocess.PIPE, text=True)
+    out = p.communicate()[0].split()
+    return int(out[0]), int(out[1]), p.pid
 
 
 class Recorder:
-    """`gpreempt-trace record` (no command: every process, ioctl path only) as a background process."""
+    """`gpreempt-trace record -- ioctl_loop ...` (ioctl path only; the loop and its children are recorded)."""
 
-    def __init__(self, trace: Path, ringbuf_mb: int = 32):
+    def __init__(self, trace: Path, loop: list[str], ringbuf_mb: int = 32):
         self.trace = trace
         self.proc = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null",
-                                      "--ringbuf-mb", str(ringbuf_mb)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                      "--ringbuf-mb", str(ringbuf_mb), "--", *loop], cwd=REPO,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_recording(self) -> None:
         end = time.monotonic() + 120
         while time.monotonic() < end:
             try:
-                if "recording_since_ns" in json.loads((trace / "meta.json").read_text()).get("recorder", {}):
+                if "recording_since_ns" in json.loads((self.trace / "meta.json").read_text()).get("recorder", {}):
                     return
             except (OSError, ValueError):
                 pass
             if self.proc.poll() is not None:
                 raise SystemExit(f"bench_recorder: recorder failed: {self.proc.stderr.read()[-500:]}")
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise SystemExit("bench_recorder: recorder did not start")
 
     def cpu_s(self) -> float:
@@ -76,13 +85,13 @@ class Recorder:
         st = {ln.split(":")[0]: ln.split()[1] for ln in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines() if ln.startswith("Vm")}
         return int(st["VmRSS"]), int(st["VmHWM"])
 
-    def stop(self) -> dict:
-        t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.communicate(timeout=300)
-        meta = json.loads((self.trace / "meta.json").read_text())
-        c = meta["counters"]
-        return {"written": c["events_written"], "lost": c["events_lost"], "stop_s": time.monotonic() - t0}
+    def finish(self) -> dict:
+        out, err = self.proc.communicate(timeout=600)
+        if self.proc.returncode != 0:
+            raise SystemExit(f"bench_recorder: record exited {self.proc.returncode}: {err[-500:]}")
+        n, ns = (int(x) for x in out.split()[-2:])
+        c = json.loads((self.trace / "meta.json").read_text())["counters"]
+        return {"calls": n, "ns": ns, "written": c["events_written"], "lost": c["events_lost"]}
 
 
 class Bpftrace:
@@ -100,11 +109,12 @@ class Bpftrace:
             time.sleep(0.05)
         raise SystemExit("bench_recorder: bpftrace did not attach")
 
-    def stop(self) -> dict:
+    def stop(self, pid: int) -> dict:
+        time.sleep(0.5)  # let bpftrace drain its perf buffers before it is told to exit
         self.proc.send_signal(signal.SIGINT)
         _, err = self.proc.communicate(timeout=120)
         text = self.out.read_text(errors="replace")
-        lines = [ln for ln in text.splitlines() if ln and ln[0].isdigit()]
+        lines = [ln for ln in text.splitlines() if ln and ln[0].isdigit() and ln.split()[1] == str(pid)]
         lost = sum(int(w) for ln in (err + text).splitlines() if ln.startswith("Lost") for w in ln.split() if w.isdigit())
         return {"written": len(lines), "lost_reported": lost}
 
@@ -157,61 +167,56 @@ def main() -> int:
 
         # 1. added ns per call (interleaved reps)
         per = {"none": [], "record": [], "bpftrace": []}
-        tracer_counts = {"record": [], "bpftrace": []}
+        counts = {"record": [], "bpftrace": []}
         for rep in range(REPS):
-            n, ns = run_loop(exe, CALLS)
+            n, ns, _ = run_loop(exe, CALLS)
             per["none"].append(ns / n)
-            rec = Recorder(tmp / f"t{rep}")
-            n, ns = run_loop(exe, CALLS)
-            res = rec.stop()
-            per["record"].append(ns / n)
-            tracer_counts["record"].append(res)
+            res = Recorder(tmp / f"t{rep}", loop_argv(exe, CALLS)).finish()
+            per["record"].append(res["ns"] / res["calls"])
+            counts["record"].append((res["written"], res["lost"]))
             if have_bt:
                 bt = Bpftrace(tmp / f"bt{rep}.txt")
-                n, ns = run_loop(exe, CALLS)
-                res = bt.stop()
+                n, ns, pid = run_loop(exe, CALLS)
+                res = bt.stop(pid)
                 per["bpftrace"].append(ns / n)
-                tracer_counts["bpftrace"].append(res)
+                counts["bpftrace"].append((res["written"], res["lost_reported"]))
         base = statistics.median(per["none"])
         print(f"  per call, no tracer        : {base:8.0f} ns (median of {REPS})")
         for k in ("record", "bpftrace"):
             if per[k]:
                 med = statistics.median(per[k])
-                print(f"  per call, {k:17s}: {med:8.0f} ns  -> added {med - base:6.0f} ns/call; "
-                      f"rows {[c['written'] for c in tracer_counts[k]]}, lost {[c.get('lost', c.get('lost_reported')) for c in tracer_counts[k]]}")
+                print(f"  per call, {k:17s}: {med:8.0f} ns  -> added {med - base:6.0f} ns/call; (rows, lost) per run {counts[k]}")
 
         # 2. highest rate with 0 lost (paced, then flat out)
         best = None
         for rate in RATES + [0]:
             calls = max(CALLS, rate * 2) if rate else CALLS * 3
-            rec = Recorder(tmp / f"r{rate}")
-            n, ns = run_loop(exe, calls, rate)
-            res = rec.stop()
-            achieved = n / (ns / 1e9)
-            bt_res = None
+            res = Recorder(tmp / f"r{rate}", loop_argv(exe, calls, rate)).finish()
+            achieved = res["calls"] / (res["ns"] / 1e9)
+            label = f"{rate:>7d}/s" if rate else "flat out "
+            line = f"  rate {label}: achieved {achieved:9.0f} ev/s, record wrote {res['written']}/{res['calls']} lost {res['lost']}"
             if have_bt:
                 bt = Bpftrace(tmp / f"btr{rate}.txt")
-                n2, ns2 = run_loop(exe, calls, rate)
-                bt_res = bt.stop()
-            label = f"{rate:>7d}/s" if rate else "flat out "
-            line = f"  rate {label}: achieved {achieved:9.0f} ev/s, record wrote {res['written']}/{n} lost {res['lost']}"
-            if bt_res:
-                line += f"; bpftrace wrote {bt_res['written']}/{n2} (reported lost {bt_res['lost_reported']})"
-            print(line)
-            if res["lost"] == 0 and res["written"] == n and (best is None or achieved > best):
+                n2, ns2, pid = run_loop(exe, calls, rate)
+                bt_res = bt.stop(pid)
+                line += f"; bpftrace ({n2 / (ns2 / 1e9):.0f} ev/s) wrote {bt_res['written']}/{n2} (reported lost {bt_res['lost_reported']})"
+            print(line, flush=True)
+            if res["lost"] == 0 and res["written"] == res["calls"] and (best is None or achieved > best):
                 best = achieved
         print(f"  highest rate recorded into Parquet with 0 lost: {best or 0:.0f} events/s")
 
         # 2b. user-space capacity: drain-side decode + Parquet write of ring records, no kernel in the way
         print(f"  user-space decode+write capacity: {userspace_capacity(tmp):,.0f} events/s (one core)")
 
-        # 3. RSS and CPU at 10 k events/s
-        rec = Recorder(tmp / "rss")
+        # 3. RSS and CPU at 10 k events/s (100 k calls = 10 s; sampled from 1 s to 9 s)
+        rec = Recorder(tmp / "rss", loop_argv(exe, 100000, 10000))
+        rec.wait_recording()
+        time.sleep(1)
         c0, t0 = rec.cpu_s(), time.monotonic()
-        run_loop(exe, 100000, 10000)
+        time.sleep(8)
         c1, t1 = rec.cpu_s(), time.monotonic()
         rss, hwm = rec.rss_kb()
-        res = rec.stop()
+        res = rec.finish()
         print(f"  at 10k events/s: recorder CPU {100 * (c1 - c0) / (t1 - t0):.1f}% of one core, RSS {rss / 1024:.0f} MiB "
               f"(peak {hwm / 1024:.0f} MiB), wrote {res['written']} lost {res['lost']}")
         print(f"bench_recorder: load average {os.getloadavg()[0]:.2f} at end")
