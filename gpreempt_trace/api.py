@@ -63,6 +63,14 @@ def doctor(kallsyms: str | None = None, btf_dir: str | None = None, probes: list
     return run_doctor(kallsyms=kallsyms, btf_dir=btf_dir, probes=probes, tracefs=tracefs)
 
 
+def record(output: str, **options):
+    """Record KFD queue events into trace OUTPUT (see recorder.runtime.RecordOptions for the options:
+    probes, tgids, cmd, duration_s, kfd_path, ringbuf_mb, ...). Returns a RecordResult."""
+    from .recorder import record as _record
+
+    return _record(output, **options)
+
+
 def snapshot(output: str, interval_s: float = 1.0, count: int | None = None, labels: dict[str, str] | None = None,
              debugfs_dir: str | None = None, cmd: Sequence[str] = (), phase: str | None = None):
     """KFD debugfs snapshots into a trace: with `cmd`, a baseline, snapshots while it runs, one after
