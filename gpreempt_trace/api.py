@@ -99,3 +99,10 @@ def workload(role: str, **kw):
     from .workloads.torch_models import run
 
     return run(role, **kw)
+
+
+def demo(out_dir: str = "out/demo", record: bool = True, say=print):
+    """The main job on embedded defaults (see gpreempt_trace.demo)."""
+    from . import demo as _demo
+
+    return _demo.run(out_dir, record, say)

@@ -51,10 +51,21 @@ def _flatten_nested(tbl: pa.Table) -> pa.Table:
     return tbl
 
 
+HEX_COLUMNS = ("gpu_id", "pasid")  # shown in hex in tables, as KFD and debugfs print them
+
+
+def _cell(col: str, v) -> str:
+    if v is None:
+        return "NULL"
+    if col in HEX_COLUMNS and isinstance(v, int):
+        return f"0x{v:x}"
+    return str(_jsonable(v))
+
+
 def format_table(tbl: pa.Table, max_rows: int = 200) -> str:
     cols = tbl.column_names
     rows = tbl.slice(0, max_rows).to_pylist()
-    cells = [[("NULL" if r[c] is None else str(_jsonable(r[c]))) for c in cols] for r in rows]
+    cells = [[_cell(c, r[c]) for c in cols] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
     out = [line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells]

@@ -15,6 +15,7 @@ SECTIONS = (
     ("What fired", "events.overview", None),
     ("Queues per process", "queues.per_tgid", None),
     ("KFD ioctls", "ioctl.summary", None),
+    ("Queue requests per process (ioctl path)", "ioctl.queue_requests", None),
     ("Preemption latency", "preempt.latency_stats", None),
     ("Collateral preemption (unmaps that hit other processes)", "preempt.collateral", None),
     ("Queue inventory (debugfs)", "exp01.inventory", None),

@@ -125,3 +125,20 @@ def test_hive_export_reads_in_plain_duckdb_cli(runs, tmp_path):
     assert json.loads(runs_out) == [{"run_id": "r1", "model": "a"}, {"run_id": "r2", "model": "b"}]
     # the tool reads the hive root as a whole too
     assert api.connect([str(hive)]).sql("select count(distinct run_id) from events").fetchall() == [(2,)]
+
+
+def test_ioctl_queue_requests_counts_the_tracepoint_path_once(tmp_path):
+    from tracefixtures import IOCTL_FUNCS, R3_EVENTS, write_trace
+
+    t = write_trace(tmp_path / "r3", "r3", R3_EVENTS, funcs=IOCTL_FUNCS)
+    rows = api.query("ioctl.queue_requests", [str(t)]).to_pylist()
+    got = [(r["tgid"], r["comm"], r["create_calls"], r["create_types"] and dict(r["create_types"]), r["priorities"], r["destroy_calls"],
+            r["suspend_calls"], r["resume_calls"], r["dbg_targets"], r["failed"]) for r in rows]
+    assert got == [
+        (10, "online", 2, {"compute_aql": 1, "sdma": 1}, [15], 0, 0, 0, None, 0),
+        (20, "offline", 1, {"compute": 1}, [0], 1, 0, 0, None, 0),
+        (30, "ctl", 0, None, None, 0, 1, 1, [20], 1),
+    ]
+    by_path = {(r["func"], r["ioctl_cmd"]): r["calls"] for r in api.query("ioctl.summary", [str(t)]).to_pylist()}
+    assert by_path[("syscalls:sys_enter_ioctl", "AMDKFD_IOC_CREATE_QUEUE")] == 3
+    assert by_path[("kfd_ioctl", "AMDKFD_IOC_CREATE_QUEUE")] == 1

@@ -31,14 +31,14 @@ R1_MARKERS = [
 R2_EVENTS = [
     dict(ts_ns=5, dur_ns=7, event="queue_create", func="create_queue_cpsch", tgid=300, gpu_id=GPU, queue_id=0, queue_type="compute", ret=0),
 ]
-NAMES = {0xC0584B02: "AMDKFD_IOC_CREATE_QUEUE"}
+NAMES = {0xC0584B02: "AMDKFD_IOC_CREATE_QUEUE", 0xC0084B03: "AMDKFD_IOC_DESTROY_QUEUE", 0xC0204B26: "AMDKFD_IOC_DBG_TRAP"}
 
 
-def write_trace(path, run_id, events, markers=(), labels=None):
+def write_trace(path, run_id, events, markers=(), labels=None, funcs=FUNCS):
     tw = trace.TraceWriter.create(path, labels=labels or {}, run_id=run_id, synthetic=True)
-    dec = batch.EventDecoder(run_id, FUNCS, NAMES.get)
+    dec = batch.EventDecoder(run_id, funcs, NAMES.get)
     if events:
-        tw.writer("events").append_table(dec.decode(synth.records(events, FUNCS)))
+        tw.writer("events").append_table(dec.decode(synth.records(events, funcs)))
     if markers:
         tw.writer("markers").append_rows(markers)
     tw.close()
@@ -49,3 +49,16 @@ def two_runs(root):
     a = write_trace(root / "r1", "r1", R1_EVENTS, R1_MARKERS, {"model": "a"})
     b = write_trace(root / "r2", "r2", R2_EVENTS, (), {"model": "b"})
     return a, b
+
+# the ioctl tracepoint path's view of an online/offline pair and a controller (run r3)
+IOCTL_FUNCS = ["syscalls:sys_enter_ioctl", "kfd_ioctl"]
+CQ, DQ, DBG = 0xC0584B02, 0xC0084B03, 0xC0204B26
+R3_EVENTS = [
+    dict(ts_ns=1, event="kfd_ioctl", func="syscalls:sys_enter_ioctl", tgid=10, comm="online", ioctl_nr=CQ, queue_type="compute_aql", priority=15, ret=0),
+    dict(ts_ns=2, event="kfd_ioctl", func="kfd_ioctl", tgid=10, comm="online", ioctl_nr=CQ, ret=0),  # kprobe: same call
+    dict(ts_ns=3, event="kfd_ioctl", func="syscalls:sys_enter_ioctl", tgid=10, comm="online", ioctl_nr=CQ, queue_type="sdma", priority=15, ret=0),
+    dict(ts_ns=4, event="kfd_ioctl", func="syscalls:sys_enter_ioctl", tgid=20, comm="offline", ioctl_nr=CQ, queue_type="compute", priority=0, ret=0),
+    dict(ts_ns=5, event="kfd_ioctl", func="syscalls:sys_enter_ioctl", tgid=30, comm="ctl", ioctl_nr=DBG, dbg_op=6, target_pid=20, num_queues=1, queue_ids=[0], ret=0),
+    dict(ts_ns=6, event="kfd_ioctl", func="syscalls:sys_enter_ioctl", tgid=30, comm="ctl", ioctl_nr=DBG, dbg_op=7, target_pid=20, num_queues=1, queue_ids=[0], ret=-22),
+    dict(ts_ns=7, event="kfd_ioctl", func="syscalls:sys_enter_ioctl", tgid=20, comm="offline", ioctl_nr=DQ, queue_id=0, ret=0),
+]

@@ -1,3 +1,13 @@
-from ..cli import not_built
+import click
 
-command = not_built("demo", "lands with the recorder and experiment 1")
+from .. import api
+
+
+@click.command("demo")
+@click.option("-o", "--output", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the demo's traces and report (replaced on each run).")
+@click.option("--no-record", is_flag=True, help="Skip the eBPF recording step (needs root).")
+def command(out_dir, no_record):
+    """Run the main job on embedded defaults: doctor, experiment 1 on an MI308X-like debugfs
+    capture, an eBPF recording of replayed KFD ioctls, and a report."""
+    api.demo(out_dir, record=not no_record, say=click.echo)

@@ -1,10 +1,13 @@
 -- KFD ioctls per run and command: counts, failures and latency percentiles.
--- Unnamed numbers (ROCm's out-of-tree ones, say) keep their raw `ioctl_nr`.
+-- Unnamed numbers (ROCm's out-of-tree ones, say) keep their raw `ioctl_nr`. One row per path that
+-- saw the calls (`func`: the syscall tracepoint, or a kprobe on kfd_ioctl), so both can be compared.
 
 CREATE VIEW ioctl_summary AS
 SELECT
   -- Trace run.
   run_id,
+  -- Path that saw the calls: syscalls:sys_enter_ioctl or kfd_ioctl (kprobe).
+  func,
   -- AMDKFD_IOC_* name; NULL when the number has no known name.
   ioctl_cmd,
   -- Raw request number, hex.
@@ -21,5 +24,5 @@ SELECT
   CAST(quantile_cont(dur_ns, 0.99) AS BIGINT) AS p99_dur_ns
 FROM events
 WHERE event = 'kfd_ioctl' AND ioctl_nr IS NOT NULL
-GROUP BY run_id, ioctl_cmd, ioctl_nr
-ORDER BY run_id, calls DESC, ioctl_nr;
+GROUP BY run_id, func, ioctl_cmd, ioctl_nr
+ORDER BY run_id, func, calls DESC, ioctl_nr;

@@ -1,0 +1,95 @@
+"""Replay the KFD queue calls of an online + offline pair on a device, as real ioctl syscalls.
+
+    python -m gpreempt_trace.workloads.kfd_calls [--kfd-path PATH] [--rounds N]
+
+Two child processes play the models: `online` creates 2 AQL compute queues at priority 15 and one
+SDMA queue, `offline` 4 compute queues at priority 0 and one SDMA queue. The parent then plays a
+scheme-A controller: N rounds of DBG_TRAP SUSPEND_QUEUES / RESUME_QUEUES naming offline's queue ids
+0..3, then both children destroy their queues. On /dev/kfd of a real GPU this creates real queues;
+on another path (the demo uses /dev/null, where every call fails with ENOTTY) it exercises the
+recorder's ioctl path with the exact argument structs ROCm passes. Prints one line per process.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import sys
+
+from ..recorder import ioctls as I
+
+GPU_ID = 0xF7BC  # first MI308X node of the embedded sample
+QTYPE = {"compute": 0, "sdma": 1, "compute_aql": 2}
+ROLES = {
+    "online": [("compute_aql", 15), ("compute_aql", 15), ("sdma", 15)],
+    "offline": [("compute", 0), ("compute", 0), ("compute", 0), ("compute", 0), ("sdma", 0)],
+}
+
+
+class _Kfd:
+    def __init__(self, path: str):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = os.open(path, os.O_RDWR)
+        self.calls = self.failed = 0
+        self.last_errno = 0
+
+    def ioctl(self, request: int, arg) -> int:
+        ret = self.libc.ioctl(self.fd, ctypes.c_ulong(request), ctypes.byref(arg))
+        self.calls += 1
+        if ret < 0:
+            self.failed += 1
+            self.last_errno = ctypes.get_errno()
+        return ret
+
+
+def play_model(path: str, role: str) -> str:
+    kfd = _Kfd(path)
+    kfd.ioctl(I.GET_VERSION, I.GetVersionArgs())
+    ids = []
+    for k, (qtype, prio) in enumerate(ROLES[role]):
+        a = I.CreateQueueArgs(ring_base_address=0x7F0000000000 + (os.getpid() << 24) + k * 0x100000, ring_size=1 << 20,
+                              gpu_id=GPU_ID, queue_type=QTYPE[qtype], queue_percentage=100, queue_priority=prio)
+        if kfd.ioctl(I.CREATE_QUEUE, a) == 0:
+            ids.append(a.queue_id)
+    for qid in ids or range(len(ROLES[role])):
+        kfd.ioctl(I.DESTROY_QUEUE, I.DestroyQueueArgs(queue_id=qid))
+    return f"{role} pid {os.getpid()}: {kfd.calls} KFD calls, {kfd.failed} failed (last errno {kfd.last_errno})"
+
+
+def play_controller(path: str, target_pid: int, rounds: int) -> str:
+    kfd = _Kfd(path)
+    ids = (ctypes.c_uint32 * 4)(0, 1, 2, 3)
+    for _ in range(rounds):
+        kfd.ioctl(I.DBG_TRAP, I.DbgTrapArgs(pid=target_pid, op=I.DBG_TRAP_SUSPEND_QUEUES, u0=0, u1=ctypes.addressof(ids), u2=4, u3=0))
+        kfd.ioctl(I.DBG_TRAP, I.DbgTrapArgs(pid=target_pid, op=I.DBG_TRAP_RESUME_QUEUES, u0=ctypes.addressof(ids), u1=4))
+    return f"controller pid {os.getpid()}: {kfd.calls} DBG_TRAP calls on pid {target_pid}, {kfd.failed} failed"
+
+
+def _spawn(fn, *args) -> int:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            print(fn(*args), flush=True)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kfd-path", default="/dev/kfd")
+    ap.add_argument("--rounds", type=int, default=20)
+    a = ap.parse_args(argv)
+    if not os.path.exists(a.kfd_path):
+        print(f"{a.kfd_path} does not exist: give --kfd-path (e.g. /dev/null to exercise the recorder)", file=sys.stderr)
+        return 1
+    online = _spawn(play_model, a.kfd_path, "online")
+    offline = _spawn(play_model, a.kfd_path, "offline")
+    print(play_controller(a.kfd_path, offline, a.rounds), flush=True)
+    for pid in (online, offline):
+        os.waitpid(pid, 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
