@@ -42,7 +42,7 @@ for a in $(cat /proc/cmdline); do
   esac
 done
 R=/newroot
-fail() { echo "@INIT_FAIL@ $*"; [ -d $R@CTL@ ] && echo "$*" > $R@CTL@/init-error; sync; poweroff -f; sleep 5; }
+fail() { echo "@INIT_FAIL@ $*"; [ -d $R@CTL@ ] && echo "$*" > $R@CTL@/init-error; sync; reboot -f; sleep 5; }
 while read m; do insmod /mods/$m || fail "insmod $m"; done < /mods/order
 O9P=trans=virtio,version=9p2000.L,msize=262144
 mkdir -p $R
@@ -72,7 +72,7 @@ rc=$?
 echo $rc > $R@CTL@/rc
 sync
 echo "@EXIT@ $rc"
-poweroff -f
+reboot -f
 sleep 5
 """
 

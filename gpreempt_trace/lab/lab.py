@@ -28,6 +28,8 @@ from .qemu import Boot, boot, qemu_argv
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODULES = ("amdgpu",)
+BOOT_TIMEOUT_S = 120  # a guest whose init has not reached READY by then is hung: killed, retried once
+BOOT_RETRIES = 1
 TIMEOUT_RC = 124
 
 
@@ -38,6 +40,7 @@ class RunResult:
     files: Path  # host folder the guest saw as $OUT (read-write)
     wall_s: float  # QEMU start to exit, boot included
     timed_out: bool = False
+    boot_hangs: int = 0  # boots killed before the command started (TCG hang), then retried
     console: str = field(default="", repr=False)  # the guest's serial console (kernel messages)
 
     @property
@@ -54,6 +57,12 @@ def _cleanup_tmp() -> None:
         return
     for d in _TMP_DIRS:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _keep(work: Path) -> None:
+    """Keep a failed run's folder (console log, ctl files) for inspection."""
+    if str(work) in _TMP_DIRS:
+        _TMP_DIRS.remove(str(work))
 
 
 class Lab:
@@ -91,10 +100,32 @@ class Lab:
         os.chmod(files, 0o777)
         (ctl / "user.sh").write_text(command + "\n")
         (ctl / "cmd.sh").write_text(_cmd_script(cwd, modules, env or {}))
-        console = work / "console.log"
-        argv = qemu_argv(self.build, ctl, files, console, "cmd.sh", self.mem_mb, self.cpus)
-        result = boot(argv, console, timeout_s)
-        return _result(result, ctl, files, timeout_s, command)
+        left_s, hung = float(timeout_s), []
+        while True:
+            console = work / f"console-{len(hung)}.log" if hung else work / "console.log"
+            argv = qemu_argv(self.build, ctl, files, console, "cmd.sh", self.mem_mb, self.cpus)
+            b = boot(argv, console, left_s, boot_timeout_s=BOOT_TIMEOUT_S)
+            left_s -= b.wall_s
+            if not b.boot_hung:
+                break
+            hung.append(b.wall_s)
+            for name in ("output", "rc", "init-error", "modprobe.log", "modprobe-failed"):
+                (ctl / name).unlink(missing_ok=True)
+            if len(hung) > BOOT_RETRIES or left_s < BOOT_TIMEOUT_S / 3:
+                b.timed_out = True  # no time left for another boot: report it as a timeout
+                break
+        b.wall_s = timeout_s - left_s
+        try:
+            res = _result(b, ctl, files, timeout_s, command)
+        except LabBroken as e:
+            _keep(work)
+            raise LabBroken(e.what, f"{e.hint}; guest log kept at {work}") from None
+        if hung:
+            res.boot_hangs = len(hung)
+        if res.timed_out or hung:
+            _keep(work)
+            res.output += f"[lab] boot hung {len(hung)}x (killed, retried); logs kept at {work}\n" if hung else ""
+        return res
 
     def shell(self, modules=DEFAULT_MODULES, cwd: str | Path = REPO) -> int:
         """Boot a guest with an interactive bash on this terminal; returns its exit status."""
@@ -127,7 +158,7 @@ def _cmd_script(cwd, modules, env: dict[str, str]) -> str:
         lines.append(f"export {k}={shlex.quote(str(v))}")
     for m in modules or ():
         q = shlex.quote(m)
-        lines.append(f"modprobe {q} >{GUEST_CTL}/modprobe.log 2>&1 || {{ echo {q} >{GUEST_CTL}/modprobe-failed; exit 1; }}")
+        lines.append(f"modprobe {q} >>{GUEST_CTL}/modprobe.log 2>&1 || {{ echo {q} >{GUEST_CTL}/modprobe-failed; exit 1; }}")
     lines.append(f"cd {shlex.quote(str(cwd))} || exit 125")
     lines.append(f"exec /bin/bash {GUEST_CTL}/user.sh")
     return "\n".join(lines) + "\n"

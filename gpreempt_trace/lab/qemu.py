@@ -15,7 +15,9 @@ from pathlib import Path
 
 from .build import QEMU, LabBuild
 from .errors import LabBroken
+from .initramfs import READY
 
+QBOOT = "/usr/share/qemu/qboot.rom"
 _LIVE: set[int] = set()  # pids of QEMUs this process started and has not reaped yet
 
 
@@ -43,6 +45,7 @@ class Boot:
 
     exited: bool  # QEMU exited by itself (the guest powered off or the kernel panicked)
     timed_out: bool
+    boot_hung: bool  # killed because the init never reported READY within boot_timeout_s
     qemu_rc: int | None
     wall_s: float
     console: str
@@ -57,11 +60,12 @@ def qemu_argv(build: LabBuild, ctl: Path, out: Path, console: Path | None, run: 
     ])
     serial = ["-serial", f"file:{console}"] if console else ["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]
     share = "security_model=none,multidevs=remap"
+    firmware = ["-bios", QBOOT] if os.path.exists(QBOOT) else []  # minimal firmware: boots faster than SeaBIOS
     return [
-        QEMU, "-accel", "tcg", "-cpu", "max", "-m", str(mem_mb), "-smp", str(cpus),
+        QEMU, "-accel", "tcg", *firmware, "-cpu", "max", "-m", str(mem_mb), "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-monitor", "none",
         *serial,
-        "-kernel", build.vmlinuz, "-initrd", build.initrd, "-append", append,
+        "-kernel", build.vmlinux or build.vmlinuz, "-initrd", build.initrd, "-append", append,
         "-fsdev", f"local,id=hostroot,path=/,readonly=on,{share}",
         "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
         "-fsdev", f"local,id=gptctl,path={ctl},{share}",
@@ -71,8 +75,9 @@ def qemu_argv(build: LabBuild, ctl: Path, out: Path, console: Path | None, run: 
     ]
 
 
-def boot(argv: list[str], console: Path | None, timeout_s: float) -> Boot:
-    """Run QEMU until it exits or `timeout_s` passes; QEMU never outlives this call.
+def boot(argv: list[str], console: Path | None, timeout_s: float, boot_timeout_s: float | None = None) -> Boot:
+    """Run QEMU until it exits or `timeout_s` passes; QEMU never outlives this call. When the init
+    has not reported READY on the console after `boot_timeout_s`, QEMU is killed (boot_hung).
     console=None: interactive, QEMU's stdio is this terminal."""
     t0 = time.monotonic()
     qemu_log = console.with_name("qemu.log") if console else Path(os.devnull)
@@ -85,12 +90,23 @@ def boot(argv: list[str], console: Path | None, timeout_s: float) -> Boot:
         except OSError as e:
             raise LabBroken(f"cannot start {argv[0]}", str(e)) from None
     _LIVE.add(proc.pid)
-    timed_out = False
+    timed_out = boot_hung = ready = False
     try:
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        while True:
+            try:
+                proc.wait(timeout=0.25)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            elapsed = time.monotonic() - t0
+            if elapsed >= timeout_s:
+                timed_out = True
+                break
+            if console is not None and not ready and boot_timeout_s is not None:
+                ready = console.exists() and READY in console.read_text(errors="replace")
+                if not ready and elapsed >= boot_timeout_s:
+                    boot_hung = True
+                    break
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -98,6 +114,7 @@ def boot(argv: list[str], console: Path | None, timeout_s: float) -> Boot:
         _LIVE.discard(proc.pid)
     wall_s = time.monotonic() - t0
     text = console.read_text(errors="replace") if console and console.exists() else ""
-    if not timed_out and proc.returncode != 0 and console:
+    if not timed_out and not boot_hung and proc.returncode != 0 and console:
         text += "\n[qemu] " + qemu_log.read_text(errors="replace")
-    return Boot(exited=not timed_out, timed_out=timed_out, qemu_rc=proc.returncode, wall_s=wall_s, console=text)
+    return Boot(exited=not (timed_out or boot_hung), timed_out=timed_out, boot_hung=boot_hung,
+                qemu_rc=proc.returncode, wall_s=wall_s, console=text)
