@@ -61,3 +61,21 @@ def test_plan_attaches_real_kprobes_in_lab(lab):
     assert len(ev) == 1, ev
     assert ev[0]["ioctl_nr"] == 0x80084B01 and ev[0]["ret"] == 0 and ev[0]["dur_ns"] > 0
     assert ev[0]["func_id"] == plan["kfd_ioctl"]["func_id"]
+
+
+def test_doctor_live_in_lab(lab, kfd_fixture):
+    """doctor on the real 6.1 kernel: kprobes, amdgpu, /dev/kfd 1.11, and the same plan and offsets as the
+    offline fixture of that build."""
+    res = lab.run(".venv/bin/gpreempt-trace doctor --json > $OUT/doctor.json", timeout_s=300)
+    assert res.rc == 0, res.output[-2000:]
+    out = json.loads((res.files / "doctor.json").read_text())
+    checks = {c["name"]: c for c in out["checks"]}
+    assert checks["kprobes"]["ok"] is True
+    assert checks["amdgpu module"]["ok"] is True and checks["btf amdgpu"]["ok"] is True
+    assert checks["/dev/kfd"]["detail"] == "KFD ioctl version 1.11"
+    from gpreempt_trace.doctor import run_doctor
+
+    offline = run_doctor(kfd_fixture / "kallsyms", kfd_fixture / "btf").as_dict()
+    assert out["offsets"] == offline["offsets"]
+    live = {p["probe"]: (p["symbol"], p["status"]) for p in out["probes"]}
+    assert live == {p["probe"]: (p["symbol"], p["status"]) for p in offline["probes"]}
