@@ -46,7 +46,7 @@ def _header(text: str) -> dict[str, str]:
 
 
 def test_series_files():
-    assert [p.name[:5] for p in PATCHES] == ["0000-", "0001-", "0002-"]
+    assert [p.name[:5] for p in PATCHES] == ["0000-", "0001-", "0002-", "0003-"]
     assert PATCHES[0].name == "0000-cover-letter.patch"
 
 
@@ -280,7 +280,8 @@ print("RESULT " + json.dumps(r, sort_keys=True))
 @pytest.mark.kernel
 def test_patched_amdgpu_answers_in_the_lab(lab):
     """Build the patched amdgpu.ko, load it into the lab guest instead of Debian's, and check the
-    new ioctls' early error paths and the kfd:* tracepoints in tracefs."""
+    new ioctls' early error paths and the kfd:* tracepoints in tracefs. Debian's kernel does not
+    export ptrace_may_access (patch 0002 does, in a rebuilt kernel): kernel/lab/ provides it."""
     res = subprocess.run(["bash", str(KERNEL / "check.sh")], capture_output=True, text=True,
                          env={**os.environ, "GPT_KERNEL_MODULE": "1"}, timeout=3600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
@@ -289,6 +290,7 @@ def test_patched_amdgpu_answers_in_the_lab(lab):
     out = lab.run(
         "set -e\n"
         "modprobe -a $(modinfo -F depends amdgpu | tr , ' ')\n"
+        f"insmod {KERNEL_CACHE / 'lab-shim' / 'ptrace_may_access_shim.ko'}\n"
         f"insmod {PATCHED_KO}\n"
         "T=/sys/kernel/tracing\n"
         "ls $T/events/kfd | sed 's/^/EVENT /'\n"
