@@ -55,3 +55,14 @@ def test_verifier_accepts_running_kernel_plan():
     plan = plan_kfd()
     sizes = load_all(plan)
     assert len(sizes) == 2 * len(PROBES) + len(TRACEPOINTS)
+
+
+def test_verifier_accepts_newer_kernel_macros(kfd_fixture):
+    """The >=6.5/6.14 branches: per-device pasid through the qpd, is_suspended, a grace_period argument."""
+    plan = plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf")
+    drop = ("-DGPT_OFF_PROC_PASID=", "-DGPT_ARG_unmap_queues_cpsch_GRACE=", "-DGPT_ARG_execute_queues_cpsch_GRACE=")
+    plan.cflags = [f for f in plan.cflags if not f.startswith(drop)] + [
+        "-DGPT_OFF_PDD_PASID=560", "-DGPT_OFF_Q_IS_SUSPENDED=112", "-DGPT_KQT_SDMA_BY_ENG_ID=5",
+        "-DGPT_ARG_unmap_queues_cpsch_GRACE=3", "-DGPT_ARG_execute_queues_cpsch_GRACE=3"]
+    sizes = load_all(plan)
+    assert len(sizes) == 2 * len(PROBES) + len(TRACEPOINTS)

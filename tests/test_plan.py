@@ -258,3 +258,46 @@ def test_kfd_tracepoints_from_btf(tmp_path):
 
     assert find_kfd_tracepoints([], (None, FakeBtf())) == {"kfd_queue_update"}
     assert find_kfd_tracepoints([tmp_path], ()) == set()
+
+
+def test_newer_kernel_layout_uses_the_alternatives():
+    """A >=6.14-shaped BTF (kfd_node, is_suspended, per-device pasid, grace_period argument): the planner
+    picks the renamed/moved members and the BTF argument positions."""
+    import struct as st
+
+    from test_btf import Builder
+
+    from gpreempt_trace.recorder.btf import Btf
+    from gpreempt_trace.recorder.plan import _param_positions, resolve_fields
+
+    b = Builder()
+    u32 = b.int_("unsigned int", 4)
+    task = b.add("task_struct", 4, vlen=2, word=16, extra=b.members([("pid", u32, 64), ("tgid", u32, 96)]))
+    base = Btf(b.blob(), "vmlinux")
+    m = Builder(first_id=base.type_count, str_base=base.str_len)
+    bool_ = m.int_("bool", 1)
+    node = m.add("kfd_node", 4, vlen=1, word=64, extra=m.members([("id", u32, 32 * 8)]))
+    node_p = m.add("", 2, word=node)
+    task_p = m.add("", 2, word=task)
+    proc = m.add("kfd_process", 4, vlen=1, word=128, extra=m.members([("lead_thread", task_p, 8 * 8)]))
+    proc_p = m.add("", 2, word=proc)
+    props = m.add("queue_properties", 4, vlen=3, word=16,
+                  extra=m.members([("queue_id", u32, 0), ("is_suspended", bool_, 70 * 8), ("is_active", bool_, 71 * 8)]))
+    m.add("queue", 4, vlen=3, word=400, extra=m.members([("properties", props, 40 * 8), ("process", proc_p, 200 * 8), ("device", node_p, 208 * 8)]))
+    qpd = m.add("qcm_process_device", 4, vlen=0, word=192)
+    m.add("kfd_process_device", 4, vlen=2, word=600, extra=m.members([("qpd", qpd, 24 * 8), ("pasid", u32, 560 * 8)]))
+    proto = m.add("", 13, vlen=5, word=u32, extra=b"".join(st.pack("<II", m.s(n), u32) for n in ("dqm", "filter", "filter_param", "grace_period", "reset")))
+    m.add("unmap_queues_cpsch", 12, word=proto)
+    mod = Btf(m.blob(), "amdgpu", base=base)
+    mod.check_split()
+
+    chosen, offsets, notes = resolve_fields(mod, base)
+    assert chosen["DEV_ID"] == "kfd_node.id" and offsets["kfd_node.id"] == 32
+    assert chosen["Q_IS_SUSPENDED"] == "queue.properties.is_suspended" and offsets["queue.properties.is_suspended"] == 110
+    assert chosen["PROC_PASID"] is None and offsets["kfd_process.pasid"] is None
+    assert chosen["PDD_PASID"] == "kfd_process_device.pasid" and offsets["kfd_process_device.pasid"] == 560
+    assert offsets["kfd_process_device.qpd"] == 24 and offsets["task_struct.tgid"] == 12
+    assert notes == []
+    spec = next(p for p in PROBES if p.name == "unmap_queues_cpsch")
+    pos = _param_positions(spec, mod, True)
+    assert (pos["DQM"], pos["FILTER"], pos["FPARAM"], pos["GRACE"], pos["Q"]) == (0, 1, 2, 3, -1)
