@@ -21,11 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gpreempt_trace.recorder import ioctls as I  # noqa: E402
 
 UNKNOWN = I.IOWR(0x7E, 16)  # a 'K' number nobody names
-SEQUENCE = ("create", "destroy", "update", "cu_mask", "dbg_suspend", "dbg_resume", "rocm_suspend", "unknown", "version")
+SCHEME_B = I.scheme_b()  # {name: request} when kernel/uapi_scheme_b.json exists
+SEQUENCE = ("create", "destroy", "update", "cu_mask", "dbg_suspend", "dbg_resume", "rocm_suspend", "unknown", "version") + (
+    ("preempt", "resume") if SCHEME_B else ())
 REQUEST = {
     "create": I.CREATE_QUEUE, "destroy": I.DESTROY_QUEUE, "update": I.UPDATE_QUEUE, "cu_mask": I.SET_CU_MASK,
     "dbg_suspend": I.DBG_TRAP, "dbg_resume": I.DBG_TRAP, "rocm_suspend": I.ROCM_DBG_TRAP, "unknown": UNKNOWN,
     "version": I.GET_VERSION,
+    **({"preempt": SCHEME_B["AMDKFD_IOC_PREEMPT_QUEUES"], "resume": SCHEME_B["AMDKFD_IOC_RESUME_QUEUES"]} if SCHEME_B else {}),
 }
 QTYPE_NAMES = {0: "compute", 1: "sdma", 2: "compute_aql", 3: "sdma_xgmi"}
 
@@ -65,6 +68,12 @@ def args_for(kind: str, i: int):
         keep.append(ids)
         a = I.RocmDbgTrapArgs(ptr=ctypes.addressof(ids), pid=6000 + i, op=I.ROCM_DBG_TRAP_NODE_SUSPEND, data1=20, data2=7)
         exp = {"target_pid": 6000 + i, "dbg_op": 3, "num_queues": 20, "grace_period": 7, "queue_ids": list(range(i, i + 16))}
+    elif kind in ("preempt", "resume"):
+        ids = (I.PreemptEntry * 4)(*[I.PreemptEntry(queue_id=i + k, result=-1) for k in range(4)])
+        keep.append(ids)
+        a = I.PreemptQueuesArgs(queue_array_ptr=ctypes.addressof(ids), pid=7000 + i, num_queues=4, grace_period=0xFFFFFFFF, flags=0)
+        exp = {"target_pid": 7000 + i, "num_queues": 4, "queue_ids": [i, i + 1, i + 2, i + 3],
+               "grace_period": 0xFFFFFFFF if kind == "preempt" else None}
     elif kind == "unknown":
         a = (ctypes.c_uint8 * 16)()
         exp = {}

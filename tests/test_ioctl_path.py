@@ -98,6 +98,7 @@ def test_every_call_lands_decoded(tmp_path):
         ("AMDKFD_IOC_DBG_TRAP_DEPRECATED", 0xC0284B82): N,
         (None, W.UNKNOWN): N,
         ("AMDKFD_IOC_GET_VERSION", 0x80084B01): N,
+        **({("AMDKFD_IOC_PREEMPT_QUEUES", 0xC0184B89): N, ("AMDKFD_IOC_RESUME_QUEUES", 0xC0184B8A): N} if W.SCHEME_B else {}),
     }
 
     # every row, in issue order, with every decoded value

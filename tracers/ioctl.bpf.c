@@ -10,7 +10,7 @@
  *
  * -D knobs: GPT_IOCTL_FUNC_ID, GPT_KFD_RDEV, GPT_OFF_task_struct__files, GPT_OFF_files_struct__fdt,
  * GPT_OFF_fdtable__max_fds, GPT_OFF_fdtable__fd, GPT_OFF_file__f_inode, GPT_OFF_inode__i_rdev,
- * GPT_NR_PREEMPT_QUEUES / GPT_NR_RESUME_QUEUES (scheme B, named only).
+ * GPT_NR_PREEMPT_QUEUES / GPT_NR_RESUME_QUEUES (scheme B nrs, from kernel/uapi_scheme_b.json).
  * Argument offsets below are the uapi layouts (gpreempt_trace/recorder/ioctls.py has the same as ctypes).
  */
 #include "common.h"
@@ -83,9 +83,9 @@ static __always_inline void gpt_set_uapi_qtype(struct gpt_event *e, u32 t)
  * (older verifiers, e.g. 6.1, cannot bound a loop over e->qids[i]); DBG_TRAP calls are rare */
 #define GPT_QID(i)                                                                                   \
 	if (ok && (i) < num) {                                                                       \
-		ok = bpf_probe_read_user(&e->qids[i], sizeof(u32), (void *)(uptr + 4 * (i))) == 0;    \
+		ok = bpf_probe_read_user(&e->qids[i], sizeof(u32), (void *)(uptr + stride * (i))) == 0; \
 	}
-static __always_inline void gpt_read_qids(struct gpt_event *e, u64 uptr, u32 num)
+static __always_inline void gpt_read_qids_stride(struct gpt_event *e, u64 uptr, u32 num, u32 stride)
 {
 	int ok = uptr != 0 && num != 0;
 	GPT_QID(0) GPT_QID(1) GPT_QID(2) GPT_QID(3) GPT_QID(4) GPT_QID(5) GPT_QID(6) GPT_QID(7)
@@ -94,6 +94,11 @@ static __always_inline void gpt_read_qids(struct gpt_event *e, u64 uptr, u32 num
 		e->valid |= GPT_V_qids;
 }
 #undef GPT_QID
+
+static __always_inline void gpt_read_qids(struct gpt_event *e, u64 uptr, u32 num)
+{
+	gpt_read_qids_stride(e, uptr, num, sizeof(u32));
+}
 
 struct gpt_create_queue_in {
 	u64 ring_base_address, write_pointer_address, read_pointer_address, doorbell_offset;
@@ -144,6 +149,18 @@ static __always_inline void gpt_decode_entry(struct gpt_event *e, u32 cmd, u64 a
 			GPT_SET(e, num_queues, (u32)a.u1);
 			gpt_read_qids(e, a.u0, (u32)a.u1);
 		}
+#if defined(GPT_NR_PREEMPT_QUEUES) && defined(GPT_NR_RESUME_QUEUES)
+	} else if ((nr == GPT_NR_PREEMPT_QUEUES || nr == GPT_NR_RESUME_QUEUES) && GPT_IOC_SIZE(cmd) >= 24) {
+		/* scheme B (kernel/uapi_scheme_b.json): entries@0 (u32 queue_id, s32 result) pid@8 num@12 grace@16 flags@20 */
+		struct { u64 entries; u32 pid, num, grace, flags; } a = {};
+		if (bpf_probe_read_user(&a, sizeof(a), (void *)arg))
+			return;
+		GPT_SET(e, target_pid, (s32)a.pid);
+		GPT_SET(e, num_queues, a.num);
+		if (nr == GPT_NR_PREEMPT_QUEUES)
+			GPT_SET(e, grace_period, a.grace);
+		gpt_read_qids_stride(e, a.entries, a.num, 8);
+#endif
 	} else if (nr == 0x82 && GPT_IOC_SIZE(cmd) >= 40) { /* ROCm DBG_TRAP: mask@0 ptr@8 pid@16 op@20 data1..4@24 */
 		struct { u64 mask, ptr; u32 pid, op, d1, d2, d3, d4; } a = {};
 		if (bpf_probe_read_user(&a, sizeof(a), (void *)arg))

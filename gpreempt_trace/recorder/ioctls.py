@@ -118,6 +118,23 @@ class RocmDbgTrapArgs(ctypes.Structure):
     ]
 
 
+class PreemptQueuesArgs(ctypes.Structure):
+    """Scheme B `kfd_ioctl_preempt_queues_args` (24 bytes; kernel/uapi_scheme_b.json), shared by
+    AMDKFD_IOC_PREEMPT_QUEUES and RESUME_QUEUES. The array holds (u32 queue_id, s32 result) entries."""
+
+    _fields_ = [
+        ("queue_array_ptr", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("num_queues", ctypes.c_uint32),
+        ("grace_period", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
+class PreemptEntry(ctypes.Structure):
+    _fields_ = [("queue_id", ctypes.c_uint32), ("result", ctypes.c_int32)]
+
+
 # DBG_TRAP ops that name queues
 DBG_TRAP_SUSPEND_QUEUES, DBG_TRAP_RESUME_QUEUES = 6, 7  # upstream 1.13+
 ROCM_DBG_TRAP_NODE_SUSPEND, ROCM_DBG_TRAP_NODE_RESUME = 3, 4  # ROCm 0x82
