@@ -136,6 +136,16 @@ def test_guest_past_its_time_limit_is_killed(lab):
     assert _qemu_children() == [] and lab_qemu._LIVE == set()
 
 
+def test_hung_boot_is_killed_and_retried_once(lab, monkeypatch):
+    import gpreempt_trace.lab.lab as lab_mod
+
+    monkeypatch.setattr(lab_mod, "BOOT_TIMEOUT_S", 0.5)  # no guest reaches READY that fast: every boot "hangs"
+    res = lab.run("true", modules=(), timeout_s=5)
+    assert res.rc == 124 and res.timed_out is True and res.boot_hangs == 2
+    assert "boot hung 2x" in res.output
+    assert _qemu_children() == [] and lab_qemu._LIVE == set()
+
+
 def test_cli_run_exits_with_the_guest_status(lab, capsys, tmp_path):
     rc = lab_main(["run", "--no-amdgpu", "--timeout", "120", "--out", str(tmp_path), "--",
                    "echo hello; touch $OUT/x; exit 5"])

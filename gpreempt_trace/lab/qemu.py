@@ -54,7 +54,7 @@ class Boot:
 def qemu_argv(build: LabBuild, ctl: Path, out: Path, console: Path | None, run: str, mem_mb: int, cpus: int) -> list[str]:
     """QEMU's argv; console=None puts the serial console on this terminal (interactive)."""
     append = " ".join([
-        "console=ttyS0", "quiet", "loglevel=3", "panic=-1", "mitigations=off", "nokaslr",
+        "console=ttyS0", "quiet", "loglevel=3", "panic=-1", "mitigations=off", "nokaslr", "cryptomgr.notests",
         "tsc=reliable", "i8042.noaux", "i8042.nokbd", "random.trust_cpu=on",
         f"gpt.abi={build.abi}", f"gpt.moddir={build.moddir}", f"gpt.run={run}", f"gpt.tty={int(console is None)}",
     ])
@@ -62,7 +62,7 @@ def qemu_argv(build: LabBuild, ctl: Path, out: Path, console: Path | None, run: 
     share = "security_model=none,multidevs=remap"
     firmware = ["-bios", QBOOT] if os.path.exists(QBOOT) else []  # minimal firmware: boots faster than SeaBIOS
     return [
-        QEMU, "-accel", "tcg", *firmware, "-cpu", "max", "-m", str(mem_mb), "-smp", str(cpus),
+        QEMU, "-machine", "q35", "-accel", "tcg", *firmware, "-cpu", "max", "-m", str(mem_mb), "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-monitor", "none",
         *serial,
         "-kernel", build.vmlinux or build.vmlinuz, "-initrd", build.initrd, "-append", append,
