@@ -108,17 +108,21 @@ def test_self_check_verdict(facts):
 
 # --- the Lab API -------------------------------------------------------------------------------
 
-def test_python_returns_rc_output_and_files(lab):
-    res = lab.python(textwrap.dedent("""
+def test_python_returns_rc_output_and_files(lab, tmp_path):
+    (tmp_path / "in.txt").write_text("from the host")
+    res = lab.python(textwrap.dedent(f"""
         import os, sys
         print("out", sys.prefix.endswith(".venv"), os.getcwd())
         print("err", file=sys.stderr)
         open(os.path.join(os.environ["OUT"], "made.txt"), "w").write(os.uname().release)
+        print(open("{tmp_path}/in.txt").read())  # host /tmp is visible in the guest
+        open("{tmp_path}/in.txt", "w").write("guest")  # ... but writes stay in the guest
         sys.exit(7)
     """), modules=(), timeout_s=120)
     assert res.rc == 7
-    assert res.output == f"out True {REPO}\nerr\n"
+    assert res.output == f"out True {REPO}\nerr\nfrom the host\n"
     assert (res.files / "made.txt").read_text() == lab.kernel
+    assert (tmp_path / "in.txt").read_text() == "from the host"
     assert res.timed_out is False
     assert _qemu_children() == []
 

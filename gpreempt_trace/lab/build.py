@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import LabBroken, LabUnavailable
 from .initramfs import build_initramfs
 
-FORMAT = 5  # bump when the cache layout or the initramfs changes
+FORMAT = 6  # bump when the cache layout or the initramfs changes
 QEMU = "qemu-system-x86_64"
 HOST_TOOLS = {  # tool -> Debian package
     QEMU: "qemu-system-x86",

@@ -13,7 +13,7 @@ from pathlib import Path
 from .errors import LabBroken, LabUnavailable
 
 # Modules the init loads before it can mount anything (dependencies are resolved by modprobe).
-BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p")
+BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
 
 # Mount points inside the guest (all on tmpfs under /run, which the init creates).
 GUEST_CTL = "/run/gpt-ctl"  # control share: cmd.sh, user.sh, output, rc
@@ -50,7 +50,15 @@ mount -t 9p -o $O9P,ro,cache=loose hostroot $R || fail "mount host / over 9p"
 mount -t proc proc $R/proc && mount -t sysfs sys $R/sys && mount -t devtmpfs dev $R/dev || fail "mount proc/sys/dev"
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts; mount -t tmpfs shm $R/dev/shm
-for d in /tmp /run /var/tmp; do [ -d $R$d ] && mount -t tmpfs -o mode=1777 tmp $R$d; done
+# /tmp and /var/tmp: the host's files stay visible (read-only lower layer), writes stay in the guest
+mkdir -p /ovl && mount -t tmpfs -o mode=755 ovl /ovl
+for d in /tmp /var/tmp; do
+  [ -d $R$d ] || continue
+  u=/ovl/${d#/}; mkdir -p $u/upper $u/work; chmod 1777 $u/upper
+  mount -t overlay -o lowerdir=$R$d,upperdir=$u/upper,workdir=$u/work overlay $R$d \
+    || mount -t tmpfs -o mode=1777 tmp $R$d
+done
+mount -t tmpfs -o mode=755 run $R/run
 mkdir -p $R@CTL@ $R@OUT@
 mount -t 9p -o $O9P gptctl $R@CTL@ || fail "mount control share"
 mount -t 9p -o $O9P gptout $R@OUT@ || fail "mount results share"
