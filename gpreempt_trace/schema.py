@@ -87,7 +87,7 @@ EVENT_COLUMNS: tuple[Column, ...] = (
     Column("unmap_filter", "s32", pa.int32(), "", "Unmap filter (0 single, 1 by pasid, 2 all, 3 dynamic)."),
     Column("filter_param", "u32", pa.uint32(), "", "Unmap filter parameter (pasid for by-pasid)."),
     Column("grace_period", "u32", pa.uint32(), "", "Preemption grace period (firmware units, 1K cycles)."),
-    Column("dbg_op", "u32", pa.uint32(), "", "DBG_TRAP op (e.g. 5 suspend, 6 resume on ioctl 1.13+)."),
+    Column("dbg_op", "u32", pa.uint32(), "", "DBG_TRAP op (upstream 1.13+: 6 suspend, 7 resume; ROCm 0xc0284b82: 3 suspend, 4 resume)."),
     Column("target_pid", "s32", pa.int32(), "", "Target process of a DBG_TRAP or scheme-B call."),
     Column("num_queues", "u32", pa.uint32(), "", "Number of queues named by the call."),
     Column("queue_ids", None, pa.list_(pa.int32()), "", f"Queue ids named by the call (first {MAX_QUEUE_IDS}).", derive="qids"),

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(python3-bpfcc bpfcc-tools bpftrace linux-headers-amd64 python3-venv
+APT_PKGS=(python3-bpfcc bpfcc-tools bpftrace linux-headers-amd64 python3-venv gcc make
           qemu-system-x86 busybox-static cpio kmod xz-utils zstd
           linux-source-6.1 flex bison libelf-dev libssl-dev bc dwarves rsync python3-ply)
 

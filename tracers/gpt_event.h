@@ -100,7 +100,7 @@ struct gpt_event {
 	gpt_s32 unmap_filter; /* @92: Unmap filter (0 single, 1 by pasid, 2 all, 3 dynamic). */
 	gpt_u32 filter_param; /* @96: Unmap filter parameter (pasid for by-pasid). */
 	gpt_u32 grace_period; /* @100: Preemption grace period (firmware units, 1K cycles). */
-	gpt_u32 dbg_op; /* @104: DBG_TRAP op (e.g. 5 suspend, 6 resume on ioctl 1.13+). */
+	gpt_u32 dbg_op; /* @104: DBG_TRAP op (upstream 1.13+: 6 suspend, 7 resume; ROCm 0xc0284b82: 3 suspend, 4 resume). */
 	gpt_s32 target_pid; /* @108: Target process of a DBG_TRAP or scheme-B call. */
 	gpt_u32 num_queues; /* @112: Number of queues named by the call. */
 	gpt_u32 qids[16]; /* @116: Raw queue id array; num_queues says how many are valid. */
