@@ -58,12 +58,13 @@ static __always_inline void gpt_count_lost(void)
 }
 
 /* Reserve a zeroed record with the common fields filled in; NULL when the caller is filtered out
- * or the ring is full (then the loss is counted). */
-static __always_inline struct gpt_event *gpt_reserve(u16 event_id, u16 func_id)
+ * or the ring is full (then the loss is counted). A call made by a kernel worker on behalf of a
+ * recorded process passes the filter too: `owner_tgid` (0 = none) is the queue owner's tgid. */
+static __always_inline struct gpt_event *gpt_reserve_owned(u16 event_id, u16 func_id, u32 owner_tgid)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u32 tgid = pid_tgid >> 32;
-	if (!gpt_wanted(tgid))
+	if (!gpt_wanted(tgid) && !(owner_tgid && gpt_wanted(owner_tgid)))
 		return NULL;
 	struct gpt_event *e = gpt_events.ringbuf_reserve(sizeof(struct gpt_event));
 	if (!e) {
@@ -80,6 +81,11 @@ static __always_inline struct gpt_event *gpt_reserve(u16 event_id, u16 func_id)
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	e->valid |= GPT_V_comm;
 	return e;
+}
+
+static __always_inline struct gpt_event *gpt_reserve(u16 event_id, u16 func_id)
+{
+	return gpt_reserve_owned(event_id, func_id, 0);
 }
 
 static __always_inline void gpt_submit(struct gpt_event *e)

@@ -49,30 +49,6 @@ static __always_inline u64 kfd_arg(const struct kfd_entry *en, int i)
 	return 0;
 }
 
-/* like gpt_reserve, but a call made by a kernel worker on behalf of a recorded process passes the
- * filter too: wanted when the caller or the queue's owner is wanted */
-static __always_inline struct gpt_event *kfd_reserve(u16 event_id, u16 func_id, u32 owner_tgid)
-{
-	u64 pid_tgid = bpf_get_current_pid_tgid();
-	u32 tgid = pid_tgid >> 32;
-	if (!gpt_wanted(tgid) && !(owner_tgid && gpt_wanted(owner_tgid)))
-		return NULL;
-	struct gpt_event *e = gpt_events.ringbuf_reserve(sizeof(struct gpt_event));
-	if (!e) {
-		gpt_count_lost();
-		return NULL;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->event_id = event_id;
-	GPT_SET(e, func_id, func_id);
-	GPT_SET(e, tgid, (s32)tgid);
-	GPT_SET(e, tid, (s32)(u32)pid_tgid);
-	GPT_SET(e, cpu, (s32)bpf_get_smp_processor_id());
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	e->valid |= GPT_V_comm;
-	return e;
-}
-
 static __always_inline void kfd_read_flags(u64 q, u8 *act, u8 *evi, u8 *sus, u8 *have)
 {
 	*have = 0;
@@ -301,7 +277,7 @@ static __always_inline int kfd_on_return(struct pt_regs *ctx, u16 fid, u16 ev, i
 	s32 owner = 0;
 	kfd_resolve(q, qpd, dqmi >= 0 ? kfd_arg(&en, dqmi) : 0, pmi >= 0 ? kfd_arg(&en, pmi) : 0, &dev, &proc, &owner);
 
-	struct gpt_event *e = kfd_reserve(ev, fid, (u32)owner);
+	struct gpt_event *e = gpt_reserve_owned(ev, fid, (u32)owner);
 	if (!e)
 		return 0;
 	e->ts_ns = en.ts;
@@ -409,7 +385,7 @@ static __always_inline int kfd_rtp_queue(struct bpf_raw_tracepoint_args *ctx, u1
 	if (!q)
 		return 0;
 	kfd_resolve(q, 0, 0, 0, &dev, &proc, &owner);
-	struct gpt_event *e = kfd_reserve(ev, fid, (u32)owner);
+	struct gpt_event *e = gpt_reserve_owned(ev, fid, (u32)owner);
 	if (!e)
 		return 0;
 	e->ts_ns = bpf_ktime_get_ns();
@@ -430,7 +406,7 @@ static __always_inline int kfd_rtp_queue(struct bpf_raw_tracepoint_args *ctx, u1
 /* (u32 gpu_id, ..., u64 dur_ns at args[dur_i], int ret at args[dur_i + 1]) */
 static __always_inline struct gpt_event *kfd_rtp_timed(struct bpf_raw_tracepoint_args *ctx, u16 fid, u16 ev, int dur_i)
 {
-	struct gpt_event *e = kfd_reserve(ev, fid, 0);
+	struct gpt_event *e = gpt_reserve_owned(ev, fid, 0);
 	if (!e)
 		return NULL;
 	u64 now = bpf_ktime_get_ns(), dur = 0;
