@@ -92,20 +92,30 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None, timeout_s: float = 
 
 
 def pick_abi() -> str:
-    """The kernel ABI to boot: $GPT_LAB_KERNEL, else the one linux-headers-amd64 depends on (so the
-    installed headers match for BCC), else the newest linux-image-6.1.0-*-amd64 apt knows."""
+    """The kernel ABI to boot: $GPT_LAB_KERNEL, else the one the installed linux-headers-amd64
+    depends on (so the installed headers match, for BCC), else the one its apt candidate depends on,
+    else the newest linux-image-6.1.0-*-amd64 apt knows; always one apt can still download."""
     if os.environ.get("GPT_LAB_KERNEL"):
         return os.environ["GPT_LAB_KERNEL"]
-    deps = subprocess.run(["apt-cache", "depends", "linux-headers-amd64"], capture_output=True, text=True).stdout
-    m = re.search(r"Depends: linux-headers-(6\.1\.0-\d+-amd64)\b", deps)
-    if m:
-        return m.group(1)
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Depends}", "linux-headers-amd64"],
+                               capture_output=True, text=True).stdout
+    candidate = subprocess.run(["apt-cache", "depends", "linux-headers-amd64"], capture_output=True, text=True).stdout
+    for deps in (installed, candidate):  # the installed headers first: BCC then uses them as they are
+        m = re.search(r"linux-headers-(6\.1\.0-\d+-amd64)\b", deps)
+        if m and _apt_has(f"linux-image-{m.group(1)}"):
+            return m.group(1)
     names = subprocess.run(["apt-cache", "search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"],
                            capture_output=True, text=True).stdout
     abis = re.findall(r"^linux-image-(6\.1\.0-(\d+)-amd64) ", names, flags=re.M)
     if not abis:
         raise LabBroken("apt knows no linux-image-6.1.0-*-amd64 package", "run `apt-get update` (Debian 12 bookworm sources)")
     return max(abis, key=lambda a: int(a[1]))[0]
+
+
+def _apt_has(pkg: str) -> bool:
+    policy = subprocess.run(["apt-cache", "policy", pkg], capture_output=True, text=True).stdout
+    m = re.search(r"Candidate: (\S+)", policy)
+    return bool(m) and m.group(1) != "(none)"
 
 
 def current() -> LabBuild | None:
