@@ -37,6 +37,12 @@ def _qemu_children() -> list[int]:
     return found
 
 
+@pytest.fixture(autouse=True)
+def _drop_failed_run_logs(monkeypatch):
+    """The failures provoked here need no kept logs in /tmp."""
+    monkeypatch.setenv("GPT_LAB_KEEP_FAILED", "0")
+
+
 @pytest.fixture(scope="module")
 def facts(lab):
     """One guest: modprobe amdgpu, /dev/kfd ioctls, tracefs kprobes, kallsyms, a BCC kprobe."""

@@ -60,8 +60,8 @@ def _cleanup_tmp() -> None:
 
 
 def _keep(work: Path) -> None:
-    """Keep a failed run's folder (console log, ctl files) for inspection."""
-    if str(work) in _TMP_DIRS:
+    """Keep a failed run's folder (console log, ctl files) for inspection (GPT_LAB_KEEP_FAILED=0: don't)."""
+    if str(work) in _TMP_DIRS and os.environ.get("GPT_LAB_KEEP_FAILED") != "0":
         _TMP_DIRS.remove(str(work))
 
 
