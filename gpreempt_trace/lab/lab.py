@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import build as _build
 from .errors import LabBroken
-from .initramfs import EXIT, GUEST_CTL, GUEST_OUT, INIT_FAIL, READY
+from .initramfs import EXIT, GUEST_CTL, INIT_FAIL, READY
 from .qemu import Boot, boot, qemu_argv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ class Lab:
                 break
         b.wall_s = timeout_s - left_s
         try:
-            res = _result(b, ctl, files, timeout_s, command)
+            res = _result(b, ctl, files, timeout_s)
         except LabBroken as e:
             _keep(work)
             raise LabBroken(e.what, f"{e.hint}; guest log kept at {work}") from None
@@ -138,7 +138,7 @@ class Lab:
         (ctl / "user.sh").write_text("echo '[lab] guest shell: exit or Ctrl-D powers off; $OUT is the results folder'\nexec /bin/bash -i\n")
         (ctl / "cmd.sh").write_text(_cmd_script(cwd, modules, {}))
         argv = qemu_argv(self.build, ctl, files, None, "cmd.sh", self.mem_mb, self.cpus)
-        b = boot(argv, None, timeout_s=24 * 3600)
+        boot(argv, None, timeout_s=24 * 3600)
         rc = ctl / "rc"
         return int(rc.read_text()) if rc.exists() and rc.read_text().strip() else 1
 
@@ -160,7 +160,8 @@ def _cmd_script(cwd, modules, env: dict[str, str]) -> str:
     for m in modules or ():
         q = shlex.quote(m)
         lines.append(f"modprobe {q} >>{GUEST_CTL}/modprobe.log 2>&1 || {{ echo {q} >{GUEST_CTL}/modprobe-failed; exit 1; }}")
-    lines.append(f"cd {shlex.quote(str(cwd))} || exit 125")
+    msg = shlex.quote(f"lab: no such folder in the guest: {cwd}")
+    lines.append(f"cd {shlex.quote(str(cwd))} || {{ echo {msg} >&2; exit 125; }}")
     lines.append(f"exec /bin/bash {GUEST_CTL}/user.sh")
     return "\n".join(lines) + "\n"
 
@@ -170,7 +171,7 @@ def _tail(text: str, n: int = 1) -> str:
     return " | ".join(lines[-n:])
 
 
-def _result(b: Boot, ctl: Path, files: Path, timeout_s: float, command: str) -> RunResult:
+def _result(b: Boot, ctl: Path, files: Path, timeout_s: float) -> RunResult:
     output = (ctl / "output").read_text(errors="replace") if (ctl / "output").exists() else ""
     if (ctl / "modprobe-failed").exists():
         mod = (ctl / "modprobe-failed").read_text().strip()
