@@ -26,27 +26,9 @@ import pyarrow.parquet as pq
 from . import debugfs
 from .errors import GptError
 from .trace import META, TraceWriter, segment_files
-from .writer import SegmentWriter
 
 SNAPSHOT_META = "_snapshot_meta.json"
 APPEND_SEQ_BLOCK = 1_000_000  # session k appending to a recorded trace numbers its snapshots from k * this
-
-
-class _OwnSegmentWriter(SegmentWriter):
-    """Segments named snap<pid>-NNNNNN.parquet, so a second process appending to a trace never
-    reuses a file name of the recorder's writer."""
-
-    def __init__(self, *a, prefix: str, **kw):
-        self._prefix = prefix
-        super().__init__(*a, **kw)
-
-    def _next_index(self) -> int:
-        nums = [int(p.stem.rsplit("-", 1)[1]) for p in self.dir.glob(f"{self._prefix}-*.parquet") if p.stem.rsplit("-", 1)[1].isdigit()]
-        return max(nums, default=-1) + 1
-
-    def _paths(self):
-        name = f"{self._prefix}-{self._seg_index:06d}.parquet"
-        return self.dir / f".{name}.tmp", self.dir / name
 
 
 def _next_seq(trace: Path) -> int:
@@ -117,11 +99,10 @@ class SnapshotResult:
 
 def _open(output: str | os.PathLike, labels: dict[str, str]) -> tuple[TraceWriter, bool]:
     p = Path(output)
-    if (p / META).exists():
-        tw = TraceWriter.create(p, append=True)
-        pid = os.getpid()
+    if (p / META).exists():  # a trace another process (the recorder) owns: own segment names, meta left alone
+        tw = TraceWriter.join(p, prefix=f"snap{os.getpid()}")
         for table in ("snapshots", "markers"):
-            tw.writers[table] = _OwnSegmentWriter(p / table, table, tw.run_id, prefix=f"snap{pid}")
+            tw.writer(table)
         return tw, True
     return TraceWriter.create(p, labels=labels), False
 
