@@ -106,3 +106,21 @@ def demo(out_dir: str = "out/demo", record: bool = True, say=print):
     from . import demo as _demo
 
     return _demo.run(out_dir, record, say)
+
+
+def compare(traces: Sequence[str], by: str | None = None) -> pa.Table:
+    """One row per run (module compare.runs), or per value of label `by` with min/max across runs."""
+    if not by:
+        return query("compare.runs", traces)
+    con = connect(traces)
+    mods = _query.list_modules()
+    _query.load_module(con, mods["compare.runs"])
+    rel = con.sql(
+        "SELECT labels[$k] AS label_value, count(*) AS runs, min(queues_created) AS min_queues, "
+        "max(queues_created) AS max_queues, min(max_per_process) AS min_queues_per_process, "
+        "max(max_per_process) AS max_queues_per_process, sum(ioctl_errors) AS ioctl_errors, "
+        "min(preempt_p50_ns) AS best_preempt_p50_ns, max(preempt_p50_ns) AS worst_preempt_p50_ns "
+        "FROM compare_runs GROUP BY 1 ORDER BY 1",
+        params={"k": by},
+    )
+    return _query._arrow(rel)
