@@ -18,7 +18,7 @@ def test_demo_runs_everything(tmp_path):
     assert res.exit_code == 0, res.output
     assert "4. one MQD -> HQDs: yes: every compute queue has 4 MQD copies and is active on 4 HQDs on 4 XCCs" in res.output
     assert ", 0 lost ->" in res.output
-    rows = {r["comm"] and r["tgid"]: r for r in api.query("ioctl.queue_requests", [str(out / "record")]).to_pylist()}
+    rows = {r["tgid"]: r for r in api.query("ioctl.queue_requests", [str(out / "record")]).to_pylist()}
     creates = sorted((r["create_calls"], dict(r["create_types"] or [])) for r in rows.values() if r["create_calls"])
     # the replay: online 2 AQL compute + 1 SDMA, offline 4 compute + 1 SDMA
     assert creates == [(3, {"compute_aql": 2, "sdma": 1}), (5, {"compute": 4, "sdma": 1})]

@@ -127,13 +127,19 @@ class Btf:
         b = self._owner(tid)
         return b._types[tid - b.first_id]
 
-    def str_at(self, off: int) -> str:
+    def _str_block(self, off: int):
+        """(BTF block holding string offset `off`, offset within its string section), or None."""
         b = self
         while b.base is not None and off < b.str_base:
             b = b.base
         rel = off - b.str_base
-        if rel < 0 or rel >= len(b._strs):
+        return (b, rel) if 0 <= rel < len(b._strs) else None
+
+    def str_at(self, off: int) -> str:
+        found = self._str_block(off)
+        if found is None:
             raise BtfError(f"{self.name}: string offset {off} out of range", "BTF files from different builds?")
+        b, rel = found
         end = b._strs.find(b"\0", rel)
         return b._strs[rel: end if end >= 0 else len(b._strs)].decode("utf-8", "replace")
 
@@ -350,10 +356,8 @@ class Btf:
             )
 
     def _is_str_start(self, off: int) -> bool:
-        b = self
-        while b.base is not None and off < b.str_base:
-            b = b.base
-        rel = off - b.str_base
-        if rel < 0 or rel >= len(b._strs):
+        found = self._str_block(off)
+        if found is None:
             return False
+        b, rel = found
         return rel == 0 or b._strs[rel - 1] == 0
