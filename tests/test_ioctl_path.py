@@ -75,7 +75,16 @@ def test_every_call_lands_decoded(tmp_path):
     res = _record(trace)
     rows = _rows(trace)
     meta = json.loads((trace / "meta.json").read_text())
-    assert meta["counters"]["events_lost"] == 0
+    if meta["counters"]["events_missed"]:
+        # the kernel skipped a program run (another BPF program was active on that CPU: a process
+        # preempted inside our ioctl tracepoint handler). It is counted, not hidden (meta
+        # events_missed, summary line); check the decoding on a second, clean run.
+        assert f"{meta['counters']['events_missed']} program runs skipped by the kernel" in res.output
+        trace = tmp_path / "t2"
+        res = _record(trace)
+        rows = _rows(trace)
+        meta = json.loads((trace / "meta.json").read_text())
+    assert meta["counters"]["events_lost"] == 0 and meta["counters"]["events_missed"] == 0
     assert meta["counters"]["events_written"] == N * len(W.SEQUENCE) == len(rows)
     assert meta["recorder"]["ioctl_filter"] == "device"
     assert meta["attach_plan"][0]["status"] == "attached"

@@ -83,12 +83,38 @@ class RecordResult:
     exit_code: int | None  # the workload's, when one was launched
     duration_s: float
     attach_plan: list[dict]
+    missed: int | None = None  # meta counters.events_missed
 
     def summary_line(self) -> str:
         line = f"recorded {self.events} events in {self.segments} segments, {self.lost} lost -> {self.path}"
         if self.lost:
             line += " (hint: raise --ringbuf-mb or narrow the filter with -p)"
+        if self.missed:
+            line += f"; {self.missed} program runs skipped by the kernel (another BPF program was active on that CPU)"
         return line
+
+
+PROG_INFO_SIZE = 232  # sizeof(struct bpf_prog_info), uapi of this build; fields past what the kernel knows stay 0
+RECURSION_MISSES_OFF = 208  # offsetof(struct bpf_prog_info, recursion_misses) (5.12+)
+
+
+def prog_misses(bpf) -> int | None:
+    """Program runs the kernel skipped (another BPF program was active on that CPU, e.g. a task
+    preempted inside one): events that never reached the ring, counted exactly by the kernel
+    (bpf_prog_info.recursion_misses). None when the kernel does not report it."""
+    import ctypes
+
+    from bcc import libbcc
+
+    total, seen = 0, False
+    for fn in getattr(bpf, "funcs", {}).values():
+        buf = ctypes.create_string_buffer(PROG_INFO_SIZE)
+        size = ctypes.c_uint32(PROG_INFO_SIZE)
+        if libbcc.lib.bpf_obj_get_info(fn.fd, buf, ctypes.byref(size)) != 0 or size.value < RECURSION_MISSES_OFF + 8:
+            continue
+        total += int.from_bytes(buf.raw[RECURSION_MISSES_OFF:RECURSION_MISSES_OFF + 8], "little")
+        seen = True
+    return total if seen else None
 
 
 def parse_probes(spec: str | tuple[str, ...] | None) -> tuple[tuple[str, ...], bool]:
@@ -308,6 +334,8 @@ class Recorder:
                 lost = self._lost_now()
             counters = tw.meta.setdefault("counters", {})
             counters["events_lost"] = lost
+            if bpf is not None:
+                counters["events_missed"] = prog_misses(bpf)
             counters["events_received"] = events
             if ring is not None:
                 counters["ring_odd_records"] = ring.odd_records
@@ -318,7 +346,7 @@ class Recorder:
         seg = tw.writers["events"].segments_closed if "events" in tw.writers else 0
         rows = tw.meta.get("attach_plan", [])
         return RecordResult(tw.path, tw.meta["counters"].get("events_written", events), seg, lost, exit_code,
-                            time.monotonic() - t0, rows)
+                            time.monotonic() - t0, rows, tw.meta["counters"].get("events_missed"))
 
     def _attach(self, bpf, prog: Program) -> None:
         for r in prog.rows:  # BCC attached the TRACEPOINT_PROBEs while loading
