@@ -34,7 +34,7 @@ docs: $(SETUP)
 	$(PY) -m gpreempt_trace.docgen
 
 codegen: $(SETUP)
-	$(PY) -m gpreempt_trace.codegen
+	$(PY) -m gpreempt_trace.record_layout
 
 clean:
 	rm -rf $(VENV) .pytest_cache
@@ -42,5 +42,5 @@ clean:
 # read a hive-style export with Spark (pyspark in its own venv; needs Java 17, ~300 MB download)
 spark-check: $(SETUP)
 	[ -x .cache/spark-venv/bin/python ] || (/usr/bin/python3 -m venv .cache/spark-venv && .cache/spark-venv/bin/pip install -q pyspark)
-	rm -rf .cache/spark-runs && $(PY) -m gpreempt_trace.synthetic_runs .cache/spark-runs
+	rm -rf .cache/spark-runs && $(PY) -m gpreempt_trace.synthetic.runs .cache/spark-runs
 	.cache/spark-venv/bin/python scripts/spark_check.py .cache/spark-runs

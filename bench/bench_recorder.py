@@ -124,13 +124,13 @@ def userspace_capacity(tmp: Path, n: int = 262144) -> float:
     ioctl path's (CREATE_QUEUE on /dev/null), in batches of 65536 as the runtime hands them over."""
     import numpy as np
 
-    from gpreempt_trace import codegen
-    from gpreempt_trace.batch import EventDecoder
+    from gpreempt_trace import record_layout
+    from gpreempt_trace.decode import EventDecoder
     from gpreempt_trace.recorder import ioctls
     from gpreempt_trace.writer import SegmentWriter
 
-    lay = codegen.layout()
-    rec = np.zeros(n, codegen.numpy_dtype(lay))
+    lay = record_layout.layout()
+    rec = np.zeros(n, record_layout.numpy_dtype(lay))
     bits = 0
     for f in ("dur_ns", "tgid", "tid", "cpu", "comm", "ret", "ioctl_nr", "func_id", "gpu_id", "qtype_id", "priority",
               "queue_percentage", "ring_size", "ring_base"):

@@ -7,14 +7,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpreempt_trace import api, batch, synth, trace
+from gpreempt_trace import api, decode, trace
+from gpreempt_trace.synthetic import records as synth
 
 BATCH = 65536
 
 
 def _decoded_batches(k: int) -> list:
     recs = synth.bulk_records(BATCH * k, seed=1)
-    dec = batch.EventDecoder("bench", ["f0", "f1", "f2", "f3"], lambda nr: "AMDKFD_IOC_CREATE_QUEUE")
+    dec = decode.EventDecoder("bench", ["f0", "f1", "f2", "f3"], lambda nr: "AMDKFD_IOC_CREATE_QUEUE")
     return recs, dec, [dec.decode(recs[i * BATCH:(i + 1) * BATCH]) for i in range(k)]
 
 

@@ -17,11 +17,11 @@ from typing import Iterable, Sequence
 import duckdb
 import pyarrow as pa
 
-from . import schema
+from . import resources, schema
 from .errors import QueryError
 from .trace import TABLE_NAMES, find_traces, read_meta, segment_files
 
-QUERIES_DIR = Path(__file__).resolve().parent.parent / "queries"
+QUERIES_DIR = resources.queries()
 PRELUDE = "prelude"  # queries/prelude.sql: the plain-duckdb setup, not a module
 
 _INCLUDE = re.compile(r"^--\s*@include\s+([\w.]+)\s*$", re.M)

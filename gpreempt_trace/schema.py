@@ -3,7 +3,7 @@
 Each column is declared once: its name, how the kernel record stores it (C type, or none when it is
 filled in user space), its Arrow type, its unit and a one-line doc. The BPF header
 (`tracers/gpt_event.h`), the ctypes record, the numpy dtype used to decode ring-buffer batches and the
-Arrow schemas are all generated from these lists (see `codegen.py`); `tests/test_schema.py` proves
+Arrow schemas are all generated from these lists (see `record_layout.py`); `tests/test_schema.py` proves
 they agree by compiling the header.
 
 Rules: NULL means unknown (never -1); units are in names (`_ns`); columns are only ever added.

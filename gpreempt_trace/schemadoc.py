@@ -1,11 +1,11 @@
 """Render the column tables of docs/trace-format.md from schema.py (kept current by a test)."""
 from __future__ import annotations
 
-from . import codegen, schema
+from . import record_layout, schema
 
 
 def column_table(table: str) -> str:
-    lay = codegen.layout() if table == "events" else None
+    lay = record_layout.layout() if table == "events" else None
     rows = ["| column | Arrow type | C type in the kernel record | unit | meaning |", "|---|---|---|---|---|"]
     for c in schema.TABLES[table]:
         if not c.in_parquet:

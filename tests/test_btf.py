@@ -15,11 +15,9 @@ from gpreempt_trace.recorder.btf import Btf, BtfError
 
 
 @pytest.fixture(scope="module")
-def fixture_btf():
-    from conftest import KFD_FIXTURE
-
-    vm = Btf.load(KFD_FIXTURE / "btf" / "vmlinux")
-    mod = Btf.load(KFD_FIXTURE / "btf" / "amdgpu", base=vm)
+def fixture_btf(kfd_fixture):
+    vm = Btf.load(kfd_fixture / "btf" / "vmlinux")
+    mod = Btf.load(kfd_fixture / "btf" / "amdgpu", base=vm)
     return vm, mod
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 GUEST_SCRIPT = r'''
 import ctypes, fcntl, json, os, sys
@@ -14,7 +13,7 @@ REPO = Path.cwd()
 os.environ["BCC_KERNEL_SOURCE"] = str(REPO / "tracers" / "stub")
 import numpy as np
 from bcc import BPF
-from gpreempt_trace import codegen, schema
+from gpreempt_trace import record_layout, schema
 from gpreempt_trace.recorder.plan import plan_kfd
 
 plan = plan_kfd()
@@ -28,7 +27,7 @@ buf = bytearray(8)
 fcntl.ioctl(fd, 0x80084B01, buf)
 os.close(fd)
 b.ring_buffer_poll(500)
-recs = np.frombuffer(b"".join(raw), dtype=codegen.numpy_dtype()) if raw else []
+recs = np.frombuffer(b"".join(raw), dtype=record_layout.numpy_dtype()) if raw else []
 mine = [r for r in recs if int(r["tgid"]) == os.getpid() and int(r["event_id"]) == schema.EVENTS.index("kfd_ioctl")]
 print("RESULT " + json.dumps({
     "kernel": os.uname().release,

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from gpreempt_trace.recorder.plan import PROBES, REPO, TRACEPOINTS, plan_kfd
+from gpreempt_trace import resources
+from gpreempt_trace.recorder.plan import PROBES, TRACEPOINTS, plan_kfd
 
 pytestmark = pytest.mark.bpf
 
@@ -16,9 +17,9 @@ bcc = pytest.importorskip("bcc")
 
 def load_all(plan) -> dict[str, int]:
     """Compile common.h + kfd.bpf.c once and load every handler; returns name -> BPF instructions."""
-    os.environ["BCC_KERNEL_SOURCE"] = str(REPO / "tracers" / "stub")
-    text = (REPO / "tracers" / "common.h").read_text() + "\n" + plan.source()
-    b = bcc.BPF(text=text.encode(), cflags=plan.cflags + [f"-I{REPO / 'tracers'}"])
+    os.environ["BCC_KERNEL_SOURCE"] = str(resources.tracers() / "stub")
+    text = (resources.tracers() / "common.h").read_text() + "\n" + plan.source()
+    b = bcc.BPF(text=text.encode(), cflags=plan.cflags + [f"-I{resources.tracers()}"])
     try:
         sizes = {}
         for spec in PROBES:

@@ -91,10 +91,8 @@ EXPECTED_61 = {
 
 
 @pytest.fixture(scope="module")
-def plan61():
-    from conftest import KFD_FIXTURE
-
-    return plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf")
+def plan61(kfd_fixture):
+    return plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf")
 
 
 def test_fixture_plan(plan61):
@@ -138,35 +136,29 @@ def test_fixture_offsets_and_cflags(plan61):
     assert sum(f.startswith("-DGPT_ARG_") for f in flags) == len(PROBES) * 11
 
 
-def test_func_id_base_and_probe_selection():
-    from conftest import KFD_FIXTURE
-
-    p = plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", func_id_base=40, probes=["kfd_ioctl"])
+def test_func_id_base_and_probe_selection(kfd_fixture):
+    p = plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf", func_id_base=40, probes=["kfd_ioctl"])
     assert p.probes[0].func_id == 40 and "-DGPT_FID_kfd_ioctl=59" in p.cflags
     assert [q.probe for q in p.probes if q.status == "planned"] == ["kfd_ioctl"]
     with pytest.raises(GptError, match="unknown KFD probe 'bogus'"):
-        plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", probes=["bogus"])
+        plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf", probes=["bogus"])
     with pytest.raises(GptError, match="not supported"):
-        plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", attach="fentry")
+        plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf", attach="fentry")
 
 
-def test_execute_present_replaces_map_unmap(tmp_path):
-    from conftest import KFD_FIXTURE
-
+def test_execute_present_replaces_map_unmap(tmp_path, kfd_fixture):
     ks = tmp_path / "kallsyms"
-    ks.write_text((KFD_FIXTURE / "kallsyms").read_text() + "ffffffffc0ffe000 t execute_queues_cpsch\t[amdgpu]\n")
-    p = {q.probe: q for q in plan_kfd(ks, KFD_FIXTURE / "btf").probes}
+    ks.write_text((kfd_fixture / "kallsyms").read_text() + "ffffffffc0ffe000 t execute_queues_cpsch\t[amdgpu]\n")
+    p = {q.probe: q for q in plan_kfd(ks, kfd_fixture / "btf").probes}
     assert (p["execute_queues_cpsch"].status, p["execute_queues_cpsch"].target) == ("planned", "execute_queues_cpsch")
     assert p["map_queues_cpsch"].status == p["unmap_queues_cpsch"].status == "unavailable"
     assert p["unmap_queues_cpsch"].reason == "execute_queues_cpsch is probed instead"
 
 
-def test_no_amdgpu_loaded(tmp_path):
-    from conftest import KFD_FIXTURE
-
+def test_no_amdgpu_loaded(tmp_path, kfd_fixture):
     ks = tmp_path / "kallsyms"
     ks.write_text("ffffffff81000000 T _stext\nffffffff8142e620 t update_queue\n")
-    p = plan_kfd(ks, KFD_FIXTURE / "btf")
+    p = plan_kfd(ks, kfd_fixture / "btf")
     assert {q.status for q in p.probes} == {"unavailable"}
     assert {q.reason for q in p.probes if not q.probe.startswith("kfd:")} == {"module amdgpu is not loaded"}
 
@@ -192,10 +184,8 @@ class RecordingBpf:
         self.calls.append(("detach", event, fn_name))
 
 
-def test_attach_order_and_fallback():
-    from conftest import KFD_FIXTURE
-
-    plan = plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", probes=["create_queue_cpsch", "hw_unmap_wait", "update_queue"])
+def test_attach_order_and_fallback(kfd_fixture):
+    plan = plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf", probes=["create_queue_cpsch", "hw_unmap_wait", "update_queue"])
     bpf = RecordingBpf(refuse={"create_queue_cpsch", "amdgpu:update_queue"})
     plan.attach(bpf)
     p = {q.probe: q for q in plan.probes}
@@ -214,14 +204,12 @@ def test_attach_order_and_fallback():
     assert p["kfd_ioctl"].status == "unavailable" and p["kfd_ioctl"].reason == "not selected"
 
 
-def test_kfd_tracepoints_preferred(tmp_path):
+def test_kfd_tracepoints_preferred(tmp_path, kfd_fixture):
     """A kernel with the kfd:* tracepoint series (kernel/patches): its raw tracepoints are planned, the
     kprobes they replace are kept resolved as the fallback; attach() uses the fallback when one fails."""
-    from conftest import KFD_FIXTURE
-
     for name in ("kfd_queue_create", "kfd_queues_unmap", "kfd_queue_evict", "some_other_event"):
         (tmp_path / "events" / "kfd" / name).mkdir(parents=True)
-    plan = plan_kfd(KFD_FIXTURE / "kallsyms", KFD_FIXTURE / "btf", tracefs=tmp_path)
+    plan = plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf", tracefs=tmp_path)
     p = {q.probe: q for q in plan.probes}
     assert (p["kfd:kfd_queue_create"].target, p["kfd:kfd_queue_create"].mechanism, p["kfd:kfd_queue_create"].status) == (
         "kfd:kfd_queue_create", "raw_tracepoint", "planned")

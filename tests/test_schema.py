@@ -5,17 +5,18 @@ import subprocess
 import pyarrow as pa
 import pytest
 
-from gpreempt_trace import batch, codegen, schema, synth
+from gpreempt_trace import decode, record_layout, schema
+from gpreempt_trace.synthetic import records as synth
 
 
 def test_checked_in_header_is_current():
-    assert codegen.HEADER_PATH.read_text() == codegen.c_header(), "run `make codegen`"
+    assert record_layout.HEADER_PATH.read_text() == record_layout.c_header(), "run `make codegen`"
 
 
 def _compiled_layout(tmp_path):
     """sizeof/offsetof of struct gpt_event as gcc lays out the generated header."""
-    lay = codegen.layout()
-    prog = ['#include <stdio.h>', '#include <stddef.h>', f'#include "{codegen.HEADER_PATH}"', "int main(void) {",
+    lay = record_layout.layout()
+    prog = ['#include <stdio.h>', '#include <stddef.h>', f'#include "{record_layout.HEADER_PATH}"', "int main(void) {",
             '  printf("size %zu\\n", sizeof(struct gpt_event));']
     for f in lay.fields:
         prog.append(f'  printf("{f.name} %zu %zu\\n", offsetof(struct gpt_event, {f.name}), sizeof(((struct gpt_event *)0)->{f.name}));')
@@ -32,9 +33,9 @@ def _compiled_layout(tmp_path):
 
 def test_c_ctypes_numpy_agree(tmp_path):
     size, c_fields = _compiled_layout(tmp_path)
-    lay = codegen.layout()
-    ct = codegen.ctypes_struct(lay)
-    dt = codegen.numpy_dtype(lay)
+    lay = record_layout.layout()
+    ct = record_layout.ctypes_struct(lay)
+    dt = record_layout.numpy_dtype(lay)
     assert size == lay.size == ctypes.sizeof(ct) == dt.itemsize
     for f in lay.fields:
         assert c_fields[f.name] == (f.offset, f.size), f.name
@@ -92,7 +93,7 @@ def test_decode_nulls_names_and_lists():
         funcs,
     )
     names = {0xC0584B02: "AMDKFD_IOC_CREATE_QUEUE"}
-    t = batch.EventDecoder("r1", funcs, names.get).decode(rec).to_pylist()
+    t = decode.EventDecoder("r1", funcs, names.get).decode(rec).to_pylist()
     assert [r["event"] for r in t] == ["kfd_ioctl", "queues_suspend", "queue_create"]
     assert t[0]["func"] == "kfd_ioctl" and t[1]["func"] is None
     assert t[0]["ioctl_cmd"] == "AMDKFD_IOC_CREATE_QUEUE" and t[1]["ioctl_cmd"] is None
@@ -107,17 +108,17 @@ def test_decode_nulls_names_and_lists():
 
 def test_queue_ids_clipped_to_capacity():
     rec = synth.records([dict(ts_ns=1, event="queues_suspend", queue_ids=list(range(20)), num_queues=20)])
-    t = batch.EventDecoder("r").decode(rec).to_pylist()
+    t = decode.EventDecoder("r").decode(rec).to_pylist()
     assert t[0]["num_queues"] == 20 and t[0]["queue_ids"] == list(range(schema.MAX_QUEUE_IDS))
 
 
 def test_codegen_check_mode(tmp_path, monkeypatch):
-    monkeypatch.setattr(codegen, "HEADER_PATH", tmp_path / "h.h")
-    assert codegen.main(["--check"]) == 1
-    assert codegen.main([]) == 0
-    assert codegen.main(["--check"]) == 0
+    monkeypatch.setattr(record_layout, "HEADER_PATH", tmp_path / "h.h")
+    assert record_layout.main(["--check"]) == 1
+    assert record_layout.main([]) == 0
+    assert record_layout.main(["--check"]) == 0
 
 
 @pytest.mark.parametrize("name", [c.name for c in schema.EVENT_COLUMNS if c.in_record and c.nullable])
 def test_header_defines_validity_bit(name):
-    assert f"#define GPT_V_{name} " in codegen.HEADER_PATH.read_text()
+    assert f"#define GPT_V_{name} " in record_layout.HEADER_PATH.read_text()

@@ -1,6 +1,5 @@
 """Segment writer and trace directory format v1."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,13 +9,14 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from gpreempt_trace import batch, synth, trace
+from gpreempt_trace import decode, trace
+from gpreempt_trace.synthetic import records as synth
 from gpreempt_trace.errors import GptError, NewerFormat, NotATrace
 from gpreempt_trace.writer import SCHEMA_FILE, SegmentWriter
 
 
 def _events(n, start=0):
-    return batch.EventDecoder("run-x").decode(
+    return decode.EventDecoder("run-x").decode(
         synth.records([dict(ts_ns=start + i, event="kfd_ioctl", tgid=100 + i % 3, ret=0) for i in range(n)])
     )
 
@@ -74,10 +74,11 @@ def test_markers_from_rows(tmp_path):
 CRASHER = textwrap.dedent(
     """
     import sys, time
-    from gpreempt_trace import batch, synth, trace
+    from gpreempt_trace import decode, trace
+    from gpreempt_trace.synthetic import records as synth
     tw = trace.TraceWriter.create(sys.argv[1])
     w = tw.writer("events", rows_per_group=100, group_ms=1e9, segment_s=3600)
-    dec = batch.EventDecoder(tw.run_id)
+    dec = decode.EventDecoder(tw.run_id)
     ts = 0
     for seg in range(3):
         w.append_table(dec.decode(synth.records([dict(ts_ns=ts + i, event="queue_create", queue_id=seg) for i in range(250)])))

@@ -1,7 +1,8 @@
 """Tiny hand-checkable traces built through the real record path (synth → EventDecoder → writer)."""
 from __future__ import annotations
 
-from gpreempt_trace import batch, synth, trace
+from gpreempt_trace import decode, trace
+from gpreempt_trace.synthetic import records as synth
 
 FUNCS = ["create_queue_cpsch", "destroy_queue_cpsch", "unmap_queues_cpsch", "kfd_ioctl"]
 GPU = 0x1111
@@ -36,7 +37,7 @@ NAMES = {0xC0584B02: "AMDKFD_IOC_CREATE_QUEUE", 0xC0084B03: "AMDKFD_IOC_DESTROY_
 
 def write_trace(path, run_id, events, markers=(), labels=None, funcs=FUNCS):
     tw = trace.TraceWriter.create(path, labels=labels or {}, run_id=run_id, synthetic=True)
-    dec = batch.EventDecoder(run_id, funcs, NAMES.get)
+    dec = decode.EventDecoder(run_id, funcs, NAMES.get)
     if events:
         tw.writer("events").append_table(dec.decode(synth.records(events, funcs)))
     if markers:

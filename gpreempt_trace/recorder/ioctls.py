@@ -15,11 +15,12 @@ from __future__ import annotations
 import ctypes
 import json
 from functools import lru_cache
-from pathlib import Path
+
+from .. import resources
 
 KFD_IOC_TYPE = 0x4B  # 'K'
 _IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
-SCHEME_B_JSON = Path(__file__).resolve().parents[2] / "kernel" / "uapi_scheme_b.json"
+SCHEME_B_JSON = resources.scheme_b_uapi()
 
 
 def ioc(direction: int, nr: int, size: int, typ: int = KFD_IOC_TYPE) -> int:

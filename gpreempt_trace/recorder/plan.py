@@ -12,12 +12,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import resources
 from ..errors import GptError
 from .btf import Btf, BtfError
 from .kallsyms import Kallsyms
 
-REPO = Path(__file__).resolve().parents[2]
-KFD_SOURCE = REPO / "tracers" / "kfd.bpf.c"
+KFD_SOURCE = resources.tracers() / "kfd.bpf.c"
 SYS_BTF = Path("/sys/kernel/btf")
 TRACEFS_DIRS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 MODULE = "amdgpu"

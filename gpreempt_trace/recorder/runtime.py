@@ -1,6 +1,6 @@
 """The recorder runtime: build ONE BPF program (common.h + ioctl.bpf.c + kfd.bpf.c), compile it once with
 BCC against the stub include tree, attach, drain the ring buffer in batches straight into numpy, decode
-whole batches with batch.EventDecoder and write Parquet segments with TraceWriter.
+whole batches with decode.EventDecoder and write Parquet segments with TraceWriter.
 
     res = Recorder(RecordOptions(output="t", kfd_path="/dev/null", cmd=("python", "w.py"))).run()
     print(res.summary_line())
@@ -25,15 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import codegen, schema
-from ..batch import EventDecoder
+from .. import record_layout, resources
+from ..decode import EventDecoder
 from ..errors import GptError, PermissionProblem
 from ..trace import TraceWriter
 from . import ioctls
 from .ring import RingReader
 
-REPO = Path(__file__).resolve().parents[2]
-TRACERS = REPO / "tracers"
+TRACERS = resources.tracers()
 STUB_DIR = TRACERS / "stub"
 SYS_BTF = Path("/sys/kernel/btf")
 PROBE_GROUPS = ("kfd", "ioctl")
@@ -310,7 +309,7 @@ class Recorder:
                     known[known.Key(nr)] = known.Leaf(1)
             tw.meta["recorder"]["recording_since_ns"] = time.monotonic_ns()  # probes attached, filters set
             tw.save_meta()
-            dtype = codegen.numpy_dtype()
+            dtype = record_layout.numpy_dtype()
             ring = RingReader(bpf[b"gpt_events"].map_fd, o.ringbuf_mb * 1024 * 1024, dtype)
             decoder = EventDecoder(tw.run_id, prog.func_names, ioctls.ioctl_name)
             writer = tw.writer("events")

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import codegen, schema
+from . import record_layout, schema
 
 NameOf = Callable[[int], Optional[str]]
 
@@ -38,8 +38,8 @@ class EventDecoder:
     """Decode raw `gpt_event` records into the `events` Arrow schema."""
 
     def __init__(self, run_id: str, func_names: Sequence[str] = (), ioctl_name: NameOf | None = None):
-        self.lay = codegen.layout()
-        self.dtype = codegen.numpy_dtype(self.lay)
+        self.lay = record_layout.layout()
+        self.dtype = record_layout.numpy_dtype(self.lay)
         self.schema = schema.table_schema("events")
         self.run_id = run_id
         self.names: dict[str, NameOf] = {
@@ -104,4 +104,4 @@ def _lookup_bytes(vals: np.ndarray, null: np.ndarray | None) -> pa.Array:
 
 
 def empty_records(n: int) -> np.ndarray:
-    return np.zeros(n, codegen.numpy_dtype())
+    return np.zeros(n, record_layout.numpy_dtype())

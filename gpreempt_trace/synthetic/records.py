@@ -9,7 +9,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import codegen, schema
+from .. import record_layout, schema
 
 _EVENT_ID = {n: i for i, n in enumerate(schema.EVENTS)}
 _QTYPE_ID = {n: i for i, n in enumerate(schema.QUEUE_TYPES)}
@@ -18,8 +18,8 @@ _QTYPE_ID = {n: i for i, n in enumerate(schema.QUEUE_TYPES)}
 def records(rows: Iterable[Mapping], func_names: Sequence[str] = ()) -> np.ndarray:
     """rows use Parquet column names: event/func/queue_type as strings, queue_ids as a list."""
     rows = list(rows)
-    lay = codegen.layout()
-    rec = np.zeros(len(rows), codegen.numpy_dtype(lay))
+    lay = record_layout.layout()
+    rec = np.zeros(len(rows), record_layout.numpy_dtype(lay))
     bits = {f.name: f.valid_bit for f in lay.fields}
     funcs = {n: i for i, n in enumerate(func_names)}
     for i, row in enumerate(rows):
@@ -51,8 +51,8 @@ def bulk_records(n: int, seed: int = 0, tgids: int = 64) -> np.ndarray:
     """n plausible records, vectorised (benchmarks, synthetic traces): a mix of queue lifecycle,
     map/unmap and ioctl rows from `tgids` processes with every common field known."""
     rng = np.random.default_rng(seed)
-    lay = codegen.layout()
-    rec = np.zeros(n, codegen.numpy_dtype(lay))
+    lay = record_layout.layout()
+    rec = np.zeros(n, record_layout.numpy_dtype(lay))
     ev = np.array([_EVENT_ID[e] for e in ("kfd_ioctl", "queue_create", "queue_destroy", "queues_map", "queues_unmap")], np.uint16)
     rec["event_id"] = rng.choice(ev, n, p=[0.6, 0.1, 0.1, 0.1, 0.1])
     rec["func_id"] = rec["event_id"] % 4
