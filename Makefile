@@ -25,7 +25,7 @@ bench: $(SETUP)
 	$(PY) -m bench
 
 lab: $(SETUP)
-	$(PY) -m gpreempt_trace.lab build
+	$(PY) -m gpreempt_trace.lab build --kernel all
 
 kernel-check: $(SETUP)
 	bash kernel/check.sh

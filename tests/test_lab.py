@@ -194,6 +194,46 @@ def test_missing_kernel_package_is_broken_not_a_hang(monkeypatch, tmp_path):
     assert not any((tmp_path / "cache" / "kernel").iterdir())  # the half-built stage was removed
 
 
+def test_unknown_kernel_series_is_broken_with_the_choices():
+    with pytest.raises(LabBroken, match=r"unknown lab kernel '5.10'.*choose one of 6.1, 6.12"):
+        Lab.ensure(kernel="5.10")
+
+
+def test_cli_rejects_an_unknown_kernel_series(capsys):
+    with pytest.raises(SystemExit) as e:
+        lab_main(["run", "--kernel", "5.10", "--", "true"])
+    assert e.value.code == 2 and "invalid choice: '5.10'" in capsys.readouterr().err
+
+
+def test_header_packages_follow_debian_naming_per_series():
+    assert lab_build.header_packages("6.1.0-57-amd64") == [
+        "linux-headers-6.1.0-57-amd64", "linux-headers-6.1.0-57-common", "linux-kbuild-6.1"]
+    assert lab_build.header_packages("6.12.117+deb12-amd64") == [
+        "linux-headers-6.12.117+deb12-amd64", "linux-headers-6.12.117+deb12-common", "linux-kbuild-6.12.117+deb12"]
+
+
+def test_series_of_abi():
+    assert lab_build.series_of("6.1.0-57-amd64") == "6.1"
+    assert lab_build.series_of("6.12.117+deb12-amd64") == "6.12"
+
+
+def test_gpt_lab_kernel_pins_only_its_own_series(monkeypatch):
+    monkeypatch.setenv("GPT_LAB_KERNEL", "6.12.999+deb12-amd64")
+    assert lab_build.pick_abi("6.12") == "6.12.999+deb12-amd64"
+    monkeypatch.setenv("GPT_LAB_KERNEL", "6.1.0-99-amd64")
+    assert lab_build.pick_abi("6.1") == "6.1.0-99-amd64"
+
+
+def test_pick_abi_612_is_a_bookworm_612_image():
+    if lab_build._which("apt-cache") is None:
+        pytest.skip("no apt-cache here")
+    try:
+        abi = lab_build.pick_abi("6.12")
+    except LabBroken as e:
+        pytest.skip(str(e))
+    assert lab_build.series_of(abi) == "6.12" and abi.endswith("+deb12-amd64")
+
+
 def test_fixture_skips_with_the_reason_without_qemu(tmp_path):
     (tmp_path / "test_x.py").write_text("def test_x(lab):\n    pass\n")
     env = dict(os.environ, PATH=str(tmp_path))

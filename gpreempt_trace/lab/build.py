@@ -1,6 +1,7 @@
 """Build (or reuse) the lab in a cache folder outside the repo, from Debian packages alone:
 `apt-get download linux-image-<abi>` + `dpkg-deb -x`, `depmod -b`, kernel headers linked for BCC,
-and the initramfs. The result is described by `<cache>/kernel/<abi>/lab.json`."""
+and the initramfs. One lab per kernel series (KERNELS: Debian 12's 6.1 and its 6.12 backport);
+each is described by `<cache>/lab-<series>.json` and lives in `<cache>/kernel/<abi>/`."""
 from __future__ import annotations
 
 import fcntl
@@ -20,7 +21,13 @@ from pathlib import Path
 from .errors import LabBroken, LabUnavailable
 from .initramfs import build_initramfs
 
-FORMAT = 6  # bump when the cache layout or the initramfs changes
+FORMAT = 7  # bump when the cache layout or the initramfs changes
+# kernel series the lab boots -> apt name pattern of its linux-image ABI (newest match wins)
+KERNELS = {
+    "6.1": r"6\.1\.0-[0-9]+-amd64",  # bookworm: vmlinuz xz, modules .ko
+    "6.12": r"6\.12\.[0-9]+\+deb12-amd64",  # bookworm backport: vmlinuz zstd, modules .ko.xz, virtio_pci built in
+}
+DEFAULT_KERNEL = "6.1"
 QEMU = "qemu-system-x86_64"
 HOST_TOOLS = {  # tool -> Debian package
     QEMU: "qemu-system-x86",
@@ -32,6 +39,7 @@ HOST_TOOLS = {  # tool -> Debian package
     "depmod": "kmod",
     "modprobe": "kmod",
 }
+ZSTD = "zstd"  # unpacks 6.12's zstd vmlinuz for PVH boot; without it the guest boots vmlinuz (slower)
 
 
 def cache_dir() -> Path:
@@ -40,10 +48,11 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class LabBuild:
-    """What a built lab is made of (lab.json)."""
+    """What a built lab is made of (lab-<series>.json)."""
 
     format: int
-    abi: str  # e.g. 6.1.0-56-amd64
+    series: str  # KERNELS key: 6.1 or 6.12
+    abi: str  # e.g. 6.1.0-56-amd64, 6.12.117+deb12-amd64
     package: str  # e.g. linux-image-6.1.0-56-amd64
     version: str  # Debian package version, e.g. 6.1.192-2
     root: str  # extracted package root (host path)
@@ -91,25 +100,44 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None, timeout_s: float = 
     return res.stdout
 
 
-def pick_abi() -> str:
-    """The kernel ABI to boot: $GPT_LAB_KERNEL, else the one the installed linux-headers-amd64
-    depends on (so the installed headers match, for BCC), else the one its apt candidate depends on,
-    else the newest linux-image-6.1.0-*-amd64 apt knows; always one apt can still download."""
-    if os.environ.get("GPT_LAB_KERNEL"):
-        return os.environ["GPT_LAB_KERNEL"]
-    installed = subprocess.run(["dpkg-query", "-W", "-f=${Depends}", "linux-headers-amd64"],
-                               capture_output=True, text=True).stdout
-    candidate = subprocess.run(["apt-cache", "depends", "linux-headers-amd64"], capture_output=True, text=True).stdout
-    for deps in (installed, candidate):  # the installed headers first: BCC then uses them as they are
-        m = re.search(r"linux-headers-(6\.1\.0-\d+-amd64)\b", deps)
-        if m and _apt_has(f"linux-image-{m.group(1)}"):
-            return m.group(1)
-    names = subprocess.run(["apt-cache", "search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"],
+def check_kernel(kernel: str) -> str:
+    """`kernel` as a KERNELS key; LabBroken names the choices otherwise."""
+    if kernel not in KERNELS:
+        raise LabBroken(f"unknown lab kernel {kernel!r}", "choose one of " + ", ".join(KERNELS))
+    return kernel
+
+
+def series_of(abi: str) -> str:
+    """The kernel series ("6.1", "6.12") of an ABI string such as 6.12.117+deb12-amd64."""
+    m = re.match(r"(\d+\.\d+)[.-]", abi)
+    return m.group(1) if m else abi
+
+
+def pick_abi(kernel: str = DEFAULT_KERNEL) -> str:
+    """The kernel ABI to boot for series `kernel`: $GPT_LAB_KERNEL when it is of that series, else
+    (6.1) the one the installed linux-headers-amd64 depends on (so the installed headers match, for
+    BCC), else the one its apt candidate depends on, else the newest ABI of the series apt knows;
+    always one apt can still download."""
+    check_kernel(kernel)
+    wanted = os.environ.get("GPT_LAB_KERNEL")
+    if wanted and series_of(wanted) == kernel:
+        return wanted
+    pattern = KERNELS[kernel]
+    if kernel == "6.1":
+        installed = subprocess.run(["dpkg-query", "-W", "-f=${Depends}", "linux-headers-amd64"],
+                                   capture_output=True, text=True).stdout
+        candidate = subprocess.run(["apt-cache", "depends", "linux-headers-amd64"], capture_output=True, text=True).stdout
+        for deps in (installed, candidate):  # the installed headers first: BCC then uses them as they are
+            m = re.search(rf"linux-headers-({pattern})\b", deps)
+            if m and _apt_has(f"linux-image-{m.group(1)}"):
+                return m.group(1)
+    names = subprocess.run(["apt-cache", "search", "--names-only", rf"^linux-image-{pattern}$"],
                            capture_output=True, text=True).stdout
-    abis = re.findall(r"^linux-image-(6\.1\.0-(\d+)-amd64) ", names, flags=re.M)
+    abis = re.findall(rf"^linux-image-({pattern}) ", names, flags=re.M)
     if not abis:
-        raise LabBroken("apt knows no linux-image-6.1.0-*-amd64 package", "run `apt-get update` (Debian 12 bookworm sources)")
-    return max(abis, key=lambda a: int(a[1]))[0]
+        raise LabBroken(f"apt knows no linux-image-{pattern.replace(chr(92), '')} package",
+                        "run `apt-get update` (Debian 12 bookworm + bookworm-security sources)")
+    return max(abis, key=lambda a: [int(x) for x in re.findall(r"\d+", a)])
 
 
 def _apt_has(pkg: str) -> bool:
@@ -118,9 +146,13 @@ def _apt_has(pkg: str) -> bool:
     return bool(m) and m.group(1) != "(none)"
 
 
-def current() -> LabBuild | None:
-    """The built lab the cache points at, if it is complete and of this FORMAT."""
-    return LabBuild.load(cache_dir() / "lab.json")
+def _pointer(kernel: str) -> Path:
+    return cache_dir() / f"lab-{kernel}.json"
+
+
+def current(kernel: str = DEFAULT_KERNEL) -> LabBuild | None:
+    """The built lab of series `kernel` the cache points at, if it is complete and of this FORMAT."""
+    return LabBuild.load(_pointer(check_kernel(kernel)))
 
 
 @contextmanager
@@ -134,17 +166,20 @@ def _locked():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_built(rebuild: bool = False, log=lambda msg: None) -> LabBuild:
-    """Return the cached lab, building what is missing, stale or everything when `rebuild` is set.
-    A kernel tree, once extracted, is never changed in place (guests of other processes use it)."""
+def ensure_built(rebuild: bool = False, log=lambda msg: None, kernel: str = DEFAULT_KERNEL) -> LabBuild:
+    """Return the cached lab of series `kernel`, building what is missing, stale or everything when
+    `rebuild` is set. A kernel tree, once extracted, is never changed in place (guests of other
+    processes use it)."""
+    check_kernel(kernel)
     check_host()
     with _locked():
-        build = None if rebuild else current()
+        build = None if rebuild else current(kernel)
         wanted = os.environ.get("GPT_LAB_KERNEL")
-        if build is not None and (not wanted or wanted == build.abi):
+        if build is not None and (not wanted or series_of(wanted) != kernel or wanted == build.abi):
             return build
-        t0 = time.monotonic()
-        kernel = _kernel_tree(pick_abi(), rebuild, log)
+        series = kernel
+        kernel = _kernel_tree(pick_abi(series), rebuild, log)
+        t0 = time.monotonic()  # extract_s covers the kernel tree; add the initramfs and vmlinux
         final = cache_dir() / "kernel" / kernel["abi"]
         initrd = final / f"initrd-f{FORMAT}.cpio.gz"
         if rebuild or not initrd.exists():
@@ -152,38 +187,48 @@ def ensure_built(rebuild: bool = False, log=lambda msg: None) -> LabBuild:
             build_initramfs(final / "root", kernel["abi"], initrd, final)
         root = final / "root"
         vmlinux = _pvh_vmlinux(root / "boot" / f"vmlinuz-{kernel['abi']}", final / "vmlinux", rebuild, log)
-        build = LabBuild(format=FORMAT, abi=kernel["abi"], package=kernel["package"], version=kernel["version"],
+        build = LabBuild(format=FORMAT, series=series, abi=kernel["abi"], package=kernel["package"], version=kernel["version"],
                          root=str(root), vmlinuz=str(root / "boot" / f"vmlinuz-{kernel['abi']}"), vmlinux=vmlinux,
                          initrd=str(initrd), moddir=str(root / "lib" / "modules" / kernel["abi"]),
                          headers=kernel["headers"], download_bytes=kernel["download_bytes"],
                          build_s=round(kernel["extract_s"] + time.monotonic() - t0, 1))
-        tmp = cache_dir() / "lab.json.tmp"
+        tmp = _pointer(series).with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(build), indent=1) + "\n")
-        os.replace(tmp, cache_dir() / "lab.json")
+        os.replace(tmp, _pointer(series))
         return build
 
 
 def _pvh_vmlinux(vmlinuz: Path, dest: Path, rebuild: bool, log) -> str:
-    """Unpack the ELF vmlinux from Debian's xz bzImage: under TCG, QEMU's PVH entry boots it several
-    seconds faster than firmware + in-guest decompression. "" when the image is not xz or has no
-    PVH note (the guest then boots vmlinuz)."""
+    """Unpack the ELF vmlinux from Debian's bzImage (xz on 6.1, zstd on 6.12): under TCG, QEMU's PVH
+    entry boots it several seconds faster than firmware + in-guest decompression. "" when the
+    payload cannot be unpacked here or has no PVH note (the guest then boots vmlinuz)."""
     if dest.exists() and not rebuild:
         return str(dest)
     data = vmlinuz.read_bytes()
-    start = data.find(b"\xfd7zXZ\x00")
-    if start < 0:
-        return ""
     log("lab: unpack vmlinux for PVH boot")
-    try:
-        elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[start:])
-    except lzma.LZMAError:
-        return ""
-    if not _has_pvh_note(elf):
+    elf = _unpack_payload(data)
+    if not elf or not _has_pvh_note(elf):
         return ""
     tmp = dest.with_suffix(".tmp")
     tmp.write_bytes(elf)
     os.replace(tmp, dest)
     return str(dest)
+
+
+def _unpack_payload(data: bytes) -> bytes:
+    """The ELF inside a bzImage: its xz stream (lzma) or zstd frame (the zstd tool); b"" if neither."""
+    start = data.find(b"\xfd7zXZ\x00")
+    if start >= 0:
+        try:
+            return lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[start:])
+        except lzma.LZMAError:
+            return b""
+    start = data.find(b"\x28\xb5\x2f\xfd")
+    if start < 0 or not _which(ZSTD):
+        return b""
+    # the frame is followed by the setup trailer: zstd decodes the first frame and stops
+    res = subprocess.run([_which(ZSTD), "-dc", "-q"], input=data[start:], capture_output=True)
+    return res.stdout if res.stdout[:4] == b"\x7fELF" else b""
 
 
 def _has_pvh_note(elf: bytes) -> bool:
@@ -259,15 +304,21 @@ def _kernel_tree(abi: str, rebuild: bool, log) -> dict:
         raise
 
 
+def header_packages(abi: str) -> list[str]:
+    """The Debian packages that make /lib/modules/<abi>/build usable for BCC."""
+    base = abi.rsplit("-", 1)[0]  # 6.1.0-57 / 6.12.117+deb12
+    kbuild = "linux-kbuild-6.1" if series_of(abi) == "6.1" else f"linux-kbuild-{base}"
+    return [f"linux-headers-{abi}", f"linux-headers-{base}-common", kbuild]
+
+
 def _headers(abi: str, stage: Path, log) -> tuple[str, int]:
     """Kernel headers for BCC in the guest: the host's /usr/src ones when they match `abi`, else
-    linux-headers-<abi> (+ -common, linux-kbuild-6.1) downloaded into the cache."""
+    header_packages(abi) downloaded into the cache."""
     host = Path(f"/usr/src/linux-headers-{abi}")
     if (host / ".config").exists() and os.environ.get("GPT_LAB_HEADERS") != "download":
         return str(host), 0
-    common = abi.rsplit("-", 1)[0] + "-common"
     size = 0
-    for pkg in (f"linux-headers-{abi}", f"linux-headers-{common}", "linux-kbuild-6.1"):
+    for pkg in header_packages(abi):
         log(f"lab: apt-get download {pkg}")
         deb = _download(pkg, stage / "debs")
         size += deb.stat().st_size

@@ -1,6 +1,7 @@
-"""`Lab`: run shell commands or Python inside a QEMU guest booted with Debian's real 6.1 kernel.
+"""`Lab`: run shell commands or Python inside a QEMU guest booted with Debian's real 6.1 or 6.12 kernel.
 
-    lab = Lab.ensure()                        # build or reuse the cached lab
+    lab = Lab.ensure()                        # build or reuse the cached 6.1 lab
+    lab = Lab.ensure(kernel="6.12")           # ... or the 6.12 one (Lab(kernel="6.12") is the same)
     res = lab.run("cat /proc/version")        # -> RunResult(rc, output, files, wall_s, ...)
     res = lab.python("import os; print(os.uname().release)")
 
@@ -66,26 +67,47 @@ def _keep(work: Path) -> None:
 
 
 class Lab:
-    """A built lab (kernel + modules + initramfs in the cache). Each `run` boots a fresh guest."""
+    """A built lab (kernel + modules + initramfs in the cache). Each `run` boots a fresh guest.
+    `Lab(kernel="6.12")` builds (or reuses) the lab of that series; `Lab(build)` wraps a built one."""
 
-    _cached: "Lab | None" = None
+    _cached: "Lab | None" = None  # the default (6.1) lab, kept for callers that reset it
+    _by_kernel: "dict[str, Lab]" = {}
 
-    def __init__(self, build: _build.LabBuild, mem_mb: int = 2048, cpus: int | None = None):
+    def __init__(self, build: _build.LabBuild | None = None, mem_mb: int = 2048, cpus: int | None = None,
+                 kernel: str | None = None):
+        if build is None:
+            build = _build.ensure_built(kernel=kernel or _build.DEFAULT_KERNEL)
+        elif kernel is not None and kernel != build.series:
+            raise LabBroken(f"Lab(kernel={kernel!r}) given a {build.series} build")
         self.build = build
         self.mem_mb = mem_mb
         # one vCPU: under TCG it boots and loads amdgpu with ~25% less host CPU than two (measured)
         self.cpus = cpus or int(os.environ.get("GPT_LAB_CPUS") or 1)
 
     @classmethod
-    def ensure(cls, rebuild: bool = False, log=None) -> "Lab":
-        """The cached lab (built on first use). LabUnavailable: no QEMU here; LabBroken: build failed."""
-        if cls._cached is None or rebuild:
-            cls._cached = cls(_build.ensure_built(rebuild=rebuild, log=log or (lambda msg: None)))
-        return cls._cached
+    def ensure(cls, rebuild: bool = False, log=None, kernel: str = _build.DEFAULT_KERNEL) -> "Lab":
+        """The cached lab of series `kernel` ("6.1" or "6.12"; built on first use).
+        LabUnavailable: no QEMU here; LabBroken: build failed or unknown kernel."""
+        _build.check_kernel(kernel)
+        default = kernel == _build.DEFAULT_KERNEL
+        lab = cls._cached if default else cls._by_kernel.get(kernel)
+        if lab is None or rebuild:
+            lab = cls(_build.ensure_built(rebuild=rebuild, log=log or (lambda msg: None), kernel=kernel))
+            if default:
+                cls._cached = lab
+            else:
+                cls._by_kernel[kernel] = lab
+        return lab
 
     @property
     def kernel(self) -> str:
+        """The kernel ABI the guest runs (e.g. 6.12.117+deb12-amd64)."""
         return self.build.abi
+
+    @property
+    def series(self) -> str:
+        """The kernel series: "6.1" or "6.12"."""
+        return self.build.series
 
     def run(self, command: str, timeout_s: float = 120, modules=DEFAULT_MODULES, cwd: str | Path = REPO,
             out_dir: str | Path | None = None, env: dict[str, str] | None = None, cpus: int | None = None) -> RunResult:
