@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from gpreempt_trace import uapi  # noqa: E402
 from gpreempt_trace.recorder import ioctls as I  # noqa: E402
 
 UNKNOWN = I.IOWR(0x7E, 16)  # a 'K' number nobody names
@@ -56,12 +57,12 @@ def args_for(kind: str, i: int):
     elif kind == "dbg_suspend":
         ids = (ctypes.c_uint32 * 3)(i, i + 1, i + 2)
         keep.append(ids)
-        a = I.DbgTrapArgs(pid=4242 + i, op=I.DBG_TRAP_SUSPEND_QUEUES, u0=0, u1=ctypes.addressof(ids), u2=3, u3=100 + i)
+        a = uapi.dbg_trap_args(4242 + i, "SUSPEND_QUEUES", exception_mask=0, queue_array_ptr=ctypes.addressof(ids), num_queues=3, grace_period=100 + i)
         exp = {"target_pid": 4242 + i, "dbg_op": 6, "num_queues": 3, "grace_period": 100 + i, "queue_ids": [i, i + 1, i + 2]}
     elif kind == "dbg_resume":
         ids = (ctypes.c_uint32 * 2)(i, i + 5)
         keep.append(ids)
-        a = I.DbgTrapArgs(pid=5000 + i, op=I.DBG_TRAP_RESUME_QUEUES, u0=ctypes.addressof(ids), u1=2)
+        a = uapi.dbg_trap_args(5000 + i, "RESUME_QUEUES", queue_array_ptr=ctypes.addressof(ids), num_queues=2)
         exp = {"target_pid": 5000 + i, "dbg_op": 7, "num_queues": 2, "queue_ids": [i, i + 5], "grace_period": None}
     elif kind == "rocm_suspend":
         ids = (ctypes.c_uint32 * 20)(*range(i, i + 20))

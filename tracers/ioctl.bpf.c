@@ -11,9 +11,18 @@
  * -D knobs: GPT_IOCTL_FUNC_ID, GPT_KFD_RDEV, GPT_OFF_task_struct__files, GPT_OFF_files_struct__fdt,
  * GPT_OFF_fdtable__max_fds, GPT_OFF_fdtable__fd, GPT_OFF_file__f_inode, GPT_OFF_inode__i_rdev,
  * GPT_NR_PREEMPT_QUEUES / GPT_NR_RESUME_QUEUES (scheme B nrs, from kernel/uapi_scheme_b.json).
- * Argument offsets below are the uapi layouts (gpreempt_trace/recorder/ioctls.py has the same as ctypes).
+ * Argument offsets and sizes come from kfd_uapi.h, generated from gpreempt_trace/uapi.py (the one
+ * definition; its ctypes classes are generated from the same tables).
  */
 #include "common.h"
+#include "kfd_uapi.h"
+
+#ifndef GPT_NR_PREEMPT_QUEUES
+#define GPT_NR_PREEMPT_QUEUES GPT_UAPI_NR_PREEMPT_QUEUES
+#endif
+#ifndef GPT_NR_RESUME_QUEUES
+#define GPT_NR_RESUME_QUEUES GPT_UAPI_NR_RESUME_QUEUES
+#endif
 
 #ifndef GPT_IOCTL_FUNC_ID
 #define GPT_IOCTL_FUNC_ID 0
@@ -100,80 +109,84 @@ static __always_inline void gpt_read_qids(struct gpt_event *e, u64 uptr, u32 num
 	gpt_read_qids_stride(e, uptr, num, sizeof(u32));
 }
 
-struct gpt_create_queue_in {
-	u64 ring_base_address, write_pointer_address, read_pointer_address, doorbell_offset;
-	u32 ring_size, gpu_id, queue_type, queue_percentage, queue_priority, queue_id;
-};
+/* read a whole uapi argument struct into an 8-byte aligned stack buffer, fields by generated offset */
+#define GPT_ARGBUF(name, size) u64 name[((size) + 7) / 8] = {}
+#define GPT_U32(buf, off) (*(u32 *)((u8 *)(buf) + (off)))
+#define GPT_U64(buf, off) (*(u64 *)((u8 *)(buf) + (off)))
 
 static __always_inline void gpt_decode_entry(struct gpt_event *e, u32 cmd, u64 arg)
 {
 	u32 nr = GPT_IOC_NR(cmd);
-	if (nr == 0x02) { /* CREATE_QUEUE */
-		struct gpt_create_queue_in a = {};
-		if (bpf_probe_read_user(&a, sizeof(a), (void *)arg))
+	if (nr == GPT_UAPI_NR_CREATE_QUEUE) { /* inputs up to queue_id (the 1.11 and 1.15+ sizes agree) */
+		GPT_ARGBUF(a, GPT_UAPI_CREATE_QUEUE__queue_id);
+		if (bpf_probe_read_user(a, GPT_UAPI_CREATE_QUEUE__queue_id, (void *)arg))
 			return;
-		GPT_SET(e, ring_base, a.ring_base_address);
-		GPT_SET(e, ring_size, a.ring_size);
-		GPT_SET(e, gpu_id, a.gpu_id);
-		gpt_set_uapi_qtype(e, a.queue_type);
-		GPT_SET(e, queue_percentage, a.queue_percentage);
-		GPT_SET(e, priority, (s32)a.queue_priority);
-	} else if (nr == 0x03) { /* DESTROY_QUEUE */
+		GPT_SET(e, ring_base, GPT_U64(a, GPT_UAPI_CREATE_QUEUE__ring_base_address));
+		GPT_SET(e, ring_size, GPT_U32(a, GPT_UAPI_CREATE_QUEUE__ring_size));
+		GPT_SET(e, gpu_id, GPT_U32(a, GPT_UAPI_CREATE_QUEUE__gpu_id));
+		gpt_set_uapi_qtype(e, GPT_U32(a, GPT_UAPI_CREATE_QUEUE__queue_type));
+		GPT_SET(e, queue_percentage, GPT_U32(a, GPT_UAPI_CREATE_QUEUE__queue_percentage));
+		GPT_SET(e, priority, (s32)GPT_U32(a, GPT_UAPI_CREATE_QUEUE__queue_priority));
+	} else if (nr == GPT_UAPI_NR_DESTROY_QUEUE) {
 		u32 qid;
-		if (bpf_probe_read_user(&qid, sizeof(qid), (void *)arg) == 0)
+		if (bpf_probe_read_user(&qid, sizeof(qid), (void *)(arg + GPT_UAPI_DESTROY_QUEUE__queue_id)) == 0)
 			GPT_SET(e, queue_id, (s32)qid);
-	} else if (nr == 0x07) { /* UPDATE_QUEUE: ring_base@0 queue_id@8 ring_size@12 pct@16 prio@20 */
-		struct { u64 ring_base; u32 queue_id, ring_size, pct, prio; } a = {};
-		if (bpf_probe_read_user(&a, sizeof(a), (void *)arg))
+	} else if (nr == GPT_UAPI_NR_UPDATE_QUEUE) {
+		GPT_ARGBUF(a, GPT_UAPI_UPDATE_QUEUE__SIZE);
+		if (bpf_probe_read_user(a, GPT_UAPI_UPDATE_QUEUE__SIZE, (void *)arg))
 			return;
-		GPT_SET(e, ring_base, a.ring_base);
-		GPT_SET(e, queue_id, (s32)a.queue_id);
-		GPT_SET(e, ring_size, a.ring_size);
-		GPT_SET(e, queue_percentage, a.pct);
-		GPT_SET(e, priority, (s32)a.prio);
-	} else if (nr == 0x1a) { /* SET_CU_MASK: queue_id@0 num_cu_mask@4 cu_mask_ptr@8 */
+		GPT_SET(e, ring_base, GPT_U64(a, GPT_UAPI_UPDATE_QUEUE__ring_base_address));
+		GPT_SET(e, queue_id, (s32)GPT_U32(a, GPT_UAPI_UPDATE_QUEUE__queue_id));
+		GPT_SET(e, ring_size, GPT_U32(a, GPT_UAPI_UPDATE_QUEUE__ring_size));
+		GPT_SET(e, queue_percentage, GPT_U32(a, GPT_UAPI_UPDATE_QUEUE__queue_percentage));
+		GPT_SET(e, priority, (s32)GPT_U32(a, GPT_UAPI_UPDATE_QUEUE__queue_priority));
+	} else if (nr == GPT_UAPI_NR_SET_CU_MASK) {
 		u32 qid;
-		if (bpf_probe_read_user(&qid, sizeof(qid), (void *)arg) == 0)
+		if (bpf_probe_read_user(&qid, sizeof(qid), (void *)(arg + GPT_UAPI_SET_CU_MASK__queue_id)) == 0)
 			GPT_SET(e, queue_id, (s32)qid);
-	} else if (nr == 0x26 && GPT_IOC_SIZE(cmd) >= 32) { /* DBG_TRAP (1.13+): pid@0 op@4 union@8 */
-		struct { u32 pid, op; u64 u0, u1; u32 u2, u3; } a = {};
-		if (bpf_probe_read_user(&a, sizeof(a), (void *)arg))
+	} else if (nr == GPT_UAPI_NR_DBG_TRAP && GPT_IOC_SIZE(cmd) >= GPT_UAPI_DBG_TRAP__SIZE) { /* 1.13+ */
+		GPT_ARGBUF(a, GPT_UAPI_DBG_TRAP__SIZE);
+		if (bpf_probe_read_user(a, GPT_UAPI_DBG_TRAP__SIZE, (void *)arg))
 			return;
-		GPT_SET(e, target_pid, (s32)a.pid);
-		GPT_SET(e, dbg_op, a.op);
-		if (a.op == 6) { /* SUSPEND_QUEUES: exception_mask@8 ptr@16 num@24 grace@28 */
-			GPT_SET(e, num_queues, a.u2);
-			GPT_SET(e, grace_period, a.u3);
-			gpt_read_qids(e, a.u1, a.u2);
-		} else if (a.op == 7) { /* RESUME_QUEUES: ptr@8 num@16 */
-			GPT_SET(e, num_queues, (u32)a.u1);
-			gpt_read_qids(e, a.u0, (u32)a.u1);
+		u32 op = GPT_U32(a, GPT_UAPI_DBG_TRAP__op);
+		GPT_SET(e, target_pid, (s32)GPT_U32(a, GPT_UAPI_DBG_TRAP__pid));
+		GPT_SET(e, dbg_op, op);
+		if (op == GPT_UAPI_DBG_OP_SUSPEND_QUEUES) {
+			u32 num = GPT_U32(a, GPT_UAPI_DBG_TRAP_SUSPEND_QUEUES__num_queues);
+			GPT_SET(e, num_queues, num);
+			GPT_SET(e, grace_period, GPT_U32(a, GPT_UAPI_DBG_TRAP_SUSPEND_QUEUES__grace_period));
+			gpt_read_qids(e, GPT_U64(a, GPT_UAPI_DBG_TRAP_SUSPEND_QUEUES__queue_array_ptr), num);
+		} else if (op == GPT_UAPI_DBG_OP_RESUME_QUEUES) {
+			u32 num = GPT_U32(a, GPT_UAPI_DBG_TRAP_RESUME_QUEUES__num_queues);
+			GPT_SET(e, num_queues, num);
+			gpt_read_qids(e, GPT_U64(a, GPT_UAPI_DBG_TRAP_RESUME_QUEUES__queue_array_ptr), num);
 		}
-#if defined(GPT_NR_PREEMPT_QUEUES) && defined(GPT_NR_RESUME_QUEUES)
-	} else if ((nr == GPT_NR_PREEMPT_QUEUES || nr == GPT_NR_RESUME_QUEUES) && GPT_IOC_SIZE(cmd) >= 24) {
-		/* scheme B (kernel/uapi_scheme_b.json): entries@0 (u32 queue_id, s32 result) pid@8 num@12 grace@16 flags@20 */
-		struct { u64 entries; u32 pid, num, grace, flags; } a = {};
-		if (bpf_probe_read_user(&a, sizeof(a), (void *)arg))
+	} else if ((nr == GPT_NR_PREEMPT_QUEUES || nr == GPT_NR_RESUME_QUEUES) &&
+		   GPT_IOC_SIZE(cmd) >= GPT_UAPI_PREEMPT_QUEUES__SIZE) { /* scheme B (kernel/uapi_scheme_b.json) */
+		GPT_ARGBUF(a, GPT_UAPI_PREEMPT_QUEUES__SIZE);
+		if (bpf_probe_read_user(a, GPT_UAPI_PREEMPT_QUEUES__SIZE, (void *)arg))
 			return;
-		GPT_SET(e, target_pid, (s32)a.pid);
-		GPT_SET(e, num_queues, a.num);
+		u32 num = GPT_U32(a, GPT_UAPI_PREEMPT_QUEUES__num_queues);
+		GPT_SET(e, target_pid, (s32)GPT_U32(a, GPT_UAPI_PREEMPT_QUEUES__pid));
+		GPT_SET(e, num_queues, num);
 		if (nr == GPT_NR_PREEMPT_QUEUES)
-			GPT_SET(e, grace_period, a.grace);
-		gpt_read_qids_stride(e, a.entries, a.num, 8);
-#endif
-	} else if (nr == 0x82 && GPT_IOC_SIZE(cmd) >= 40) { /* ROCm DBG_TRAP: mask@0 ptr@8 pid@16 op@20 data1..4@24 */
-		struct { u64 mask, ptr; u32 pid, op, d1, d2, d3, d4; } a = {};
-		if (bpf_probe_read_user(&a, sizeof(a), (void *)arg))
+			GPT_SET(e, grace_period, GPT_U32(a, GPT_UAPI_PREEMPT_QUEUES__grace_period));
+		gpt_read_qids_stride(e, GPT_U64(a, GPT_UAPI_PREEMPT_QUEUES__queue_array_ptr), num,
+				     GPT_UAPI_QUEUE_PREEMPT_ENTRY__SIZE);
+	} else if (nr == GPT_UAPI_NR_DBG_TRAP_DEPRECATED && GPT_IOC_SIZE(cmd) >= GPT_UAPI_ROCM_DBG_TRAP__SIZE) {
+		/* ROCm's pre-upstream DBG_TRAP: NODE_SUSPEND (3) data1 = num, data2 = grace; NODE_RESUME (4) data1 = num */
+		GPT_ARGBUF(a, GPT_UAPI_ROCM_DBG_TRAP__SIZE);
+		if (bpf_probe_read_user(a, GPT_UAPI_ROCM_DBG_TRAP__SIZE, (void *)arg))
 			return;
-		GPT_SET(e, target_pid, (s32)a.pid);
-		GPT_SET(e, dbg_op, a.op);
-		if (a.op == 3) { /* NODE_SUSPEND: data1 = num_queues, data2 = grace period */
-			GPT_SET(e, num_queues, a.d1);
-			GPT_SET(e, grace_period, a.d2);
-			gpt_read_qids(e, a.ptr, a.d1);
-		} else if (a.op == 4) { /* NODE_RESUME: data1 = num_queues */
-			GPT_SET(e, num_queues, a.d1);
-			gpt_read_qids(e, a.ptr, a.d1);
+		u32 op = GPT_U32(a, GPT_UAPI_ROCM_DBG_TRAP__op);
+		u32 num = GPT_U32(a, GPT_UAPI_ROCM_DBG_TRAP__data1);
+		GPT_SET(e, target_pid, (s32)GPT_U32(a, GPT_UAPI_ROCM_DBG_TRAP__pid));
+		GPT_SET(e, dbg_op, op);
+		if (op == 3 || op == 4) {
+			GPT_SET(e, num_queues, num);
+			if (op == 3)
+				GPT_SET(e, grace_period, GPT_U32(a, GPT_UAPI_ROCM_DBG_TRAP__data2));
+			gpt_read_qids(e, GPT_U64(a, GPT_UAPI_ROCM_DBG_TRAP__ptr), num);
 		}
 	}
 }
@@ -235,12 +248,12 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 	s64 ret = args->ret;
 	GPT_SET(e, dur_ns, now - e->ts_ns);
 	GPT_SET(e, ret, ret);
-	if (ret == 0 && GPT_IOC_NR(e->ioctl_nr) == 0x02) { /* CREATE_QUEUE outputs */
+	if (ret == 0 && GPT_IOC_NR(e->ioctl_nr) == GPT_UAPI_NR_CREATE_QUEUE) { /* CREATE_QUEUE outputs */
 		u64 doorbell = 0;
 		u32 qid = 0;
-		if (bpf_probe_read_user(&doorbell, sizeof(doorbell), (void *)(arg + 24)) == 0)
+		if (bpf_probe_read_user(&doorbell, sizeof(doorbell), (void *)(arg + GPT_UAPI_CREATE_QUEUE__doorbell_offset)) == 0)
 			GPT_SET(e, doorbell_off, (u32)doorbell); /* low 32 bits of the uapi mmap offset */
-		if (bpf_probe_read_user(&qid, sizeof(qid), (void *)(arg + 52)) == 0)
+		if (bpf_probe_read_user(&qid, sizeof(qid), (void *)(arg + GPT_UAPI_CREATE_QUEUE__queue_id)) == 0)
 			GPT_SET(e, queue_id, (s32)qid);
 	}
 	gpt_submit(e);

@@ -16,7 +16,7 @@ import ctypes
 import os
 import sys
 
-from ..recorder import ioctls as I
+from .. import uapi as I  # the argument structs and request numbers (one definition)
 
 GPU_ID = 0xF7BC  # first MI308X node of the embedded sample
 QTYPE = {"compute": 0, "sdma": 1, "compute_aql": 2}
@@ -60,8 +60,8 @@ def play_controller(path: str, target_pid: int, rounds: int) -> str:
     kfd = _Kfd(path)
     ids = (ctypes.c_uint32 * 4)(0, 1, 2, 3)
     for _ in range(rounds):
-        kfd.ioctl(I.DBG_TRAP, I.DbgTrapArgs(pid=target_pid, op=I.DBG_TRAP_SUSPEND_QUEUES, u0=0, u1=ctypes.addressof(ids), u2=4, u3=0))
-        kfd.ioctl(I.DBG_TRAP, I.DbgTrapArgs(pid=target_pid, op=I.DBG_TRAP_RESUME_QUEUES, u0=ctypes.addressof(ids), u1=4))
+        kfd.ioctl(I.DBG_TRAP, I.dbg_trap_args(target_pid, "SUSPEND_QUEUES", queue_array_ptr=ctypes.addressof(ids), num_queues=4, grace_period=0))
+        kfd.ioctl(I.DBG_TRAP, I.dbg_trap_args(target_pid, "RESUME_QUEUES", queue_array_ptr=ctypes.addressof(ids), num_queues=4))
     return f"controller pid {os.getpid()}: {kfd.calls} DBG_TRAP calls on pid {target_pid}, {kfd.failed} failed"
 
 
