@@ -38,6 +38,8 @@ EVENTS = (
     "queues_preempt",  # scheme B (kernel/ series)
     "queues_unpreempt",  # scheme B (kernel/ series)
     "queues_execute",  # execute_queues_cpsch: unmap + remap in one call (kernels that do not inline it)
+    "queue_preempt",  # scheme B, per queue (kfd:kfd_queue_suspend)
+    "queue_unpreempt",  # scheme B, per queue (kfd:kfd_queue_resume)
 )
 
 # Canonical queue types. The kernel's enum kfd_queue_type and the uapi KFD_IOC_QUEUE_TYPE_* differ;
