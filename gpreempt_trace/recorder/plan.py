@@ -69,24 +69,8 @@ PROBES: tuple[ProbeSpec, ...] = (
 PROBE_NAMES = tuple(p.name for p in PROBES)
 
 
-@dataclass(frozen=True)
-class TracepointSpec:
-    name: str  # kfd:<name> (kernel/patches/0001, TRACE_SYSTEM kfd)
-    event: str
-    supersedes: tuple[str, ...]  # kprobe probes it replaces when it exists
-
-
-# the kfd:* tracepoint series; handlers in kfd.bpf.c (kfd_rtp__<name>, raw tracepoints)
-TRACEPOINTS: tuple[TracepointSpec, ...] = (
-    TracepointSpec("kfd_queue_create", "queue_create", ("create_queue_cpsch", "create_queue_nocpsch")),
-    TracepointSpec("kfd_queue_destroy", "queue_destroy", ("destroy_queue_cpsch", "destroy_queue_nocpsch")),
-    TracepointSpec("kfd_queue_update", "queue_update", ("update_queue",)),
-    TracepointSpec("kfd_queue_evict", "process_evict", ()),  # per queue: the process-level probes stay
-    TracepointSpec("kfd_queue_restore", "process_restore", ()),
-    TracepointSpec("kfd_queues_unmap", "queues_unmap", ("unmap_queues_cpsch",)),
-    TracepointSpec("kfd_runlist_map", "queues_map", ("map_queues_cpsch",)),
-    TracepointSpec("kfd_preempt_fence_wait", "hw_unmap_wait", ("hw_unmap_wait",)),
-)
+# the kfd:* tracepoint series: one table (name, event, TP fields -> columns); handlers generated from it
+from .tracepoints import TRACEPOINTS, TracepointSpec, inline_header  # noqa: E402,F401
 
 
 @dataclass(frozen=True)
@@ -175,7 +159,7 @@ class KfdPlan:
         return {p.func_id: (p.target or p.probe) for p in self.probes}
 
     def source(self) -> str:
-        return self.source_path.read_text()
+        return inline_header(self.source_path.read_text())  # the generated kfd:* handlers, in the main file
 
     def attach(self, bpf) -> None:
         """Attach every planned probe (kprobe+kretprobe); a failure marks that probe, it never raises."""
