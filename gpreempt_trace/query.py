@@ -16,10 +16,11 @@ from typing import Iterable, Sequence
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import resources, schema
 from .errors import QueryError
-from .trace import TABLE_NAMES, find_traces, read_meta, segment_files
+from .trace import TABLE_NAMES, find_traces, segment_files
 
 QUERIES_DIR = resources.queries()
 PRELUDE = "prelude"  # queries/prelude.sql: the plain-duckdb setup, not a module
@@ -97,47 +98,49 @@ def _sql_literal(v: str) -> str:
     return "'" + v.replace("'", "''") + "'"
 
 
-def _runs_table(traces: Sequence[Path]) -> pa.Table:
-    rows = []
+def _segment_mismatch(f: Path, expected: pa.Schema) -> str | None:
+    """Why a segment cannot be read as its table (a column of another type), or None."""
+    got = pq.read_schema(f)
+    for fld in got:
+        i = expected.get_field_index(fld.name)
+        if i >= 0 and not fld.type.equals(expected.field(i).type):
+            return f"column {fld.name} is {fld.type}, expected {expected.field(i).type}"
+    return None
+
+
+def _good_segments(traces: Sequence[Path], table: str) -> list[str]:
+    """Closed segments that read (trace.segment_files) and whose columns have the schema's types;
+    a mistyped one is named in a warning and skipped, like a corrupt one."""
+    expected = schema.table_schema(table)
+    out = []
     for t in traces:
-        m = read_meta(t)
-        c = m.get("counters") or {}
-        rows.append(
-            {
-                "run_id": m.get("run_id"),
-                "path": str(t),
-                "host": m.get("host"),
-                "kernel": m.get("kernel"),
-                "start_ns": m.get("start_ns"),
-                "stop_ns": m.get("stop_ns"),
-                "start_wall": m.get("start_wall"),
-                "stop_wall": m.get("stop_wall"),
-                "labels": list((m.get("labels") or {}).items()),
-                "synthetic": m.get("synthetic"),
-                "events_written": c.get("events_written"),
-                "events_lost": c.get("events_lost"),
-                "tool_version": m.get("tool_version"),
-                "format_version": m.get("version"),
-            }
-        )
-    sch = pa.schema(
-        [
-            ("run_id", pa.string()), ("path", pa.string()), ("host", pa.string()), ("kernel", pa.string()),
-            ("start_ns", pa.int64()), ("stop_ns", pa.int64()), ("start_wall", pa.string()), ("stop_wall", pa.string()),
-            ("labels", pa.map_(pa.string(), pa.string())), ("synthetic", pa.bool_()),
-            ("events_written", pa.int64()), ("events_lost", pa.int64()), ("tool_version", pa.string()),
-            ("format_version", pa.int32()),
-        ]
-    )
-    return pa.Table.from_pylist(rows, schema=sch)
+        for f in segment_files(t, table):
+            why = _segment_mismatch(f, expected)
+            if why:
+                warnings.warn(f"skipping segment {f} ({why})", stacklevel=3)
+                continue
+            out.append(str(f))
+    return out
+
+
+def prelude_statements(skip_tables: bool = True) -> list[str]:
+    """The statements of queries/prelude.sql; without the events/markers/snapshots views when
+    skip_tables (the tool builds those itself, skipping bad segments)."""
+    out = []
+    for stmt in _split_statements((QUERIES_DIR / f"{PRELUDE}.sql").read_text()):
+        m = _CREATE.search(stmt)
+        if not m or (skip_tables and m.group(2) in TABLE_NAMES):
+            continue
+        out.append(stmt)
+    return out
 
 
 def connect(paths: Iterable[str], con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with `events`, `markers`, `snapshots` and `runs` over the given traces."""
+    """A DuckDB connection with `events`, `markers`, `snapshots`, `runs` and `dbg_trap_ops` over the traces."""
     traces = find_traces(paths)
     con = con or duckdb.connect()
     for table in TABLE_NAMES:
-        files = [str(f) for t in traces for f in segment_files(t, table)]
+        files = _good_segments(traces, table)
         empty = schema.table_schema(table).empty_table()
         con.register(f"_gpt_empty_{table}", empty)
         if files:
@@ -148,8 +151,9 @@ def connect(paths: Iterable[str], con: duckdb.DuckDBPyConnection | None = None) 
             )
         else:
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM _gpt_empty_{table}")
-    con.register("_gpt_runs", _runs_table(traces))
-    con.execute("CREATE VIEW runs AS SELECT * FROM _gpt_runs")
+    con.execute("SET VARIABLE traces = " + "[" + ", ".join(_sql_literal(str(t)) for t in traces) + "]")
+    for stmt in prelude_statements():
+        con.execute(stmt)
     return con
 
 

@@ -1,22 +1,40 @@
--- Plain-DuckDB setup: the views `events`, `markers`, `snapshots`, `runs` over trace directories,
--- without the tool. One line (see docs/queries.md):
+-- Plain-DuckDB setup: the views `events`, `markers`, `snapshots`, `runs` and the lookup `dbg_trap_ops`
+-- over trace directories, without the tool. One line (see docs/queries.md):
 --   duckdb -cmd "SET VARIABLE traces = ['path/to/trace', 'runs/*']" -cmd ".read queries/prelude.sql"
 -- Each entry of `traces` is a trace directory (or a glob of them, e.g. a hive-style runs/* folder).
 -- Every table folder of a trace written by the tool holds `schema.parquet` (zero rows, full
--- schema), so the globs below always match.
+-- schema), so the globs below always match. The tool (query.py) builds events/markers/snapshots
+-- itself (it skips corrupt or mistyped segments with a warning) and runs the rest of this file as is:
+-- `runs` and `dbg_trap_ops` are defined here and nowhere else.
 CREATE VIEW events AS
 SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/events/*.parquet'), union_by_name = true);
 CREATE VIEW markers AS
 SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/markers/*.parquet'), union_by_name = true);
 CREATE VIEW snapshots AS
 SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/snapshots/*.parquet'), union_by_name = true);
+-- DBG_TRAP queue operations by (_IOC_NR of the request, op): upstream AMDKFD_IOC_DBG_TRAP (nr 0x26,
+-- KFD_IOC_DBG_TRAP_SUSPEND_QUEUES 6 / RESUME_QUEUES 7) and ROCm's pre-upstream 0xC0284B82 (nr 0x82,
+-- node suspend 3 / resume 4). tests/test_queries_prelude.py checks it against gpreempt_trace.recorder.ioctls.
+CREATE VIEW dbg_trap_ops AS
+SELECT * FROM (VALUES (38, 6, 'suspend_queues'), (38, 7, 'resume_queues'), (130, 3, 'suspend_queues'), (130, 4, 'resume_queues'))
+  AS t(ioctl_nr_low, dbg_op, op_name);
+-- One row per trace. Counters that meta.json does not know (NULL: a killed recorder's run) stay
+-- NULL ("unknown"), except events_written, which is then counted from the event segments.
 CREATE VIEW runs AS
-SELECT run_id, host, kernel, start_ns, stop_ns, start_wall, stop_wall, labels, synthetic,
-       counters.events_written AS events_written, counters.events_lost AS events_lost,
-       tool_version, version AS format_version
-FROM read_json(list_transform(getvariable('traces'), lambda t: t || '/meta.json'), union_by_name = true,
-               columns = {run_id: 'VARCHAR', host: 'VARCHAR', kernel: 'VARCHAR', start_ns: 'BIGINT',
-                          stop_ns: 'BIGINT', start_wall: 'VARCHAR', stop_wall: 'VARCHAR',
-                          labels: 'MAP(VARCHAR, VARCHAR)', synthetic: 'BOOLEAN',
-                          counters: 'STRUCT(events_written BIGINT, events_lost BIGINT)',
-                          tool_version: 'VARCHAR', version: 'INTEGER'});
+WITH m AS (
+  SELECT regexp_replace(filename, '/meta\.json$', '') AS path, *
+  FROM read_json(list_transform(getvariable('traces'), lambda t: t || '/meta.json'), union_by_name = true, filename = true,
+                 columns = {run_id: 'VARCHAR', host: 'VARCHAR', kernel: 'VARCHAR', start_ns: 'BIGINT',
+                            stop_ns: 'BIGINT', start_wall: 'VARCHAR', stop_wall: 'VARCHAR',
+                            labels: 'MAP(VARCHAR, VARCHAR)', synthetic: 'BOOLEAN',
+                            counters: 'STRUCT(events_written BIGINT, events_lost BIGINT)',
+                            tool_version: 'VARCHAR', version: 'INTEGER'})
+), rows AS (
+  SELECT run_id, count(*) AS n FROM events GROUP BY run_id
+)
+SELECT m.run_id, m.path, m.host, m.kernel, m.start_ns, m.stop_ns, m.start_wall, m.stop_wall, m.labels, m.synthetic,
+       coalesce(m.counters.events_written, coalesce(rows.n, 0)) AS events_written,
+       m.counters.events_written IS NULL AS events_written_derived,
+       m.counters.events_lost AS events_lost,
+       m.tool_version, m.version AS format_version
+FROM m LEFT JOIN rows ON rows.run_id = m.run_id;
