@@ -1,40 +1,66 @@
-"""Built-in torch workloads write request/step markers into a trace that another process owns."""
+"""Built-in torch workloads: every model in both roles runs on CPU and writes its markers into a
+trace that another process owns; bad options are one-line errors."""
 import pytest
 from click.testing import CliRunner
 
 from gpreempt_trace import api, trace
 from gpreempt_trace.cli import main
 from gpreempt_trace.errors import GptError
+from gpreempt_trace.workloads.torch_models import MODELS, WorkloadOptions
 
 pytest.importorskip("torch")
 
 
 def _markers(path):
     con = api.connect([str(path)])
-    return con.sql("SELECT kind, seq, value_ns IS NOT NULL AS timed, source FROM markers ORDER BY ts_ns, kind").fetchall()
+    return con.sql("SELECT kind, seq, ts_ns, value_ns, source, label FROM markers ORDER BY ts_ns, kind").fetchall()
 
 
-def test_online_markers_pair_by_seq(tmp_path):
+@pytest.mark.parametrize("model", MODELS)
+def test_each_model_runs_a_second_in_both_roles_and_writes_markers(tmp_path, model):
     owner = trace.TraceWriter.create(tmp_path / "t")
-    res = api.workload("online", model="mlp", batch=2, rate_hz=0, duration_s=60, max_iterations=3, device="cpu", trace=str(tmp_path / "t"))
+    on = api.workload("online", model=model, batch=1, rate_hz=10, duration_s=1.0, device="cpu", threads=1, trace=str(tmp_path / "t"))
+    off = api.workload("offline", model=model, batch=1, duration_s=1.0, device="cpu", threads=1, trace=str(tmp_path / "t"))
     owner.close()
-    assert res.iterations == 3 and len(res.latencies_ns) == 3 and res.device == "cpu"
+    assert on.device == off.device == "cpu" and on.iterations >= 1 and off.iterations >= 1
     rows = _markers(tmp_path / "t")
-    assert [r[0] for r in rows] == ["workload_start"] + ["request_start", "request_end"] * 3 + ["workload_exit"]
-    assert [r[1] for r in rows if r[0] == "request_end"] == [0, 1, 2]
-    assert all(r[2] for r in rows if r[0] == "request_end") and {r[3] for r in rows} == {"workload"}
+    kinds = [r[0] for r in rows]
+    assert kinds.count("request_start") == kinds.count("request_end") == on.iterations
+    assert kinds.count("step_start") == kinds.count("step_done") == off.iterations
+    assert kinds.count("workload_start") == kinds.count("workload_exit") == 2
+    assert {r[4] for r in rows} == {"workload"}
+    starts = {r[1]: r for r in rows if r[0] == "request_start"}
+    for seq, kind, ts, value, *_ in [(r[1], r[0], r[2], r[3]) for r in rows if r[0] == "request_end"]:
+        assert value == ts - starts[seq][2]  # latency = end - scheduled time
+    # open loop at 10/s: request k is due 100 ms after request k-1
+    due = sorted(r[2] for r in starts.values())
+    assert all(b - a == 100_000_000 for a, b in zip(due, due[1:]))
+    assert f"role=online model={model} device=cpu policy=none rate_hz=10" in [r[5] for r in rows if r[0] == "workload_start"]
 
 
-def test_offline_steps(tmp_path):
-    owner = trace.TraceWriter.create(tmp_path / "t")
-    res = api.workload("offline", model="cnn", batch=2, duration_s=60, max_iterations=2, device="cpu", trace=str(tmp_path / "t"))
-    owner.close()
-    assert res.iterations == 2
-    assert [r[0] for r in _markers(tmp_path / "t")] == ["workload_start", "step_done", "step_done", "workload_exit"]
-
-
-def test_bad_input():
+def test_aliases_and_api_checks():
+    assert WorkloadOptions("online", model="cnn").check() is None
     with pytest.raises(GptError, match="torch sees no GPU"):
         api.workload("online", device="cuda", max_iterations=1)
+    with pytest.raises(GptError, match="needs --controller-socket"):
+        api.workload("online", preempt_policy="per-request", device="cpu")
+    with pytest.raises(GptError, match="applies to the online role"):
+        api.workload("offline", preempt_policy="burst", controller_socket="/x", device="cpu")
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--duration", "-1"], "'--duration': -1.0 is not in the range x>0"),
+    (["--duration", "0"], "'--duration': 0.0 is not in the range x>0"),
+    (["--rate", "-5"], "'--rate': -5.0 is not in the range x>=0"),
+    (["--batch", "0"], "'--batch': 0 is not in the range x>=1"),
+    (["--iterations", "0"], "'--iterations': 0 is not in the range x>=1"),
+    (["--burst-gap-ms", "-1"], "'--burst-gap-ms': -1.0 is not in the range x>=0"),
+])
+def test_bad_numbers_are_usage_errors(args, msg):
+    res = CliRunner().invoke(main, ["workload", "online", *args])
+    assert res.exit_code == 2 and msg in res.output
+
+
+def test_trace_must_exist():
     res = CliRunner().invoke(main, ["workload", "online", "--trace", "/nonexistent/trace", "--iterations", "1", "--device", "cpu"])
     assert res.exit_code == 1 and "is not a directory" in res.output
