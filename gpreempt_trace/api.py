@@ -42,11 +42,16 @@ def export_hive(traces: Iterable[str], dest: str) -> list[Path]:
     return out
 
 
-def report(traces: Sequence[str], max_rows: int = 40) -> str:
-    """A Markdown summary of the traces."""
+def report(traces: Sequence[str], out_dir: str | None = None, max_rows: int = 40):
+    """With out_dir: a self-contained HTML report (index.html + PNG plots) in out_dir; returns the
+    Path of index.html. Without: the Markdown summary as a string."""
     from . import report as _report
 
-    return _report.build(traces, max_rows)
+    if out_dir is None:
+        return _report.build(traces, max_rows)
+    from .report import html as _html
+
+    return _html.write(traces, out_dir, max_rows)
 
 
 def plot(traces: Sequence[str], png: str) -> str:
@@ -63,21 +68,35 @@ def doctor(kallsyms: str | None = None, btf_dir: str | None = None, probes: list
     return run_doctor(kallsyms=kallsyms, btf_dir=btf_dir, probes=probes, tracefs=tracefs)
 
 
-def record(output: str, **options):
-    """Record KFD queue events into trace OUTPUT (see recorder.runtime.RecordOptions for the options:
-    probes, tgids, cmd, duration_s, kfd_path, ringbuf_mb, ...). Returns a RecordResult."""
-    from .recorder import record as _record
+def record(opts, progress=None, **options):
+    """Record KFD queue events into a trace. `opts` is a recorder.runtime.RecordOptions (fields named
+    like the flags of `record`), or the output path with those fields as keywords. `progress` is called
+    with a runtime.Progress about twice a second. Returns a RecordResult."""
+    from .recorder.runtime import RecordOptions, Recorder
 
-    return _record(output, **options)
+    if not isinstance(opts, RecordOptions):
+        opts = RecordOptions(output=str(opts), **options)
+    return Recorder(opts).run(progress)
 
 
-def snapshot(output: str, interval_s: float = 1.0, count: int | None = None, labels: dict[str, str] | None = None,
+def record_program(opts) -> str:
+    """The BPF program `record` would load for these RecordOptions, with its cflags (`--print-bpf`)."""
+    from .recorder.runtime import Recorder
+
+    return Recorder(opts).bpf_text()
+
+
+def snapshot(opts, interval_s: float = 1.0, count: int | None = None, labels: dict[str, str] | None = None,
              debugfs_dir: str | None = None, cmd: Sequence[str] = (), phase: str | None = None):
     """KFD debugfs snapshots into a trace: with `cmd`, a baseline, snapshots while it runs, one after
-    (returns SnapshotResult; .exit_code is the workload's). debugfs_dir reads a saved capture."""
-    from .snapshot import run_snapshot
+    (returns SnapshotResult; .exit_code is the workload's). `opts` is a snapshot.SnapshotOptions (fields
+    named like the flags of `snapshot`), or the output path with the other arguments. debugfs_dir reads
+    a saved capture."""
+    from .snapshot import SnapshotOptions, run_snapshot
 
-    return run_snapshot(output, interval_s, count, labels, debugfs_dir, cmd, phase)
+    if not isinstance(opts, SnapshotOptions):
+        opts = SnapshotOptions(str(opts), interval_s, count, dict(labels or {}), debugfs_dir, tuple(cmd), phase)
+    return run_snapshot(opts)
 
 
 def snapshot_import(output: str, paths: Sequence[str], labels: dict[str, str] | None = None):
@@ -108,19 +127,23 @@ def demo(out_dir: str = "out/demo", record: bool = True, say=print):
     return _demo.run(out_dir, record, say)
 
 
-def compare(traces: Sequence[str], by: str | None = None) -> pa.Table:
-    """One row per run (module compare.runs), or per value of label `by` with min/max across runs."""
-    if not by:
-        return query("compare.runs", traces)
-    con = connect(traces)
-    mods = _query.list_modules()
-    _query.load_module(con, mods["compare.runs"])
-    rel = con.sql(
-        "SELECT labels[$k] AS label_value, count(*) AS runs, min(queues_created) AS min_queues, "
-        "max(queues_created) AS max_queues, min(max_per_process) AS min_queues_per_process, "
-        "max(max_per_process) AS max_queues_per_process, sum(ioctl_errors) AS ioctl_errors, "
-        "min(preempt_p50_ns) AS best_preempt_p50_ns, max(preempt_p50_ns) AS worst_preempt_p50_ns "
-        "FROM compare_runs GROUP BY 1 ORDER BY 1",
-        params={"k": by},
-    )
-    return _query._arrow(rel)
+def compare(traces: Sequence[str], by: str = "scheme", metric: str = "preempt_latency_ns", resamples: int = 1000):
+    """Preemption latency per value of `by` ('scheme' or a label key) side by side, differences of
+    median and p99 with bootstrap CIs, a Mann-Whitney test and a one-line verdict (CompareResult)."""
+    from .report.compare import CompareOptions, compare as _compare
+
+    return _compare(CompareOptions(traces, by or "scheme", metric, resamples))
+
+
+def export_perfetto(trace: str, out_file: str):
+    """Write one trace as a Perfetto protobuf trace (open it in ui.perfetto.dev); returns the Path."""
+    from .export_perfetto import export
+
+    return export(trace, out_file)
+
+
+def synth(dest: str, scheme: str = "A", events: int = 10_000, seed: int = 0, **params):
+    """A synthetic trace from the KFD/HWS model with ground truth beside it; returns its Path."""
+    from . import synthetic
+
+    return synthetic.generate(dest, scheme, events, seed, **params)

@@ -3,13 +3,26 @@ import click
 from .. import api
 from .. import options as opt
 from ..output import render
+from ..report.compare import METRICS
 
 
 @click.command("compare")
 @opt.traces
-@click.option("--by", "by", metavar="KEY", help="Group runs by this label (e.g. model) and show min/max per group.")
+@click.option("--by", "by", default="scheme", show_default=True, metavar="scheme|LABEL",
+              help="Group preemptions by scheme, or by the value of a meta.json label (e.g. model).")
+@click.option("--metric", type=click.Choice(METRICS), default="preempt_latency_ns", show_default=True, help="Latency column of preempt.preemption.")
+@click.option("--resamples", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True, help="Bootstrap resamples.")
 @opt.result_output
-def command(traces, by, fmt, out_file):
-    """Put TRACES side by side: one row per run (events, queues created per process, ioctl errors,
-    preempt/resume latency), or one row per value of label KEY with --by."""
-    render(api.compare(traces, by), fmt, out_file)
+def command(traces, by, metric, resamples, fmt, out_file):
+    """Compare preemption latency across TRACES (trace directories or folders of traces): the
+    distribution per group side by side, the difference of medians and of p99 with bootstrap 95 %
+    CIs, a Mann-Whitney rank test, and a one-line verdict. "cannot tell them apart" is a result
+    (exit 0); nothing to compare is an error."""
+    res = api.compare(traces, by, metric, resamples)
+    if fmt == "table" and not out_file:
+        render(res.groups, fmt)
+        render(res.diffs.drop_columns(["verdict"]), fmt)
+        click.echo(res.verdict)
+    else:
+        render(res.diffs if fmt != "table" else res.groups, fmt, out_file)
+        click.echo(res.verdict, err=True)

@@ -6,18 +6,14 @@ from .. import options as opt
 
 @click.command("report")
 @opt.traces
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the Markdown report to this file.")
-@click.option("--plot", "plot_png", type=click.Path(dir_okay=False), help="Also draw latency and event-rate plots to this PNG.")
-@click.option("--max-rows", default=40, show_default=True, help="Rows shown per section.")
-def command(traces, out_file, plot_png, max_rows):
-    """Summarise TRACES in Markdown: runs, probes, queues per process, ioctls, preemption latency,
-    collateral preemption and the debugfs queue inventory."""
-    text = api.report(traces, max_rows=max_rows)
-    if out_file:
-        with open(out_file, "w") as f:
-            f.write(text)
-        click.echo(out_file)
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Write a self-contained HTML report (index.html + PNG plots) into this folder.")
+@click.option("--max-rows", type=click.IntRange(min=1, max=1_000_000), default=40, show_default=True, help="Rows shown per table.")
+def command(traces, out_dir, max_rows):
+    """Summarise TRACES: with -o DIR an HTML report (latency CDF per scheme, per-queue timeline around
+    preemptions, queue counts per model, collateral preemption, tables, each trace's metadata);
+    without it, a Markdown summary on stdout."""
+    if out_dir:
+        click.echo(api.report(traces, out_dir, max_rows))
     else:
-        click.echo(text)
-    if plot_png:
-        click.echo(api.plot(traces, plot_png))
+        click.echo(api.report(traces, None, max_rows))

@@ -1,47 +1,95 @@
--- Collateral preemption: on HWS GPUs every unmap of the runlist (queue create/destroy/update,
--- debugger suspend/resume, eviction) takes ALL queues of ALL processes on the device off the
--- hardware. For each queues_unmap row this lists how many processes had live queues on that GPU
--- at that moment, and how many of them were not the caller.
--- A queue is live from its successful queue_create row until its queue_destroy row.
+-- Collateral preemption: on HWS GPUs every unmap (queue create/destroy/update, debugger suspend/resume,
+-- batch preempt, eviction) takes ALL active queues of ALL processes on the device off the hardware.
+-- One row per (queues_unmap, process that had active queues on that GPU when it started): the process
+-- that caused the unmap (owner of the innermost KFD call around it, else the unmap's caller) is not
+-- collateral; every other one is, and `off_ns` says how long its queues were off the hardware (unmap
+-- start -> end of the next queues_map on that GPU). Queue liveness and suspended/preempted/evicted
+-- intervals come from queues.lifecycle. `preempt_collateral_per_process` sums it per process.
+-- @include queues.lifecycle
+
+CREATE VIEW _preempt_collateral_unmaps AS
+SELECT run_id, ts_ns, dur_ns, gpu_id, tgid FROM events WHERE event = 'queues_unmap' AND gpu_id IS NOT NULL;
+
+CREATE VIEW _preempt_collateral_causes AS
+SELECT run_id, ts_ns, ts_ns + dur_ns AS end_ns, event, gpu_id,
+       coalesce(owner_tgid, CASE WHEN event IN ('queues_suspend', 'queues_resume', 'queues_preempt', 'queues_unpreempt') THEN target_pid END, tgid) AS owner
+FROM events
+WHERE event IN ('queue_create', 'queue_destroy', 'queue_update', 'queues_suspend', 'queues_resume', 'queues_preempt',
+                'queues_unpreempt', 'process_evict', 'process_restore') AND dur_ns IS NOT NULL;
+
+CREATE VIEW _preempt_collateral_u AS
+SELECT u.*, CASE WHEN c.end_ns >= u.ts_ns + u.dur_ns AND (c.gpu_id IS NULL OR c.gpu_id = u.gpu_id) THEN c.event END AS cause,
+       CASE WHEN c.end_ns >= u.ts_ns + u.dur_ns AND (c.gpu_id IS NULL OR c.gpu_id = u.gpu_id) THEN c.owner END AS cause_owner,
+       m.ts_ns + m.dur_ns AS remap_end_ns
+FROM _preempt_collateral_unmaps u
+ASOF LEFT JOIN _preempt_collateral_causes c ON c.run_id = u.run_id AND c.ts_ns <= u.ts_ns
+ASOF LEFT JOIN (SELECT run_id, gpu_id, ts_ns, dur_ns FROM events WHERE event = 'queues_map' AND gpu_id IS NOT NULL) m
+  ON m.run_id = u.run_id AND m.gpu_id = u.gpu_id AND m.ts_ns >= u.ts_ns + coalesce(u.dur_ns, 0);
+
+CREATE VIEW _preempt_collateral_hits AS
+SELECT u.run_id, u.ts_ns, u.dur_ns, u.gpu_id, u.tgid AS caller, u.cause, coalesce(u.cause_owner, u.tgid) AS cause_tgid,
+       u.remap_end_ns, s.tgid, s.queue_id
+FROM _preempt_collateral_u u
+JOIN _queues_spans s
+  ON s.run_id = u.run_id AND s.gpu_id = u.gpu_id AND s.created_ts_ns < u.ts_ns
+ AND (s.destroyed_ts_ns IS NULL OR s.destroyed_ts_ns > u.ts_ns)
+WHERE NOT EXISTS (
+  SELECT 1 FROM queues_lifecycle_states o
+  WHERE o.run_id = s.run_id AND o.tgid = s.tgid AND o.gpu_id = s.gpu_id AND o.queue_id = s.queue_id
+    AND o.start_ts_ns <= u.ts_ns AND (o.end_ts_ns IS NULL OR o.end_ts_ns > u.ts_ns));
 
 CREATE VIEW preempt_collateral AS
-WITH creates AS (
-  SELECT run_id, gpu_id, coalesce(owner_tgid, tgid) AS owner, queue_id, ts_ns
-  FROM events WHERE event = 'queue_create' AND coalesce(ret, 0) >= 0
-), destroys AS (
-  SELECT run_id, gpu_id, coalesce(owner_tgid, tgid) AS owner, queue_id, ts_ns
-  FROM events WHERE event = 'queue_destroy' AND coalesce(ret, 0) >= 0
-), lifetimes AS (
-  SELECT c.run_id, c.gpu_id, c.owner, c.queue_id, c.ts_ns AS born_ns,
-         (SELECT min(d.ts_ns) FROM destroys d
-           WHERE d.run_id = c.run_id AND d.gpu_id IS NOT DISTINCT FROM c.gpu_id
-             AND d.owner = c.owner AND d.queue_id IS NOT DISTINCT FROM c.queue_id AND d.ts_ns >= c.ts_ns) AS died_ns
-  FROM creates c
-), unmaps AS (
-  SELECT run_id, ts_ns, dur_ns, gpu_id, tgid, unmap_filter FROM events WHERE event = 'queues_unmap'
-)
 SELECT
   -- Trace run.
-  u.run_id,
-  -- Time of the unmap (entry).
-  u.ts_ns,
+  h.run_id,
+  -- Start of the unmap (queues_unmap entry).
+  h.ts_ns AS unmap_ts_ns,
   -- Duration of the unmap call.
-  u.dur_ns,
+  h.dur_ns AS unmap_dur_ns,
   -- Device unmapped.
-  u.gpu_id,
-  -- Process that caused the unmap.
-  u.tgid,
-  -- Unmap filter (2 all, 3 dynamic: every process; 1 by pasid: one process).
-  u.unmap_filter,
-  -- Processes with live queues on the device at that time.
-  count(DISTINCT l.owner) AS processes_live,
-  -- Of those, processes other than the caller: the collateral.
-  count(DISTINCT l.owner) FILTER (WHERE l.owner <> u.tgid) AS processes_collateral,
-  -- Live queues taken off the hardware.
-  count(l.queue_id) AS queues_live
-FROM unmaps u
-LEFT JOIN lifetimes l
-  ON l.run_id = u.run_id AND l.gpu_id IS NOT DISTINCT FROM u.gpu_id
- AND l.born_ns <= u.ts_ns AND (l.died_ns IS NULL OR l.died_ns > u.ts_ns)
-GROUP BY u.run_id, u.ts_ns, u.dur_ns, u.gpu_id, u.tgid, u.unmap_filter
-ORDER BY u.run_id, u.ts_ns;
+  h.gpu_id,
+  -- Process in whose context the unmap ran.
+  h.caller AS caller_tgid,
+  -- KFD call that caused it (queue_create, queues_suspend, ...); NULL when no enclosing call was recorded.
+  h.cause,
+  -- Process the change was for (owner of that call, else the caller).
+  h.cause_tgid,
+  -- A process with active queues on the device at the unmap.
+  h.tgid,
+  -- Its model (workload_start label), NULL when unknown.
+  l.label,
+  -- Its active queues taken off the hardware.
+  count(*) AS queues,
+  -- True when the process is not the one the change was for: collateral preemption.
+  h.tgid <> h.cause_tgid AS collateral,
+  -- Unmap start -> end of the next queues_map on the device (NULL when no remap was recorded).
+  h.remap_end_ns - h.ts_ns AS off_ns
+FROM _preempt_collateral_hits h
+LEFT JOIN _queues_labels l ON l.run_id = h.run_id AND l.tgid = h.tgid
+GROUP BY h.run_id, h.ts_ns, h.dur_ns, h.gpu_id, h.caller, h.cause, h.cause_tgid, h.tgid, l.label, h.remap_end_ns
+ORDER BY h.run_id, h.ts_ns, h.tgid;
+
+CREATE VIEW preempt_collateral_per_process AS
+SELECT
+  -- Trace run.
+  c.run_id,
+  -- Process that had queues on the hardware.
+  c.tgid,
+  -- Its model, NULL when unknown.
+  c.label,
+  -- Unmaps that hit its active queues.
+  count(*) AS unmaps,
+  -- Of those, caused by another process: collateral preemptions.
+  count(*) FILTER (WHERE c.collateral) AS collateral_unmaps,
+  -- Total time off the hardware through collateral unmaps.
+  CAST(sum(c.off_ns) FILTER (WHERE c.collateral) AS BIGINT) AS collateral_off_ns,
+  -- Median time off per collateral unmap.
+  CAST(quantile_cont(c.off_ns, 0.5) FILTER (WHERE c.collateral) AS BIGINT) AS collateral_p50_off_ns,
+  -- Longest time off through one collateral unmap.
+  max(c.off_ns) FILTER (WHERE c.collateral) AS collateral_max_off_ns,
+  -- Events the recorder lost in this run (NULL = unknown): unmaps may be missing from these counts.
+  any_value(runs.events_lost) AS events_lost
+FROM preempt_collateral c
+LEFT JOIN runs ON runs.run_id = c.run_id
+GROUP BY c.run_id, c.tgid, c.label
+ORDER BY c.run_id, c.tgid;

@@ -1,0 +1,292 @@
+"""`report -o DIR`: one self-contained index.html (PNG plots embedded as data URIs, also saved beside it).
+
+Sections: each trace's metadata (synthetic or not, kernel, attach plan, events and losses) first;
+then the plots (latency CDF per scheme, a per-queue active/off timeline around a preemption, queues per
+model, collateral preemption) and the tables they come from. A plot without data is replaced by a
+sentence that says what is missing and how to get it. Loss is printed next to every number it touches.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+
+from .. import query
+from ..errors import GptError
+from ..trace import find_traces, read_meta
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;max-width:1300px;color:#222}
+h1{margin-bottom:4px} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0} td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f0f0f0} td.l,th.l{text-align:left}
+.synthetic{background:#fff3cd;border:2px solid #e0a800;padding:8px 12px;font-weight:bold;font-size:18px;margin:12px 0}
+.lost{background:#f8d7da;border:1px solid #dc3545;padding:6px 10px;margin:6px 0}
+.missing{background:#eef;border:1px dashed #88a;padding:14px;margin:8px 0;max-width:900px}
+.card{border:1px solid #bbb;border-radius:6px;padding:8px 14px;margin:10px 0}
+.verdict{font-size:16px;font-weight:bold;margin:8px 0}
+img{max-width:100%;border:1px solid #ddd}
+"""
+
+
+def _esc(v) -> str:
+    return html.escape(str(v))
+
+
+def _cell(col: str, v) -> str:
+    if v is None:
+        return "unknown" if "lost" in col else "NULL"
+    if col in ("gpu_id",) and isinstance(v, int):
+        return f"0x{v:x}"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list) and v and isinstance(v[0], tuple):
+        return ", ".join(f"{k}: {x}" for k, x in v)
+    return str(v)
+
+
+def table_html(tbl: pa.Table, max_rows: int) -> str:
+    cols = tbl.column_names
+    rows = tbl.slice(0, max_rows).to_pylist()
+    out = ["<table><tr>" + "".join(f"<th>{_esc(c)}</th>" for c in cols) + "</tr>"]
+    for r in rows:
+        out.append("<tr>" + "".join(
+            f"<td class='l'>{_esc(_cell(c, r[c]))}</td>" if isinstance(r[c], str) or r[c] is None else f"<td>{_esc(_cell(c, r[c]))}</td>"
+            for c in cols) + "</tr>")
+    out.append("</table>")
+    if tbl.num_rows > max_rows:
+        out.append(f"<p>… {tbl.num_rows - max_rows} more rows (gpreempt-trace query … --format csv).</p>")
+    return "\n".join(out)
+
+
+def _missing(text: str) -> str:
+    return f"<div class='missing'>{text}</div>"
+
+
+class _Plots:
+    def __init__(self, out: Path):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.plt = plt
+        self.out = out
+
+    def save(self, fig, name: str) -> str:
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=100)
+        self.plt.close(fig)
+        data = buf.getvalue()
+        (self.out / name).write_bytes(data)
+        return f"<img alt='{_esc(name)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+
+
+def _lost_note(lost: dict[str, object]) -> str:
+    parts = [f"{rid}: {'unknown' if v is None else v}" for rid, v in lost.items()]
+    bad = any(v is None or v for v in lost.values())
+    cls = "lost" if bad else ""
+    return f"<p class='{cls}'>Events lost (kernel ring buffer) in the runs behind this: " + ", ".join(_esc(p) for p in parts) + "</p>"
+
+
+def _meta_cards(paths: Sequence[Path], runs: dict) -> str:
+    out = []
+    for t in paths:
+        m = read_meta(t)
+        r = runs.get(m.get("run_id"), {})
+        plan = m.get("attach_plan") or []
+        att = [p for p in plan if p.get("status") == "attached"]
+        not_att = [p for p in plan if p.get("status") != "attached"]
+        lost = r.get("events_lost")
+        synth = bool(m.get("synthetic"))
+        dur = f"{(m['stop_ns'] - m['start_ns']) / 1e9:.3f} s" if m.get("stop_ns") and m.get("start_ns") else "unknown (not finished: killed recorder?)"
+        ev = r.get("events_written")
+        ev_txt = "unknown" if ev is None else f"{ev:,}" + (" (counted from the segments: meta.json does not know)" if r.get("events_written_derived") else "")
+        rows = [
+            ("run_id", m.get("run_id")), ("path", str(t)), ("synthetic", "YES — generated data, not a measurement" if synth else "no (recorded)"),
+            ("kernel", m.get("kernel")), ("host", m.get("host")), ("format version", m.get("version")),
+            ("labels", ", ".join(f"{k}={v}" for k, v in (m.get("labels") or {}).items()) or "none"),
+            ("duration", dur), ("events", ev_txt), ("events lost", "unknown" if lost is None else f"{lost:,}"),
+            ("attach plan", f"{len(att)} of {len(plan)} probes attached" if plan else ("none (synthetic trace)" if synth else "not recorded")),
+        ]
+        body = "".join(f"<tr><th class='l'>{_esc(k)}</th><td class='l'>{_esc(v)}</td></tr>" for k, v in rows)
+        extra = ""
+        if not_att:
+            extra = "<p>Not attached: " + "; ".join(_esc(f"{p.get('probe')} ({p.get('reason') or p.get('status')})") for p in not_att[:20]) + \
+                (f"; … {len(not_att) - 20} more" if len(not_att) > 20 else "") + "</p>"
+        if lost is None or lost:
+            extra += f"<p class='lost'>This run lost {'an unknown number of' if lost is None else f'{lost:,}'} events: every number below that comes from it may miss rows.</p>"
+        banner = "<div class='synthetic'>SYNTHETIC TRACE</div>" if synth else ""
+        out.append(f"<div class='card'>{banner}<table>{body}</table>{extra}</div>")
+    return "\n".join(out)
+
+
+def _sql(con, sql: str, params=None) -> pa.Table:
+    return query._arrow(con.sql(sql, params=params) if params else con.sql(sql))
+
+
+def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
+    paths = find_traces(traces)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise GptError(f"{out} exists and is not a folder", "give a folder with -o")
+    out.mkdir(parents=True, exist_ok=True)
+    con = query.connect([str(p) for p in paths])
+    for name in ("preempt.summary", "queues.counts", "preempt.collateral", "events.overview"):
+        query.load_module(con, query.resolve(name), {"scheme": "%"})
+    runs = {r["run_id"]: r for r in _sql(con, "SELECT * FROM runs").to_pylist()}
+    lost_all = {rid: r["events_lost"] for rid, r in runs.items()}
+    any_synth = any(r["synthetic"] for r in runs.values())
+    plots = _Plots(out)
+    body = ["<h1>gpreempt-trace report</h1>"]
+    if any_synth:
+        body.append("<div class='synthetic'>Contains SYNTHETIC data (gpreempt-trace synth): model output, not measurements.</div>")
+    body += ["<h2>Traces</h2>", _meta_cards(paths, runs)]
+
+    # 1. latency CDF per scheme
+    pre = _sql(con, "SELECT run_id, scheme, label, preempt_latency_ns, resume_latency_ns FROM preempt_preemption")
+    body.append("<h2>Preemption latency (CDF per scheme)</h2>")
+    rows = pre.to_pylist()
+    have = [r for r in rows if r["preempt_latency_ns"] is not None or r["resume_latency_ns"] is not None]
+    if have:
+        import numpy as np
+
+        fig, axes = plots.plt.subplots(1, 2, figsize=(12, 4))
+        for ax, col, title in ((axes[0], "preempt_latency_ns", "request → queues off (end of unmap)"),
+                               (axes[1], "resume_latency_ns", "resume request → queues back (end of map)")):
+            for sch in sorted({r["scheme"] or "?" for r in have}):
+                v = np.sort([r[col] for r in have if (r["scheme"] or "?") == sch and r[col] is not None]) / 1e3
+                if len(v):
+                    ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"scheme {sch} (n={len(v)})")
+            ax.set_xlabel("µs"), ax.set_ylabel("fraction of preemptions"), ax.set_title(title), ax.grid(alpha=.3)
+            ax.legend()
+        body.append(plots.save(fig, "latency_cdf.png"))
+        body.append(_lost_note({r: lost_all[r] for r in sorted({x["run_id"] for x in have})}))
+    elif rows:
+        body.append(_missing(f"{len(rows)} preempt requests, but none matched a kernel queues_unmap/queues_map on the request's GPU: "
+                             "the trace lacks the KFD function probes (unmap_queues_cpsch, map_queues_cpsch) or the kfd:* tracepoints, "
+                             "or the controller's markers carry no gpu_id. Record with the KFD probes attached (gpreempt-trace doctor shows which attach)."))
+    else:
+        body.append(_missing("No preemption in these traces (no preempt_request marker). Record while the controller preempts "
+                             "(gpreempt-trace preempt … with the recorder running), or generate a model trace with "
+                             "<code>gpreempt-trace synth --scheme A -o DIR</code>."))
+    summ = _sql(con, "SELECT * FROM preempt_summary")
+    if summ.num_rows:
+        body.append("<p><code>gpreempt-trace query preempt.summary</code></p>" + table_html(summ, max_rows))
+    schemes = {r["scheme"] for r in have if r["preempt_latency_ns"] is not None}
+    if len(schemes) >= 2:
+        from .compare import CompareOptions, compare
+
+        try:
+            res = compare(CompareOptions([str(p) for p in paths]))
+            body.append(f"<p class='verdict'>{_esc(res.verdict)}</p>" + table_html(res.diffs.drop_columns(["verdict"]), max_rows))
+        except GptError as e:
+            body.append(f"<p>{_esc(e.line())}</p>")
+
+    # 2. per-queue timeline around a preemption
+    body.append("<h2>Queues on the hardware around a preemption</h2>")
+    body.append(_timeline(con, plots, lost_all))
+
+    # 3. queue counts per model
+    body.append("<h2>Queues per model</h2>")
+    counts = _sql(con, "SELECT * FROM queues_counts")
+    if counts.num_rows:
+        import numpy as np
+
+        c = counts.to_pylist()
+        fig, ax = plots.plt.subplots(figsize=(max(6, 1.4 * len(c)), 3.8))
+        x = np.arange(len(c))
+        comp = [r["compute_queues"] / r["processes"] for r in c]
+        sdma = [r["sdma_queues"] / r["processes"] for r in c]
+        ax.bar(x, comp, label="compute / process")
+        ax.bar(x, sdma, bottom=comp, label="sdma / process")
+        ax.set_xticks(x, [f"{r['label']}\n{r['run_id'][-12:]}" for r in c], fontsize=8)
+        ax.set_ylabel("queues per process"), ax.legend(), ax.set_title("queues created per process of each model (mean over its processes)")
+        body.append(plots.save(fig, "queue_counts.png"))
+        body.append(_lost_note({r: lost_all[r] for r in sorted({x["run_id"] for x in c})}))
+        body.append("<p><code>gpreempt-trace query queues.counts</code></p>" + table_html(counts, max_rows))
+    else:
+        body.append(_missing("No queue creation in these traces. queue_create rows come from the KFD probes (create_queue_cpsch) "
+                             "or the kfd:kfd_queue_create tracepoint: record with them attached while the model starts "
+                             "(gpreempt-trace record -o DIR -- python model.py)."))
+
+    # 4. collateral
+    body.append("<h2>Collateral preemption</h2>")
+    coll = _sql(con, "SELECT * FROM preempt_collateral_per_process")
+    cc = [r for r in coll.to_pylist() if r["collateral_unmaps"]]
+    if cc:
+        fig, ax = plots.plt.subplots(figsize=(max(6, 1.4 * len(cc)), 3.8))
+        names = [f"{r['label'] or r['tgid']}\n{r['run_id'][-12:]}" for r in cc]
+        ax.bar(range(len(cc)), [r["collateral_off_ns"] / 1e6 for r in cc], color="#c0392b")
+        for i, r in enumerate(cc):
+            ax.text(i, r["collateral_off_ns"] / 1e6, f"{r['collateral_unmaps']} unmaps", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(cc)), names, fontsize=8)
+        ax.set_ylabel("ms off the hardware"), ax.set_title("time each process's queues were off the GPU because of another process's queue change")
+        body.append(plots.save(fig, "collateral.png"))
+        body.append(_lost_note({r: lost_all[r] for r in sorted({x["run_id"] for x in cc})}))
+        body.append("<p><code>gpreempt-trace query preempt.collateral</code> (per unmap); per process:</p>" + table_html(coll, max_rows))
+    else:
+        body.append(_missing("No collateral preemption found: it needs queues_unmap rows (unmap_queues_cpsch probe or kfd:kfd_queues_unmap) "
+                             "and queue_create rows of at least two processes on one GPU. Record both models and the controller together."))
+
+    ov = _sql(con, "SELECT * FROM events_overview")
+    body.append("<h2>What fired</h2>")
+    body.append(table_html(ov, max_rows) if ov.num_rows else _missing("No kernel events in these traces (markers or snapshots only)."))
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>gpreempt-trace report</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
+    index = out / "index.html"
+    index.write_text(page)
+    return index
+
+
+def _timeline(con, plots, lost_all) -> str:
+    first = con.sql("SELECT run_id, gpu_id, request_ts_ns, target_tgid, seq FROM preempt_preemption "
+                    "WHERE preempt_latency_ns IS NOT NULL AND gpu_id IS NOT NULL ORDER BY run_id, request_ts_ns LIMIT 1").fetchall()
+    if not first:
+        return _missing("No preemption matched to kernel unmaps, so there is no timeline to draw. It needs preempt_request markers "
+                        "with a gpu_id and queues_unmap/queues_map rows (KFD probes or kfd:* tracepoints); "
+                        "<code>gpreempt-trace synth --scheme A -o DIR</code> shows what it looks like.")
+    run_id, gpu, req, target, seq = first[0]
+    end = con.execute("SELECT max(ts_ns) FROM markers WHERE run_id = ? AND kind = 'resume_done' AND ts_ns > ? AND ts_ns < ? + 1000000000",
+                      [run_id, req, req]).fetchone()[0] or req + 5_000_000
+    t0, t1 = req - 1_500_000, end + 1_500_000
+    qs = con.execute("SELECT tgid, label, queue_id, type FROM queues_lifecycle WHERE run_id = ? AND gpu_id = ? AND created_ts_ns < ? "
+                     "AND (destroyed_ts_ns IS NULL OR destroyed_ts_ns > ?) ORDER BY tgid, queue_id", [run_id, gpu, t1, t0]).fetchall()
+    if not qs:
+        return _missing("The preempted GPU has no queue with a recorded queue_create: the timeline needs queue_create rows.")
+    off = con.execute("SELECT u.ts_ns, m.ts_ns + m.dur_ns FROM events u ASOF LEFT JOIN (SELECT * FROM events WHERE event = 'queues_map') m "
+                      "ON m.run_id = u.run_id AND m.gpu_id = u.gpu_id AND m.ts_ns >= u.ts_ns "
+                      "WHERE u.run_id = ? AND u.event = 'queues_unmap' AND u.gpu_id = ? AND u.ts_ns BETWEEN ? AND ?", [run_id, gpu, t0, t1]).fetchall()
+    states = con.execute("SELECT tgid, queue_id, state, start_ts_ns, coalesce(end_ts_ns, ?) FROM queues_lifecycle_states "
+                         "WHERE run_id = ? AND gpu_id = ? AND start_ts_ns < ? AND coalesce(end_ts_ns, ?) > ?", [t1, run_id, gpu, t1, t1, t0]).fetchall()
+    marks = con.execute("SELECT ts_ns, kind FROM markers WHERE run_id = ? AND ts_ns BETWEEN ? AND ? AND kind LIKE '%_re%' ORDER BY ts_ns",
+                        [run_id, t0, t1]).fetchall()
+    fig, ax = plots.plt.subplots(figsize=(13, 0.32 * len(qs) + 1.8))
+    us = lambda t: (t - req) / 1e3  # noqa: E731
+    ylab = []
+    colors = {"suspended": "#c0392b", "preempted": "#8e44ad", "evicted": "#d35400"}
+    for i, (tgid, label, qid, typ) in enumerate(qs):
+        ax.broken_barh([(us(t0), us(t1) - us(t0))], (i - 0.4, 0.8), color="#27ae60")
+        for a, b in off:
+            if b is not None:
+                ax.broken_barh([(us(a), us(b) - us(a))], (i - 0.4, 0.8), color="#bbbbbb")
+        for st in states:
+            if st[0] == tgid and st[1] == qid:
+                ax.broken_barh([(us(max(st[3], t0)), us(min(st[4], t1)) - us(max(st[3], t0)))], (i - 0.4, 0.8), color=colors.get(st[2], "k"))
+        ylab.append(f"{label or tgid} q{qid} {typ}")
+    for ts, kind in marks:
+        ax.axvline(us(ts), color="k", lw=0.8, ls="--")
+        ax.text(us(ts), len(qs) - 0.3, kind, rotation=90, fontsize=7, va="bottom")
+    ax.set_yticks(range(len(qs)), ylab, fontsize=7)
+    ax.set_xlabel(f"µs from preempt_request seq {seq} (run {run_id}, gpu 0x{gpu:x})")
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="#27ae60", label="active"), Patch(color="#bbbbbb", label="unmapped (device-wide)"),
+                       Patch(color=colors["suspended"], label="suspended (A)"), Patch(color=colors["preempted"], label="preempted (B)")],
+              loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    ax.set_title("queues on the preempted GPU: green on the hardware, grey off by a device-wide unmap, red/purple suspended/preempted")
+    return plots.save(fig, "timeline.png") + _lost_note({run_id: lost_all.get(run_id)})
