@@ -147,3 +147,18 @@ def synth(dest: str, scheme: str = "A", events: int = 10_000, seed: int = 0, **p
     from . import synthetic
 
     return synthetic.generate(dest, scheme, events, seed, **params)
+
+
+def preempt_serve(options, io=None, on_ready=None) -> str:
+    """The preemption controller as a service (control.PreemptOptions); returns why it stopped.
+    Clients: gpreempt_trace.control.Client(socket)."""
+    from .control import serve
+
+    return serve(options, io=io, on_ready=on_ready)
+
+
+def preempt_run(options, io=None):
+    """One-shot preempt/hold/resume cycles (control.RunOptions); returns control.RunResult."""
+    from .control import run
+
+    return run(options, io=io)

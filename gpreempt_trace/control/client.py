@@ -1,0 +1,110 @@
+"""`Client(socket)`: what an online server calls to take the offline process's queues off the GPU.
+
+    from gpreempt_trace.control import Client
+    c = Client("/tmp/gpreempt-trace-preempt-1234.sock")
+    with c.preempted():          # preempt on enter, resume on exit (also on exceptions)
+        run_latency_critical_request()
+    c.status()
+
+One JSON line per request and per answer over a Unix stream socket (`preempt serve`). A hold is tied
+to the connection: if the client disconnects (or dies) while holding, the service resumes at once —
+unless the preempt asked for keep=True (what the one-shot CLI `preempt suspend` does; --max-hold still
+bounds it).
+"""
+from __future__ import annotations
+
+import json
+import socket
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence, Union
+
+from ..errors import GptError
+
+
+class ControlError(GptError):
+    """The service refused or failed a request; `.answer` holds its reply."""
+
+    def __init__(self, what: str, hint: str = "", answer: Optional[dict] = None):
+        super().__init__(what, hint)
+        self.answer = answer or {}
+
+
+class Client:
+    def __init__(self, socket_path: str, timeout_s: Optional[float] = 30.0):
+        self.path = str(socket_path)
+        self.timeout_s = timeout_s
+        self._sock: Optional[socket.socket] = None
+        self._buf = b""
+
+    # ---- connection ------------------------------------------------------------------------------
+    def connect(self) -> "Client":
+        if self._sock is None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout_s)
+            try:
+                s.connect(self.path)
+            except OSError as e:
+                s.close()
+                raise ControlError(f"no preempt service at {self.path}: {e.strerror or e}",
+                                   "start one with `gpreempt-trace preempt serve --pid TGID --socket PATH`") from None
+            self._sock = s
+        return self
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            self._buf = b""
+
+    def __enter__(self) -> "Client":
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def request(self, op: str, **kw) -> dict:
+        """Send one request, return the service's answer (a dict with "ok")."""
+        self.connect()
+        msg = json.dumps({"op": op, **{k: v for k, v in kw.items() if v is not None}}).encode() + b"\n"
+        try:
+            self._sock.sendall(msg)
+            while b"\n" not in self._buf:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("the service closed the connection")
+                self._buf += chunk
+        except OSError as e:
+            self.close()
+            raise ControlError(f"preempt service at {self.path}: {e}", "is `preempt serve` still running?") from None
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)
+
+    def _checked(self, op: str, **kw) -> dict:
+        ans = self.request(op, **kw)
+        if not ans.get("ok"):
+            raise ControlError(f"{op} failed: {ans.get('error') or ans.get('label')}", "", ans)
+        return ans
+
+    # ---- the API ---------------------------------------------------------------------------------
+    def preempt(self, queues: Union[str, Sequence[int], None] = None, grace: Optional[int] = None, keep: bool = False) -> dict:
+        """Suspend the target's queues (the service's --queues unless given). Returns the answer: ok,
+        label, queue_ids, queues [[id, result, raw]], ts_request_ns/ts_done_ns (CLOCK_MONOTONIC), seq."""
+        q = queues if queues is None or isinstance(queues, str) else [int(x) for x in queues]
+        return self._checked("preempt", queues=q, grace=grace, keep=keep or None)
+
+    def resume(self) -> dict:
+        """Resume what is held (a no-op answer with issued=False when nothing is)."""
+        return self._checked("resume")
+
+    def status(self) -> dict:
+        """scheme, pid, alive, held ids, known queues, held_ms, handshakes, signals_passed."""
+        return self._checked("status")
+
+    @contextmanager
+    def preempted(self, queues: Union[str, Sequence[int], None] = None, grace: Optional[int] = None) -> Iterator[dict]:
+        """Preempt on enter, resume on exit (exceptions included)."""
+        ans = self.preempt(queues, grace)
+        try:
+            yield ans
+        finally:
+            self.resume()

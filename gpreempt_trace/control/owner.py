@@ -1,0 +1,192 @@
+"""The controller: one OS thread owns the scheme (the ptrace attachment, the KFD debugger session, every
+ioctl); callers hand it commands and wait for the answer. It also passes the target's signals on,
+services the runtime handshake, enforces --max-hold and writes the markers (after answering, so a
+marker write never delays a preempt)."""
+from __future__ import annotations
+
+import os
+import queue
+import select
+import threading
+import time
+from concurrent.futures import Future
+from typing import Optional
+
+from ..errors import GptError
+from ..markers import MarkerWriter
+from .schemes import CallResult, Scheme
+
+POLL_S = 0.001  # while a target is ptraced: how often stops are checked (signals pass within ~1 ms)
+
+
+class Controller:
+    def __init__(self, scheme: Scheme, trace: Optional[str] = None, max_hold_ms: Optional[int] = None,
+                 grace: int = 0, queues="all"):
+        self.scheme = scheme
+        self.trace = trace
+        self.max_hold_ns = None if max_hold_ms is None else int(max_hold_ms) * 1_000_000
+        self.grace, self.queues = grace, queues
+        self.cmds: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ready: Future = Future()
+        self.done: Future = Future()
+        self.seq = 0
+        self.held_since: Optional[int] = None
+        self.detach_why = "exit"
+        self.thread = threading.Thread(target=self._main, name="gpt-controller", daemon=True)
+        self.markers: Optional[MarkerWriter] = None
+
+    # ---- caller side -----------------------------------------------------------------------------
+    def start(self, timeout_s: float = 60.0) -> dict:
+        self.thread.start()
+        return self.ready.result(timeout_s)  # re-raises the attach error
+
+    def submit(self, op: str, **kw) -> Future:
+        fut: Future = Future()
+        self.cmds.put((op, kw, fut))
+        os.write(self.wfd, b"x")
+        return fut
+
+    def call(self, op: str, **kw) -> dict:
+        if self.done.done():
+            raise GptError("the controller has stopped", self.detach_why)
+        return self.submit(op, **kw).result()
+
+    def stop(self, why: str = "exit", timeout_s: float = 30.0) -> list:
+        if self.thread.is_alive():
+            self.submit("stop", why=why)
+            self.thread.join(timeout_s)
+        return self.done.result(0) if self.done.done() else ["controller thread did not stop"]
+
+    # ---- the owner thread ------------------------------------------------------------------------
+    def _mark(self, kind: str, ts_ns: Optional[int] = None, **cols) -> None:
+        if self.markers is not None:
+            cols.setdefault("scheme", self.scheme.name)
+            cols.setdefault("target_tgid", self.scheme.pid)
+            self.markers.add(kind, ts_ns, **cols)
+
+    def _main(self) -> None:
+        notes: list = []
+        try:
+            self.markers = MarkerWriter(self.trace, "controller") if self.trace else None
+            self.scheme.attach()
+        except BaseException as e:  # noqa: BLE001 - handed to start()
+            notes = self.scheme.detach()
+            if self.markers:
+                self.markers.close()
+            self.ready.set_exception(e)
+            self.done.set_result(notes)
+            os.close(self.rfd)
+            return
+        self._mark("controller_attach", label=f"scheme {self.scheme.name}", queue_ids=sorted(self.scheme.queues))
+        self.ready.set_result(self.status())
+        try:
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - resume and detach on every path
+            self.detach_why = f"error: {e.__class__.__name__}: {e}"
+        finally:
+            notes = self.scheme.detach()
+            self._mark("controller_detach", label=self.detach_why)
+            if self.markers:
+                self.markers.close()
+            self.done.set_result(notes)
+            # answer whatever is still queued
+            while True:
+                try:
+                    _, _, fut = self.cmds.get_nowait()
+                except queue.Empty:
+                    break
+                fut.set_result({"ok": False, "error": f"controller stopped ({self.detach_why})"})
+
+    def _loop(self) -> None:
+        fds = [self.rfd] + self.scheme.fds()
+        last_tick = time.monotonic()
+        while True:
+            timeout = POLL_S if getattr(self.scheme, "seized", False) else 0.1
+            if self.held_since is not None and self.max_hold_ns is not None:
+                left = (self.held_since + self.max_hold_ns - time.monotonic_ns()) / 1e9
+                timeout = max(0.0, min(timeout, left))
+            select.select(fds, [], [], timeout)
+            try:
+                os.read(self.rfd, 4096)
+            except BlockingIOError:
+                pass
+            while True:
+                try:
+                    op, kw, fut = self.cmds.get_nowait()
+                except queue.Empty:
+                    break
+                if op == "stop":
+                    self.detach_why = kw.get("why", "exit")
+                    fut.set_result({"ok": True})
+                    return
+                try:
+                    fut.set_result(self._do(op, kw))
+                except GptError as e:
+                    fut.set_result({"ok": False, "error": e.line()})
+                except Exception as e:  # noqa: BLE001 - the caller gets it; the hold stays safe
+                    fut.set_result({"ok": False, "error": f"{e.__class__.__name__}: {e}"})
+                    raise
+                self._flush_markers()
+            self.scheme.service()
+            if not self.scheme.alive:
+                self.detach_why = "target exited"
+                self.held_since = None
+                return
+            if (self.held_since is not None and self.max_hold_ns is not None
+                    and time.monotonic_ns() - self.held_since >= self.max_hold_ns):
+                self._do("resume", {"why": "max-hold"})
+                self._flush_markers()
+            if self.markers and time.monotonic() - last_tick > 0.5:
+                self.markers.tick()
+                last_tick = time.monotonic()
+
+    def status(self) -> dict:
+        s = self.scheme
+        return {"ok": True, "scheme": s.name, "pid": s.pid, "alive": s.alive, "held": s.held,
+                "queues": sorted(s.queues), "kfd_minor": s.minor,
+                "held_ms": None if self.held_since is None else (time.monotonic_ns() - self.held_since) / 1e6,
+                "handshakes": getattr(s, "handshakes", None), "signals_passed": getattr(s, "signals_passed", None),
+                "notes": list(s.notes)}
+
+    def _do(self, op: str, kw: dict) -> dict:
+        if op == "status":
+            return self.status()
+        if op == "preempt":
+            queues = kw.get("queues") or self.queues
+            ids = self.scheme.resolve(queues)
+            grace = self.grace if kw.get("grace") is None else int(kw["grace"])
+            res = self.scheme.suspend(ids, grace)
+            if res.ok and res.issued:
+                self.held_since = res.ts_done_ns
+        elif op == "resume":
+            res = self.scheme.resume()
+            if res.ok:
+                self.held_since = None
+        else:
+            raise GptError(f"unknown request {op!r}", "use preempt, resume or status")
+        self.seq += 1
+        self._pending = (res, self.seq, kw.get("why"))
+        out = res.as_dict()
+        out["seq"] = self.seq
+        return out
+
+    def _flush_markers(self) -> None:
+        pending = getattr(self, "_pending", None)
+        self._pending = None
+        if pending is None or self.markers is None:
+            return
+        res, seq, why = pending
+        if not res.issued:
+            return
+        res: CallResult
+        base = "preempt" if res.op == "preempt" else "resume"
+        ids = res.queue_ids if isinstance(res.queue_ids, list) else []
+        gpu = self.scheme.gpu_id(ids)
+        self._mark(f"{base}_request", res.ts_request_ns, seq=seq, queue_ids=ids, gpu_id=gpu, label=why)
+        acted = [q.queue_id for q in res.queues if q.result == "ok"]
+        self._mark(f"{base}_done", res.ts_done_ns, seq=seq, queue_ids=acted if res.queues else ids, gpu_id=gpu,
+                   label=res.label, value_ns=res.ts_done_ns - res.ts_request_ns)
+        for q in res.queues:
+            self._mark("queue_result", res.ts_done_ns, seq=seq, queue_ids=[q.queue_id], gpu_id=gpu,
+                       label=q.result, value_ns=q.raw)

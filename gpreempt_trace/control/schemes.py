@@ -1,0 +1,467 @@
+"""Scheme A (KFD debugger: ptrace + DBG_TRAP SUSPEND/RESUME_QUEUES) and scheme B (the kernel/ series'
+PREEMPT/RESUME_QUEUES ioctls) as state machines over an injectable Io (io.py).
+
+Every method runs on the controller's one owner thread (owner.py): KFD accepts DBG_TRAP ops other than
+DISABLE only from the target's ptrace parent *thread*, so attach, the runtime handshake, suspend,
+resume and detach all happen there.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .. import uapi as U
+from ..errors import GptError
+from . import io as P
+
+EVENTS = U.ec_mask(U.EC_PROCESS_RUNTIME) | U.ec_mask(U.EC_QUEUE_NEW)
+GROUP_STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
+
+
+@dataclass
+class QueueResult:
+    queue_id: int
+    result: str  # ok | invalid | error | <errno name lowercased> (scheme B)
+    raw: int  # the word the kernel wrote back (A: id | bits; B: result errno, negative)
+
+
+@dataclass
+class CallResult:
+    op: str  # preempt | resume
+    queue_ids: list
+    ts_request_ns: int
+    ts_done_ns: int
+    ret: Optional[int] = None  # the ioctl's return value (A: count acted on); None when it failed
+    errno: int = 0
+    queues: list = field(default_factory=list)  # QueueResult
+    issued: bool = True  # False: nothing to do (no queues), no ioctl
+
+    @property
+    def ok(self) -> bool:
+        return self.errno == 0
+
+    @property
+    def label(self) -> str:
+        return "ok" if self.errno == 0 else errno.errorcode.get(self.errno, str(self.errno))
+
+    def as_dict(self) -> dict:
+        return {"op": self.op, "ok": self.ok, "label": self.label, "errno": self.errno, "ret": self.ret,
+                "queue_ids": self.queue_ids, "queues": [[q.queue_id, q.result, q.raw] for q in self.queues],
+                "ts_request_ns": self.ts_request_ns, "ts_done_ns": self.ts_done_ns, "issued": self.issued}
+
+
+def _nothing(op: str) -> CallResult:
+    now = time.monotonic_ns()
+    return CallResult(op, [], now, now, ret=0, issued=False)
+
+
+def _errname(e: int) -> str:
+    return errno.errorcode.get(e, str(e))
+
+
+class Scheme:
+    name = "?"
+
+    def __init__(self, io: P.Io, pid: int, unchecked_ids: bool = False):
+        self.io, self.pid, self.unchecked_ids = io, pid, unchecked_ids
+        self.held: Optional[list] = None  # ids suspended and not yet resumed
+        self.alive = True
+        self.minor: Optional[int] = None
+        self.queues: dict[int, int] = {}  # queue_id -> gpu_id, from the last snapshot (scheme A)
+        self.notes: list[str] = []
+
+    def version(self) -> tuple[int, int]:
+        v = U.GetVersionArgs()
+        self.io.ioctl("AMDKFD_IOC_GET_VERSION", U.GET_VERSION, v)
+        self.minor = v.minor_version
+        return v.major_version, v.minor_version
+
+    def fds(self) -> list[int]:
+        return []
+
+    def service(self) -> None:
+        """Handle whatever the target or the kernel reported (ptrace stops, debugger events)."""
+
+    def resolve(self, queues) -> list[int]:
+        """`all` or a list of ids → the ids to act on; ids the target does not own are bad input."""
+        if queues == "all":
+            return sorted(self.queues)
+        ids = [int(q) for q in queues]
+        if not self.unchecked_ids:
+            missing = [q for q in ids if q not in self.queues]
+            if missing:
+                raise GptError(f"pid {self.pid} owns no queue {', '.join(map(str, missing))} "
+                               f"(its queues: {sorted(self.queues) or 'none'})",
+                               "name queues from `preempt status`, use --queues all, or --unchecked-ids to send them as given")
+        return ids
+
+    def gpu_id(self, ids) -> Optional[int]:
+        gpus = {self.queues[q] for q in ids if q in self.queues}
+        return gpus.pop() if len(gpus) == 1 else None
+
+
+class SchemeA(Scheme):
+    """KFD debugger suspend/resume (KFD ioctl ≥ 1.13)."""
+
+    name = "A"
+
+    def __init__(self, io: P.Io, pid: int, unchecked_ids: bool = False):
+        super().__init__(io, pid, unchecked_ids)
+        self.seized = self.enabled = False
+        self.rd = self.wr = -1
+        self.rinfo = U.RuntimeInfo()
+        self.runtime_state: Optional[int] = None
+        self.handshakes = 0
+        self.signals_passed = 0
+        self.group_stopped = False
+        self.new_tasks: set[int] = set()
+
+    # ---- attach ----------------------------------------------------------------------------------
+    def attach(self) -> None:
+        self.io.open_kfd()
+        major, minor = self.version()
+        if minor < U.DEBUGGER_MIN_MINOR:
+            raise GptError(f"scheme A refused: this kernel's KFD ioctl is {major}.{minor}, the debugger ABI "
+                           f"(DBG_TRAP SUSPEND/RESUME_QUEUES) needs 1.{U.DEBUGGER_MIN_MINOR}",
+                           "use Linux >= 6.5 or ROCm's amdgpu DKMS (KFD 1.17 on 6.12), or scheme B on a kernel with kernel/'s series")
+        try:
+            self.io.ptrace(P.PTRACE_SEIZE, self.pid, 0, P.SEIZE_OPTIONS)
+        except OSError as e:
+            raise GptError(f"cannot ptrace pid {self.pid}: {e.strerror}",
+                           "another tracer (rocgdb, strace, rocprofv3 --attach) holds it, or Yama ptrace_scope / permissions forbid it") from None
+        self.seized = True
+        self.rd, self.wr = self.io.pipe()  # a pipe: KFD's 1-byte event write to an eventfd is refused
+        a = U.dbg_trap_args(self.pid, "ENABLE", exception_mask=EVENTS, rinfo_ptr=ctypes.addressof(self.rinfo),
+                            rinfo_size=ctypes.sizeof(self.rinfo), dbg_fd=self.wr)
+        try:
+            self.io.ioctl("AMDKFD_IOC_DBG_TRAP:ENABLE", U.DBG_TRAP, a, (self.rinfo,))
+        except OSError as e:
+            raise GptError(f"DBG_TRAP ENABLE on pid {self.pid} failed: {_errname(e.errno)}", {
+                errno.EALREADY: "the target already has a KFD debugger (rocgdb, rocprofv3 --attach or another controller)",
+                errno.EINVAL: "every DBG_TRAP op is EINVAL when amdgpu runs with sched_policy=2 (no HWS); check /sys/module/amdgpu/parameters/sched_policy",
+                errno.EPERM: "KFD does not see this controller as the target's ptrace parent",
+                errno.ESRCH: "the target has no KFD process",
+                errno.EBADF: "KFD refused the event pipe",
+            }.get(e.errno, "see dmesg")) from None
+        self.enabled = True
+        self.runtime_state = self.rinfo.runtime_state
+        self.service_events()
+        self.snapshot()
+
+    # ---- the debugger's duties -------------------------------------------------------------------
+    def fds(self) -> list[int]:
+        return [self.rd] if self.rd >= 0 else []
+
+    def service(self) -> None:
+        if self.seized:
+            self.service_ptrace()
+        if self.enabled:
+            try:
+                if os.read(self.rd, 4096):
+                    self.service_events()
+            except BlockingIOError:
+                pass
+
+    def service_events(self) -> None:
+        """QUERY_DEBUG_EVENT until EAGAIN; answer EC_PROCESS_RUNTIME (the target's RUNTIME_ENABLE blocks
+        until we do) and refresh the snapshot on EC_QUEUE_NEW (new queues are un-suspendable until then)."""
+        new_queue = False
+        for _ in range(256):
+            q = U.dbg_trap_args(self.pid, "QUERY_DEBUG_EVENT", exception_mask=EVENTS)
+            try:
+                self.io.ioctl("AMDKFD_IOC_DBG_TRAP:QUERY_DEBUG_EVENT", U.DBG_TRAP, q)
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.ENODATA):
+                    self.notes.append(f"QUERY_DEBUG_EVENT: {_errname(e.errno)}")
+                break
+            status = q.query_debug_event.exception_mask
+            if status & U.ec_mask(U.EC_PROCESS_RUNTIME):
+                s = U.dbg_trap_args(self.pid, "SEND_RUNTIME_EVENT", exception_mask=U.ec_mask(U.EC_PROCESS_RUNTIME),
+                                    gpu_id=q.query_debug_event.gpu_id, queue_id=q.query_debug_event.queue_id)
+                try:
+                    self.io.ioctl("AMDKFD_IOC_DBG_TRAP:SEND_RUNTIME_EVENT", U.DBG_TRAP, s)
+                    self.handshakes += 1
+                    self.runtime_state = None  # toggled; unknown until the next snapshot/ENABLE
+                except OSError as e:
+                    self.notes.append(f"SEND_RUNTIME_EVENT: {_errname(e.errno)}")
+            if status & U.ec_mask(U.EC_QUEUE_NEW):
+                new_queue = True
+        if new_queue:
+            self.snapshot()
+
+    def snapshot(self) -> dict[int, int]:
+        """GET_QUEUE_SNAPSHOT (count, then entries), clearing EC_QUEUE_NEW; queue_id -> gpu_id."""
+        entry = ctypes.sizeof(U.QueueSnapshotEntry)
+        a = U.dbg_trap_args(self.pid, "GET_QUEUE_SNAPSHOT", exception_mask=U.ec_mask(U.EC_QUEUE_NEW),
+                            snapshot_buf_ptr=0, num_queues=0, entry_size=entry)
+        try:
+            self.io.ioctl("AMDKFD_IOC_DBG_TRAP:GET_QUEUE_SNAPSHOT", U.DBG_TRAP, a)
+            n = a.queue_snapshot.num_queues
+            queues: dict[int, int] = {}
+            if n:
+                buf = (U.QueueSnapshotEntry * n)()
+                a = U.dbg_trap_args(self.pid, "GET_QUEUE_SNAPSHOT", exception_mask=U.ec_mask(U.EC_QUEUE_NEW),
+                                    snapshot_buf_ptr=ctypes.addressof(buf), num_queues=n, entry_size=entry)
+                self.io.ioctl("AMDKFD_IOC_DBG_TRAP:GET_QUEUE_SNAPSHOT", U.DBG_TRAP, a, (buf,))
+                queues = {buf[i].queue_id: buf[i].gpu_id for i in range(min(n, a.queue_snapshot.num_queues))}
+            self.queues = queues
+        except OSError as e:
+            self.notes.append(f"GET_QUEUE_SNAPSHOT: {_errname(e.errno)}")
+        return self.queues
+
+    def service_ptrace(self) -> None:
+        """Restart every stop at once: signal-delivery-stops get their signal passed on, group-stops are
+        LISTENed (the target stays stopped as the user asked), event stops (exec, exit, clone, fork) go on;
+        new children/threads are detached as soon as they report (only the thread-group leader is held)."""
+        while self.alive:
+            try:
+                pid, status = self.io.waitpid(self.pid, os.WNOHANG | P.WALL)
+            except ChildProcessError:
+                self.alive = False
+                break
+            if pid == 0:
+                break
+            self._on_stop(status)
+        for tid in list(self.new_tasks):
+            try:
+                pid, status = self.io.waitpid(tid, os.WNOHANG | P.WALL)
+            except ChildProcessError:
+                self.new_tasks.discard(tid)
+                continue
+            if pid and os.WIFSTOPPED(status):
+                sig = os.WSTOPSIG(status) if (status >> 16) == 0 and os.WSTOPSIG(status) != signal.SIGSTOP else 0
+                self._try(P.PTRACE_DETACH, tid, sig)
+                self.new_tasks.discard(tid)
+            elif pid:
+                self.new_tasks.discard(tid)
+
+    def _try(self, req: int, pid: int, data: int = 0) -> None:
+        try:
+            self.io.ptrace(req, pid, 0, data)
+        except ProcessLookupError:
+            pass
+
+    def _on_stop(self, status: int) -> Optional[int]:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self.alive = False
+            self.seized = self.enabled = False
+            return None
+        if not os.WIFSTOPPED(status):
+            return None
+        sig, event = os.WSTOPSIG(status), status >> 16
+        if event == P.PTRACE_EVENT_STOP:
+            if sig in GROUP_STOP_SIGNALS:
+                self.group_stopped = True
+                self._try(P.PTRACE_LISTEN, self.pid)
+            else:
+                self.group_stopped = False
+                self._try(P.PTRACE_CONT, self.pid)
+        elif event in (P.PTRACE_EVENT_FORK, P.PTRACE_EVENT_VFORK, P.PTRACE_EVENT_CLONE):
+            msg = ctypes.c_ulong(0)
+            try:
+                self.io.ptrace(P.PTRACE_GETEVENTMSG, self.pid, 0, ctypes.addressof(msg))
+                if msg.value:
+                    self.new_tasks.add(msg.value)
+            except OSError:
+                pass
+            self._try(P.PTRACE_CONT, self.pid)
+        elif event:  # exec, exit
+            self._try(P.PTRACE_CONT, self.pid)
+        else:  # signal-delivery-stop: pass it on now
+            self.signals_passed += 1
+            self._try(P.PTRACE_CONT, self.pid, sig)
+        return sig
+
+    # ---- suspend / resume ------------------------------------------------------------------------
+    def _queue_call(self, op: str, ids: list[int], grace: int) -> CallResult:
+        n = len(ids)
+        arr = (ctypes.c_uint32 * max(n, 1))(*ids)
+        if op == "preempt":
+            a = U.dbg_trap_args(self.pid, "SUSPEND_QUEUES", exception_mask=0, queue_array_ptr=ctypes.addressof(arr),
+                                num_queues=n, grace_period=grace)
+            name = "AMDKFD_IOC_DBG_TRAP:SUSPEND_QUEUES"
+        else:
+            a = U.dbg_trap_args(self.pid, "RESUME_QUEUES", queue_array_ptr=ctypes.addressof(arr), num_queues=n)
+            name = "AMDKFD_IOC_DBG_TRAP:RESUME_QUEUES"
+        res = CallResult(op, list(ids), time.monotonic_ns(), 0)
+        try:
+            res.ret = self.io.ioctl(name, U.DBG_TRAP, a, (arr,))
+        except OSError as e:
+            res.errno = e.errno
+        res.ts_done_ns = time.monotonic_ns()
+        if res.errno == 0:
+            for i, q in enumerate(ids):
+                w = arr[i]
+                r = "invalid" if w & U.DBG_QUEUE_INVALID_MASK else "error" if w & U.DBG_QUEUE_ERROR_MASK else "ok"
+                res.queues.append(QueueResult(q, r, w))
+        return res
+
+    def suspend(self, ids: list[int], grace: int) -> CallResult:
+        if self.held is not None:
+            raise GptError("queues are already suspended", "resume them first")
+        if not ids:
+            return _nothing("preempt")
+        res = self._queue_call("preempt", ids, grace)
+        if res.ok:
+            self.held = list(ids)
+        return res
+
+    def resume(self, ids: Optional[list[int]] = None) -> CallResult:
+        ids = list((self.held if ids is None else ids) or [])
+        if not ids:
+            return _nothing("resume")
+        res = self._queue_call("resume", ids, 0)
+        if res.ok:
+            self.held = None
+        return res
+
+    # ---- detach ----------------------------------------------------------------------------------
+    def detach(self) -> list[str]:
+        """Resume what is held, DISABLE, ptrace-detach, close. Returns notes (never raises)."""
+        notes = []
+        if self.held is not None and self.alive and self.enabled:
+            r = self.resume()
+            if not r.ok:
+                notes.append(f"resume at detach: {r.label}")
+        if self.enabled and self.alive:
+            try:
+                self.io.ioctl("AMDKFD_IOC_DBG_TRAP:DISABLE", U.DBG_TRAP, U.dbg_trap_args(self.pid, "DISABLE"))
+            except OSError as e:
+                notes.append(f"DISABLE: {_errname(e.errno)}")
+            self.enabled = False
+        if self.seized and self.alive:
+            self._ptrace_detach(notes)
+        self.seized = False
+        for fd in (self.rd, self.wr):
+            if fd >= 0:
+                os.close(fd)
+        self.rd = self.wr = -1
+        self.io.close_kfd()
+        return notes
+
+    def _ptrace_detach(self, notes: list) -> None:
+        try:
+            self.io.ptrace(P.PTRACE_INTERRUPT, self.pid)
+        except ProcessLookupError:
+            return
+        except OSError as e:
+            notes.append(f"PTRACE_INTERRUPT: {e.strerror}")
+            return
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                pid, status = self.io.waitpid(self.pid, os.WNOHANG | P.WALL)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                if isinstance(self.io, P.DryRunIo):
+                    return
+                time.sleep(0.0005)
+                continue
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self.alive = False
+                return
+            sig, event = os.WSTOPSIG(status), status >> 16
+            if event in (P.PTRACE_EVENT_FORK, P.PTRACE_EVENT_VFORK, P.PTRACE_EVENT_CLONE):
+                self._on_stop(status)
+                continue
+            # any ptrace-stop allows DETACH; a pending signal is delivered by passing it along
+            self._try(P.PTRACE_DETACH, self.pid, sig if event == 0 else 0)
+            for tid in list(self.new_tasks):
+                try:
+                    self.io.waitpid(tid, P.WALL)
+                    self._try(P.PTRACE_DETACH, tid)
+                except ChildProcessError:
+                    pass
+            return
+        notes.append("the target did not stop for PTRACE_DETACH within 5 s (it stays traced until the controller exits)")
+
+
+class SchemeB(Scheme):
+    """kernel/'s AMDKFD_IOC_PREEMPT_QUEUES / RESUME_QUEUES (no ptrace)."""
+
+    name = "B"
+
+    def __init__(self, io: P.Io, pid: int, unchecked_ids: bool = True):
+        super().__init__(io, pid, unchecked_ids=True)  # the kernel checks ids per entry (ENOENT)
+        sb = U.scheme_b()
+        self.flag_all = sb.constants["KFD_PREEMPT_QUEUES_FLAG_ALL"]
+        self.grace_default = sb.constants["KFD_PREEMPT_GRACE_PERIOD_DEFAULT"]
+
+    def attach(self) -> None:
+        self.io.open_kfd()
+        self.version()
+        probe = U.PreemptQueuesArgs()  # all zero: EINVAL where the ioctls exist, ENOTTY where not
+        try:
+            self.io.ioctl("AMDKFD_IOC_RESUME_QUEUES", U.RESUME_QUEUES, probe)
+        except OSError as e:
+            if e.errno == errno.ENOTTY:
+                raise GptError("scheme B refused: this kernel has no AMDKFD_IOC_PREEMPT_QUEUES/RESUME_QUEUES (ENOTTY)",
+                               "boot a kernel with kernel/'s patch series (see kernel/README.md), or use --scheme A") from None
+            if e.errno != errno.EINVAL:
+                raise GptError(f"scheme B probe failed: {_errname(e.errno)}", "see dmesg") from None
+
+    def resolve(self, queues):
+        return "all" if queues == "all" else [int(q) for q in queues]
+
+    def service(self) -> None:
+        """No ptrace here: notice the target's exit from /proc (state Z/X or gone)."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            state = "X"
+        if state in ("Z", "X"):
+            self.alive = False
+
+    def _queue_call(self, op: str, ids, grace: int) -> CallResult:
+        every = ids == "all"
+        n = 0 if every else len(ids)
+        entries = (U.PreemptEntry * max(n, 1))(*[U.PreemptEntry(queue_id=q) for q in ([] if every else ids)])
+        a = U.PreemptQueuesArgs(queue_array_ptr=0 if every else ctypes.addressof(entries), pid=self.pid, num_queues=n,
+                                grace_period=grace, flags=self.flag_all if every else 0)
+        name, req = ("AMDKFD_IOC_PREEMPT_QUEUES", U.PREEMPT_QUEUES) if op == "preempt" else ("AMDKFD_IOC_RESUME_QUEUES", U.RESUME_QUEUES)
+        res = CallResult(op, [] if every else list(ids), time.monotonic_ns(), 0)
+        try:
+            res.ret = self.io.ioctl(name, req, a, () if every else (entries,))
+        except OSError as e:
+            res.errno = e.errno
+        res.ts_done_ns = time.monotonic_ns()
+        if not every:
+            for i, q in enumerate(ids):
+                r = entries[i].result
+                res.queues.append(QueueResult(q, "ok" if r == 0 else _errname(-r).lower(), r))
+        return res
+
+    def suspend(self, ids, grace: int) -> CallResult:
+        if self.held is not None:
+            raise GptError("queues are already preempted", "resume them first")
+        if not ids:
+            return _nothing("preempt")
+        res = self._queue_call("preempt", ids, self.grace_default if grace == 0 else grace)
+        if res.ok:
+            self.held = ids if ids == "all" else list(ids)
+        return res
+
+    def resume(self, ids=None) -> CallResult:
+        ids = self.held if ids is None else ids
+        if not ids:
+            return _nothing("resume")
+        res = self._queue_call("resume", ids, self.grace_default)
+        if res.ok:
+            self.held = None
+        return res
+
+    def detach(self) -> list[str]:
+        notes = []
+        if self.held is not None:
+            r = self.resume()
+            if not r.ok:
+                notes.append(f"resume at detach: {r.label}")
+        self.io.close_kfd()
+        return notes

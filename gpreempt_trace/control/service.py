@@ -1,0 +1,338 @@
+"""`preempt serve` and `preempt run`: options, the Unix-socket service, the one-shot mode.
+
+Safety: queues are resumed on every exit path — a request's exception, SIGINT/SIGTERM (turned into
+a clean stop), --max-hold expiry (owner thread), a client that disconnects while holding (unless it
+preempted with keep=True), the target exiting; the controller's own SIGKILL is covered by KFD itself
+for scheme A (the debugger's exit path disables the target, resuming its queues) and by a watchdog
+process with PR_SET_PDEATHSIG for scheme B (watchdog.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import statistics
+import stat
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from ..errors import GptError
+from . import checks
+from . import io as P
+from .owner import Controller
+from .schemes import SchemeA, SchemeB
+
+MAX_HOLD_DEFAULT_MS = 10_000
+
+
+@dataclass
+class PreemptOptions:
+    """Options of `preempt serve` (fields named like the flags)."""
+
+    pid: int
+    scheme: str = "A"
+    queues: Union[str, list] = "all"  # "all" or queue ids
+    grace: int = 0  # scheme A: grace period in GPU cycles handed to SUSPEND_QUEUES (0 = KFD default)
+    max_hold: int = MAX_HOLD_DEFAULT_MS  # ms
+    socket: Optional[str] = None
+    output: Optional[str] = None  # trace to write markers into (created when missing)
+    unchecked_ids: bool = False
+    dry_run: bool = False
+    kfd_path: str = "/dev/kfd"
+
+
+@dataclass
+class RunOptions(PreemptOptions):
+    """Options of `preempt run` (one-shot)."""
+
+    hold: int = 10  # ms
+    repeat: int = 1
+    interval: int = 100  # ms
+
+
+def default_socket(pid: int) -> str:
+    return f"/tmp/gpreempt-trace-preempt-{pid}.sock"
+
+
+def parse_queues(text: Union[str, list, None]) -> Union[str, list]:
+    if text is None or text == "all":
+        return "all"
+    if isinstance(text, list):
+        return [int(q) for q in text]
+    try:
+        ids = [int(x, 0) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise GptError(f"--queues {text!r} is not `all` or a comma-separated list of queue ids", "e.g. --queues 0,1,2") from None
+    if not ids or any(q < 0 or q >= 1 << 30 for q in ids):
+        raise GptError(f"--queues {text!r}: ids must be 0 .. 2^30-1", "e.g. --queues 0,1,2")
+    if len(ids) > 1024 or len(set(ids)) != len(ids):
+        raise GptError(f"--queues {text!r}: at most 1024 distinct ids", "name each queue once")
+    return ids
+
+
+# ---- building a controller ------------------------------------------------------------------------
+@contextmanager
+def controller(opts: PreemptOptions, io: Optional[P.Io] = None):
+    """Checks, lock, trace, attach; yields a started Controller; always resumes and detaches."""
+    if opts.scheme not in ("A", "B"):
+        raise GptError(f"--scheme {opts.scheme!r}", "use A or B")
+    queues = parse_queues(opts.queues)
+    lock = None
+    owner_trace = None
+    if not opts.dry_run:
+        if io is None:
+            checks.check_system(opts.scheme)
+        checks.check_target(opts.pid, opts.scheme, opts.kfd_path)
+        lock = checks.TargetLock(opts.pid).acquire()
+    io = io or (P.DryRunIo() if opts.dry_run else P.SysIo(opts.kfd_path))
+    watchdog = None
+    try:
+        if opts.output:
+            from ..trace import META, TraceWriter
+
+            if not (Path(opts.output) / META).exists():
+                owner_trace = TraceWriter.create(opts.output, labels={"controller": f"scheme {opts.scheme}"})
+        unchecked = opts.unchecked_ids or opts.dry_run
+        scheme = SchemeA(io, opts.pid, unchecked) if opts.scheme == "A" else SchemeB(io, opts.pid)
+        if opts.scheme == "B" and isinstance(io, P.SysIo):
+            from .watchdog import start_watchdog
+
+            watchdog = start_watchdog(opts.pid, opts.kfd_path)
+        ctl = Controller(scheme, opts.output, opts.max_hold, opts.grace, queues)
+        ctl.start()
+        try:
+            yield ctl
+        finally:
+            for note in ctl.stop(getattr(ctl, "why", "exit")):
+                print(f"warning: {note}", file=sys.stderr)
+    finally:
+        if watchdog is not None:
+            watchdog.dismiss()
+        if owner_trace is not None:
+            owner_trace.close()
+        if lock is not None:
+            lock.release()
+
+
+class _Stop(Exception):
+    def __init__(self, why: str):
+        self.why = why
+
+
+@contextmanager
+def _signals_stop():
+    """SIGINT/SIGTERM/SIGHUP → _Stop in the main thread (a clean stop that resumes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Stop(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# ---- the service ----------------------------------------------------------------------------------
+def _bind(path: str) -> socket.socket:
+    p = Path(path)
+    if p.exists() or p.is_symlink():
+        if not stat.S_ISSOCK(p.lstat().st_mode):
+            raise GptError(f"socket path {path} is taken (not a socket)", "choose another --socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            probe.close()
+            raise GptError(f"socket path {path} is taken (a service answers on it)", "choose another --socket, or stop that service")
+        except ConnectionRefusedError:
+            p.unlink()  # stale socket of a dead service
+        finally:
+            probe.close()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    os.chmod(path, 0o600)
+    s.listen(16)
+    s.setblocking(False)
+    return s
+
+
+class Service:
+    """Answers JSON-line requests on a Unix socket; each connection's hold is resumed when it goes."""
+
+    def __init__(self, ctl: Controller, path: str):
+        self.ctl, self.path = ctl, path
+        self.sel = selectors.DefaultSelector()
+        self.bufs: dict[socket.socket, bytes] = {}
+        self.holder: Optional[socket.socket] = None  # connection whose preempt is held (not keep)
+        self.sock = _bind(path)
+        self.sel.register(self.sock, selectors.EVENT_READ)
+
+    def serve_forever(self) -> str:
+        try:
+            while True:
+                if self.ctl.done.done():
+                    return self.ctl.detach_why
+                for key, _ in self.sel.select(timeout=0.2):
+                    if key.fileobj is self.sock:
+                        try:
+                            conn, _ = self.sock.accept()
+                        except BlockingIOError:
+                            continue
+                        conn.setblocking(True)
+                        self.bufs[conn] = b""
+                        self.sel.register(conn, selectors.EVENT_READ)
+                    else:
+                        self._readable(key.fileobj)
+        finally:
+            for conn in list(self.bufs):
+                self._drop(conn, resume=False)
+            self.sel.close()
+            self.sock.close()
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+    def _drop(self, conn: socket.socket, resume: bool = True) -> None:
+        self.sel.unregister(conn)
+        self.bufs.pop(conn, None)
+        conn.close()
+        if conn is self.holder:
+            self.holder = None
+            if resume:
+                self.ctl.call("resume", why="client disconnected")
+
+    def _readable(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            return
+        buf = self.bufs[conn] + data
+        while b"\n" in buf:
+            line, _, buf = buf.partition(b"\n")
+            try:
+                req = json.loads(line)
+                op = req.pop("op")
+            except (ValueError, KeyError, AttributeError):
+                ans = {"ok": False, "error": "bad request: one JSON object with \"op\" per line"}
+            else:
+                keep = bool(req.pop("keep", False))
+                if op == "preempt" and req.get("queues") not in (None, "all"):
+                    try:
+                        req["queues"] = parse_queues(req["queues"])
+                    except GptError as e:
+                        req = None
+                        ans = {"ok": False, "error": e.line()}
+                if req is not None:
+                    ans = self.ctl.call(op, **req) if op in ("preempt", "resume", "status") else \
+                        {"ok": False, "error": f"unknown op {op!r}: preempt, resume, status"}
+                    if op == "preempt" and ans.get("ok") and ans.get("issued"):
+                        self.holder = None if keep else conn
+                    elif op == "resume" and ans.get("ok"):
+                        self.holder = None
+            try:
+                conn.sendall(json.dumps(ans).encode() + b"\n")
+            except OSError:
+                self._drop(conn)
+                return
+        self.bufs[conn] = buf
+
+
+def serve(opts: PreemptOptions, io: Optional[P.Io] = None, on_ready=None) -> str:
+    """Attach and answer requests on opts.socket until SIGINT/SIGTERM or the target exits. Returns
+    why it stopped. `on_ready(status)` is called once the socket listens."""
+    path = opts.socket or default_socket(opts.pid)
+    with _signals_stop():
+        try:
+            with controller(opts, io) as ctl:
+                svc = Service(ctl, path)
+                st = ctl.status()
+                print(f"serving scheme {opts.scheme} on pid {opts.pid} (queues {st['queues'] or 'none known'}, "
+                      f"max hold {opts.max_hold} ms) at {path}", file=sys.stderr, flush=True)
+                if on_ready:
+                    on_ready(st)
+                try:
+                    why = svc.serve_forever()
+                except _Stop as s:
+                    why = ctl.why = s.why
+                return why
+        except _Stop as s:
+            return s.why
+
+
+# ---- one-shot --------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    cycles_done: int
+    cycles: int
+    preempt_us: list
+    resume_us: list
+    bad_queues: list  # (cycle, op, queue_id, result)
+    failures: list  # (cycle, op, label/error)
+    stopped_by: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.cycles_done == self.cycles and not self.failures and self.stopped_by is None
+
+    def summary(self) -> str:
+        def p50(xs):
+            return f"{statistics.median(xs):.0f} us" if xs else "n/a"
+
+        return (f"{self.cycles_done}/{self.cycles} cycles; preempt call p50 {p50(self.preempt_us)}, "
+                f"resume call p50 {p50(self.resume_us)}; {len(self.bad_queues)} queue results not ok")
+
+
+def run(opts: RunOptions, io: Optional[P.Io] = None) -> RunResult:
+    """Preempt, hold, resume, repeat. Exit 0 (RunResult.ok) only when every cycle was carried out and
+    every queue resumed (with --unchecked-ids the kernel's per-queue bits are reported, not failures)."""
+    res = RunResult(0, opts.repeat, [], [], [], [])
+    with _signals_stop():
+        try:
+            with controller(opts, io) as ctl:
+                for cycle in range(opts.repeat):
+                    if cycle:
+                        time.sleep(opts.interval / 1000)
+                    ok = True
+                    for op in ("preempt", "resume"):
+                        if op == "resume":
+                            time.sleep(opts.hold / 1000)
+                        ans = ctl.call(op)
+                        if not ans.get("ok"):
+                            res.failures.append((cycle, op, ans.get("error") or ans.get("label")))
+                            ok = False
+                            if op == "preempt":
+                                break
+                            continue
+                        (res.preempt_us if op == "preempt" else res.resume_us).append(
+                            (ans["ts_done_ns"] - ans["ts_request_ns"]) / 1000)
+                        for qid, result, raw in ans.get("queues", []):
+                            if result != "ok":
+                                res.bad_queues.append((cycle, op, qid, result, raw))
+                                if not (opts.unchecked_ids or opts.dry_run):
+                                    ok = False
+                                    res.failures.append((cycle, op, f"queue {qid}: {result}"))
+                    if ok:
+                        res.cycles_done += 1
+                    else:
+                        break
+                    if not ctl.scheme.alive:
+                        res.stopped_by = "target exited"
+                        break
+        except _Stop as s:
+            res.stopped_by = s.why
+    return res
