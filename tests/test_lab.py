@@ -1,8 +1,8 @@
-"""The real-kernel lab: Debian's 6.1 kernel with the real amdgpu/KFD under QEMU.
+"""The real-kernel lab: Debian's 6.1 and 6.12 kernels with the real amdgpu/KFD under QEMU.
 
-The facts checked here are the ones the recorder's attach planner must handle. One guest boot
-(`facts`, module-scoped) checks all of them; a few more boots check run/python, a panic and a
-hard timeout. Tests that need no guest (host checks, bad input) run everywhere."""
+The facts checked here are the ones the recorder's attach planner must handle. One guest boot per
+kernel (`facts`, session-scoped) checks all of them; a few more 6.1 boots check run/python, a panic
+and a hard timeout. Tests that need no guest (host checks, bad input) run everywhere."""
 from __future__ import annotations
 
 import os
@@ -17,6 +17,7 @@ from gpreempt_trace.lab import Lab, LabBroken, LabUnavailable
 from gpreempt_trace.lab import build as lab_build
 from gpreempt_trace.lab import qemu as lab_qemu
 from gpreempt_trace.lab.__main__ import main as lab_main
+from gpreempt_trace.lab.pytest_plugin import lab_for
 from gpreempt_trace.lab.selftest import run_checks
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,20 +44,34 @@ def _drop_failed_run_logs(monkeypatch):
     monkeypatch.setenv("GPT_LAB_KEEP_FAILED", "0")
 
 
-@pytest.fixture(scope="module")
-def facts(lab):
-    """One guest: modprobe amdgpu, /dev/kfd ioctls, tracefs kprobes, kallsyms, a BCC kprobe."""
-    result = run_checks(lab, timeout_s=300)
+KERNELS = [pytest.param("6.1", id="6.1", marks=pytest.mark.lab),
+           pytest.param("6.12", id="6.12", marks=[pytest.mark.lab, pytest.mark.lab612])]
+_FACTS: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="session", params=KERNELS)
+def facts(request):
+    """One guest per kernel for the whole session: modprobe amdgpu, /dev/kfd ioctls, tracefs kprobes,
+    kallsyms, a BCC kprobe."""
+    kernel = request.param
+    if kernel not in _FACTS:
+        lab = lab_for(kernel)
+        _FACTS[kernel] = run_checks(lab, timeout_s=400)
+        _FACTS[kernel]["abi"] = lab.kernel
+    result = _FACTS[kernel]
     if "error" in result:
-        pytest.fail(f"lab self-check guest failed: {result['error']}\n{result.get('output', '')}", pytrace=False)
+        pytest.fail(f"lab self-check guest ({kernel}) failed: {result['error']}\n{result.get('output', '')}", pytrace=False)
     return result
 
 
-# --- the real KFD in the guest ------------------------------------------------------------------
+# --- the real KFD in the guest, per kernel (world.md's table) ---------------------------------------
 
-def test_guest_runs_the_lab_kernel(facts, lab):
-    assert facts["kernel"] == lab.kernel
-    assert lab.kernel.startswith("6.1.0-") and lab.kernel.endswith("-amd64")
+def test_guest_runs_the_lab_kernel(facts):
+    assert facts["kernel"] == facts["abi"]
+    if facts["series"] == "6.1":
+        assert facts["kernel"].startswith("6.1.0-") and facts["kernel"].endswith("-amd64")
+    else:
+        assert facts["kernel"].startswith("6.12.") and facts["kernel"].endswith("+deb12-amd64")
     assert facts["rc"] == 0
 
 
@@ -68,8 +83,8 @@ def test_dev_kfd_exists(facts):
     assert facts["dev_kfd"] is True
 
 
-def test_kfd_get_version_is_1_11(facts):
-    assert facts["kfd_version"] == [1, 11]
+def test_kfd_get_version_is_1_11_on_61_and_1_17_on_612(facts):
+    assert facts["kfd_version"] == {"6.1": [1, 11], "6.12": [1, 17]}[facts["series"]]
 
 
 def test_create_queue_with_bogus_gpu_id_is_einval(facts):
@@ -92,15 +107,34 @@ def test_kprobe_on_kfd_ioctl_fires_for_both_calls(facts):
     assert facts["kallsyms_kfd_ioctl"] == ["amdgpu"]
 
 
-def test_execute_queues_cpsch_is_inlined(facts):
+def test_execute_queues_cpsch_inlined_on_61_only_a_constprop_clone_on_612(facts):
     assert facts["kallsyms_execute_queues_cpsch"] == []
-    assert facts["probe_execute_queues_cpsch"] == "ENOENT"
+    if facts["series"] == "6.1":
+        assert facts["clones_execute_queues_cpsch"] == []
+        assert facts["probe_execute_queues_cpsch"] == "ENOENT"
+    else:
+        assert facts["clones_execute_queues_cpsch"] == ["execute_queues_cpsch.constprop.0 [amdgpu]"]
+        assert facts["probe_execute_queues_cpsch"] == "EINVAL"  # the plain name is no symbol
+        assert facts["probe_execute_queues_cpsch_clone"] is None  # the clone attaches
 
 
 def test_update_queue_needs_the_module_prefix(facts):
     assert facts["kallsyms_update_queue"] == ["amdgpu", "vmlinux"]  # amdkfd and ipc/sem.c
-    assert facts["probe_update_queue_plain"] == "EADDRNOTAVAIL"
+    # 6.1: EADDRNOTAVAIL; 6.12's tracefs refuses a name that is "not unique" with EINVAL
+    assert facts["probe_update_queue_plain"] == {"6.1": "EADDRNOTAVAIL", "6.12": "EINVAL"}[facts["series"]]
     assert facts["probe_update_queue_amdgpu"] is None
+
+
+def test_debugger_abi_functions_exist_on_612_only(facts):
+    names = ("kfd_ioctl_set_debug_trap", "kfd_ioctl_runtime_enable", "suspend_queues", "resume_queues")
+    want = [] if facts["series"] == "6.1" else ["amdgpu"]
+    assert {n: facts[f"kallsyms_{n}"] for n in names} == {n: want for n in names}
+
+
+@pytest.mark.parametrize("facts", [KERNELS[1]], indirect=True)
+def test_helpers_inlined_on_612(facts):
+    for name in ("runtime_enable", "runtime_disable", "suspend_single_queue", "resume_single_queue"):
+        assert facts[f"kallsyms_{name}"] == [] and facts[f"clones_{name}"] == [], name
 
 
 def test_bcc_kprobe_compiles_and_fires_in_the_guest(facts):
@@ -109,7 +143,19 @@ def test_bcc_kprobe_compiles_and_fires_in_the_guest(facts):
 
 
 def test_self_check_verdict(facts):
+    assert facts["mismatches"] == {}
     assert facts["ok"] is True
+
+
+def test_612_initramfs_holds_plain_modules_without_virtio_pci(lab612, tmp_path):
+    """6.12 ships .ko.xz and builds virtio_pci in: the initramfs gets decompressed 9p/overlay modules."""
+    import gzip
+    cpio = gzip.decompress(Path(lab612.build.initrd).read_bytes())
+    listing = subprocess.run(["cpio", "-t", "--quiet"], input=cpio, capture_output=True).stdout.decode().split()
+    mods = sorted(n.split("/")[-1] for n in listing if n.startswith("mods/") and n != "mods/order")
+    assert mods and all(m.endswith(".ko") for m in mods), mods
+    assert {"9p.ko", "9pnet_virtio.ko", "overlay.ko"} <= set(mods) and "virtio_pci.ko" not in mods
+    assert Path(lab612.build.vmlinux).read_bytes()[:4] == b"\x7fELF"  # unpacked from the zstd vmlinuz
 
 
 # --- the Lab API -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The lab's self-checks: facts about the real 6.1 KFD that the recorder's attach planner relies on.
+"""The lab's self-checks: facts about the real 6.1 / 6.12 KFD that the recorder's attach planner relies on.
 
 Host side: `run_checks(lab)` boots one guest, runs this module there (`--guest`) and returns the
 facts as a dict. Guest side: load amdgpu, talk to /dev/kfd, attach tracefs kprobes and a BCC
@@ -60,14 +60,31 @@ def _kfd_calls() -> dict:
     return facts
 
 
+# functions whose kallsyms presence (and owner) differs between the kernels
+KALLSYMS_NAMES = ("execute_queues_cpsch", "update_queue", "kfd_ioctl", "runtime_enable", "runtime_disable",
+                  "suspend_single_queue", "resume_single_queue", "suspend_queues", "resume_queues",
+                  "kfd_ioctl_runtime_enable", "kfd_ioctl_set_debug_trap")
+
+
 def _kallsyms() -> dict:
-    owners: dict[str, list[str]] = {"execute_queues_cpsch": [], "update_queue": [], "kfd_ioctl": []}
+    """kallsyms_<name>: owners ("amdgpu" or "vmlinux") of <name>; clones_<name>: its compiler clones
+    (<name>.constprop.0, .isra.0 …), so an inlined function and one that only exists as a clone differ."""
+    owners: dict[str, list[str]] = {n: [] for n in KALLSYMS_NAMES}
+    clones: dict[str, list[str]] = {n: [] for n in KALLSYMS_NAMES}
     with open("/proc/kallsyms") as f:
         for line in f:
             parts = line.split()
-            if len(parts) >= 3 and parts[2] in owners:
-                owners[parts[2]].append(parts[3].strip("[]") if len(parts) > 3 else "vmlinux")
-    return {f"kallsyms_{k}": sorted(v) for k, v in owners.items()}
+            if len(parts) < 3 or parts[1] not in "tT":
+                continue
+            name, owner = parts[2], (parts[3].strip("[]") if len(parts) > 3 else "vmlinux")
+            base = name.split(".", 1)[0]
+            if name in owners:
+                owners[name].append(owner)
+            elif base in clones and name != base:
+                clones[base].append(f"{name} [{owner}]")
+    facts = {f"kallsyms_{k}": sorted(v) for k, v in owners.items()}
+    facts.update({f"clones_{k}": sorted(v) for k, v in clones.items()})
+    return facts
 
 
 def _bcc_check() -> dict:
@@ -104,6 +121,9 @@ def guest_main() -> dict:
     facts["probe_update_queue_plain"] = _probe("p:gptlab/uq_plain update_queue")
     facts["probe_update_queue_amdgpu"] = _probe("p:gptlab/uq_amdgpu amdgpu:update_queue")
     facts["probe_execute_queues_cpsch"] = _probe("p:gptlab/eqc execute_queues_cpsch")
+    clone = next((c.split()[0] for c in facts["clones_execute_queues_cpsch"]), None)
+    if clone:  # 6.12: the function exists only as a .constprop clone; tracefs attaches by its full name
+        facts["probe_execute_queues_cpsch_clone"] = _probe(f"p:gptlab/eqc_clone {clone}")
     if facts["probe_kfd_ioctl"] is None:
         with open(f"{TRACEFS}/events/gptlab/kfd_ioctl/enable", "w") as f:
             f.write("1")
@@ -124,6 +144,45 @@ def guest_main() -> dict:
     return facts
 
 
+# the facts each kernel must show (world.md's table): the recorder's attach planner depends on them
+EXPECTED = {
+    "6.1": {
+        "kfd_version": [1, 11],
+        "kallsyms_execute_queues_cpsch": [], "clones_execute_queues_cpsch": [],
+        "probe_execute_queues_cpsch": "ENOENT",
+        "probe_update_queue_plain": "EADDRNOTAVAIL",  # ipc/sem.c's update_queue is the other one
+        "kallsyms_kfd_ioctl_set_debug_trap": [],  # no debugger ABI
+    },
+    "6.12": {
+        "kfd_version": [1, 17],
+        "kallsyms_execute_queues_cpsch": [],
+        "clones_execute_queues_cpsch": ["execute_queues_cpsch.constprop.0 [amdgpu]"],
+        "probe_execute_queues_cpsch": "EINVAL", "probe_execute_queues_cpsch_clone": None,  # 6.12 tracefs: EINVAL for an unknown symbol
+        "probe_update_queue_plain": "EINVAL",  # "not unique": vmlinux and amdgpu both define it
+        "kallsyms_kfd_ioctl_set_debug_trap": ["amdgpu"], "kallsyms_kfd_ioctl_runtime_enable": ["amdgpu"],
+        "kallsyms_suspend_queues": ["amdgpu"], "kallsyms_resume_queues": ["amdgpu"],
+        # inlined on 6.12 (no symbol, no clone)
+        "kallsyms_runtime_enable": [], "kallsyms_runtime_disable": [], "clones_runtime_enable": [],
+        "kallsyms_suspend_single_queue": [], "kallsyms_resume_single_queue": [], "clones_suspend_single_queue": [],
+    },
+}
+COMMON = {  # both kernels
+    "modprobe_amdgpu_rc": 0, "dev_kfd": True, "btf_amdgpu": True, "create_queue_bogus_gpu": "EINVAL",
+    "kprobe_kfd_ioctl_cmds": ["0x80084b01", "0xc0584b02"], "kallsyms_kfd_ioctl": ["amdgpu"],
+    "kallsyms_update_queue": ["amdgpu", "vmlinux"], "probe_update_queue_amdgpu": None, "bcc_kprobe_hits": 1,
+}
+
+
+def expected(series: str) -> dict:
+    """The facts a healthy guest of `series` reports (key -> exact value)."""
+    return {**COMMON, **EXPECTED[series]}
+
+
+def mismatches(facts: dict, series: str) -> dict:
+    """key -> [expected, seen] for every expected fact the guest did not show."""
+    return {k: [v, facts.get(k, "<missing>")] for k, v in expected(series).items() if facts.get(k, "<missing>") != v}
+
+
 def run_checks(lab, timeout_s: float = 300) -> dict:
     """Boot one guest, run the guest checks, return the facts (+ wall_s, ok)."""
     res = lab.python("from gpreempt_trace.lab.selftest import guest_main_json; guest_main_json()",
@@ -135,16 +194,14 @@ def run_checks(lab, timeout_s: float = 300) -> dict:
         facts = {"error": f"guest checks printed no JSON (rc {res.rc})", "output": res.output[-2000:]}
     facts["rc"] = res.rc
     facts["wall_s"] = round(res.wall_s, 1)
-    facts["ok"] = res.rc == 0 and is_healthy(facts)
+    facts["series"] = lab.series
+    facts["mismatches"] = mismatches(facts, lab.series)
+    facts["ok"] = res.rc == 0 and not facts["mismatches"]
     return facts
 
 
-def is_healthy(f: dict) -> bool:
-    return (f.get("modprobe_amdgpu_rc") == 0 and f.get("dev_kfd") is True and f.get("kfd_version") == [1, 11]
-            and f.get("create_queue_bogus_gpu") == "EINVAL" and f.get("btf_amdgpu") is True
-            and f.get("kprobe_kfd_ioctl_cmds") == ["0x80084b01", "0xc0584b02"]
-            and f.get("kallsyms_execute_queues_cpsch") == [] and f.get("probe_update_queue_amdgpu") is None
-            and f.get("probe_update_queue_plain") is not None and f.get("bcc_kprobe_hits") == 1)
+def is_healthy(f: dict, series: str = "6.1") -> bool:
+    return not mismatches(f, series)
 
 
 def guest_main_json() -> None:
