@@ -162,7 +162,7 @@ def load_module(con: duckdb.DuckDBPyConnection, mod: Module, params: dict[str, s
     if mod.name in seen:
         return
     seen.add(mod.name)
-    if con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [mod.main_view]).fetchone()[0]:
+    if con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [mod.main_view]).fetchall()[0][0]:
         return  # loaded earlier on this connection (another module included it)
     for inc in mod.includes:
         load_module(con, resolve(inc), params, seen)

@@ -252,7 +252,7 @@ def _timeline(con, plots, lost_all) -> str:
                         "<code>gpreempt-trace synth --scheme A -o DIR</code> shows what it looks like.")
     run_id, gpu, req, target, seq = first[0]
     end = con.execute("SELECT max(ts_ns) FROM markers WHERE run_id = ? AND kind = 'resume_done' AND ts_ns > ? AND ts_ns < ? + 1000000000",
-                      [run_id, req, req]).fetchone()[0] or req + 5_000_000
+                      [run_id, req, req]).fetchall()[0][0] or req + 5_000_000
     t0, t1 = req - 1_500_000, end + 1_500_000
     qs = con.execute("SELECT tgid, label, queue_id, type FROM queues_lifecycle WHERE run_id = ? AND gpu_id = ? AND created_ts_ns < ? "
                      "AND (destroyed_ts_ns IS NULL OR destroyed_ts_ns > ?) ORDER BY tgid, queue_id", [run_id, gpu, t1, t0]).fetchall()
