@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
-# make kernel-check: build-check kernel/patches against Debian's linux-source-6.1.
+# make kernel-check: build-check kernel/patches against Debian's linux-source-6.12 (the users' kernel era).
 #
-#  1. extract /usr/src/linux-source-6.1.tar.xz into the cache (once per tarball)
+#  1. extract /usr/src/linux-source-6.12.tar.xz into the cache (once per tarball)
 #  2. configure from Debian's config for the same ABI, modules_prepare (once per config)
 #  3. put the files the series touches back to pristine
 #  4. build every amdkfd object with W=1 and keep the warnings (pristine)
 #  5. git apply --check, then git apply, each patch in order
 #  6. build every amdkfd object with W=1 again; fail on any warning that is new
 #  7. scripts/checkpatch.pl --strict on every patch; fail on any message
-#  8. with GPT_KERNEL_MODULE=1 also build the patched amdgpu.ko (about 4 min on 2 cores)
+#  8. with GPT_KERNEL_MODULE=1 also build the patched amdgpu.ko (first build ~50 min on 2 loaded cores,
+#     then only what the series touches)
 #
-# Environment: GPT_KERNEL_CACHE (default ~/.cache/gpreempt-trace/kernel), GPT_KERNEL_TARBALL,
-# GPT_KERNEL_CONFIG (a .config; default the newest /usr/src/linux-headers-*-amd64/.config),
-# GPT_KERNEL_RELEASE (default: taken from the config's directory name), JOBS.
+# Environment: GPT_KERNEL_VERSION (6.12), GPT_KERNEL_CACHE (default ~/.cache/gpreempt-trace/kernel/6.12),
+# GPT_KERNEL_TARBALL, GPT_KERNEL_CONFIG (a .config; default the newest
+# /usr/src/linux-headers-6.12.*-amd64/.config), GPT_KERNEL_RELEASE (default: taken from the config's
+# directory name), JOBS.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PATCH_DIR=$REPO/kernel/patches
-CACHE=${GPT_KERNEL_CACHE:-$HOME/.cache/gpreempt-trace/kernel}
-TARBALL=${GPT_KERNEL_TARBALL:-/usr/src/linux-source-6.1.tar.xz}
+KVER=${GPT_KERNEL_VERSION:-6.12}
+CACHE=${GPT_KERNEL_CACHE:-$HOME/.cache/gpreempt-trace/kernel/$KVER}
+TARBALL=${GPT_KERNEL_TARBALL:-/usr/src/linux-source-$KVER.tar.xz}
 JOBS=${JOBS:-$(nproc)}
-TREE=$CACHE/linux-source-6.1
+TREE=$CACHE/linux-source-$KVER
 PRISTINE=$CACHE/pristine          # copies of touched files as extracted; .absent lists new files
 LOG=$CACHE/logs
 KFD_DIR=drivers/gpu/drm/amd/amdkfd
@@ -33,12 +36,12 @@ T0=$(date +%s)
 
 default_config() {
   local hdr
-  hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1 || true)
+  hdr=$(ls -d /usr/src/linux-headers-"$KVER".*-amd64 2>/dev/null | sort -V | tail -n1 || true)
   [ -n "$hdr" ] && [ -f "$hdr/.config" ] && echo "$hdr/.config"
 }
 CONFIG=${GPT_KERNEL_CONFIG:-$(default_config || true)}
-[ -f "$TARBALL" ] || die "$TARBALL missing: apt-get install linux-source-6.1 (make setup does)"
-[ -n "$CONFIG" ] && [ -f "$CONFIG" ] || die "no Debian kernel config: apt-get install linux-headers-amd64 or set GPT_KERNEL_CONFIG"
+[ -f "$TARBALL" ] || die "$TARBALL missing: apt-get install linux-source-$KVER (make setup does)"
+[ -n "$CONFIG" ] && [ -f "$CONFIG" ] || die "no Debian $KVER kernel config: apt-get install linux-headers-$KVER.<abi>-amd64 (make setup does) or set GPT_KERNEL_CONFIG"
 KREL=${GPT_KERNEL_RELEASE:-$(basename "$(dirname "$CONFIG")" | sed 's/^linux-headers-//')}
 mkdir -p "$CACHE"
 # One check at a time per cache (tests and make may start it concurrently).
@@ -124,7 +127,7 @@ say "pristine: $n objects (amdkfd and the other touched files), $(wc -l <"$LOG/w
 
 # 5. apply
 for p in "${PATCHES[@]}"; do
-  git apply --check "$p" || die "$(basename "$p") does not apply to pristine linux-source-6.1"
+  git apply --check "$p" || die "$(basename "$p") does not apply to pristine linux-source-$KVER"
   git apply "$p"
   say "applied $(basename "$p")"
 done
