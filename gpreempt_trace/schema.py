@@ -40,6 +40,12 @@ EVENTS = (
     "queues_execute",  # execute_queues_cpsch: unmap + remap in one call (kernels that do not inline it)
     "queue_preempt",  # scheme B, per queue (kfd:kfd_queue_suspend)
     "queue_unpreempt",  # scheme B, per queue (kfd:kfd_queue_resume)
+    "runtime_enable",  # kfd_ioctl_runtime_enable (6.12: RUNTIME_ENABLE, enable and disable)
+    "dbg_trap_enable",  # kfd_dbg_trap_enable: a debugger attaches to the target process
+    "dbg_trap_disable",  # kfd_dbg_trap_disable: ... and detaches (queues resumed)
+    "queue_reset",  # reset_queues_cpsch / kgd_gfx_v9_hqd_reset: a queue that would not unmap is reset
+    "hws_hang",  # kfd_hws_hang: the scheduler firmware hung (a GPU reset follows)
+    "gpu_reset",  # kfd_signal_reset_event: KFD tells the processes of a GPU reset
 )
 
 # Canonical queue types. The kernel's enum kfd_queue_type and the uapi KFD_IOC_QUEUE_TYPE_* differ;
