@@ -148,12 +148,12 @@ def compare(opts: CompareOptions) -> CompareResult:
         if any(r["events_lost"] is None or r["events_lost"] > 0 for r in lost):
             v += " (events lost: " + ", ".join(f"{r[opts.by]} {_lost_text(r['events_lost'])}" for r in lost) + ")"
         verdicts.append(v)
-        nan = lambda x: None if x != x else x  # noqa: E731
+        nan = lambda x: None if x != x else round(x)  # noqa: E731
         drows.append({
             "reference": ref, "other": n, "metric": opts.metric, "n_reference": len(a), "n_other": len(b),
             "median_diff_ns": nan(med), "median_diff_ci_low_ns": nan(mlo), "median_diff_ci_high_ns": nan(mhi),
             "p99_diff_ns": nan(p99), "p99_diff_ci_low_ns": nan(plo), "p99_diff_ci_high_ns": nan(phi),
-            "mann_whitney_p": nan(p), "verdict": v,
+            "mann_whitney_p": None if p != p else p, "verdict": v,
         })
     verdict = "; ".join(verdicts)
     if synthetic:

@@ -43,7 +43,7 @@ def _cell(col: str, v) -> str:
     if col in ("gpu_id",) and isinstance(v, int):
         return f"0x{v:x}"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:.3g}" if abs(v) < 1 else f"{v:,.0f}"
     if isinstance(v, list) and v and isinstance(v[0], tuple):
         return ", ".join(f"{k}: {x}" for k, x in v)
     return str(v)
@@ -251,9 +251,10 @@ def _timeline(con, plots, lost_all) -> str:
                         "with a gpu_id and queues_unmap/queues_map rows (KFD probes or kfd:* tracepoints); "
                         "<code>gpreempt-trace synth --scheme A -o DIR</code> shows what it looks like.")
     run_id, gpu, req, target, seq = first[0]
-    end = con.execute("SELECT max(ts_ns) FROM markers WHERE run_id = ? AND kind = 'resume_done' AND ts_ns > ? AND ts_ns < ? + 1000000000",
-                      [run_id, req, req]).fetchall()[0][0] or req + 5_000_000
-    t0, t1 = req - 1_500_000, end + 1_500_000
+    end = con.execute("SELECT min(ts_ns) FROM markers WHERE run_id = ? AND kind = 'resume_done' AND target_tgid = ? AND ts_ns > ?",
+                      [run_id, target, req]).fetchall()[0][0] or req + 5_000_000
+    pad = max(200_000, (end - req) // 4)
+    t0, t1 = req - pad, end + pad
     qs = con.execute("SELECT tgid, label, queue_id, type FROM queues_lifecycle WHERE run_id = ? AND gpu_id = ? AND created_ts_ns < ? "
                      "AND (destroyed_ts_ns IS NULL OR destroyed_ts_ns > ?) ORDER BY tgid, queue_id", [run_id, gpu, t1, t0]).fetchall()
     if not qs:
@@ -265,7 +266,7 @@ def _timeline(con, plots, lost_all) -> str:
                          "WHERE run_id = ? AND gpu_id = ? AND start_ts_ns < ? AND coalesce(end_ts_ns, ?) > ?", [t1, run_id, gpu, t1, t1, t0]).fetchall()
     marks = con.execute("SELECT ts_ns, kind FROM markers WHERE run_id = ? AND ts_ns BETWEEN ? AND ? AND kind LIKE '%_re%' ORDER BY ts_ns",
                         [run_id, t0, t1]).fetchall()
-    fig, ax = plots.plt.subplots(figsize=(13, 0.32 * len(qs) + 1.8))
+    fig, ax = plots.plt.subplots(figsize=(13, 0.32 * len(qs) + 2.6))
     us = lambda t: (t - req) / 1e3  # noqa: E731
     ylab = []
     colors = {"suspended": "#c0392b", "preempted": "#8e44ad", "evicted": "#d35400"}
@@ -280,13 +281,14 @@ def _timeline(con, plots, lost_all) -> str:
         ylab.append(f"{label or tgid} q{qid} {typ}")
     for ts, kind in marks:
         ax.axvline(us(ts), color="k", lw=0.8, ls="--")
-        ax.text(us(ts), len(qs) - 0.3, kind, rotation=90, fontsize=7, va="bottom")
+        ax.text(us(ts), -0.6, kind, rotation=90, fontsize=7, va="top", ha="right")
+    ax.set_ylim(-0.6, len(qs) - 0.4)
     ax.set_yticks(range(len(qs)), ylab, fontsize=7)
-    ax.set_xlabel(f"µs from preempt_request seq {seq} (run {run_id}, gpu 0x{gpu:x})")
+    ax.set_xlabel(f"µs from preempt_request seq {seq} (run {run_id}, gpu 0x{gpu:x})", labelpad=70)
     from matplotlib.patches import Patch
 
     ax.legend(handles=[Patch(color="#27ae60", label="active"), Patch(color="#bbbbbb", label="unmapped (device-wide)"),
                        Patch(color=colors["suspended"], label="suspended (A)"), Patch(color=colors["preempted"], label="preempted (B)")],
               loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    ax.set_title("queues on the preempted GPU: green on the hardware, grey off by a device-wide unmap, red/purple suspended/preempted")
+    ax.set_title(f"queues on the preempted GPU around preemption seq {seq}")
     return plots.save(fig, "timeline.png") + _lost_note({run_id: lost_all.get(run_id)})
