@@ -120,7 +120,7 @@ class DryRunIo(Io):
 
 
 class ScriptedIo(Io):
-    """Records (name, request, arg bytes, [bytes of each ref]) per ioctl and ("ptrace", request, pid, data)
+    """Records (name, request, arg bytes, [bytes of each ref], [address of each ref]) per ioctl and ("ptrace", request, pid, data)
     per ptrace call. `answer(name, arg, refs) -> int` may write outputs into arg/refs and return the
     result or raise OSError; the default answers 0 (GET_VERSION: 1.17). Real ptrace can be passed
     through with `ptrace_io` (e.g. SysIo()) to drive a real child with scripted ioctls."""
@@ -139,17 +139,26 @@ class ScriptedIo(Io):
         self.opened = False
 
     def ioctl(self, name, request, arg, refs=()):
-        self.calls.append((name, request, bytes(arg), [bytes(r) for r in refs]))
+        self.calls.append((name, request, bytes(arg), [bytes(r) for r in refs], [ctypes.addressof(r) for r in refs]))
         if self.answer is not None:
             return self.answer(name, arg, refs)
         return default_answer(name, arg, self.minor)
 
     def ptrace(self, request, pid, addr=0, data=0):
         self.calls.append(("ptrace", request, pid, data))
-        return self.ptrace_io.ptrace(request, pid, addr, data) if self.ptrace_io else 0
+        if self.ptrace_io:
+            return self.ptrace_io.ptrace(request, pid, addr, data)
+        if request == PTRACE_INTERRUPT:
+            self.interrupted = pid
+        return 0
 
     def waitpid(self, pid, flags):
-        return self.ptrace_io.waitpid(pid, flags) if self.ptrace_io else (0, 0)
+        if self.ptrace_io:
+            return self.ptrace_io.waitpid(pid, flags)
+        if getattr(self, "interrupted", None) == pid:  # the stop a PTRACE_INTERRUPT produces
+            self.interrupted = None
+            return pid, (PTRACE_EVENT_STOP << 16) | (5 << 8) | 0x7F  # SIGTRAP
+        return 0, 0
 
     def ioctls(self) -> list[tuple]:
         return [c for c in self.calls if c[0] != "ptrace"]

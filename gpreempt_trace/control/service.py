@@ -79,8 +79,9 @@ def parse_queues(text: Union[str, list, None]) -> Union[str, list]:
 
 # ---- building a controller ------------------------------------------------------------------------
 @contextmanager
-def controller(opts: PreemptOptions, io: Optional[P.Io] = None):
-    """Checks, lock, trace, attach; yields a started Controller; always resumes and detaches."""
+def controller(opts: PreemptOptions, io: Optional[P.Io] = None, watchdog: Optional[bool] = None):
+    """Checks, lock, trace, attach; yields a started Controller; always resumes and detaches.
+    `watchdog` (scheme B): start the PDEATHSIG watchdog (default: when the real ioctls are used)."""
     if opts.scheme not in ("A", "B"):
         raise GptError(f"--scheme {opts.scheme!r}", "use A or B")
     queues = parse_queues(opts.queues)
@@ -91,8 +92,10 @@ def controller(opts: PreemptOptions, io: Optional[P.Io] = None):
             checks.check_system(opts.scheme)
         checks.check_target(opts.pid, opts.scheme, opts.kfd_path)
         lock = checks.TargetLock(opts.pid).acquire()
+    if watchdog is None:
+        watchdog = io is None and not opts.dry_run
     io = io or (P.DryRunIo() if opts.dry_run else P.SysIo(opts.kfd_path))
-    watchdog = None
+    guard = None
     try:
         if opts.output:
             from ..trace import META, TraceWriter
@@ -101,10 +104,10 @@ def controller(opts: PreemptOptions, io: Optional[P.Io] = None):
                 owner_trace = TraceWriter.create(opts.output, labels={"controller": f"scheme {opts.scheme}"})
         unchecked = opts.unchecked_ids or opts.dry_run
         scheme = SchemeA(io, opts.pid, unchecked) if opts.scheme == "A" else SchemeB(io, opts.pid)
-        if opts.scheme == "B" and isinstance(io, P.SysIo):
+        if opts.scheme == "B" and watchdog and not opts.dry_run:
             from .watchdog import start_watchdog
 
-            watchdog = start_watchdog(opts.pid, opts.kfd_path)
+            guard = start_watchdog(opts.pid, opts.kfd_path)
         ctl = Controller(scheme, opts.output, opts.max_hold, opts.grace, queues)
         ctl.start()
         try:
@@ -113,8 +116,8 @@ def controller(opts: PreemptOptions, io: Optional[P.Io] = None):
             for note in ctl.stop(getattr(ctl, "why", "exit")):
                 print(f"warning: {note}", file=sys.stderr)
     finally:
-        if watchdog is not None:
-            watchdog.dismiss()
+        if guard is not None:
+            guard.dismiss()
         if owner_trace is not None:
             owner_trace.close()
         if lock is not None:
@@ -170,12 +173,12 @@ def _bind(path: str) -> socket.socket:
 class Service:
     """Answers JSON-line requests on a Unix socket; each connection's hold is resumed when it goes."""
 
-    def __init__(self, ctl: Controller, path: str):
+    def __init__(self, ctl: Controller, path: str, sock: socket.socket):
         self.ctl, self.path = ctl, path
         self.sel = selectors.DefaultSelector()
         self.bufs: dict[socket.socket, bytes] = {}
         self.holder: Optional[socket.socket] = None  # connection whose preempt is held (not keep)
-        self.sock = _bind(path)
+        self.sock = sock
         self.sel.register(self.sock, selectors.EVENT_READ)
 
     def serve_forever(self) -> str:
@@ -252,14 +255,15 @@ class Service:
         self.bufs[conn] = buf
 
 
-def serve(opts: PreemptOptions, io: Optional[P.Io] = None, on_ready=None) -> str:
+def serve(opts: PreemptOptions, io: Optional[P.Io] = None, on_ready=None, watchdog: Optional[bool] = None) -> str:
     """Attach and answer requests on opts.socket until SIGINT/SIGTERM or the target exits. Returns
     why it stopped. `on_ready(status)` is called once the socket listens."""
     path = opts.socket or default_socket(opts.pid)
+    sock = _bind(path)  # a taken socket path is refused before anything is attached
     with _signals_stop():
         try:
-            with controller(opts, io) as ctl:
-                svc = Service(ctl, path)
+            with controller(opts, io, watchdog) as ctl:
+                svc = Service(ctl, path, sock)
                 st = ctl.status()
                 print(f"serving scheme {opts.scheme} on pid {opts.pid} (queues {st['queues'] or 'none known'}, "
                       f"max hold {opts.max_hold} ms) at {path}", file=sys.stderr, flush=True)
@@ -272,6 +276,10 @@ def serve(opts: PreemptOptions, io: Optional[P.Io] = None, on_ready=None) -> str
                 return why
         except _Stop as s:
             return s.why
+        finally:
+            sock.close()
+            if os.path.exists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
 
 
 # ---- one-shot --------------------------------------------------------------------------------------
@@ -297,13 +305,13 @@ class RunResult:
                 f"resume call p50 {p50(self.resume_us)}; {len(self.bad_queues)} queue results not ok")
 
 
-def run(opts: RunOptions, io: Optional[P.Io] = None) -> RunResult:
+def run(opts: RunOptions, io: Optional[P.Io] = None, watchdog: Optional[bool] = None) -> RunResult:
     """Preempt, hold, resume, repeat. Exit 0 (RunResult.ok) only when every cycle was carried out and
     every queue resumed (with --unchecked-ids the kernel's per-queue bits are reported, not failures)."""
     res = RunResult(0, opts.repeat, [], [], [], [])
     with _signals_stop():
         try:
-            with controller(opts, io) as ctl:
+            with controller(opts, io, watchdog) as ctl:
                 for cycle in range(opts.repeat):
                     if cycle:
                         time.sleep(opts.interval / 1000)

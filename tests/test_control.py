@@ -1,0 +1,256 @@
+"""The controller's state machines against an injected ioctl/ptrace layer (control.io.ScriptedIo): the
+exact request numbers and argument bytes of every call, in order, for scheme A and scheme B, the
+per-queue INVALID/ERROR bits, the runtime handshake, queue-id checks, max-hold and markers."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import struct
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gpreempt_trace import uapi as U
+from gpreempt_trace.control import io as P
+from gpreempt_trace.control.owner import Controller
+from gpreempt_trace.control.schemes import EVENTS, SchemeA, SchemeB
+from gpreempt_trace.errors import GptError
+
+PID = 4321
+DBG = 0xC0204B26
+GPU = 0xF7BC
+
+
+class FakeKfd:
+    """A KFD with the given queues; SUSPEND/RESUME write ids back like the kernel (bit 31 for ids it
+    does not have). `events` are debugger events QUERY_DEBUG_EVENT hands out, one per call."""
+
+    def __init__(self, queues=(3, 5), minor=17, events=(), fail=None):
+        self.queues, self.minor, self.events, self.fail = list(queues), minor, list(events), fail or {}
+
+    def __call__(self, name, arg, refs):
+        if name in self.fail:
+            raise P.oserror(self.fail[name])
+        op = name.partition(":")[2]
+        if name == "AMDKFD_IOC_GET_VERSION":
+            arg.major_version, arg.minor_version = 1, self.minor
+        elif op == "ENABLE":
+            refs[0].runtime_state = 1
+            arg.enable.rinfo_size = 16
+        elif op == "QUERY_DEBUG_EVENT":
+            if not self.events:
+                raise P.oserror(errno.EAGAIN)
+            arg.query_debug_event.exception_mask = self.events.pop(0)
+        elif op == "GET_QUEUE_SNAPSHOT":
+            n = arg.queue_snapshot.num_queues
+            if n:
+                for i, q in enumerate(self.queues[:n]):
+                    refs[0][i].queue_id, refs[0][i].gpu_id = q, GPU
+            arg.queue_snapshot.num_queues = len(self.queues)
+        elif op in ("SUSPEND_QUEUES", "RESUME_QUEUES"):
+            arr = refs[0]
+            n = arg.suspend_queues.num_queues if op == "SUSPEND_QUEUES" else arg.resume_queues.num_queues
+            done = 0
+            for i in range(n):
+                if arr[i] in self.queues:
+                    done += 1
+                else:
+                    arr[i] |= U.DBG_QUEUE_INVALID_MASK
+            return done
+        return 0
+
+
+def dbg(op: int, union: bytes = b"") -> bytes:
+    return struct.pack("<II", PID, op) + union.ljust(24, b"\0")
+
+
+def test_scheme_a_full_cycle_exact_bytes():
+    sio = P.ScriptedIo(FakeKfd(queues=(3, 5)))
+    a = SchemeA(sio, PID)
+    a.attach()
+    assert a.queues == {3: GPU, 5: GPU} and a.runtime_state == 1
+    res = a.suspend(a.resolve([3, 5]), grace=100)
+    assert res.ok and res.ret == 2 and [(q.queue_id, q.result) for q in res.queues] == [(3, "ok"), (5, "ok")]
+    res = a.resume()
+    assert res.ok and res.ret == 2
+    assert a.detach() == []
+    c = sio.calls
+    assert c[0][:3] == ("AMDKFD_IOC_GET_VERSION", 0x80084B01, bytes(8))
+    assert c[1] == ("ptrace", P.PTRACE_SEIZE, PID, P.SEIZE_OPTIONS)
+    assert P.SEIZE_OPTIONS == 0x5E  # TRACEFORK|VFORK|CLONE|EXEC|EXIT
+    name, req, arg, refs, addrs = c[2]
+    assert (name, req) == ("AMDKFD_IOC_DBG_TRAP:ENABLE", DBG)
+    assert arg == dbg(0, struct.pack("<QQII", EVENTS, addrs[0], 16, a.wr if a.wr >= 0 else struct.unpack_from("<I", arg, 28)[0]))
+    assert EVENTS == (1 << 47) | (1 << 30)  # EC_PROCESS_RUNTIME (48), EC_QUEUE_NEW (31)
+    assert c[3][:3] == ("AMDKFD_IOC_DBG_TRAP:QUERY_DEBUG_EVENT", DBG, dbg(11, struct.pack("<QII", EVENTS, 0, 0)))
+    assert c[4][:3] == ("AMDKFD_IOC_DBG_TRAP:GET_QUEUE_SNAPSHOT", DBG, dbg(13, struct.pack("<QQII", 1 << 30, 0, 0, 64)))
+    name, req, arg, refs, addrs = c[5]
+    assert arg == dbg(13, struct.pack("<QQII", 1 << 30, addrs[0], 2, 64)) and len(refs[0]) == 128
+    name, req, arg, refs, addrs = c[6]
+    assert (name, req) == ("AMDKFD_IOC_DBG_TRAP:SUSPEND_QUEUES", DBG)
+    assert arg == dbg(6, struct.pack("<QQII", 0, addrs[0], 2, 100)) and refs[0] == struct.pack("<II", 3, 5)
+    name, req, arg, refs, addrs = c[7]
+    assert arg == dbg(7, struct.pack("<QII", addrs[0], 2, 0)) and refs[0] == struct.pack("<II", 3, 5)
+    assert c[8][:3] == ("AMDKFD_IOC_DBG_TRAP:DISABLE", DBG, dbg(1))
+    assert c[9:] == [("ptrace", P.PTRACE_INTERRUPT, PID, 0), ("ptrace", P.PTRACE_DETACH, PID, 0)]
+
+
+def test_scheme_a_reports_invalid_bits_with_unchecked_ids():
+    sio = P.ScriptedIo(FakeKfd(queues=()))
+    a = SchemeA(sio, PID, unchecked_ids=True)
+    a.attach()
+    res = a.suspend(a.resolve([1, 7]), grace=0)
+    assert res.ok and res.ret == 0
+    assert [(q.queue_id, q.result, q.raw) for q in res.queues] == [(1, "invalid", 0x80000001), (7, "invalid", 0x80000007)]
+
+
+def test_scheme_a_refuses_unowned_queue_before_suspending():
+    sio = P.ScriptedIo(FakeKfd(queues=(3, 5)))
+    a = SchemeA(sio, PID)
+    a.attach()
+    with pytest.raises(GptError, match="owns no queue 9"):
+        a.resolve([3, 9])
+    assert not [c for c in sio.ioctls() if c[0].endswith("SUSPEND_QUEUES")]
+
+
+def test_scheme_a_refuses_kfd_1_11_in_one_line():
+    sio = P.ScriptedIo(FakeKfd(minor=11))
+    with pytest.raises(GptError) as e:
+        SchemeA(sio, PID).attach()
+    assert "1.11" in e.value.line() and "1.13" in e.value.line() and "\n" not in e.value.line()
+    assert [c[0] for c in sio.calls] == ["AMDKFD_IOC_GET_VERSION"]  # no ptrace, no DBG_TRAP
+
+
+@pytest.mark.parametrize("err, words", [(errno.EALREADY, "already has a KFD debugger"), (errno.EINVAL, "sched_policy=2"),
+                                        (errno.EPERM, "ptrace parent"), (errno.ESRCH, "no KFD process")])
+def test_scheme_a_enable_errors_are_named(err, words):
+    sio = P.ScriptedIo(FakeKfd(fail={"AMDKFD_IOC_DBG_TRAP:ENABLE": err}))
+    a = SchemeA(sio, PID)
+    with pytest.raises(GptError, match=words):
+        a.attach()
+    a.detach()  # what Controller does after a failed attach: no DISABLE (never enabled), ptrace let go
+    assert [c[0] for c in sio.ioctls()] == ["AMDKFD_IOC_GET_VERSION", "AMDKFD_IOC_DBG_TRAP:ENABLE"]
+    assert sio.calls[-2:] == [("ptrace", P.PTRACE_INTERRUPT, PID, 0), ("ptrace", P.PTRACE_DETACH, PID, 0)]
+
+
+def test_runtime_handshake_answered_and_new_queues_snapshotted():
+    kfd = FakeKfd(queues=(3,), events=[U.ec_mask(U.EC_PROCESS_RUNTIME), U.ec_mask(U.EC_QUEUE_NEW)])
+    sio = P.ScriptedIo(kfd)
+    a = SchemeA(sio, PID)
+    a.attach()
+    names = [c[0].partition(":")[2] for c in sio.ioctls()][2:]
+    assert names == ["QUERY_DEBUG_EVENT", "SEND_RUNTIME_EVENT", "QUERY_DEBUG_EVENT", "QUERY_DEBUG_EVENT",
+                     "GET_QUEUE_SNAPSHOT", "GET_QUEUE_SNAPSHOT", "GET_QUEUE_SNAPSHOT", "GET_QUEUE_SNAPSHOT"]
+    send = [c for c in sio.ioctls() if c[0].endswith("SEND_RUNTIME_EVENT")][0]
+    assert send[2] == dbg(2, struct.pack("<QII", 1 << 47, 0, 0))
+    assert a.handshakes == 1
+    # the pipe byte of a later event is serviced by service()
+    kfd.events.append(U.ec_mask(U.EC_PROCESS_RUNTIME))
+    import os
+
+    os.write(a.wr, b".")
+    a.service()
+    assert a.handshakes == 2
+
+
+def test_scheme_b_exact_bytes_and_enotty():
+    sb = U.scheme_b()
+    calls = []
+
+    def kfd(name, arg, refs):
+        calls.append(name)
+        if name == "AMDKFD_IOC_RESUME_QUEUES" and arg.pid == 0:
+            raise P.oserror(errno.EINVAL)  # the series: an all-zero struct is EINVAL
+        if refs:
+            refs[0][1].result = -errno.ENOENT
+        return 1
+
+    sio = P.ScriptedIo(kfd)
+    b = SchemeB(sio, PID)
+    b.attach()
+    res = b.suspend([3, 9], grace=0)
+    assert res.ok and [(q.queue_id, q.result) for q in res.queues] == [(3, "ok"), (9, "enoent")]
+    name, req, arg, refs, addrs = sio.ioctls()[2]
+    assert (name, req) == ("AMDKFD_IOC_PREEMPT_QUEUES", 0xC0184B89)
+    assert arg == struct.pack("<QIIII", addrs[0], PID, 2, sb.constants["KFD_PREEMPT_GRACE_PERIOD_DEFAULT"], 0)
+    assert refs[0] == struct.pack("<IiIi", 3, 0, 9, 0)
+    b.resume()
+    assert sio.ioctls()[3][:2] == ("AMDKFD_IOC_RESUME_QUEUES", 0xC0184B8A)
+    assert sio.ioctls()[1][2] == bytes(24)  # the probe
+    res = b.suspend("all", 0)
+    assert sio.ioctls()[4][2] == struct.pack("<QIIII", 0, PID, 0, 0xFFFFFFFF, sb.constants["KFD_PREEMPT_QUEUES_FLAG_ALL"])
+    assert not [c for c in sio.calls if c[0] == "ptrace"]
+
+    old = P.ScriptedIo(lambda name, arg, refs: (_ for _ in ()).throw(P.oserror(errno.ENOTTY)) if "QUEUES" in name else 0)
+    with pytest.raises(GptError, match="ENOTTY") as e:
+        SchemeB(old, PID).attach()
+    assert "\n" not in e.value.line()
+
+
+def _markers(trace):
+    files = sorted((trace / "markers").glob("*.parquet"))
+    t = pa.concat_tables([pq.read_table(f) for f in files if pq.read_metadata(f).num_rows])
+    return t.sort_by("ts_ns").to_pylist()
+
+
+def test_controller_markers_pair_request_and_done(tmp_path):
+    from gpreempt_trace.trace import TraceWriter
+
+    owner = TraceWriter.create(tmp_path / "t")
+    ctl = Controller(SchemeA(P.ScriptedIo(FakeKfd(queues=(3, 5))), PID), str(tmp_path / "t"), max_hold_ms=None, queues=[3, 5])
+    ctl.start()
+    p = ctl.call("preempt")
+    r = ctl.call("resume")
+    ctl.stop("test")
+    owner.close()
+    assert p["ok"] and r["ok"] and p["seq"] == 1 and r["seq"] == 2
+    rows = [(m["kind"], m["seq"], m["queue_ids"], m["label"]) for m in _markers(tmp_path / "t")]
+    assert rows == [
+        ("controller_attach", None, [3, 5], "scheme A"),
+        ("preempt_request", 1, [3, 5], None), ("preempt_done", 1, [3, 5], "ok"),
+        ("queue_result", 1, [3], "ok"), ("queue_result", 1, [5], "ok"),
+        ("resume_request", 2, [3, 5], None), ("resume_done", 2, [3, 5], "ok"),
+        ("queue_result", 2, [3], "ok"), ("queue_result", 2, [5], "ok"),
+        ("controller_detach", None, None, "test"),
+    ]
+    ms = _markers(tmp_path / "t")
+    assert all(m["scheme"] == "A" and m["target_tgid"] == PID for m in ms)
+    assert ms[1]["ts_ns"] == p["ts_request_ns"] and ms[2]["ts_ns"] == p["ts_done_ns"]
+    assert ms[2]["value_ns"] == p["ts_done_ns"] - p["ts_request_ns"] and ms[1]["gpu_id"] == GPU
+
+
+def test_max_hold_resumes_on_its_own():
+    sio = P.ScriptedIo(FakeKfd(queues=(3,)))
+    ctl = Controller(SchemeA(sio, PID), None, max_hold_ms=50, queues=[3])
+    ctl.start()
+    ctl.call("preempt")
+    time.sleep(0.3)
+    st = ctl.call("status")
+    ctl.stop()
+    assert st["held"] is None
+    names = [c[0].partition(":")[2] for c in sio.ioctls()]
+    assert names.count("SUSPEND_QUEUES") == 1 and names.count("RESUME_QUEUES") == 1
+    assert names.index("RESUME_QUEUES") < names.index("DISABLE")
+
+
+def test_dry_run_prints_one_line_per_ioctl(capsys):
+    import io as _io
+
+    out = _io.StringIO()
+    a = SchemeA(P.DryRunIo(out), PID, unchecked_ids=True)
+    a.attach()
+    a.suspend([1, 7], 5)
+    a.resume()
+    a.detach()
+    lines = out.getvalue().splitlines()
+    assert [ln.split()[0] for ln in lines] == [
+        "AMDKFD_IOC_GET_VERSION", "AMDKFD_IOC_DBG_TRAP:ENABLE", "AMDKFD_IOC_DBG_TRAP:QUERY_DEBUG_EVENT",
+        "AMDKFD_IOC_DBG_TRAP:GET_QUEUE_SNAPSHOT", "AMDKFD_IOC_DBG_TRAP:SUSPEND_QUEUES",
+        "AMDKFD_IOC_DBG_TRAP:RESUME_QUEUES", "AMDKFD_IOC_DBG_TRAP:DISABLE"]
+    assert lines[0] == "AMDKFD_IOC_GET_VERSION 0x80084b01 0000000000000000"
+    assert lines[-1] == f"AMDKFD_IOC_DBG_TRAP:DISABLE 0xc0204b26 {dbg(1).hex()}"
+    for ln in lines:
+        name, req, hexbytes = ln.split()
+        assert req.startswith("0x") and hexbytes == hexbytes.lower() and len(bytes.fromhex(hexbytes)) in (8, 32)
