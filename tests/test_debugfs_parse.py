@@ -186,3 +186,60 @@ def test_runlist_that_is_not_pm4_is_reported_at_its_node_line():
     assert res.problems == ["rls:3: runlist of gpu_id 8c21: dword 7 (0x12345678) is not a PM4 type-3 header; rest of the runlist skipped"]
     assert [(r["kind"], r.get("opcode"), r.get("doorbell_off")) for r in res.rows] == [
         ("runlist", None, None), ("runlist", None, None), ("rl_packet", "MAP_QUEUES", 0x1002)]
+
+
+# -- ROCm DKMS 6.12.x (the users' MI308X hosts) -------------------------------------------------------
+DKMS = "rocm-dkms-6.12-mi308x"
+
+
+def test_dkms_process_line_is_decimal_and_holds_the_pid():
+    """ROCm/amdgpu prints "Process %d PASID %d:" with the lead thread's pid in the PASID field."""
+    res = parse("mqds", (FIX / DKMS / "mqds").read_text(), "mqds")
+    assert res.problems == []
+    proc, = [r for r in res.rows if r["kind"] == "process"]
+    assert (proc["tgid"], proc["pasid"], proc["note"]) == (93034, None, "PASID field holds the pid")
+    mqds = [r for r in res.rows if r["kind"] == "mqd"]
+    assert len(mqds) == 20  # 5 compute queues x 4 XCC copies
+    assert {(r["queue_index"], r["xcc"]) for r in mqds} == {(i, x) for i in range(5) for x in range(4)}
+    assert sorted({r["doorbell_off"] for r in mqds}) == [0x1000, 0x1002, 0x1004, 0x1006, 0x1008]
+    assert {r["tgid"] for r in mqds} == {93034} and {r["gpu_id"] for r in mqds} == {0xC66D}
+
+
+def test_decimal_pasid_other_than_the_pid_is_the_pasid():
+    """Older ROCK-Kernel-Driver trees print the real PASID in decimal ("Process %d PASID %d:", p->pasid)."""
+    res = parse("mqds", "Process 1234 PASID 32769:\nProcess 1235 PASID 0x8002:\n", "mqds")
+    assert [(r["tgid"], r["pasid"], r["note"]) for r in res.rows] == [(1234, 32769, None), (1235, 0x8002, None)]
+
+
+def test_dkms_hqds_have_20_active_cp_hqds_on_4_xccs():
+    cp = rows_of("hqds", DKMS, kind="hqd_cp")
+    active = [r for r in cp if r["active"]]
+    assert (len(cp), len(active)) == (24, 20)  # 6 slots x 4 XCCs; one slot per XCC free
+    assert sorted({r["xcc"] for r in active}) == [0, 1, 2, 3]
+    assert sorted(r["doorbell_off"] for r in active) == sorted([0x1000, 0x1002, 0x1004, 0x1006, 0x1008] * 4)
+    assert [r["active"] for r in rows_of("hqds", DKMS, kind="hqd_hiq")] == [True] * 4
+
+
+def test_unknown_line_in_a_capture_is_a_named_warning(tmp_path):
+    from gpreempt_trace.snapshot import Snapshotter
+    from gpreempt_trace.trace import TraceWriter
+
+    cap = tmp_path / "cap"
+    cap.mkdir()
+    text = (FIX / DKMS / "mqds").read_text().splitlines(keepends=True)
+    (cap / "mqds").write_text("".join(text[:2] + ["  Queue snapshot follows\n"] + text[2:]))
+    tw = TraceWriter.create(tmp_path / "t")
+    with pytest.warns(UserWarning, match=r"mqds:3: unrecognised line: 'Queue snapshot follows'"):
+        Snapshotter(tw, debugfs_dir=cap).take("during")
+    tw.close()
+
+
+def test_capture_in_which_no_line_parses_is_one_line_error(tmp_path):
+    from gpreempt_trace.debugfs import parse_capture
+
+    cap = tmp_path / "cap"
+    cap.mkdir()
+    (cap / "mqds").write_text("Process 93034 PID 93034:\n  Compute queue 3\n")
+    with pytest.raises(NotAKfdDump) as e:
+        parse_capture(read_capture_dir(cap))
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"{cap / 'mqds'} is not a KFD debugfs mqds dump")

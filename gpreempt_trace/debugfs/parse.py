@@ -1,7 +1,9 @@
 """Parsers for /sys/kernel/debug/kfd/{mqds,hqds,rls} in every format the kernel has printed.
 
 Format strings (see tests/fixtures/debugfs/README.md for the source of each):
-  mqds  kfd_debugfs_mqds_by_process  "Process %d PASID 0x%x:\\n"
+  mqds  kfd_debugfs_mqds_by_process  "Process %d PASID 0x%x:\\n" (upstream 6.1 .. 6.12+, tgid and PASID),
+                                     "Process %d PASID %d:\\n" (ROCm DKMS: decimal; ROCm/amdgpu prints the
+                                     lead thread's pid there, older ROCK-Kernel-Driver the PASID)
         pqm_debugfs_mqds             "  Compute queue on device %x\\n", "  SDMA queue on device %x\\n",
                                      "  DIQ on device %x\\n", "  Bad user|kernel queue type %d on device %x\\n",
                                      "  Queue node with bad user queue type %d on device %x\\n",
@@ -60,7 +62,7 @@ class Parsed:
 _HEX = r"[0-9a-fA-F]{8}"
 HEX_ROW = re.compile(rf"^( +)({_HEX}): ({_HEX}(?: {_HEX})*)\s*$")
 NODE = re.compile(r"^Node (\d+), gpu_id ([0-9a-fA-F]+):\s*$")
-PROCESS = re.compile(r"^Process (-?\d+) PASID 0x([0-9a-fA-F]+):\s*$")
+PROCESS = re.compile(r"^Process (-?\d+) PASID (0x[0-9a-fA-F]+|\d+):\s*$")
 USER_QUEUE = re.compile(r"^  (Compute|SDMA) queue on device ([0-9a-fA-F]+)\s*$")
 DIQ = re.compile(r"^  DIQ on device ([0-9a-fA-F]+)\s*$")
 BAD_QUEUE = re.compile(r"^  (?:Bad (?:user|kernel)|Q\w+ node with bad user) queue type (-?\d+) on device ([0-9a-fA-F]+)\s*$")
@@ -139,8 +141,9 @@ def parse_mqds(text: str, name: str = "mqds") -> Parsed:
         if m := PROCESS.match(line):
             flush()
             p.structure_lines += 1
-            tgid, field_val = int(m.group(1)), int(m.group(2), 16)
-            # kernels from 2025 (8544374c0f82) print the lead thread's pid in the "PASID" field
+            tgid, field_val = int(m.group(1)), int(m.group(2), 0)
+            # kernels with per-device PASIDs (upstream 8544374c0f82, ROCm DKMS "PASID %d") print the lead
+            # thread's pid in the "PASID" field
             pasid, pasid_note = (None, "PASID field holds the pid") if field_val == tgid else (field_val, None)
             index = 0
             p.rows.append({"kind": "process", "tgid": tgid, "pasid": pasid, "note": pasid_note})

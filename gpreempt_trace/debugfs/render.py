@@ -153,12 +153,20 @@ class Process:
     tgid: int
     pasid: int
     queues: list = field(default_factory=list)  # CpQueue / SdmaQueue, in printing order
+    # "upstream": "Process %d PASID 0x%x:" (tgid, pasid); "dkms": ROCm/amdgpu's "Process %d PASID %d:"
+    # with the lead thread's pid in the PASID field
+    style: str = "upstream"
+
+    def line(self) -> str:
+        if self.style == "dkms":
+            return f"Process {self.tgid} PASID {self.tgid}:\n"
+        return f"Process {self.tgid} PASID 0x{self.pasid:x}:\n"
 
 
 def render_mqds(processes: Sequence[Process], gpu_id: int, num_xcc: int, sdma_repeats_bug: bool = False) -> str:
     out = []
     for p in processes:
-        out.append(f"Process {p.tgid} PASID 0x{p.pasid:x}:\n")
+        out.append(p.line())
         seen_compute = False
         for q in p.queues:
             if isinstance(q, SdmaQueue):

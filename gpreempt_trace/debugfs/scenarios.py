@@ -59,6 +59,25 @@ def mi300_fixture(phase: str):
     return procs, [node]
 
 
+# -- ROCm DKMS 6.12.x (MI308X host): one process with 5 compute queues on a 4-XCC GPU -------------------
+DKMS_SLOTS = tuple((p, q) for p in range(3) for q in (2, 3))  # reduced bitmap: 6 slots per XCC
+
+
+def dkms_mi308x_fixture():
+    """Process 93034 (DKMS prints "Process 93034 PASID 93034:") with 5 compute queues, every one
+    resident on all 4 XCCs (20 active CP HQDs); one slot per XCC stays free."""
+    qs = [_cq(0x7F30_0000_0000, i, vmid=8, doorbell=0x1000 + 2 * i, start=i % 4) for i in range(5)]
+    node = R.Node(2, 0xC66D, 4, XCC_REG_BASE, DKMS_SLOTS, hiq=_hiq(2), sdma_engines=(0, 1), sdma_rlcs=2)
+    for x in range(4):
+        for i, q in enumerate(qs):
+            node.resident[(x,) + DKMS_SLOTS[i]] = q
+    rl = R.map_process(0x8005, 5)
+    for q in qs:
+        rl += R.map_queues(q.doorbell_off, q.mqd_addr, q.wptr_addr)
+    node.runlist = rl
+    return [R.Process(93034, 0x8005, list(reversed(qs)), style="dkms")], [node]
+
+
 # -- embedded sample: 8 GPUs, full slot bitmap, one model process on the first GPU ------------------
 def mi308x_sample(phase: str, variant: int = 0):
     """phase: baseline | during | after. variant 1 moves queue 2 on XCC 3 to another slot (the CP picks
@@ -114,6 +133,8 @@ def fixture_files() -> dict[str, str]:
     for d, phase in (("v6.5-mi300-4xcc", "during"), ("v6.5-mi300-baseline", "baseline")):
         for name, text in render_capture(*mi300_fixture(phase)).items():
             out[f"{d}/{name}"] = text
+    for name, text in render_capture(*dkms_mi308x_fixture()).items():
+        out[f"rocm-dkms-6.12-mi308x/{name}"] = text
     return out
 
 
