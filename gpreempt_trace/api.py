@@ -106,8 +106,9 @@ def snapshot_import(output: str, paths: Sequence[str], labels: dict[str, str] | 
     return run_import(output, paths, labels)
 
 
-def exp01(traces: Sequence[str], group_by: str = "model", schedule: str = "unknown"):
-    """Experiment 1 verdicts (queues per model, ids, stability, MQD->HQD) and the scheme recommendation."""
+def exp01(traces: Sequence[str], group_by: str | None = None, schedule: str = "unknown"):
+    """Experiment 1 verdicts (queues per model, ids, stability, MQD->HQD) and the scheme recommendation.
+    group_by None: label "model" when the runs have it, else all runs as one group."""
     from .exp01 import exp01 as _exp01
 
     return _exp01(traces, group_by, schedule)

@@ -15,6 +15,7 @@ from . import query as _query
 from .errors import GptError
 
 SCHEDULES = ("ample", "tight", "unknown")
+DEFAULT_GROUP_BY = "model"
 
 
 @dataclass
@@ -76,7 +77,7 @@ def _span(values: Sequence[int]) -> str:
     return f"{lo}" if lo == hi else f"{lo}..{hi}"
 
 
-def _collect(traces: Sequence[str], group_by: str) -> tuple[list[RunFacts], list[str]]:
+def _collect(traces: Sequence[str], group_by: str, strict: bool = True) -> tuple[list[RunFacts], list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         con = _query.connect(traces)
@@ -87,6 +88,10 @@ def _collect(traces: Sequence[str], group_by: str) -> tuple[list[RunFacts], list
         raise GptError("no debugfs snapshots in " + ", ".join(map(str, traces)),
                        "take them with `gpreempt-trace snapshot -o TRACE -- CMD` (or record --snapshot-interval)")
     runs = con.execute("SELECT run_id, map_extract(labels, ?)[1] FROM runs ORDER BY start_ns, run_id", [group_by]).fetchall()
+    if strict and runs and all(label is None for _, label in runs):
+        keys = sorted({k for (ks,) in con.execute("SELECT map_keys(labels) FROM runs").fetchall() for k in (ks or [])})
+        raise GptError(f"--group-by {group_by}: no run has the label {group_by!r} (labels present: {', '.join(keys) or 'none'})",
+                       "group by a label the runs have, or leave --group-by out to take all runs as one group")
     marked = dict(con.execute(
         "SELECT run_id, arg_max(target_tgid, ts_ns) FROM markers WHERE source = 'snapshot' AND kind = 'workload_start' GROUP BY run_id").fetchall())
     inv = con.execute(
@@ -201,11 +206,14 @@ def _verdict(group: str, runs: list[RunFacts], schedule: str) -> GroupVerdict:
     return GroupVerdict(group, len(runs), queues, ids, stable, mqd_hqd, rec, stable_state, nums)
 
 
-def exp01(traces: Sequence[str], group_by: str = "model", schedule: str = "unknown") -> Exp01Result:
-    """The four answers per group of runs (runs grouped by the value of label `group_by`)."""
+def exp01(traces: Sequence[str], group_by: Optional[str] = None, schedule: str = "unknown") -> Exp01Result:
+    """The four answers per group of runs (runs grouped by the value of label `group_by`). group_by None:
+    label "model" if runs have it, else all runs as one group; a label no run has is an error."""
     if schedule not in SCHEDULES:
         raise GptError(f"--schedule {schedule!r} is not one of {', '.join(SCHEDULES)}", "say whether the schedule is ample or tight")
-    facts, notes = _collect(traces, group_by)
+    strict = group_by is not None
+    group_by = DEFAULT_GROUP_BY if group_by is None else group_by
+    facts, notes = _collect(traces, group_by, strict)
     groups: dict[str, list[RunFacts]] = {}
     for f in facts:
         groups.setdefault(f.group if f.group == "(all runs)" else f"{group_by}={f.group}", []).append(f)

@@ -128,3 +128,41 @@ def test_queue_slots_per_xcc_in_the_sample(sample_runs):
     assert (first[(2, 0)]["slots"], first[(2, 0)]["xcc_list"]) == ([202, 302], [0, 1, 2, 3])
     assert {(r["queue_index"], r["doorbell_off"], r["mqd_copies"], r["active_hqds"]) for r in rows if r["snapshot_seq"] == 1} == {
         (0, 0x804, 4, 4), (2, 0x802, 4, 4), (4, 0x800, 4, 4), (1, 0x8F2, 1, 1), (3, 0x8F0, 1, 1)}
+
+
+DKMS = FIX / "rocm-dkms-6.12-mi308x"
+
+
+def test_dkms_capture_one_process_5_queues_on_4_xccs(tmp_path):
+    """A ROCm DKMS 6.12 capture ("Process 93034 PASID 93034:"): 5 compute queues x 4 MQD copies and
+    20 active CP HQDs, through snapshot -> exp01.inventory/queues/device -> verdict."""
+    t = tmp_path / "t"
+    api.snapshot(str(t), debugfs_dir=str(DKMS), labels={"model": "m"})
+    inv = query.run("exp01.inventory", [str(t)]).to_pylist()
+    got = [(r["tgid"], r["gpu_id"], r["compute_queues"], r["sdma_queues"], r["compute_mqd_copies"], r["active_cp_hqds"],
+            r["hqds_per_queue"], r["xccs"], r["doorbell_offs"]) for r in inv]
+    assert got == [(93034, 0xC66D, 5, 0, 20, 20, 4.0, 4, [0x1000, 0x1002, 0x1004, 0x1006, 0x1008])]
+    qs = query.run("exp01.queues", [str(t)]).to_pylist()
+    assert sorted((r["doorbell_off"], r["mqd_copies"], r["active_hqds"], r["xccs"]) for r in qs) == [
+        (db, 4, 4, 4) for db in (0x1000, 0x1002, 0x1004, 0x1006, 0x1008)]
+    dev, = query.run("exp01.device", [str(t)]).to_pylist()
+    assert (dev["cp_slots"], dev["active_cp_hqds"], dev["free_cp_slots"], dev["active_hiqs"], dev["rl_queues"]) == (24, 20, 4, 4, 5)
+    g, = api.exp01([str(t)]).groups
+    assert g.group == "model=m"
+    assert g.queues.startswith("5 compute + 0 SDMA per process (tgid 93034; 1 run(s), 1 snapshot(s) while running)")
+    assert g.mqd_hqd == "yes: every compute queue has 4 MQD copies and is active on 4 HQDs on 4 XCCs (5/5 queue-snapshots)"
+
+
+def test_group_by_a_label_no_run_has_is_a_one_line_error(sample_runs, tmp_path):
+    with pytest.raises(GptError, match="no run has the label 'nosuch'"):
+        api.exp01(sample_runs, group_by="nosuch")
+    r = CliRunner().invoke(main, ["exp01", "--group-by", "nosuch", *sample_runs])
+    assert r.exit_code != 0
+    assert r.output.strip().count("\n") == 0
+    assert r.output.startswith("Error: --group-by nosuch: no run has the label 'nosuch' (labels present: model)")
+    # without --group-by, runs that have no model label form one group; asking for model by name is an error
+    t = tmp_path / "nolabel"
+    api.snapshot(str(t), debugfs_dir=str(MI300))
+    assert [g.group for g in api.exp01([str(t)]).groups] == ["(all runs)"]
+    with pytest.raises(GptError, match=r"labels present: none"):
+        api.exp01([str(t)], group_by="model")

@@ -9,7 +9,9 @@ from .. import options as opt
 
 @click.command("exp01", short_help="Experiment 1: queue inventory verdicts.")
 @opt.traces
-@click.option("--group-by", default="model", show_default=True, metavar="LABEL", help="Group runs by this meta.json label (e.g. model=X).")
+@click.option("--group-by", default=None, metavar="LABEL",
+              help="Group runs by this meta.json label (default: model, when the runs have it; else one group). "
+                   "A label no run has is an error.")
 @click.option("--schedule", type=click.Choice(["ample", "tight", "unknown"]), default="unknown", show_default=True,
               help="Time available, for the scheme rule (stable + ample -> B, stable + tight -> A).")
 @opt.json_flag
