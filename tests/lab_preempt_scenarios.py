@@ -97,6 +97,9 @@ def main() -> int:
     with_record = "--no-record" not in sys.argv
     from gpreempt_trace.control import Client
 
+    import tempfile
+
+    socks = Path(tempfile.mkdtemp(prefix="gpt-ctl-"))  # Unix sockets cannot live on the 9p-shared $OUT
     res: dict = {"kernel": os.uname().release}
     trace = out / "trace"
     rec = None
@@ -109,7 +112,7 @@ def main() -> int:
     res["target_runtime_enable"] = [ln for ln in t.text().splitlines() if ln.startswith("runtime")]
 
     # 1. serve + client suspend/resume with made-up ids; markers into the trace
-    sock = str(out / "s1.sock")
+    sock = str(socks / "s1.sock")
     s1 = serve(t.p.pid, sock, out, "serve1", *(["-o", str(trace)] if with_record else ["-o", str(out / "ctl-trace")]))
     c = Client(sock)
     res["status_attached"] = c.status()
@@ -133,7 +136,7 @@ def main() -> int:
     res["target_runtime_lines"] = [ln for ln in t.text().splitlines() if ln.startswith("runtime")]
 
     # 4. controller SIGKILL while holding → the target runs on, a new controller can ENABLE
-    sock2 = str(out / "s2.sock")
+    sock2 = str(socks / "s2.sock")
     s2 = serve(t.p.pid, sock2, out, "serve2")
     c2 = Client(sock2)
     res["kill_preempt"] = c2.preempt(keep=True)
@@ -144,7 +147,7 @@ def main() -> int:
     res["runs_on_after_kill"] = wait_for(lambda: t.count("tick") > ticks, 10, "ticks after SIGKILL")
     t.p.send_signal(signal.SIGUSR1)
     res["usr1_after_kill"] = wait_for(lambda: t.count("usr1") >= 2, 10, "usr1 after kill")
-    sock3 = str(out / "s3.sock")
+    sock3 = str(socks / "s3.sock")
     s3 = serve(t.p.pid, sock3, out, "serve3")
     c3 = Client(sock3)
     res["new_controller_status"] = c3.status()

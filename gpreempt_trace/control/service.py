@@ -163,7 +163,11 @@ def _bind(path: str) -> socket.socket:
         finally:
             probe.close()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(path)
+    try:
+        s.bind(path)
+    except OSError as e:
+        s.close()
+        raise GptError(f"cannot listen on {path}: {e.strerror}", "pick a --socket path on a local file system (e.g. under /tmp or /run)") from None
     os.chmod(path, 0o600)
     s.listen(16)
     s.setblocking(False)
