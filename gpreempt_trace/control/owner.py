@@ -152,6 +152,9 @@ class Controller:
     def _do(self, op: str, kw: dict) -> dict:
         if op == "status":
             return self.status()
+        if op == "check":  # --queues against the target's queues, before anything is suspended
+            ids = self.scheme.resolve(self.queues)
+            return {"ok": True, "queue_ids": ids}
         if op == "preempt":
             queues = kw.get("queues") or self.queues
             ids = self.scheme.resolve(queues)

@@ -111,6 +111,10 @@ def controller(opts: PreemptOptions, io: Optional[P.Io] = None, watchdog: Option
         ctl = Controller(scheme, opts.output, opts.max_hold, opts.grace, queues)
         ctl.start()
         try:
+            if queues != "all":
+                ans = ctl.call("check")
+                if not ans.get("ok"):
+                    raise GptError(ans["error"])
             yield ctl
         finally:
             for note in ctl.stop(getattr(ctl, "why", "exit")):
