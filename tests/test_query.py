@@ -36,9 +36,11 @@ def test_queues_per_tgid(runs):
 
 
 def test_collateral(runs):
+    """Unmaps with no enclosing KFD call are blamed on their caller; no queues_map rows: off_ns unknown."""
     rows = api.query("preempt.collateral", runs).to_pylist()
-    got = [(r["ts_ns"], r["tgid"], r["processes_live"], r["processes_collateral"], r["queues_live"]) for r in rows]
-    assert got == [(50, 100, 2, 1, 3), (70, 200, 2, 1, 2)]
+    got = [(r["unmap_ts_ns"], r["caller_tgid"], r["tgid"], r["queues"], r["collateral"], r["off_ns"]) for r in rows]
+    assert got == [(50, 100, 100, 2, False, None), (50, 100, 200, 1, True, None),
+                   (70, 200, 100, 1, True, None), (70, 200, 200, 1, False, None)]
 
 
 def test_preempt_latency_and_param(runs):

@@ -63,3 +63,103 @@ R3_EVENTS = [
     dict(ts_ns=6, event="kfd_ioctl", func="syscalls:sys_enter_ioctl", tgid=30, comm="ctl", ioctl_nr=DBG, dbg_op=7, target_pid=20, num_queues=1, queue_ids=[0], ret=-22),
     dict(ts_ns=7, event="kfd_ioctl", func="syscalls:sys_enter_ioctl", tgid=20, comm="offline", ioctl_nr=DQ, queue_id=0, ret=0),
 ]
+
+
+# ---- issue 12: preemption, lifecycle and collateral fixtures (exact ns, hand-checkable) ----------
+KFD_FUNCS = ["create_queue_cpsch", "destroy_queue_cpsch", "update_queue", "unmap_queues_cpsch", "map_queues_cpsch",
+             "suspend_queues", "resume_queues", "hw_unmap_wait", "evict_process_queues_cpsch", "restore_process_queues_cpsch"]
+GA, GB = 0xA, 0xB  # two GPUs
+
+
+def _u(ts, dur, gpu, tgid=900):
+    return dict(ts_ns=ts, dur_ns=dur, event="queues_unmap", func="unmap_queues_cpsch", tgid=tgid, gpu_id=gpu, unmap_filter=2, ret=0)
+
+
+def _m(ts, dur, gpu, tgid=900):
+    return dict(ts_ns=ts, dur_ns=dur, event="queues_map", func="map_queues_cpsch", tgid=tgid, gpu_id=gpu, ret=0)
+
+
+def _mk(ts, kind, seq=None, target=None, gpu=GA, scheme="A", **kw):
+    return dict(ts_ns=ts, source="controller", kind=kind, seq=seq, target_tgid=target, gpu_id=gpu, scheme=scheme, tgid=900, **kw)
+
+
+# run p1. Targets: 200 (offline) and 100 (online), both on GPU A.
+#  seq 1 (200): decoy unmap on A at 95 (starts before the request), decoy on B at 102, match at 110+20 -> 30;
+#               done 150 -> call 50; resume seq 2 at 300, map on A 311+19 -> 30; resume_done 340 -> off 190
+#  seq 3 (100) at 400 and seq 5 (200) at 405 overlap: one unmap on A 410+10 serves both -> 20 and 15;
+#               resume seq 4 (100) at 500, map 505+5 -> 10, done 520 -> off 90; seq 5 is never resumed
+#  seq 7 (200) at 600, done 650, the next unmap on A starts at 700 (after done) -> NULL
+#  seq 9 (100) at 800, no done marker, unmap 810+5 -> 15
+#  seq 11 (200) at 900 without gpu_id -> NULL
+P1_EVENTS = [
+    _u(95, 10, GA), _u(102, 3, GB), _u(110, 20, GA), _m(131, 9, GA),
+    _u(305, 5, GA), _m(311, 19, GA),
+    _u(410, 10, GA), _m(505, 5, GA),
+    _u(700, 4, GA), _u(810, 5, GA),
+]
+P1_MARKERS = [
+    dict(ts_ns=1, source="workload", kind="workload_start", tgid=200, target_tgid=200, label="offline"),
+    dict(ts_ns=2, source="workload", kind="workload_start", tgid=100, target_tgid=100, label="online"),
+    _mk(100, "preempt_request", 1, 200, queue_ids=[0, 1]), _mk(150, "preempt_done", 1, 200, label="ok"),
+    _mk(150, "queue_result", 1, 200, queue_ids=[0], label="ok"), _mk(150, "queue_result", 1, 200, queue_ids=[1], label="invalid"),
+    _mk(300, "resume_request", 2, 200), _mk(340, "resume_done", 2, 200, label="ok"),
+    _mk(400, "preempt_request", 3, 100), _mk(405, "preempt_request", 5, 200),
+    _mk(430, "preempt_done", 3, 100, label="ok"), _mk(435, "preempt_done", 5, 200, label="ok"),
+    _mk(500, "resume_request", 4, 100), _mk(520, "resume_done", 4, 100, label="ok"),
+    _mk(600, "preempt_request", 7, 200), _mk(650, "preempt_done", 7, 200, label="EBUSY"),
+    _mk(800, "preempt_request", 9, 100),
+    _mk(900, "preempt_request", 11, 200, gpu=None),
+]
+# run p2: a second run, scheme B, whose recorder lost 5 events; the unmap starts exactly at the request
+P2_EVENTS = [_u(100, 7, GA)]
+P2_MARKERS = [_mk(100, "preempt_request", 1, 300, scheme="B"), _mk(120, "preempt_done", 1, 300, scheme="B", label="ok")]
+
+# run q1: queue lifecycles. 100 creates q0 (A) at 10 and q1 (sdma, A) at 20; 200 creates q0 on B at 15.
+# unmaps on A at 30, 50, 62, 82 and on B at 40; update of 100/q0 at 45; 100/q0 suspended 60 -> resumed 80;
+# 100/q1 destroyed at 70; 100/q0 destroyed at 90 and created again at 95; 100 evicted 100 -> restored 110.
+Q1_EVENTS = [
+    dict(ts_ns=10, dur_ns=2, event="queue_create", func="create_queue_cpsch", tgid=100, gpu_id=GA, queue_id=0, queue_type="compute_aql", ret=0, comm="online"),
+    dict(ts_ns=15, dur_ns=2, event="queue_create", func="create_queue_cpsch", tgid=200, gpu_id=GB, queue_id=0, queue_type="compute_aql", ret=0, comm="offline"),
+    dict(ts_ns=20, dur_ns=2, event="queue_create", func="create_queue_cpsch", tgid=100, gpu_id=GA, queue_id=1, queue_type="sdma", ret=0, comm="online"),
+    _u(30, 2, GA), _u(40, 2, GB),
+    dict(ts_ns=45, dur_ns=2, event="queue_update", func="update_queue", tgid=100, gpu_id=GA, queue_id=0, ret=0),
+    _u(50, 2, GA),
+    dict(ts_ns=60, dur_ns=5, event="queues_suspend", func="suspend_queues", tgid=900, owner_tgid=100, target_pid=100, num_queues=1, queue_ids=[0], ret=1),
+    _u(62, 2, GA),
+    dict(ts_ns=70, dur_ns=2, event="queue_destroy", func="destroy_queue_cpsch", tgid=100, gpu_id=GA, queue_id=1, ret=0),
+    dict(ts_ns=80, dur_ns=5, event="queues_resume", func="resume_queues", tgid=900, owner_tgid=100, target_pid=100, num_queues=1, queue_ids=[0], ret=1),
+    _u(82, 2, GA),
+    dict(ts_ns=90, dur_ns=2, event="queue_destroy", func="destroy_queue_cpsch", tgid=100, gpu_id=GA, queue_id=0, ret=0),
+    dict(ts_ns=95, dur_ns=2, event="queue_create", func="create_queue_cpsch", tgid=100, gpu_id=GA, queue_id=0, queue_type="compute_aql", ret=0, comm="online"),
+    dict(ts_ns=100, dur_ns=3, event="process_evict", func="evict_process_queues_cpsch", tgid=5, owner_tgid=100, gpu_id=GA, ret=0),
+    dict(ts_ns=110, dur_ns=3, event="process_restore", func="restore_process_queues_cpsch", tgid=5, owner_tgid=100, gpu_id=GA, ret=0),
+]
+
+# run c1: collateral. 100/q0 and 200/q0 live on A. An update by 100 (29..39) unmaps A at 30 (remap ends 37);
+# a suspend of 200/q0 by the controller 900 (50..70) unmaps A at 52 (remap ends 61); the resume (80..100)
+# unmaps A at 82 (remap ends 90). An unmap on B at 31 hits nobody.
+C1_EVENTS = [
+    dict(ts_ns=10, dur_ns=2, event="queue_create", func="create_queue_cpsch", tgid=100, gpu_id=GA, queue_id=0, queue_type="compute_aql", ret=0),
+    dict(ts_ns=20, dur_ns=2, event="queue_create", func="create_queue_cpsch", tgid=200, gpu_id=GA, queue_id=0, queue_type="compute_aql", ret=0),
+    dict(ts_ns=29, dur_ns=10, event="queue_update", func="update_queue", tgid=100, gpu_id=GA, queue_id=0, ret=0),
+    _u(30, 4, GA, tgid=100), _u(31, 1, GB, tgid=100), _m(35, 2, GA, tgid=100),
+    dict(ts_ns=50, dur_ns=20, event="queues_suspend", func="suspend_queues", tgid=900, owner_tgid=200, target_pid=200, gpu_id=GA, num_queues=1, queue_ids=[0], ret=1),
+    dict(ts_ns=53, dur_ns=3, event="hw_unmap_wait", func="hw_unmap_wait", tgid=900, gpu_id=GA, unmap_filter=2, ret=-62),
+    _u(52, 5, GA), _m(58, 3, GA),
+    dict(ts_ns=57, event="queue_reset", func="hw_unmap_wait", tgid=900, gpu_id=GA, ret=0),
+    dict(ts_ns=80, dur_ns=20, event="queues_resume", func="resume_queues", tgid=900, owner_tgid=200, target_pid=200, gpu_id=GA, num_queues=1, queue_ids=[0], ret=1),
+    dict(ts_ns=83, dur_ns=1, event="hw_unmap_wait", func="hw_unmap_wait", tgid=900, gpu_id=GA, unmap_filter=2, ret=0),
+    _u(82, 3, GA), _m(86, 4, GA),
+]
+C1_MARKERS = [dict(ts_ns=1, source="workload", kind="workload_start", tgid=200, target_tgid=200, label="offline")]
+
+
+def set_counters(path, **counters):
+    """Rewrite meta.json counters (e.g. events_lost=5, or None for a killed recorder's unknown)."""
+    import json
+
+    mp = path / "meta.json"
+    meta = json.loads(mp.read_text())
+    meta["counters"] = {**(meta.get("counters") or {}), **counters}
+    mp.write_text(json.dumps(meta))
+    return path

@@ -3,6 +3,7 @@
 -- calls whatever their result (`failed` says how many returned an errno), so it works on a host
 -- without a GPU too. Only rows of the ioctl tracepoint path (func syscalls:*) count: it is the path
 -- that decodes the arguments, and a kfd_ioctl kprobe seeing the same call would count it twice.
+-- DBG_TRAP queue operations are named through the prelude's `dbg_trap_ops` lookup (one definition).
 
 CREATE VIEW ioctl_queue_requests AS
 SELECT
@@ -21,14 +22,15 @@ SELECT
   -- DESTROY_QUEUE calls.
   count(*) FILTER (WHERE ioctl_cmd = 'AMDKFD_IOC_DESTROY_QUEUE') AS destroy_calls,
   -- DBG_TRAP suspend calls (upstream op 6; ROCm's pre-upstream op 3 on 0xc0284b82).
-  count(*) FILTER (WHERE (ioctl_nr & 255 = 38 AND dbg_op = 6) OR (ioctl_nr & 255 = 130 AND dbg_op = 3)) AS suspend_calls,
+  count(*) FILTER (WHERE o.op_name = 'suspend_queues') AS suspend_calls,
   -- DBG_TRAP resume calls (upstream op 7; ROCm op 4).
-  count(*) FILTER (WHERE (ioctl_nr & 255 = 38 AND dbg_op = 7) OR (ioctl_nr & 255 = 130 AND dbg_op = 4)) AS resume_calls,
+  count(*) FILTER (WHERE o.op_name = 'resume_queues') AS resume_calls,
   -- Processes targeted by this process's DBG_TRAP calls.
-  list_sort(list_distinct(list(target_pid) FILTER (WHERE ioctl_nr & 255 IN (38, 130)))) AS dbg_targets,
+  list_sort(list_distinct(list(target_pid) FILTER (WHERE ioctl_nr & 255 IN (SELECT DISTINCT ioctl_nr_low FROM dbg_trap_ops)))) AS dbg_targets,
   -- Calls that returned an errno.
   count(*) FILTER (WHERE ret < 0) AS failed
 FROM events
+LEFT JOIN dbg_trap_ops o ON o.ioctl_nr_low = events.ioctl_nr & 255 AND o.dbg_op = events.dbg_op
 WHERE event = 'kfd_ioctl' AND ioctl_nr IS NOT NULL AND func LIKE 'syscalls:%'
 GROUP BY run_id, tgid
 ORDER BY run_id, tgid;

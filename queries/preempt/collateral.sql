@@ -35,7 +35,7 @@ JOIN _queues_spans s
  AND (s.destroyed_ts_ns IS NULL OR s.destroyed_ts_ns > u.ts_ns)
 WHERE NOT EXISTS (
   SELECT 1 FROM queues_lifecycle_states o
-  WHERE o.run_id = s.run_id AND o.tgid = s.tgid AND o.gpu_id = s.gpu_id AND o.queue_id = s.queue_id
+  WHERE o.run_id = s.run_id AND o.tgid = s.tgid AND o.gpu_id = s.gpu_id AND o.queue_id = s.queue_id AND o.created_ts_ns = s.created_ts_ns
     AND o.start_ts_ns <= u.ts_ns AND (o.end_ts_ns IS NULL OR o.end_ts_ns > u.ts_ns));
 
 CREATE VIEW preempt_collateral AS

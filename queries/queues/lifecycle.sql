@@ -49,7 +49,7 @@ WHERE event IN ('queues_suspend', 'queues_resume', 'queues_preempt', 'queues_unp
   AND coalesce(owner_tgid, target_pid) IS NOT NULL;
 
 CREATE VIEW _queues_off_marks AS
-SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, c.ts_ns,
+SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns,
        CASE WHEN c.event IN ('queues_suspend', 'queues_resume') THEN 'suspended' ELSE 'preempted' END AS state,
        c.event IN ('queues_suspend', 'queues_preempt') AS goes_off
 FROM _queues_spans s
@@ -58,7 +58,7 @@ JOIN _queues_calls c
  AND c.ts_ns >= s.created_ts_ns AND (s.destroyed_ts_ns IS NULL OR c.ts_ns < s.destroyed_ts_ns)
  AND (len(coalesce(c.queue_ids, [])) = 0 OR list_contains(c.queue_ids, s.queue_id))
 UNION ALL
-SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, e.ts_ns, 'evicted' AS state, e.event = 'process_evict' AS goes_off
+SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, e.ts_ns, 'evicted' AS state, e.event = 'process_evict' AS goes_off
 FROM _queues_spans s
 JOIN events e
   ON e.run_id = s.run_id AND e.event IN ('process_evict', 'process_restore') AND coalesce(e.owner_tgid, e.tgid) = s.tgid
@@ -67,8 +67,8 @@ JOIN events e
 
 CREATE VIEW queues_lifecycle_states AS
 WITH ordered AS (
-  SELECT *, lead(ts_ns) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, state ORDER BY ts_ns) AS next_ts_ns,
-         lead(goes_off) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, state ORDER BY ts_ns) AS next_goes_off
+  SELECT *, lead(ts_ns) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, created_ts_ns, state ORDER BY ts_ns) AS next_ts_ns,
+         lead(goes_off) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, created_ts_ns, state ORDER BY ts_ns) AS next_goes_off
   FROM _queues_off_marks
 )
 SELECT
@@ -80,6 +80,8 @@ SELECT
   o.gpu_id,
   -- KFD queue id within the process.
   o.queue_id,
+  -- Creation time of the queue (tells apart two queues that reused one id).
+  o.created_ts_ns,
   -- suspended (scheme A, debugger), preempted (scheme B) or evicted (process eviction).
   o.state,
   -- Start of the call that took the queue off.
@@ -88,17 +90,17 @@ SELECT
   CASE WHEN NOT o.next_goes_off THEN o.next_ts_ns END AS end_ts_ns
 FROM ordered o
 WHERE o.goes_off
-ORDER BY o.run_id, o.tgid, o.gpu_id, o.queue_id, o.ts_ns;
+ORDER BY o.run_id, o.tgid, o.gpu_id, o.queue_id, o.created_ts_ns, o.ts_ns;
 
 CREATE VIEW queues_lifecycle AS
 WITH states AS (
-  SELECT run_id, tgid, gpu_id, queue_id,
+  SELECT run_id, tgid, gpu_id, queue_id, created_ts_ns,
          count(*) FILTER (WHERE state = 'suspended') AS suspended,
          count(*) FILTER (WHERE state = 'preempted') AS preempted,
          count(*) FILTER (WHERE state = 'evicted') AS evicted
   FROM queues_lifecycle_states GROUP BY ALL
 ), updates AS (
-  SELECT s.run_id, s.tgid, s.gpu_id, s.queue_id, count(*) AS n
+  SELECT s.run_id, s.tgid, s.gpu_id, s.queue_id, s.created_ts_ns, count(*) AS n
   FROM _queues_spans s
   JOIN events e ON e.run_id = s.run_id AND e.event = 'queue_update' AND e.gpu_id = s.gpu_id AND coalesce(e.owner_tgid, e.tgid) = s.tgid
    AND e.queue_id = s.queue_id AND e.ts_ns >= s.created_ts_ns AND (s.destroyed_ts_ns IS NULL OR e.ts_ns < s.destroyed_ts_ns)
@@ -144,8 +146,8 @@ SELECT
   CAST(coalesce(e.resets_so_far, 0) - coalesce(b.resets_so_far, 0) AS BIGINT) AS reset
 FROM _queues_spans s
 LEFT JOIN _queues_labels l ON l.run_id = s.run_id AND l.tgid = s.tgid
-LEFT JOIN updates u ON u.run_id = s.run_id AND u.tgid = s.tgid AND u.gpu_id = s.gpu_id AND u.queue_id = s.queue_id
-LEFT JOIN states st ON st.run_id = s.run_id AND st.tgid = s.tgid AND st.gpu_id = s.gpu_id AND st.queue_id = s.queue_id
+LEFT JOIN updates u ON u.run_id = s.run_id AND u.tgid = s.tgid AND u.gpu_id = s.gpu_id AND u.queue_id = s.queue_id AND u.created_ts_ns = s.created_ts_ns
+LEFT JOIN states st ON st.run_id = s.run_id AND st.tgid = s.tgid AND st.gpu_id = s.gpu_id AND st.queue_id = s.queue_id AND st.created_ts_ns = s.created_ts_ns
 LEFT JOIN at_start b ON b.run_id = s.run_id AND b.tgid = s.tgid AND b.gpu_id = s.gpu_id AND b.queue_id = s.queue_id AND b.created_ts_ns = s.created_ts_ns
 LEFT JOIN at_end e ON e.run_id = s.run_id AND e.tgid = s.tgid AND e.gpu_id = s.gpu_id AND e.queue_id = s.queue_id AND e.created_ts_ns = s.created_ts_ns
 ORDER BY s.run_id, s.tgid, s.gpu_id, s.queue_id, s.created_ts_ns;

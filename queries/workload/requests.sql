@@ -3,7 +3,8 @@
 -- of `gpreempt-trace workload` (request_start at the scheduled time, request_end, step_done) and
 -- of the controller (preempt_request, resume_done). A run's scheme is its label `scheme`
 -- ('none' when unlabelled); `environment` is its label `environment` (e.g. qemu-tcg: software-path
--- times, not hardware numbers). A preemption lasts from preempt_request to the first resume_done
+-- times, not hardware numbers). Offline steps/s counts the steps that ended while the online stream
+-- ran (its first due time to its last end), so schemes compare like with like. A preemption lasts from preempt_request to the first resume_done
 -- for the same target at or after it; with no resume_done it is open (NULL end) and overlaps every
 -- later request of the run up to that request's end.
 
@@ -74,9 +75,15 @@ WITH lat AS (
          quantile_disc(latency_ns, 0.5) AS p50_ns, quantile_disc(latency_ns, 0.99) AS p99_ns,
          max(latency_ns) AS max_ns, count(*) FILTER (WHERE preemptions > 0) AS overlapped,
   FROM workload_requests GROUP BY scheme
+), win AS (  -- the online stream's span per run: offline throughput is counted while it runs
+  SELECT run_id, min(due_ns) AS lo, max(end_ns) AS hi FROM workload_requests GROUP BY run_id
 ), steps AS (
-  SELECT run_id, count(*) AS n, max(ts_ns) - min(ts_ns - value_ns) AS window_ns
-  FROM markers WHERE kind = 'step_done' AND value_ns IS NOT NULL GROUP BY run_id
+  SELECT m.run_id,
+         count(*) FILTER (WHERE win.lo IS NULL OR m.ts_ns BETWEEN win.lo AND win.hi) AS n,
+         CASE WHEN any_value(win.lo) IS NULL THEN max(m.ts_ns) - min(m.ts_ns - m.value_ns)
+              ELSE any_value(win.hi) - any_value(win.lo) END AS window_ns
+  FROM markers m LEFT JOIN win USING (run_id)
+  WHERE m.kind = 'step_done' AND m.value_ns IS NOT NULL GROUP BY m.run_id
 ), off AS (
   SELECT ru.scheme, CAST(sum(steps.n) AS BIGINT) AS steps, CAST(sum(steps.window_ns) AS BIGINT) AS window_ns
   FROM steps JOIN _workload_requests_runs ru USING (run_id) GROUP BY ru.scheme
@@ -110,9 +117,9 @@ SELECT
   coalesce(lat.overlapped, 0) AS overlapped_requests,
   -- Preemptions issued in these runs.
   coalesce(pre.preemptions, 0) AS preemptions,
-  -- Offline steps completed (step_done markers).
+  -- Offline steps that ended while the online stream ran (first due to last end; the whole step span in a run without requests).
   coalesce(off.steps, 0) AS offline_steps,
-  -- Offline steps per second of the offline job's own time span (first step start to last step end), summed over runs; NULL without steps.
+  -- offline_steps per second of those windows, summed over runs; NULL without a window.
   off.steps * 1e9 / nullif(off.window_ns, 0) AS offline_steps_per_s
 FROM lat
 FULL JOIN off ON off.scheme = lat.scheme

@@ -1,0 +1,43 @@
+"""queues.lifecycle and queues.counts on hand-checkable traces (exact ns)."""
+from tracefixtures import GA, GB, KFD_FUNCS, Q1_EVENTS, write_trace
+
+from gpreempt_trace import api, query
+
+
+def test_lifecycle_one_row_per_queue_with_counts(tmp_path):
+    t = [str(write_trace(tmp_path / "q1", "q1", Q1_EVENTS, funcs=KFD_FUNCS))]
+    rows = api.query("queues.lifecycle", t).to_pylist()
+    got = [(r["tgid"], r["label"], r["gpu_id"], r["queue_id"], r["type"], r["created_ts_ns"], r["destroyed_ts_ns"], r["lifetime_ns"],
+            r["updates"], r["unmapped"], r["evicted"], r["suspended"], r["preempted"], r["reset"]) for r in rows]
+    assert got == [
+        (100, "online", GA, 0, "compute_aql", 10, 90, 80, 1, 4, 0, 1, 0, 0),  # unmaps at 30, 50, 62, 82; suspended 60..80
+        (100, "online", GA, 0, "compute_aql", 95, None, None, 0, 0, 1, 0, 0, 0),  # the id reused: a new queue, evicted at 100
+        (100, "online", GA, 1, "sdma", 20, 70, 50, 0, 3, 0, 0, 0, 0),  # not named by the suspend
+        (200, "offline", GB, 0, "compute_aql", 15, None, None, 0, 1, 0, 0, 0, 0),  # only the unmap on its own GPU
+    ]
+    con = api.connect(t)
+    query.load_module(con, query.resolve("queues.lifecycle"))
+    assert con.sql("select tgid, queue_id, created_ts_ns, state, start_ts_ns, end_ts_ns from queues_lifecycle_states").fetchall() == [
+        (100, 0, 10, "suspended", 60, 80), (100, 0, 95, "evicted", 100, 110)]
+
+
+def test_counts_per_model_and_stability_across_runs(tmp_path):
+    def create(tgid, qid, qtype, comm):
+        return dict(ts_ns=10 + qid, dur_ns=1, event="queue_create", func="create_queue_cpsch", tgid=tgid, gpu_id=GA, queue_id=qid,
+                    queue_type=qtype, ret=0, comm=comm)
+
+    r1 = [create(1, 0, "compute_aql", "bert"), create(1, 1, "compute_aql", "bert"), create(1, 2, "sdma", "bert"),
+          create(2, 0, "compute_aql", "resnet")]
+    r2 = [create(5, 0, "compute_aql", "bert"), create(5, 1, "compute_aql", "bert"), create(5, 2, "sdma", "bert"),
+          create(6, 0, "compute_aql", "resnet"), create(6, 1, "compute_aql", "resnet"),
+          create(7, 0, "compute_aql", "resnet")]
+    runs = [str(write_trace(tmp_path / "r1", "r1", r1, funcs=KFD_FUNCS)), str(write_trace(tmp_path / "r2", "r2", r2, funcs=KFD_FUNCS))]
+    rows = api.query("queues.counts", runs).to_pylist()
+    got = [(r["label"], r["run_id"], r["processes"], r["queues"], r["compute_queues"], r["sdma_queues"], r["min_per_process"],
+            r["max_per_process"], r["queue_ids"], r["identical_across_runs"]) for r in rows]
+    assert got == [
+        ("bert", "r1", 1, 3, 2, 1, 3, 3, [0, 1, 2], True),
+        ("bert", "r2", 1, 3, 2, 1, 3, 3, [0, 1, 2], True),
+        ("resnet", "r1", 1, 1, 1, 0, 1, 1, [0], False),
+        ("resnet", "r2", 2, 3, 3, 0, 1, 2, [0, 1], False),  # its processes differ: 2 queues vs 1
+    ]
