@@ -93,7 +93,7 @@ def _collect(traces: Sequence[str], group_by: str, strict: bool = True) -> tuple
         raise GptError(f"--group-by {group_by}: no run has the label {group_by!r} (labels present: {', '.join(keys) or 'none'})",
                        "group by a label the runs have, or leave --group-by out to take all runs as one group")
     marked = dict(con.execute(
-        "SELECT run_id, arg_max(target_tgid, ts_ns) FROM markers WHERE source = 'snapshot' AND kind = 'workload_start' GROUP BY run_id").fetchall())
+        "SELECT run_id, arg_max(coalesce(target_tgid, tgid), ts_ns) FROM markers WHERE source IN ('launcher', 'snapshot', 'recorder') AND kind = 'workload_start' GROUP BY run_id").fetchall())
     inv = con.execute(
         "SELECT run_id, snapshot_seq, phase, tgid, gpu_id, compute_queues, sdma_queues, queue_ids, queue_id_source, doorbell_offs "
         "FROM exp01_inventory ORDER BY run_id, snapshot_seq, gpu_id").fetchall()

@@ -24,8 +24,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "request_end": ("workload", "An online request ends (same seq); value_ns = its latency from the scheduled time (queueing included)."),
     "step_start": ("workload", "An offline step starts (seq = step number)."),
     "step_done": ("workload", "An offline step ends (seq = step number); value_ns = its duration."),
-    "workload_start": ("workload, recorder, snapshot", "A workload process starts; tgid/target_tgid = its pid; label = what it runs."),
-    "workload_exit": ("workload, recorder, snapshot", "A workload process ends; value_ns = exit code (launcher) or iterations (workload)."),
+    "workload_start": ("workload, launcher", "A workload process starts; launcher (record/snapshot -- CMD): tgid = target_tgid = its pid, label = its command line; workload: tgid = its own pid, label = what it runs."),
+    "workload_exit": ("workload, launcher", "A workload process ends; launcher: same pids, value_ns = run time, label 'exit_code=N' (128+N: signal N); workload: value_ns = iterations."),
     "snapshot_phase": ("snapshot", "A debugfs snapshot phase begins (label baseline, during, after)."),
     "experiment_phase": ("experiment", "An experiment step begins or ends (label = step)."),
 }

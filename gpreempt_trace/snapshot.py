@@ -4,8 +4,8 @@
     s = Snapshotter(trace_writer, debugfs_dir=None)   # None = /sys/kernel/debug/kfd (mounts debugfs if needed)
     s.take(phase="during")                             # one read of mqds/hqds/rls -> rows; returns the row count
 
-`run_snapshot` is the `gpreempt-trace snapshot` job: a baseline, snapshots while a workload runs, one
-after it exits. When the output trace already exists (a running `record` owns meta.json), it only
+`run_snapshot(SnapshotOptions(...))` is the `gpreempt-trace snapshot` job: a baseline, snapshots while a
+workload (started by gpreempt_trace.launcher, which writes its markers) runs, one after it exits. When the output trace already exists (a running `record` owns meta.json), it only
 appends under snapshots/ and markers/ with its own segment names and keeps its settings in
 snapshots/_snapshot_meta.json.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import time
 import warnings
@@ -25,9 +24,11 @@ import pyarrow.parquet as pq
 
 from . import debugfs
 from .errors import GptError
+from .launcher import Launcher
 from .trace import META, TraceWriter, segment_files
 
 SNAPSHOT_META = "_snapshot_meta.json"
+MAX_INTERVAL_S = 86400.0  # --interval: at most a day between snapshots
 APPEND_SEQ_BLOCK = 1_000_000  # session k appending to a recorded trace numbers its snapshots from k * this
 
 
@@ -127,55 +128,55 @@ def _finish(tw: TraceWriter, appended: bool, settings: dict, labels: dict[str, s
     path = Path(tw.path) / "snapshots" / SNAPSHOT_META
     old = json.loads(path.read_text()) if path.exists() else {"sessions": []}
     rows = tw.writers["snapshots"].rows_written
-    markers = tw.writers["markers"].rows_written
+    markers = tw.writers["markers"].rows_written + tw.extra_rows.get("markers", 0)
     old["sessions"].append(dict(settings, labels=labels, pid=os.getpid(), counters={"snapshots_written": rows, "markers_written": markers}))
     tmp = path.with_name("." + path.name + ".tmp")
     tmp.write_text(json.dumps(old, indent=2) + "\n")
     os.replace(tmp, path)
 
 
-def _marker(tw: TraceWriter, kind: str, child_pid: int, label: str, value_ns: Optional[int] = None) -> None:
-    tw.writer("markers").append_rows([{
-        "ts_ns": time.monotonic_ns(), "source": "snapshot", "kind": kind, "tgid": os.getpid(),
-        "target_tgid": child_pid, "label": label, "value_ns": value_ns,
-    }])
+@dataclass
+class SnapshotOptions:
+    """The options of `snapshot`; fields are named like its flags (cmd = the command after --)."""
+
+    output: str
+    interval_s: float = 1.0
+    count: Optional[int] = None
+    labels: dict[str, str] = field(default_factory=dict)
+    debugfs_dir: Optional[str] = None
+    cmd: tuple[str, ...] = ()
+    phase: Optional[str] = None
 
 
-def run_snapshot(
-    output: str | os.PathLike,
-    interval_s: float = 1.0,
-    count: Optional[int] = None,
-    labels: Optional[dict[str, str]] = None,
-    debugfs_dir: Optional[str | os.PathLike] = None,
-    cmd: Sequence[str] = (),
-    phase: Optional[str] = None,
-) -> SnapshotResult:
+def run_snapshot(opts: SnapshotOptions) -> SnapshotResult:
     """With `cmd`: a baseline, then a snapshot every `interval_s` while the workload runs (at most
     `count`), then one after it exits. Without: `count` (default 1) snapshots `interval_s` apart."""
-    if interval_s <= 0:
-        raise GptError(f"--interval {interval_s} is not positive", "give seconds between snapshots, e.g. --interval 0.5")
-    if count is not None and count < 0:
-        raise GptError(f"--count {count} is negative", "give how many snapshots to take")
-    labels = dict(labels or {})
+    o = opts
+    if not 0 < o.interval_s <= MAX_INTERVAL_S:
+        raise GptError(f"--interval {o.interval_s} is not in (0, {MAX_INTERVAL_S}]", "give seconds between snapshots, e.g. --interval 0.5")
+    if o.count is not None and o.count < 0:
+        raise GptError(f"--count {o.count} is negative", "give how many snapshots to take")
+    labels = dict(o.labels or {})
+    debugfs_dir = o.debugfs_dir
     # check the source before creating the trace, so a bad --debugfs leaves nothing behind
     source = debugfs.ensure_live() if debugfs_dir is None else Path(debugfs_dir)
     if debugfs_dir is not None:
         debugfs.read_capture_dir(source)
-    tw, appended = _open(output, labels)
+    tw, appended = _open(o.output, labels)
     snap = Snapshotter(tw, debugfs_dir, first_seq=_first_seq(tw, appended))
-    settings = {"interval_s": interval_s, "count": count, "debugfs_dir": None if debugfs_dir is None else str(debugfs_dir),
-                "cmd": list(cmd), "exit_code": None}
-    result = SnapshotResult(Path(output), tw.run_id, 0, 0, appended=appended)
+    settings = {"interval_s": o.interval_s, "count": o.count, "debugfs_dir": None if debugfs_dir is None else str(debugfs_dir),
+                "cmd": list(o.cmd), "exit_code": None}
+    result = SnapshotResult(Path(o.output), tw.run_id, 0, 0, appended=appended)
     try:
-        if cmd:
-            result.exit_code = _with_workload(tw, snap, interval_s, count, list(cmd), result.notes)
+        if o.cmd:
+            result.exit_code = _with_workload(tw, snap, o.interval_s, o.count, list(o.cmd), result.notes)
             settings["exit_code"] = result.exit_code
         else:
-            n = 1 if count is None else count
+            n = 1 if o.count is None else o.count
             for i in range(n):
                 if i:
-                    time.sleep(interval_s)
-                snap.take(phase or "during")
+                    time.sleep(o.interval_s)
+                snap.take(o.phase or "during")
                 tw.tick()
     finally:
         settings["snapshots_taken"] = snap.snapshots_taken
@@ -185,37 +186,30 @@ def run_snapshot(
 
 
 def _with_workload(tw: TraceWriter, snap: Snapshotter, interval_s: float, count: Optional[int], cmd: list[str], notes: list[str]) -> int:
+    """The workload through the launcher (markers workload_start/workload_exit); its exit code."""
     snap.take("baseline")
-    try:
-        child = subprocess.Popen(cmd)
-    except OSError as e:
-        raise GptError(f"cannot start {cmd[0]!r} ({e.strerror or e})", "give the workload command after --, e.g. -- python model.py") from None
-    t0 = time.monotonic_ns()
-    _marker(tw, "workload_start", child.pid, shlex.join(cmd))
     during = 0
-    try:
-        while True:
-            try:
-                child.wait(timeout=interval_s)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if count is None or during < count:
-                snap.take("during")
-                during += 1
-            tw.tick()
-    except BaseException:
-        # interrupted, or a snapshot failed: do not leave the workload running behind us
-        if child.poll() is None:
-            child.terminate()
-            child.wait()
-        _marker(tw, "workload_exit", child.pid, f"exit={child.returncode}", time.monotonic_ns() - t0)
-        raise
-    _marker(tw, "workload_exit", child.pid, f"exit={child.returncode}", time.monotonic_ns() - t0)
+    with Launcher(cmd, trace=tw.path) as child:  # leaving early (a failed snapshot, Ctrl-C) stops it
+        child.start()
+        try:
+            while True:
+                try:
+                    code = child.wait(timeout=interval_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if count is None or during < count:
+                    snap.take("during")
+                    during += 1
+                tw.tick()
+                child.tick()
+        finally:
+            child.close()
+            tw.add_rows_written("markers", child.markers_written)
     snap.take("after")
     if during == 0:
         notes.append("the workload exited before the first snapshot while it ran; use a smaller --interval")
-    return child.returncode
+    return code
 
 
 def run_import(output: str | os.PathLike, paths: Sequence[str | os.PathLike], labels: Optional[dict[str, str]] = None) -> SnapshotResult:

@@ -22,6 +22,16 @@ FORMAT = "gpreempt-trace"
 VERSION = 1
 META = "meta.json"
 TABLE_NAMES = ("events", "markers", "snapshots")
+COUNTER_OF_TABLE = {"events": "events_written", "markers": "markers_written", "snapshots": "snapshots_written"}
+
+
+def already_a_trace(p: Path) -> GptError:
+    try:
+        run = read_meta(p).get("run_id")
+    except GptError:
+        run = None
+    return GptError(f"output {p} already holds a trace{f' (run {run})' if run else ''}",
+                    "write each run into its own directory (-o NEW); query runs together by naming both traces")
 
 
 def new_run_id() -> str:
@@ -54,6 +64,7 @@ class TraceWriter:
     writers: dict[str, SegmentWriter] = field(default_factory=dict)
     owns_meta: bool = True  # False for a process that only adds rows to another's trace
     prefix: str = "seg"  # segment file prefix of this process's writers
+    extra_rows: dict[str, int] = field(default_factory=dict)  # see add_rows_written
 
     @classmethod
     def join(cls, path: str | os.PathLike, prefix: str) -> "TraceWriter":
@@ -69,16 +80,14 @@ class TraceWriter:
         labels: dict[str, str] | None = None,
         synthetic: bool = False,
         run_id: str | None = None,
-        append: bool = False,
     ) -> "TraceWriter":
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise GptError(f"output {p} exists and is not a directory", "choose a new path with -o")
+        if (p / META).exists():  # one run per trace: never reopen another run's meta.json
+            raise already_a_trace(p)
         if p.is_dir() and any(p.iterdir()):
-            if not (append and (p / META).exists()):
-                raise GptError(f"output {p} is not empty", "choose a new path with -o, or remove it first")
-            tw = cls(p, read_meta(p))
-            return tw
+            raise GptError(f"output {p} is not empty", "choose a new path with -o, or remove it first")
         p.mkdir(parents=True, exist_ok=True)
         meta = {
             "format": FORMAT,
@@ -95,7 +104,8 @@ class TraceWriter:
             "labels": dict(labels or {}),
             "synthetic": bool(synthetic),
             "attach_plan": [],
-            "counters": {"events_written": 0, "events_lost": 0, "markers_written": 0, "snapshots_written": 0},
+            # NULL until known: a killed run keeps them NULL (trace.disk_counters derives what it can)
+            "counters": {"events_written": None, "events_lost": None, "markers_written": None, "snapshots_written": None},
             "tool_version": __version__,
         }
         tw = cls(p, meta)
@@ -123,6 +133,10 @@ class TraceWriter:
         for w in self.writers.values():
             w.tick()
 
+    def add_rows_written(self, table: str, n: int) -> None:
+        """Count rows another writer of this run wrote into `table` (e.g. the launcher's markers)."""
+        self.extra_rows[table] = self.extra_rows.get(table, 0) + n
+
     def close(self, **meta_updates) -> None:
         for w in self.writers.values():
             w.close()
@@ -130,10 +144,9 @@ class TraceWriter:
             return
         self.meta.update(meta_updates)
         counters = self.meta.setdefault("counters", {})
-        for table, w in self.writers.items():
-            key = {"events": "events_written", "markers": "markers_written", "snapshots": "snapshots_written"}.get(table)
-            if key:
-                counters[key] = w.rows_written
+        for table, key in COUNTER_OF_TABLE.items():  # a finished run knows what it wrote (0 when nothing)
+            w = self.writers.get(table)
+            counters[key] = (w.rows_written if w else 0) + self.extra_rows.get(table, 0)
         self.meta["stop_ns"] = time.monotonic_ns()
         self.meta["stop_wall"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
         self.save_meta()
@@ -207,3 +220,40 @@ def segment_files(trace: Path, table: str, warn: bool = True) -> list[Path]:
             continue
         good.append(f)
     return good
+
+
+@dataclass
+class TableOnDisk:
+    """What the closed segments of one table hold, read from their Parquet footers only (cheap)."""
+
+    rows: int = 0
+    segments: int = 0
+    min_ts_ns: int | None = None  # from the ts_ns column statistics; None when no row (or no statistics)
+    max_ts_ns: int | None = None
+
+
+def table_on_disk(trace: str | os.PathLike, table: str) -> TableOnDisk:
+    """Rows, segments and ts_ns range of `table` from the segment footers (every writer of the trace,
+    joined ones included; unreadable segments skipped with a warning, as segment_files does)."""
+    out = TableOnDisk()
+    for f in segment_files(Path(trace), table, warn=False):
+        try:
+            md = pq.read_metadata(f)
+        except Exception:  # noqa: BLE001 - vanished or damaged since listing
+            continue
+        out.rows += md.num_rows
+        out.segments += 1
+        ts = next((i for i in range(md.num_columns) if md.schema.column(i).path == "ts_ns"), -1)
+        for g in range(md.num_row_groups) if ts >= 0 else ():
+            st = md.row_group(g).column(ts).statistics
+            if st is None or not st.has_min_max:
+                continue
+            out.min_ts_ns = st.min if out.min_ts_ns is None else min(out.min_ts_ns, st.min)
+            out.max_ts_ns = st.max if out.max_ts_ns is None else max(out.max_ts_ns, st.max)
+    return out
+
+
+def disk_counters(trace: str | os.PathLike) -> dict[str, int]:
+    """`*_written` counters as the closed segments show them (for a run killed before it wrote its
+    counters). Losses cannot be derived from the segments: they stay unknown."""
+    return {key: table_on_disk(trace, table).rows for table, key in COUNTER_OF_TABLE.items()}

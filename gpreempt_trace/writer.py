@@ -2,7 +2,9 @@
 
 A segment is written as `.seg-NNNNNN.parquet.tmp` (hidden from DuckDB's `*.parquet` globs and from
 Spark, which skips dot files) and renamed to `seg-NNNNNN.parquet` when closed, so a `kill -9` loses
-at most the open segment and every closed one reads. Each table folder also gets a zero-row
+at most the open segment and every closed one reads. A segment is closed (its pending rows flushed
+into it) once its first row is DEFAULT_SEGMENT_S old, so a row handed to the writer at time t is in
+a closed segment by the first tick() at or after t + segment_s: that bounds what a kill loses. Each table folder also gets a zero-row
 `schema.parquet` so that plain-SQL globs always match and carry the full schema.
 """
 from __future__ import annotations
@@ -20,8 +22,8 @@ import pyarrow.parquet as pq
 from . import __version__, schema
 
 DEFAULT_ROWS_PER_GROUP = 65536
-DEFAULT_GROUP_MS = 250
-DEFAULT_SEGMENT_S = 1.0
+DEFAULT_GROUP_MS = 100  # a row group is written once its oldest row is this old (or has rows_per_group rows)
+DEFAULT_SEGMENT_S = 0.5  # a segment is closed once its oldest row is this old
 SCHEMA_FILE = "schema.parquet"  # zero rows: plain globs (DuckDB, Spark) always match
 # min/max statistics only where readers filter (they cost ~30 % of write time on all columns)
 STATS_COLUMNS = ("run_id", "ts_ns", "event", "tgid", "gpu_id", "snapshot_seq", "kind")
@@ -92,6 +94,8 @@ class SegmentWriter:
             tbl = tbl.select(self.schema.names).cast(self.schema)
         if not self._pending:
             self._pending_since = time.monotonic_ns()
+            if self._writer is None:
+                self._seg_started = self._pending_since  # a segment's age counts from its first row
         self._pending.append(tbl)
         self._pending_rows += tbl.num_rows
         if self._pending_rows >= self.rows_per_group:
@@ -106,10 +110,11 @@ class SegmentWriter:
     def tick(self, now_ns: int | None = None) -> None:
         """Flush by age and rotate segments; call this periodically even when no rows arrive."""
         now = time.monotonic_ns() if now_ns is None else now_ns
-        if self._pending and now - self._pending_since >= self.group_ns:
-            self._flush_group()
-        if self._writer is not None and now - self._seg_started >= self.segment_ns:
+        if (self._writer is not None or self._pending) and now - self._seg_started >= self.segment_ns:
+            self._flush_group()  # the pending rows go into the segment being closed
             self._close_segment()
+        elif self._pending and now - self._pending_since >= self.group_ns:
+            self._flush_group()
 
     # -- internals ----------------------------------------------------------------------------
     def _run(self, fn, *args) -> None:
@@ -132,7 +137,6 @@ class SegmentWriter:
         if self._writer is None:
             tmp, _ = self._paths()
             self._writer = pq.ParquetWriter(tmp, self.schema, compression=self.compression, write_statistics=self._stats)
-            self._seg_started = time.monotonic_ns()
             self._seg_rows = 0
         self._seg_rows += tbl.num_rows
         self.rows_flushed += tbl.num_rows

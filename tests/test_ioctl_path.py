@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from gpreempt_trace.cli import main
+from gpreempt_trace.trace import segment_files
 from gpreempt_trace.recorder import ioctls as I
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,7 +40,7 @@ def _record(out: Path, *extra: str, n: int = N, fork: bool = False, other: bool 
 
 
 def _read(trace: Path, table: str) -> list[dict]:
-    files = sorted((trace / table).glob("seg-*.parquet"))
+    files = segment_files(trace, table)  # every writer's segments (the launcher's markers: laun<pid>-*)
     if not files:
         return []
     tbl = pa.concat_tables([pq.read_table(f) for f in files])

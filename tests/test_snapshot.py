@@ -57,12 +57,34 @@ def test_workload_child_markers_and_exit_code(tmp_path):
     assert sql(t, "SELECT phase, count(DISTINCT snapshot_seq) FROM snapshots GROUP BY ALL ORDER BY min(snapshot_seq)") == [
         ("baseline", 1), ("during", 2), ("after", 1)]
     (start_pid, start_label), (exit_pid, exit_label) = sql(
-        t, "SELECT target_tgid, label FROM markers WHERE source = 'snapshot' ORDER BY ts_ns")
+        t, "SELECT target_tgid, label FROM markers WHERE source = 'launcher' ORDER BY ts_ns")
     assert start_pid == exit_pid and start_label.startswith(sys.executable + " -c ")
-    assert sql(t, "SELECT kind FROM markers ORDER BY ts_ns") == [("workload_start",), ("workload_exit",)]
-    assert exit_label == "exit=3"
+    assert sql(t, "SELECT kind, source, tgid = target_tgid FROM markers ORDER BY ts_ns") == [
+        ("workload_start", "launcher", True), ("workload_exit", "launcher", True)]
+    assert exit_label == "exit_code=3"
     meta = read_meta(t)
     assert meta["labels"] == {"model": "x"} and meta["snapshot"]["exit_code"] == 3 and meta["snapshot"]["snapshots_taken"] == 4
+    assert meta["counters"]["markers_written"] == 2 and meta["counters"]["snapshots_written"] == 4 * ROWS_MI300
+
+
+def test_workload_killed_by_a_signal_exits_128_plus_n(tmp_path):
+    r = CliRunner().invoke(main, ["snapshot", "-o", str(tmp_path / "t"), "--debugfs", str(MI300), "--interval", "0.05", "--",
+                                  sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    assert r.exit_code == 128 + 9, r.output
+    assert sql(tmp_path / "t", "SELECT label FROM markers WHERE kind = 'workload_exit'") == [("exit_code=137",)]
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--interval", "1e308"], "Error: Invalid value for '--interval': 1e+308 is not in the range 0<x<=86400.0."),
+    (["--interval", "0"], "Error: Invalid value for '--interval': 0.0 is not in the range 0<x<=86400.0."),
+    (["--interval", "nan"], "Error: Invalid value for '--interval': nan is not in the range 0<x<=86400.0."),
+    (["--count", "-1"], "Error: Invalid value for '--count': -1 is not in the range 0<=x<=1000000000."),
+])
+def test_bad_numbers_are_a_one_line_usage_error(tmp_path, args, line):
+    r = CliRunner().invoke(main, ["snapshot", "-o", str(tmp_path / "t"), "--debugfs", str(MI300), *args])
+    assert r.exit_code == 2
+    assert [ln for ln in r.output.splitlines() if ln.startswith("Error")] == [line]
+    assert "Traceback" not in r.output and not (tmp_path / "t").exists()
 
 
 def test_append_to_a_trace_being_recorded(tmp_path):
@@ -117,4 +139,4 @@ def test_failing_snapshot_stops_the_workload(tmp_path):
     t = tmp_path / "t"
     r = CliRunner().invoke(main, ["snapshot", "-o", str(t), "--debugfs", str(cap), "--interval", "0.05", "--", sys.executable, "-c", child])
     assert r.exit_code == 1 and "is not a KFD debugfs hqds dump" in r.output
-    assert sql(t, "SELECT kind, label FROM markers ORDER BY ts_ns")[1] == ("workload_exit", "exit=-15")  # SIGTERM
+    assert sql(t, "SELECT kind, label FROM markers ORDER BY ts_ns")[1] == ("workload_exit", "exit_code=143")  # SIGTERM

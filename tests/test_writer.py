@@ -1,5 +1,6 @@
 """Segment writer and trace directory format v1."""
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -126,8 +127,19 @@ def test_output_dir_rules(tmp_path):
         trace.TraceWriter.create(tmp_path / "file")
     tw = trace.TraceWriter.create(tmp_path / "empty-ok")
     tw.close()
-    again = trace.TraceWriter.create(tmp_path / "empty-ok", append=True)
-    assert again.run_id == tw.run_id
+
+
+def test_a_second_run_into_a_trace_is_refused_and_leaves_the_first_intact(tmp_path):
+    tw = trace.TraceWriter.create(tmp_path / "t", run_id="first")
+    tw.writer("events").append_table(_events(3))
+    tw.close()
+    before = (tmp_path / "t" / "meta.json").read_bytes()
+    with pytest.raises(GptError) as e:
+        trace.TraceWriter.create(tmp_path / "t")
+    assert e.value.line() == (f"output {tmp_path / 't'} already holds a trace (run first): write each run into its own "
+                              "directory (-o NEW); query runs together by naming both traces")
+    assert (tmp_path / "t" / "meta.json").read_bytes() == before
+    assert json.loads(before)["counters"]["events_written"] == 3
 
 
 def test_read_meta_rejects(tmp_path):
@@ -189,3 +201,53 @@ def test_join_adds_rows_without_touching_meta(tmp_path):
     rows = sorted(r["ts_ns"] for f in trace.segment_files(tmp_path / "t", "markers") for r in pq.read_table(f).to_pylist())
     assert rows == [1, 2]
     assert trace.read_meta(tmp_path / "t")["counters"]["markers_written"] == 1  # the owner's own count
+
+
+def test_a_row_is_in_a_closed_segment_one_segment_age_after_it_arrived(tmp_path):
+    """The kill -9 bound at the writer: with the default ages, whatever was appended at t is in a closed
+    (renamed, readable) segment at the first tick at or after t + DEFAULT_SEGMENT_S, the rows pending in
+    a row group included; until then it is in the open segment or pending."""
+    from gpreempt_trace import writer
+
+    w = SegmentWriter(tmp_path / "e", "events", "run-x")
+    t = time.monotonic_ns()
+    seg_ns = int(writer.DEFAULT_SEGMENT_S * 1e9)
+    w.append_table(_events(5, start=0))  # first row of the segment at ~t
+    w.tick(now_ns=t + int(writer.DEFAULT_GROUP_MS * 1e6))  # a row group: written into the open segment
+    w.append_table(_events(2, start=5))  # still pending (younger than a row group)
+    w.tick(now_ns=t + seg_ns - 1)
+    assert w.rows_written == 0 and w.segments_closed == 0
+    w.tick(now_ns=time.monotonic_ns() + seg_ns)
+    assert w.rows_written == 7 and w.segments_closed == 1
+    assert pq.read_metadata(tmp_path / "e" / "seg-000000.parquet").num_rows == 7
+    w.close()
+
+
+def test_docs_quote_the_row_group_and_segment_ages_of_the_code():
+    from pathlib import Path
+
+    from gpreempt_trace import writer
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    for name in ("trace-format.md", "recorder.md"):
+        text = docs.joinpath(name).read_text()
+        ages = re.findall(r"row groups?[^.]*?(\d+) ms", text)
+        segs = re.findall(r"segments? (?:of|every) ([\d.]+) s\b", text)
+        assert ages and set(ages) == {str(writer.DEFAULT_GROUP_MS)}, (name, ages)
+        assert segs and {float(x) for x in segs} == {writer.DEFAULT_SEGMENT_S}, (name, segs)
+
+
+def test_counters_are_null_until_known_and_derivable_from_the_segments(tmp_path):
+    tw = trace.TraceWriter.create(tmp_path / "t")
+    w = tw.writer("events")
+    w.append_table(_events(4, start=100))
+    w.tick(now_ns=time.monotonic_ns() + 10**10)  # closed by age
+    meta = trace.read_meta(tmp_path / "t")  # a killed run leaves this meta.json
+    assert meta["counters"] == {"events_written": None, "events_lost": None, "markers_written": None, "snapshots_written": None}
+    assert meta["stop_ns"] is None
+    assert trace.disk_counters(tmp_path / "t") == {"events_written": 4, "markers_written": 0, "snapshots_written": 0}
+    ev = trace.table_on_disk(tmp_path / "t", "events")
+    assert (ev.rows, ev.segments, ev.min_ts_ns, ev.max_ts_ns) == (4, 1, 100, 103)
+    tw.close()
+    c = trace.read_meta(tmp_path / "t")["counters"]
+    assert c == {"events_written": 4, "events_lost": None, "markers_written": 0, "snapshots_written": 0}  # nobody counted losses

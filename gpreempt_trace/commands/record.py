@@ -1,48 +1,85 @@
+import math
 import sys
 
 import click
 
+from .. import api
 from .. import options as opt
+from ..recorder.runtime import RINGBUF_MB_MAX, Progress, RecordOptions
 from ..trace import parse_labels
+
+MAX_SECONDS = 10 ** 7  # ~4 months: bounds every duration option (time arithmetic never overflows)
+
+
+class PowerOfTwo(click.ParamType):
+    """An integer that is a power of two from 1 to `max` (a one-line usage error otherwise)."""
+
+    name = "integer"
+
+    def __init__(self, max: int):
+        self.max = max
+
+    def convert(self, value, param, ctx):
+        v = click.INT.convert(value, param, ctx)
+        if not 1 <= v <= self.max or v & (v - 1):
+            self.fail(f"{v} is not a power of two from 1 to {self.max}.", param, ctx)
+        return v
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds in (0, max] (never NaN): a one-line usage error otherwise."""
+
+    def __init__(self, max: float = MAX_SECONDS):
+        super().__init__(min=0, min_open=True, max=max)
+
+    def convert(self, value, param, ctx):
+        v = click.FLOAT.convert(value, param, ctx)
+        if math.isnan(v):
+            self.fail(f"{value} is not in the range {self._describe_range()}.", param, ctx)
+        return super().convert(v, param, ctx)
 
 
 @click.command("record", context_settings={"ignore_unknown_options": False})
 @opt.output_trace()
 @click.option("--probes", default=None, metavar="kfd,ioctl",
               help="Probe groups: kfd (KFD function kprobes), ioctl (syscalls:sys_*_ioctl tracepoints). Default: both, recording what attaches.")
-@click.option("--attach", type=click.Choice(["auto", "kprobe", "fentry"]), default="auto", show_default=True, help="How KFD functions are hooked.")
-@click.option("-p", "--pid", "tgids", type=int, multiple=True, metavar="TGID", help="Record only this process (repeatable).")
+@click.option("--attach", type=click.Choice(["auto", "kprobe"]), default="auto", show_default=True,
+              help="How KFD functions are hooked (kprobe; raw tracepoints where the kernel has the kfd:* series).")
+@click.option("-p", "--pid", "tgids", type=click.IntRange(min=1, max=2 ** 31 - 1), multiple=True, metavar="TGID",
+              help="Record only this process (repeatable).")
 @opt.labels
-@click.option("--duration", "duration_s", type=float, metavar="S", help="Stop after S seconds.")
-@opt.btf_dir
+@click.option("--duration", "duration_s", type=Seconds(), metavar="S", help="Stop after S seconds.")
+@click.option("--btf", "btf_dir", type=click.Path(exists=True, file_okay=False), help="Directory laid out like /sys/kernel/btf (files vmlinux, amdgpu).")
 @opt.kallsyms
 @click.option("--kfd-path", default="/dev/kfd", show_default=True, metavar="PATH", help="Device whose ioctls the ioctl path records (e.g. /dev/null in tests).")
-@click.option("--ringbuf-mb", type=int, default=32, show_default=True, help="Ring buffer size in MiB (power of two).")
-@click.option("--snapshot-interval", "snapshot_interval_s", type=float, metavar="S", help="Also snapshot KFD debugfs every S seconds.")
+@click.option("--ringbuf-mb", type=PowerOfTwo(RINGBUF_MB_MAX), default=32, show_default=True,
+              help=f"Ring buffer size in MiB (a power of two from 1 to {RINGBUF_MB_MAX}).")
+@click.option("--snapshot-interval", "snapshot_interval_s", type=Seconds(), metavar="S", help="Also snapshot KFD debugfs every S seconds.")
 @opt.debugfs
 @click.option("--print-bpf", is_flag=True, help="Print the BPF program and its cflags, and exit.")
 @opt.command_args
 @click.pass_context
-def command(ctx, output, probes, attach, tgids, labels, duration_s, btf_dir, kallsyms, kfd_path, ringbuf_mb,
-            snapshot_interval_s, debugfs_dir, print_bpf, cmd):
+def command(ctx, print_bpf, **flags):
     """Record KFD queue lifecycle events into trace OUTPUT while a workload runs.
 
     With `-- CMD ARGS...` it starts CMD, records it and its descendants, stops when it exits and
     returns its exit code. Without a command it records until --duration or Ctrl-C (every process,
-    or those given with -p). Ends with one line: events, segments, lost.
+    or those given with -p). Stopping drains what the ring holds for at most 2 s; the rest is counted
+    as lost. Ends with one line: events, segments, lost.
     """
-    from ..recorder.runtime import RecordOptions, Recorder, parse_probes
-
-    groups, explicit = parse_probes(probes)
-    o = RecordOptions(output=output, probes=groups, probes_explicit=explicit, attach=attach, tgids=tuple(tgids),
-                      labels=parse_labels(labels), duration_s=duration_s, btf_dir=btf_dir, kallsyms=kallsyms,
-                      kfd_path=kfd_path, cmd=tuple(cmd), ringbuf_mb=ringbuf_mb,
-                      snapshot_interval_s=snapshot_interval_s, debugfs_dir=debugfs_dir)
-    rec = Recorder(o)
+    flags["labels"] = parse_labels(flags["labels"])
+    opts = RecordOptions(**flags)
     if print_bpf:
-        rec.print_bpf(sys.stdout)
+        click.echo(api.record_program(opts), nl=False)
         return
-    res = rec.run()
+    res = api.record(opts, progress=_status_line if sys.stderr.isatty() else None)
+    if sys.stderr.isatty():
+        click.echo("", err=True)
     click.echo(res.summary_line(), err=True)
     if res.exit_code:
         ctx.exit(res.exit_code)
+
+
+def _status_line(p: Progress) -> None:
+    lost = "?" if p.lost is None else p.lost
+    click.echo(f"\rrecord: {p.events} events  {p.rate_per_s:,.0f}/s  lost {lost}   ", nl=False, err=True)

@@ -3,6 +3,8 @@ import click
 
 from .. import api
 from .. import options as opt
+from .record import Seconds
+from ..snapshot import MAX_INTERVAL_S, SnapshotOptions
 from ..trace import parse_labels
 
 IMPORT_HELP = """Ingest saved debugfs captures into a trace.
@@ -24,14 +26,15 @@ def import_command(output, labels, files):
 
 @click.command("snapshot", short_help="Snapshot KFD debugfs (mqds, hqds, rls) into a trace.", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @opt.output_trace(required=False)
-@click.option("--interval", "interval_s", type=float, default=1.0, show_default=True, help="Seconds between snapshots.")
-@click.option("--count", type=click.IntRange(min=0), help="Snapshots to take (with a workload: at most this many while it runs; default 1 without).")
+@click.option("--interval", "interval_s", type=Seconds(MAX_INTERVAL_S), default=1.0, show_default=True,
+              help="Seconds between snapshots.")
+@click.option("--count", type=click.IntRange(min=0, max=10 ** 9), help="Snapshots to take (with a workload: at most this many while it runs; default 1 without).")
 @opt.labels
 @opt.debugfs
 @click.option("--phase", type=click.Choice(["baseline", "during", "after"]), help="Phase of the snapshots taken without a workload (default during).")
 @opt.command_args
 @click.pass_context
-def command(ctx, output, interval_s, count, labels, debugfs_dir, phase, cmd):
+def command(ctx, cmd, **flags):
     """Snapshot KFD debugfs (mqds, hqds, rls) into the trace -o TRACE.
 
     \b
@@ -43,14 +46,15 @@ def command(ctx, output, interval_s, count, labels, debugfs_dir, phase, cmd):
     /sys/kernel/debug/kfd. If TRACE is a trace being recorded, the snapshots are added to it.
     """
     if cmd and cmd[0] == "import":
-        args = list(cmd[1:]) + (["-o", output] if output else [])
+        args = list(cmd[1:]) + (["-o", flags["output"]] if flags["output"] else [])
         return import_command.main(args=args, prog_name="gpreempt-trace snapshot import", standalone_mode=False)
-    if not output:
+    if not flags["output"]:
         raise click.UsageError("give the trace to write with -o TRACE")
-    res = api.snapshot(output, interval_s, count, parse_labels(labels), debugfs_dir, list(cmd), phase)
+    flags["labels"] = parse_labels(flags["labels"])
+    res = api.snapshot(SnapshotOptions(cmd=tuple(cmd), **flags))
     for n in res.notes:
         click.echo(f"note: {n}", err=True)
     tail = f", workload exit {res.exit_code}" if res.exit_code is not None else ""
     click.echo(f"{res.trace}: {res.snapshots} snapshots, {res.rows} rows (run {res.run_id}{', appended' if res.appended else ''}{tail})", err=bool(cmd))
     if res.exit_code:
-        ctx.exit(res.exit_code if 0 < res.exit_code < 256 else 1)
+        ctx.exit(res.exit_code)

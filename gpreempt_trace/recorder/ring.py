@@ -42,12 +42,28 @@ class RingReader:
     def pending_bytes(self) -> int:
         return int(self.prod[0]) - int(self.cons[0])
 
-    def read_into(self, out: np.ndarray) -> int:
-        """Copy committed records into `out` (structured array of the record dtype); return how many."""
+    def producer_pos(self) -> int:
+        return int(self.prod[0])
+
+    def records_before(self, pos: int) -> int:
+        """Records between the consumer position and `pos` (a producer position seen earlier), committed
+        or still being written; discarded ones are not counted. Exact for gpt_event-sized records."""
+        cons = int(self.cons[0])
+        if pos <= cons:
+            return 0
+        start = cons & self.mask
+        n = (pos - cons) // self.stride
+        lens = self.data[start:start + n * self.stride].view(self.slot)["len"]  # the data pages are mapped twice
+        return int(((lens & DISCARD_BIT) == 0).sum()) + (1 if (pos - cons) % self.stride else 0)
+
+    def read_into(self, out: np.ndarray, until: int | None = None) -> int:
+        """Copy committed records into `out` (structured array of the record dtype); return how many.
+        With `until` (a producer position), records reserved after it are left in the ring."""
         got = 0
         while got < len(out):
             cons = int(self.cons[0])
-            avail = int(self.prod[0]) - cons
+            prod = int(self.prod[0]) if until is None else min(int(self.prod[0]), until)
+            avail = prod - cons
             if avail <= 0:
                 break
             start = cons & self.mask
