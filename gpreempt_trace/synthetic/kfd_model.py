@@ -244,7 +244,9 @@ class Model:
                                           value_ns=(out[kind] - out[kind.replace("done", "request")] if kind.endswith("done") else None)))
         for q in qids:
             self.bulk_markers.append(dict(ts_ns=out["preempt_done"], kind="queue_result", seq=seqs, label="ok", qid=q))
-        self.bulk_common = dict(source="controller", tgid=ctl, target_tgid=target, gpu_id=gpu, scheme=sch)
+        common = dict(source="controller", tgid=ctl, target_tgid=target, gpu_id=gpu, scheme=sch)
+        for b in self.bulk_markers:
+            b.setdefault("common", common)
         self.preemptions.append(dict(seq=seqs, request_ts_ns=out["preempt_request"], target_tgid=np.full(n, target), label=label,
                                      gpu_id=gpu, queue_ids=list(qids),
                                      unmap_ts_ns=out["preempt_unmap_ts"], preempt_unmap_end=out["preempt_unmap_end"],

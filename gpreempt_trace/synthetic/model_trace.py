@@ -52,7 +52,7 @@ def _marker_table(m: Model, run_id: str) -> pa.Table:
     for b in m.bulk_markers:
         markers.check_kind(b["kind"])
         n = len(b["ts_ns"])
-        common = dict(m.bulk_common)
+        common = b["common"]
         d = {
             "run_id": pa.array([run_id] * n, pa.string()) if n < 1000 else pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([run_id])).cast(pa.string()),
             "ts_ns": pa.array(b["ts_ns"], pa.int64()),
