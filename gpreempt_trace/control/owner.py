@@ -35,6 +35,7 @@ class Controller:
         self.detach_why = "exit"
         self.thread = threading.Thread(target=self._main, name="gpt-controller", daemon=True)
         self.markers: Optional[MarkerWriter] = None
+        self.readers: dict = {}  # fd -> callback(fd), run on the owner thread (the socket service)
 
     # ---- caller side -----------------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> dict:
@@ -48,9 +49,32 @@ class Controller:
         return fut
 
     def call(self, op: str, **kw) -> dict:
+        if threading.current_thread() is self.thread:  # a reader callback: answer inline
+            return self.inline(op, **kw)
         if self.done.done():
             raise GptError("the controller has stopped", self.detach_why)
         return self.submit(op, **kw).result()
+
+    def inline(self, op: str, **kw) -> dict:
+        """Run a request on the owner thread itself (from a reader callback). Call after_answer()
+        once the answer is sent: markers are written then."""
+        try:
+            return self._do(op, kw)
+        except GptError as e:
+            return {"ok": False, "error": e.line()}
+
+    def after_answer(self) -> None:
+        self._flush_markers()
+
+    def add_reader(self, fd: int, callback) -> None:
+        """Have the owner thread call callback(fd) when fd is readable (thread-safe)."""
+        if threading.current_thread() is self.thread:
+            self.readers[fd] = callback
+        else:
+            self.submit("_reader", fd=fd, callback=callback).result()
+
+    def remove_reader(self, fd: int) -> None:
+        self.readers.pop(fd, None)
 
     def stop(self, why: str = "exit", timeout_s: float = 30.0) -> list:
         if self.thread.is_alive():
@@ -99,14 +123,18 @@ class Controller:
                 fut.set_result({"ok": False, "error": f"controller stopped ({self.detach_why})"})
 
     def _loop(self) -> None:
-        fds = [self.rfd] + self.scheme.fds()
+        base = [self.rfd] + self.scheme.fds()
         last_tick = time.monotonic()
         while True:
             timeout = POLL_S if getattr(self.scheme, "seized", False) else 0.1
             if self.held_since is not None and self.max_hold_ns is not None:
                 left = (self.held_since + self.max_hold_ns - time.monotonic_ns()) / 1e9
                 timeout = max(0.0, min(timeout, left))
-            select.select(fds, [], [], timeout)
+            ready, _, _ = select.select(base + list(self.readers), [], [], timeout)
+            for fd in ready:
+                cb = self.readers.get(fd)
+                if cb is not None:
+                    cb(fd)
             try:
                 os.read(self.rfd, 4096)
             except BlockingIOError:
@@ -120,6 +148,10 @@ class Controller:
                     self.detach_why = kw.get("why", "exit")
                     fut.set_result({"ok": True})
                     return
+                if op == "_reader":
+                    self.readers[kw["fd"]] = kw["callback"]
+                    fut.set_result({"ok": True})
+                    continue
                 try:
                     fut.set_result(self._do(op, kw))
                 except GptError as e:

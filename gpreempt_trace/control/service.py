@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import socket
 import statistics
@@ -179,88 +178,93 @@ def _bind(path: str) -> socket.socket:
 
 
 class Service:
-    """Answers JSON-line requests on a Unix socket; each connection's hold is resumed when it goes."""
+    """Answers JSON-line requests on a Unix socket. The socket work runs on the controller's owner
+    thread (Controller.add_reader): a request reaches the ioctl with no thread hand-off. Each
+    connection's hold is resumed when the connection goes (unless it preempted with keep)."""
 
     def __init__(self, ctl: Controller, path: str, sock: socket.socket):
-        self.ctl, self.path = ctl, path
-        self.sel = selectors.DefaultSelector()
-        self.bufs: dict[socket.socket, bytes] = {}
-        self.holder: Optional[socket.socket] = None  # connection whose preempt is held (not keep)
-        self.sock = sock
-        self.sel.register(self.sock, selectors.EVENT_READ)
+        self.ctl, self.path, self.sock = ctl, path, sock
+        self.conns: dict[int, socket.socket] = {}
+        self.bufs: dict[int, bytes] = {}
+        self.holder: Optional[int] = None  # fd of the connection whose preempt is held (not keep)
+        ctl.add_reader(sock.fileno(), self._accept)
 
-    def serve_forever(self) -> str:
+    def _accept(self, fd: int) -> None:
         try:
-            while True:
-                if self.ctl.done.done():
-                    return self.ctl.detach_why
-                for key, _ in self.sel.select(timeout=0.2):
-                    if key.fileobj is self.sock:
-                        try:
-                            conn, _ = self.sock.accept()
-                        except BlockingIOError:
-                            continue
-                        conn.setblocking(True)
-                        self.bufs[conn] = b""
-                        self.sel.register(conn, selectors.EVENT_READ)
-                    else:
-                        self._readable(key.fileobj)
-        finally:
-            for conn in list(self.bufs):
-                self._drop(conn, resume=False)
-            self.sel.close()
-            self.sock.close()
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(True)
+        self.conns[conn.fileno()] = conn
+        self.bufs[conn.fileno()] = b""
+        self.ctl.add_reader(conn.fileno(), self._readable)
 
-    def _drop(self, conn: socket.socket, resume: bool = True) -> None:
-        self.sel.unregister(conn)
-        self.bufs.pop(conn, None)
-        conn.close()
-        if conn is self.holder:
+    def wait(self) -> str:
+        """Block the calling (main) thread until the controller stops; signals interrupt it."""
+        while not self.ctl.done.done():
+            time.sleep(0.2)
+        return self.ctl.detach_why
+
+    def close(self) -> None:
+        for fd, conn in list(self.conns.items()):
+            self.ctl.remove_reader(fd)
+            conn.close()
+        self.conns.clear()
+        self.ctl.remove_reader(self.sock.fileno())
+
+    def _drop(self, fd: int) -> None:
+        self.ctl.remove_reader(fd)
+        self.bufs.pop(fd, None)
+        conn = self.conns.pop(fd, None)
+        if conn is not None:
+            conn.close()
+        if fd == self.holder:
             self.holder = None
-            if resume:
-                self.ctl.call("resume", why="client disconnected")
+            self.ctl.inline("resume", why="client disconnected")
+            self.ctl.after_answer()
 
-    def _readable(self, conn: socket.socket) -> None:
+    def _readable(self, fd: int) -> None:
+        conn = self.conns[fd]
         try:
             data = conn.recv(65536)
         except OSError:
             data = b""
         if not data:
-            self._drop(conn)
+            self._drop(fd)
             return
-        buf = self.bufs[conn] + data
+        buf = self.bufs[fd] + data
         while b"\n" in buf:
             line, _, buf = buf.partition(b"\n")
-            try:
-                req = json.loads(line)
-                op = req.pop("op")
-            except (ValueError, KeyError, AttributeError):
-                ans = {"ok": False, "error": "bad request: one JSON object with \"op\" per line"}
-            else:
-                keep = bool(req.pop("keep", False))
-                if op == "preempt" and req.get("queues") not in (None, "all"):
-                    try:
-                        req["queues"] = parse_queues(req["queues"])
-                    except GptError as e:
-                        req = None
-                        ans = {"ok": False, "error": e.line()}
-                if req is not None:
-                    ans = self.ctl.call(op, **req) if op in ("preempt", "resume", "status") else \
-                        {"ok": False, "error": f"unknown op {op!r}: preempt, resume, status"}
-                    if op == "preempt" and ans.get("ok") and ans.get("issued"):
-                        self.holder = None if keep else conn
-                    elif op == "resume" and ans.get("ok"):
-                        self.holder = None
+            ans = self._answer(fd, line)
             try:
                 conn.sendall(json.dumps(ans).encode() + b"\n")
             except OSError:
-                self._drop(conn)
+                self._drop(fd)
                 return
-        self.bufs[conn] = buf
+            finally:
+                self.ctl.after_answer()
+        self.bufs[fd] = buf
+
+    def _answer(self, fd: int, line: bytes) -> dict:
+        try:
+            req = json.loads(line)
+            op = req.pop("op")
+        except (ValueError, KeyError, AttributeError, TypeError):
+            return {"ok": False, "error": "bad request: one JSON object with \"op\" per line"}
+        if op not in ("preempt", "resume", "status"):
+            return {"ok": False, "error": f"unknown op {op!r}: preempt, resume, status"}
+        keep = bool(req.pop("keep", False))
+        if op == "preempt" and req.get("queues") not in (None, "all"):
+            try:
+                req["queues"] = parse_queues(req["queues"])
+            except GptError as e:
+                return {"ok": False, "error": e.line()}
+        ans = self.ctl.inline(op, **req)
+        if op == "preempt" and ans.get("ok") and ans.get("issued"):
+            self.holder = None if keep else fd
+        elif op == "resume" and ans.get("ok"):
+            self.holder = None
+        return ans
 
 
 def serve(opts: PreemptOptions, io: Optional[P.Io] = None, on_ready=None, watchdog: Optional[bool] = None) -> str:
@@ -278,9 +282,11 @@ def serve(opts: PreemptOptions, io: Optional[P.Io] = None, on_ready=None, watchd
                 if on_ready:
                     on_ready(st)
                 try:
-                    why = svc.serve_forever()
+                    why = svc.wait()
                 except _Stop as s:
                     why = ctl.why = s.why
+                finally:
+                    svc.close()
                 return why
         except _Stop as s:
             return s.why
