@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from gpreempt_trace.cli import main
+from gpreempt_trace.recorder.plan import PROBES, TRACEPOINTS
 
 
 def doctor(*args):
@@ -28,7 +29,7 @@ def test_offline_fixture_json(kfd_fixture):
     assert set(probes["update_queue"]) == {"probe", "event", "symbol", "mechanism", "status", "reason", "func_id"}
     assert (probes["update_queue"]["event"], probes["update_queue"]["symbol"]) == ("queue_update", "amdgpu:update_queue")
     assert (probes["execute_queues_cpsch"]["symbol"], probes["execute_queues_cpsch"]["reason"]) == (
-        None, "inlined in this build; using map_queues_cpsch+unmap_queues_cpsch")
+        None, "inlined in this build; map_queues_cpsch and unmap_queues_cpsch are probed")
     assert probes["unmap_queues_cpsch"]["symbol"] == "unmap_queues_cpsch"
     assert probes["map_queues_cpsch"]["symbol"] == "map_queues_cpsch"
     assert probes["hw_unmap_wait"]["symbol"] == "pm_send_unmap_queue->amdkfd_fence_wait_timeout"
@@ -50,11 +51,32 @@ def test_offline_fixture_text(kfd_fixture):
     r = doctor("--kallsyms", kfd_fixture / "kallsyms", "--btf", kfd_fixture / "btf")
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert "attach plan (19 of 30 probes planned):" in lines
+    assert f"attach plan (21 of {len(PROBES) + len(TRACEPOINTS)} probes planned):" in lines
     row = next(ln for ln in lines if ln.split()[:1] == ["update_queue"])
     assert row.split()[:5] == ["update_queue", "queue_update", "amdgpu:update_queue", "kprobe+kretprobe", "planned"]
     row = next(ln for ln in lines if ln.split()[:1] == ["GPT_OFF_Q_IS_SUSPENDED"])
     assert row.split() == ["GPT_OFF_Q_IS_SUSPENDED", "queue.properties.is_suspended", "missing"]
+
+
+def test_offline_fixture_612_explains_every_probe(kernel_fixture):
+    """Debian 6.12.117: every KFD kprobe planned, the execute clone named, the reset path and the debugger ABI."""
+    k = kernel_fixture("6.12.117+deb12-amd64")
+    r = doctor("--kallsyms", k / "kallsyms", "--btf", k / "btf", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert [c["ok"] for c in out["checks"]] == [True, True]
+    probes = {p["probe"]: p for p in out["probes"]}
+    assert {n for n, p in probes.items() if p["status"] == "planned"} == {s.name for s in PROBES}
+    assert probes["execute_queues_cpsch"]["symbol"] == "execute_queues_cpsch.constprop.0"
+    assert "its arguments may differ from the source, so they are not read" in probes["execute_queues_cpsch"]["reason"]
+    assert (probes["suspend_queues"]["event"], probes["suspend_queues"]["symbol"]) == ("queues_suspend", "suspend_queues")
+    assert (probes["kfd_hws_hang"]["event"], probes["kgd_gfx_v9_hqd_reset"]["event"]) == ("hws_hang", "queue_reset")
+    # every probe that is not attached says why
+    assert all(p["reason"] for p in out["probes"] if p["status"] != "planned")
+    fields = {f["path"]: f["offset"] for f in out["fields"]}
+    assert fields["kfd_node.id"] == 36 and fields["queue.properties.is_suspended"] == 110
+    text = doctor("--kallsyms", k / "kallsyms", "--btf", k / "btf")
+    assert f"attach plan ({len(PROBES)} of {len(PROBES) + len(TRACEPOINTS)} probes planned):" in text.output.splitlines()
 
 
 def test_live_this_vm():

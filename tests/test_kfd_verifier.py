@@ -1,6 +1,6 @@
 """Every KFD program in tracers/kfd.bpf.c passes this kernel's verifier (loaded as KPROBE programs,
-not attached: this VM has no kprobes), with the -D flags planned for Debian's 6.1.0-56 build and for
-the running kernel (no amdgpu: no field macros at all)."""
+not attached: this VM has no kprobes), with the -D flags planned for Debian's 6.1.0-56 and 6.12.117 builds
+and for the running kernel (no amdgpu: no field macros at all)."""
 from __future__ import annotations
 
 import os
@@ -50,6 +50,16 @@ def test_verifier_accepts_fixture_61_plan(kfd_fixture):
     # the queue-reading return handlers are the big ones: every queue field is compiled in
     assert sizes["kfd_return__create_queue_cpsch"] > sizes["kfd_return__kfd_ioctl"] > 0
     assert sizes["kfd_return__suspend_queues"] > sizes["kfd_return__map_queues_cpsch"]  # the queue-id reads
+
+
+def test_verifier_accepts_fixture_612_plan(kernel_fixture):
+    """Debian 6.12.117: every probe planned (execute clone, reset path, debugger ABI), kfd_node device id."""
+    k = kernel_fixture("6.12.117+deb12-amd64")
+    plan = plan_kfd(k / "kallsyms", k / "btf")
+    assert "-DGPT_OFF_Q_IS_SUSPENDED=110" in plan.cflags and "-DGPT_ARG_reset_queues_cpsch_PASID=1" in plan.cflags
+    sizes = load_all(plan)
+    assert len(sizes) == 2 * len(PROBES) + len(TRACEPOINTS)
+    assert sizes["kfd_return__suspend_queues"] > sizes["kfd_return__kfd_dbg_trap_enable"] > 0
 
 
 def test_verifier_accepts_running_kernel_plan():

@@ -85,6 +85,16 @@ EXPECTED_61 = {
     "kfd_ioctl": ("kfd_ioctl", "planned"),
     "add_queue_mes": ("add_queue_mes", "planned"),
     "remove_queue_mes": ("remove_queue_mes.constprop.0", "planned"),
+    # the debugger ABI is 6.5+; 6.1 has reset_queues_cpsch and kfd_signal_reset_event, inlines kfd_hws_hang
+    "kfd_ioctl_runtime_enable": (None, "unavailable"),
+    "kfd_dbg_trap_enable": (None, "unavailable"),
+    "kfd_dbg_trap_disable": (None, "unavailable"),
+    "reset_queues_cpsch": ("reset_queues_cpsch", "planned"),
+    "kgd_gfx_v9_hqd_reset": (None, "unavailable"),
+    "kgd_gfx_v10_hqd_reset": (None, "unavailable"),
+    "kgd_gfx_v11_hqd_reset": (None, "unavailable"),
+    "kfd_hws_hang": (None, "unavailable"),
+    "kfd_signal_reset_event": ("kfd_signal_reset_event", "planned"),
     # Debian's kernel has no kfd:* tracepoints
     **{f"kfd:{t.name}": (None, "unavailable") for t in TRACEPOINTS},
 }
@@ -99,7 +109,7 @@ def test_fixture_plan(plan61):
     got = {p.probe: (p.target, p.status) for p in plan61.probes}
     assert got == EXPECTED_61
     by = {p.probe: p for p in plan61.probes}
-    assert by["execute_queues_cpsch"].reason == "inlined in this build; using map_queues_cpsch+unmap_queues_cpsch"
+    assert by["execute_queues_cpsch"].reason == "inlined in this build; map_queues_cpsch and unmap_queues_cpsch are probed"
     assert by["update_queue"].reason.startswith("name also in vmlinux: using amdgpu:update_queue")
     assert "GCC clone remove_queue_mes.constprop.0" in by["remove_queue_mes"].reason
     assert "6.5" in by["suspend_queues"].reason
@@ -133,7 +143,9 @@ def test_fixture_offsets_and_cflags(plan61):
         assert f in flags, f
     assert not [f for f in flags if f.startswith("-DGPT_OFF_Q_IS_SUSPENDED") or f.startswith("-DGPT_OFF_PDD_PASID")]
     # every probe gets every role macro, so kfd.bpf.c always compiles
-    assert sum(f.startswith("-DGPT_ARG_") for f in flags) == len(PROBES) * 11
+    assert {"-DGPT_ARG_reset_queues_cpsch_DQM=0", "-DGPT_ARG_reset_queues_cpsch_PASID=1",
+            "-DGPT_ARG_kfd_signal_reset_event_DEV=0"} <= flags
+    assert sum(f.startswith("-DGPT_ARG_") for f in flags) == len(PROBES) * 13
 
 
 def test_func_id_base_and_probe_selection(kfd_fixture):
@@ -146,13 +158,14 @@ def test_func_id_base_and_probe_selection(kfd_fixture):
         plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf", attach="fentry")
 
 
-def test_execute_present_replaces_map_unmap(tmp_path, kfd_fixture):
+def test_execute_present_keeps_map_and_unmap(tmp_path, kfd_fixture):
+    """execute_queues_cpsch (here a plain symbol) is probed AND its unmap/map halves keep their own rows."""
     ks = tmp_path / "kallsyms"
     ks.write_text((kfd_fixture / "kallsyms").read_text() + "ffffffffc0ffe000 t execute_queues_cpsch\t[amdgpu]\n")
     p = {q.probe: q for q in plan_kfd(ks, kfd_fixture / "btf").probes}
     assert (p["execute_queues_cpsch"].status, p["execute_queues_cpsch"].target) == ("planned", "execute_queues_cpsch")
-    assert p["map_queues_cpsch"].status == p["unmap_queues_cpsch"].status == "unavailable"
-    assert p["unmap_queues_cpsch"].reason == "execute_queues_cpsch is probed instead"
+    assert (p["map_queues_cpsch"].status, p["map_queues_cpsch"].target) == ("planned", "map_queues_cpsch")
+    assert (p["unmap_queues_cpsch"].status, p["unmap_queues_cpsch"].target) == ("planned", "unmap_queues_cpsch")
 
 
 def test_no_amdgpu_loaded(tmp_path, kfd_fixture):
@@ -213,12 +226,12 @@ def test_kfd_tracepoints_preferred(tmp_path, kfd_fixture):
     p = {q.probe: q for q in plan.probes}
     assert (p["kfd:kfd_queue_create"].target, p["kfd:kfd_queue_create"].mechanism, p["kfd:kfd_queue_create"].status) == (
         "kfd:kfd_queue_create", "raw_tracepoint", "planned")
-    assert p["kfd:kfd_runlist_map"].status == "unavailable"
+    assert p["kfd:kfd_queues_map"].status == "unavailable"
     assert (p["create_queue_cpsch"].status, p["create_queue_cpsch"].reason) == ("unavailable", "superseded by tracepoint kfd:kfd_queue_create")
     assert p["create_queue_nocpsch"].reason == "superseded by tracepoint kfd:kfd_queue_create"
     assert p["unmap_queues_cpsch"].reason == "superseded by tracepoint kfd:kfd_queues_unmap"
     assert p["evict_process_queues_cpsch"].status == "planned"  # per-queue evict events do not replace it
-    assert p["map_queues_cpsch"].status == "planned"  # kfd_runlist_map is absent
+    assert p["map_queues_cpsch"].status == "planned"  # kfd_queues_map is absent
     assert f"-DGPT_FID_tp_kfd_queue_create={p['kfd:kfd_queue_create'].func_id}" in plan.cflags
 
     class TpBpf(RecordingBpf):
@@ -289,3 +302,71 @@ def test_newer_kernel_layout_uses_the_alternatives():
     spec = next(p for p in PROBES if p.name == "unmap_queues_cpsch")
     pos = _param_positions(spec, mod, True)
     assert (pos["DQM"], pos["FILTER"], pos["FPARAM"], pos["GRACE"], pos["Q"]) == (0, 1, 2, 3, -1)
+
+
+# --- Debian 6.12.117 (fixture): every KFD kprobe attaches ------------------------------------------
+
+@pytest.fixture(scope="module")
+def plan612(kernel_fixture):
+    k = kernel_fixture("6.12.117+deb12-amd64")
+    return plan_kfd(k / "kallsyms", k / "btf")
+
+
+def test_fixture_612_plan_probes_execute_clone_and_its_map_unmap(plan612):
+    by = {p.probe: p for p in plan612.probes}
+    ex = by["execute_queues_cpsch"]
+    # the clone's name, resolved from kallsyms, is what the plan attaches to and records
+    assert (ex.target, ex.status, ex.entry_target, ex.ret_target) == (
+        "execute_queues_cpsch.constprop.0", "planned", "execute_queues_cpsch.constprop.0", "execute_queues_cpsch.constprop.0")
+    assert "GCC clone execute_queues_cpsch.constprop.0" in ex.reason
+    assert (by["unmap_queues_cpsch"].target, by["unmap_queues_cpsch"].status) == ("unmap_queues_cpsch", "planned")
+    assert (by["map_queues_cpsch"].target, by["map_queues_cpsch"].status) == ("map_queues_cpsch", "planned")
+    assert (by["update_queue"].target, by["update_queue"].status) == ("amdgpu:update_queue", "planned")
+
+
+def test_fixture_612_plan_attaches_every_kprobe(plan612):
+    kprobes = [p for p in plan612.probes if not p.probe.startswith("kfd:")]
+    assert len(kprobes) == len(PROBES) == 31
+    assert [p.probe for p in kprobes if p.status != "planned"] == []
+    by = {p.probe: p for p in plan612.probes}
+    for name in ("suspend_queues", "resume_queues", "kfd_ioctl_runtime_enable", "kfd_dbg_trap_enable", "kfd_dbg_trap_disable",
+                 "reset_queues_cpsch", "kgd_gfx_v9_hqd_reset", "kgd_gfx_v10_hqd_reset", "kgd_gfx_v11_hqd_reset",
+                 "kfd_hws_hang", "kfd_signal_reset_event"):
+        assert (by[name].target, by[name].reason) == (name, None), name
+    assert {by[n].event for n in ("reset_queues_cpsch", "kgd_gfx_v9_hqd_reset")} == {"queue_reset"}
+    assert (by["kfd_hws_hang"].event, by["kfd_signal_reset_event"].event) == ("hws_hang", "gpu_reset")
+    assert (by["suspend_queues"].event, by["resume_queues"].event) == ("queues_suspend", "queues_resume")
+
+
+def test_fixture_612_argument_positions_from_btf(plan612):
+    """6.12 prototypes (BTF): suspend_queues(p, num_queues, grace_period, exception_clear_mask, usr_queue_id_array),
+    resume_queues(p, num_queues, usr_queue_id_array), unmap_queues_cpsch(dqm, filter, filter_param, grace_period, reset),
+    kfd_dbg_trap_enable(target, ...), kfd_ioctl_runtime_enable(filep, p, data), reset_queues_cpsch(dqm, pasid),
+    kfd_signal_reset_event(dev); the execute clone's arguments are not trusted."""
+    flags = set(plan612.cflags)
+    for f in ("-DGPT_ARG_suspend_queues_PROC=0", "-DGPT_ARG_suspend_queues_NQ=1", "-DGPT_ARG_suspend_queues_GRACE=2",
+              "-DGPT_ARG_suspend_queues_QIDS=4", "-DGPT_ARG_resume_queues_PROC=0", "-DGPT_ARG_resume_queues_NQ=1",
+              "-DGPT_ARG_resume_queues_QIDS=2", "-DGPT_ARG_resume_queues_GRACE=-1",
+              "-DGPT_ARG_unmap_queues_cpsch_GRACE=3", "-DGPT_ARG_unmap_queues_cpsch_FILTER=1",
+              "-DGPT_ARG_kfd_dbg_trap_enable_PROC=0", "-DGPT_ARG_kfd_dbg_trap_disable_PROC=0",
+              "-DGPT_ARG_kfd_ioctl_runtime_enable_PROC=1", "-DGPT_ARG_reset_queues_cpsch_PASID=1",
+              "-DGPT_ARG_kfd_signal_reset_event_DEV=0", "-DGPT_ARG_kfd_hws_hang_DQM=0",
+              "-DGPT_ARG_execute_queues_cpsch_DQM=-1", "-DGPT_ARG_execute_queues_cpsch_GRACE=-1"):
+        assert f in flags, f
+
+
+def test_fixture_612_offsets(plan612):
+    """6.12 moved the device to struct kfd_node and added queue_properties.is_suspended. Offsets equal
+    pahole's (`pahole -F btf --btf_base vmlinux -C queue,queue_properties,kfd_node,kfd_process amdgpu`)."""
+    assert plan612.fields["DEV_ID"] == "kfd_node.id"
+    assert plan612.fields["Q_IS_SUSPENDED"] == "queue.properties.is_suspended"
+    assert plan612.fields["PROC_PASID"] == "kfd_process.pasid"
+    assert plan612.fields["PDD_PASID"] is None
+    assert {k: plan612.offsets[k] for k in (
+        "queue.properties.queue_id", "queue.properties.doorbell_off", "queue.properties.is_evicted",
+        "queue.properties.is_suspended", "queue.properties.is_active", "queue.process", "queue.device",
+        "kfd_node.id", "kfd_process.pasid", "kfd_process.lead_thread", "task_struct.tgid", "kfd_process_device.qpd")} == {
+        "queue.properties.queue_id": 48, "queue.properties.doorbell_off": 104, "queue.properties.is_evicted": 109,
+        "queue.properties.is_suspended": 110, "queue.properties.is_active": 112, "queue.process": 264, "queue.device": 272,
+        "kfd_node.id": 36, "kfd_process.pasid": 160, "kfd_process.lead_thread": 96, "task_struct.tgid": 2436,
+        "kfd_process_device.qpd": 16}

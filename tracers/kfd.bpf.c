@@ -8,7 +8,7 @@
  * as -D macros from gpreempt_trace/recorder/plan.py, resolved from BTF, never from kernel headers:
  *   GPT_FID_<probe>          func_id of the probe (index into meta.json func_names)
  *   GPT_ARG_<probe>_<ROLE>   argument position of Q, QPD, DQM, PM, PROC, FILTER, FPARAM, GRACE, NQ, QIDS,
- *                            CMD (-1: not an argument of this function, or not trusted: GCC clone)
+ *                            CMD, PASID, DEV (-1: not an argument of this function, or not trusted: GCC clone)
  *   GPT_OFF_<FIELD>          byte offset of a struct member (absent macro = member absent = never read)
  *   GPT_KQT_* / GPT_KQF_AQL / GPT_KUF_*   kernel enum values (queue type, AQL format, unmap filter)
  * Handlers are named kfd_entry__<probe> / kfd_return__<probe>; the planner attaches them.
@@ -259,7 +259,8 @@ static __always_inline void kfd_fill_queue(struct gpt_event *e, u64 q)
 }
 
 static __always_inline int kfd_on_return(struct pt_regs *ctx, u16 fid, u16 ev, int ret64, int qi, int qpdi, int dqmi,
-					 int pmi, int proci, int filti, int fpi, int gri, int nqi, int qidsi, int cmdi)
+					 int pmi, int proci, int filti, int fpi, int gri, int nqi, int qidsi, int cmdi,
+					 int pasidi, int devi)
 {
 	u64 key = kfd_key(fid);
 	struct kfd_entry *found = kfd_entries.lookup(&key);
@@ -276,6 +277,8 @@ static __always_inline int kfd_on_return(struct pt_regs *ctx, u16 fid, u16 ev, i
 	u64 dev = 0;
 	s32 owner = 0;
 	kfd_resolve(q, qpd, dqmi >= 0 ? kfd_arg(&en, dqmi) : 0, pmi >= 0 ? kfd_arg(&en, pmi) : 0, &dev, &proc, &owner);
+	if (devi >= 0) /* the function names its device (struct kfd_node / kfd_dev) itself */
+		dev = kfd_arg(&en, devi);
 
 	struct gpt_event *e = gpt_reserve_owned(ev, fid, (u32)owner);
 	if (!e)
@@ -316,6 +319,8 @@ static __always_inline int kfd_on_return(struct pt_regs *ctx, u16 fid, u16 ev, i
 		GPT_SET(e, ioctl_nr, (u32)kfd_arg(&en, cmdi));
 	if (proci >= 0 && owner > 0)
 		GPT_SET(e, target_pid, owner);
+	if (pasidi >= 0)
+		GPT_SET(e, pasid, (u32)(u16)kfd_arg(&en, pasidi)); /* u16 pasid argument (reset_queues_cpsch) */
 	if (nqi >= 0) {
 		u32 n = (u32)kfd_arg(&en, nqi);
 		GPT_SET(e, num_queues, n);
@@ -346,7 +351,8 @@ static __always_inline int kfd_on_return(struct pt_regs *ctx, u16 fid, u16 ev, i
 		return kfd_on_return(ctx, GPT_FID_##P, EV, RET64, GPT_ARG_##P##_Q, GPT_ARG_##P##_QPD,        \
 				     GPT_ARG_##P##_DQM, GPT_ARG_##P##_PM, GPT_ARG_##P##_PROC,                \
 				     GPT_ARG_##P##_FILTER, GPT_ARG_##P##_FPARAM, GPT_ARG_##P##_GRACE,        \
-				     GPT_ARG_##P##_NQ, GPT_ARG_##P##_QIDS, GPT_ARG_##P##_CMD);               \
+				     GPT_ARG_##P##_NQ, GPT_ARG_##P##_QIDS, GPT_ARG_##P##_CMD,                \
+				     GPT_ARG_##P##_PASID, GPT_ARG_##P##_DEV);                                \
 	}
 
 KFD_PROBE(create_queue_cpsch, GPT_EV_QUEUE_CREATE, 0)
@@ -372,6 +378,18 @@ KFD_PROBE(hw_unmap_wait, GPT_EV_HW_UNMAP_WAIT, 0)
 KFD_PROBE(kfd_ioctl, GPT_EV_KFD_IOCTL, 1)
 KFD_PROBE(add_queue_mes, GPT_EV_MES_ADD_QUEUE, 0)
 KFD_PROBE(remove_queue_mes, GPT_EV_MES_REMOVE_QUEUE, 0)
+/* the debugger ABI (6.12): target_pid = the target process's tgid */
+KFD_PROBE(kfd_ioctl_runtime_enable, GPT_EV_RUNTIME_ENABLE, 0)
+KFD_PROBE(kfd_dbg_trap_enable, GPT_EV_DBG_TRAP_ENABLE, 0)
+KFD_PROBE(kfd_dbg_trap_disable, GPT_EV_DBG_TRAP_DISABLE, 0)
+/* the reset path: queue reset after a failed unmap, HWS hang, GPU reset signalled to processes */
+KFD_PROBE(reset_queues_cpsch, GPT_EV_QUEUE_RESET, 0)
+/* u64 ret: the reset queue's address, 0 = failed */
+KFD_PROBE(kgd_gfx_v9_hqd_reset, GPT_EV_QUEUE_RESET, 1)
+KFD_PROBE(kgd_gfx_v10_hqd_reset, GPT_EV_QUEUE_RESET, 1)
+KFD_PROBE(kgd_gfx_v11_hqd_reset, GPT_EV_QUEUE_RESET, 1)
+KFD_PROBE(kfd_hws_hang, GPT_EV_HWS_HANG, 0)
+KFD_PROBE(kfd_signal_reset_event, GPT_EV_GPU_RESET, 0)
 
 /* kfd:* tracepoints of the kernel series (kernel/patches), as raw tracepoints: handlers generated from
  * gpreempt_trace/recorder/tracepoints.py (the one table of tracepoint -> event -> columns). */

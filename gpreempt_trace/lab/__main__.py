@@ -6,6 +6,7 @@
     shell            boot a guest with an interactive shell on this terminal (serial console)
     check            run the lab self-checks (real KFD facts) and print them as JSON
     info             print the cached build (lab-<series>.json)
+    fixture DEST     take a kernel fixture (BTF, amdgpu kallsyms, facts) into DEST/<abi>/
 --kernel picks Debian's 6.1 (default) or 6.12 kernel.
 Errors are one line and a non-zero exit: 3 = no QEMU here, 1 = the lab broke, 124 = guest timeout."""
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import sys
 import tempfile
 from dataclasses import asdict
+from pathlib import Path
 
 from .build import DEFAULT_KERNEL, KERNELS
 from .errors import LabBroken, LabUnavailable
@@ -42,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="run the lab self-checks, print JSON", parents=[kernel])
     c.add_argument("--timeout", type=float, default=300)
     sub.add_parser("info", help="print the cached build", parents=[kernel])
+    f = sub.add_parser("fixture", help="take a kernel fixture (BTF, kallsyms) into DEST/<abi>/", parents=[kernel])
+    f.add_argument("dest")
     a = p.parse_args(argv)
     try:
         if a.cmd == "build":
@@ -58,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             facts = run_checks(lab, timeout_s=a.timeout)
             print(json.dumps(facts, indent=1))
             return 0 if facts.get("ok") else 1
+        if a.cmd == "fixture":
+            from .fixture import take
+            print(take(lab, Path(a.dest)))
+            return 0
         if a.cmd == "shell":
             return lab.shell(modules=() if a.no_amdgpu else DEFAULT_MODULES)
         cmd = a.command[1:] if a.command[:1] == ["--"] else a.command

@@ -25,9 +25,10 @@ MODULE = "amdgpu"
 # Argument roles a probe may read, with their parameter names in the kernel sources (any version) and
 # the position used when the function has no BTF FUNC to ask.
 ROLE_PARAM_NAMES = {
-    "Q": ("q",), "QPD": ("qpd",), "DQM": ("dqm",), "PM": ("pm",), "PROC": ("p", "process"),
+    "Q": ("q",), "QPD": ("qpd",), "DQM": ("dqm",), "PM": ("pm",), "PROC": ("p", "process", "target"),
     "FILTER": ("filter",), "FPARAM": ("filter_param",), "GRACE": ("grace_period",),
     "NQ": ("num_queues",), "QIDS": ("usr_queue_id_array", "queue_ids"), "CMD": ("cmd",),
+    "PASID": ("pasid",), "DEV": ("dev", "node"),
 }
 
 
@@ -65,6 +66,18 @@ PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec("kfd_ioctl", "kfd_ioctl", "kfd_ioctl", roles=(("CMD", 1),)),
     ProbeSpec("add_queue_mes", "mes_add_queue", "add_queue_mes", roles=(("DQM", 0), ("Q", 1), ("QPD", 2)), mes=True),
     ProbeSpec("remove_queue_mes", "mes_remove_queue", "remove_queue_mes", roles=(("DQM", 0), ("Q", 1), ("QPD", 2)), mes=True),
+    # the debugger ABI (KFD ioctl >= 1.13; 6.12): (filep, p, data), (target, fd, runtime_info, runtime_size), (target)
+    ProbeSpec("kfd_ioctl_runtime_enable", "runtime_enable", "kfd_ioctl_runtime_enable", roles=(("PROC", 1),), since=">=6.5"),
+    ProbeSpec("kfd_dbg_trap_enable", "dbg_trap_enable", "kfd_dbg_trap_enable", roles=(("PROC", 0),), since=">=6.5"),
+    ProbeSpec("kfd_dbg_trap_disable", "dbg_trap_disable", "kfd_dbg_trap_disable", roles=(("PROC", 0),), since=">=6.5"),
+    # the reset path (6.12): a queue that would not unmap is reset; an HWS hang ends in a GPU reset
+    ProbeSpec("reset_queues_cpsch", "queue_reset", "reset_queues_cpsch", roles=(("DQM", 0), ("PASID", 1))),
+    # the per-generation HQD reset (adev, pipe_id, queue_id, inst, utimeout): returns the reset queue's address, 0 = failed
+    ProbeSpec("kgd_gfx_v9_hqd_reset", "queue_reset", "kgd_gfx_v9_hqd_reset", since=">=6.10"),
+    ProbeSpec("kgd_gfx_v10_hqd_reset", "queue_reset", "kgd_gfx_v10_hqd_reset", since=">=6.10"),
+    ProbeSpec("kgd_gfx_v11_hqd_reset", "queue_reset", "kgd_gfx_v11_hqd_reset", since=">=6.10"),
+    ProbeSpec("kfd_hws_hang", "hws_hang", "kfd_hws_hang", roles=(("DQM", 0),)),
+    ProbeSpec("kfd_signal_reset_event", "gpu_reset", "kfd_signal_reset_event", roles=(("DEV", 0),)),
 )
 PROBE_NAMES = tuple(p.name for p in PROBES)
 
@@ -318,7 +331,6 @@ def plan_kfd(
             if const in vals:
                 cflags.append(f"-D{macro}={vals[const]}")
 
-    execute_present = ks.resolve("execute_queues_cpsch").symbol is not None
     rows: list[ProbeAttach] = []
     for i, spec in enumerate(PROBES):
         fid = func_id_base + i
@@ -332,13 +344,10 @@ def plan_kfd(
         if probes and spec.name not in probes:
             row.reason = "not selected"
             continue
-        if spec.name in ("map_queues_cpsch", "unmap_queues_cpsch") and execute_present:
-            row.reason = "execute_queues_cpsch is probed instead"
-            continue
         if res.symbol is None:
             reason = res.reason
             if spec.name == "execute_queues_cpsch" and "module" not in (reason or ""):
-                reason = "inlined in this build; using map_queues_cpsch+unmap_queues_cpsch"
+                reason = "inlined in this build; map_queues_cpsch and unmap_queues_cpsch are probed"
             elif spec.since and "module" not in (reason or ""):
                 reason = f"not a symbol in this kernel (the function exists in kernels {spec.since})"
             row.reason = reason
