@@ -1,22 +1,84 @@
-"""`compare`: runs side by side, and grouped by a label, on the hand-checkable fixture runs."""
+"""`compare`: distributions side by side, bootstrap CIs, rank test, verdict; bad input is one line."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
-from tracefixtures import two_runs
+from tracefixtures import KFD_FUNCS, P2_EVENTS, P2_MARKERS, two_runs, write_trace
 
-from gpreempt_trace import api
+from gpreempt_trace import api, synthetic
 from gpreempt_trace.cli import main
+from gpreempt_trace.errors import GptError
+from gpreempt_trace.report.compare import bootstrap_diff, rank_test
 
 
-def test_compare_runs(tmp_path):
-    runs = [str(p) for p in two_runs(tmp_path)]
-    rows = api.compare(runs).to_pylist()
-    got = [(r["run_id"], r["events"], r["processes"], r["queues_created"], r["min_per_process"], r["max_per_process"],
-            r["ioctl_errors"], r["preempt_p50_ns"], r["resume_p50_ns"]) for r in rows]
-    assert got == [("r1", 10, 2, 3, 1, 2, 1, 50, 60), ("r2", 1, 1, 1, 1, 1, 0, None, None)]
+@pytest.fixture(scope="module")
+def ab(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ab")
+    return [str(synthetic.generate(d / "a", "A", 3000, 1)), str(synthetic.generate(d / "b", "B", 3000, 2))]
 
 
-def test_compare_by_label(tmp_path):
-    runs = [str(p) for p in two_runs(tmp_path)]
-    rows = api.compare(runs, by="model").to_pylist()
-    assert [(r["label_value"], r["runs"], r["min_queues"], r["max_queues"]) for r in rows] == [("a", 1, 3, 3), ("b", 1, 1, 1)]
-    res = CliRunner().invoke(main, ["compare", *runs, "--by", "model", "--format", "csv"])
-    assert res.exit_code == 0 and res.output.splitlines()[1].startswith('"a",1,3,3')
+def test_scheme_b_beats_a_on_the_model(ab):
+    res = api.compare(ab)
+    g = {r["scheme"]: r for r in res.groups.to_pylist()}
+    assert g["A"]["samples"] > 50 and g["B"]["samples"] > 50 and g["A"]["synthetic"] and g["B"]["events_lost"] == 0
+    d = res.diffs.to_pylist()[0]
+    assert (d["reference"], d["other"]) == ("A", "B")
+    assert d["median_diff_ci_low_ns"] <= d["median_diff_ns"] <= d["median_diff_ci_high_ns"] < 0
+    assert d["mann_whitney_p"] < 1e-6
+    assert res.verdict.startswith("[SYNTHETIC DATA] B has lower preempt_latency_ns than A: median -")
+
+
+def test_same_model_twice_cannot_tell_apart(tmp_path):
+    a = synthetic.generate(tmp_path / "x", "A", 3000, 11, labels={"build": "x"})
+    b = synthetic.generate(tmp_path / "y", "A", 3000, 12, labels={"build": "y"})
+    res = api.compare([str(a), str(b)], by="build")
+    assert "cannot tell x and y apart" in res.verdict
+    res = CliRunner().invoke(main, ["compare", str(a), str(b), "--by", "build"])
+    assert res.exit_code == 0 and "cannot tell x and y apart" in res.output.splitlines()[-1]
+
+
+def test_one_sample_is_a_result_not_an_error(tmp_path, ab):
+    one = write_trace(tmp_path / "p2", "p2", P2_EVENTS, P2_MARKERS, funcs=KFD_FUNCS)  # scheme B, one preemption, loss unknown
+    res = api.compare([ab[0], str(one)])
+    assert "too few samples (A n=" in res.verdict and "B n=1" in res.verdict
+    assert "events lost: A 0, B unknown" in res.verdict
+
+
+def test_stats_helpers_on_known_samples():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lo, hi = bootstrap_diff(np.arange(100.0), np.arange(100.0) + 50, 0.5, 500, rng)
+    assert lo <= 50 <= hi
+    assert rank_test(np.arange(10.0), np.arange(10.0) + 100) < 0.001
+
+
+def test_nothing_to_compare_is_an_error(tmp_path, ab):
+    runs = [str(p) for p in two_runs(tmp_path)]  # labelled model=a, model=b
+    with pytest.raises(GptError, match="nothing to compare: every preemption has scheme = A"):
+        api.compare([ab[0]])
+    none = write_trace(tmp_path / "n", "n", [], [])
+    res = CliRunner().invoke(main, ["compare", str(none)])
+    assert res.exit_code == 1 and res.output.strip() == (
+        "Error: nothing to compare: the traces hold no preemption (no preempt_request marker): "
+        "record while the controller preempts (gpreempt-trace preempt, or gpreempt-trace synth for a model)")
+    res = CliRunner().invoke(main, ["compare", *runs, "--by", "nosuchlabel"])
+    assert res.exit_code == 1 and "no trace has a label 'nosuchlabel'" in res.output and "model" in res.output
+
+
+def test_newer_format_and_corrupt_segment_are_one_line(tmp_path, ab):
+    new = synthetic.generate(tmp_path / "new", "B", 1500, 3)
+    meta = json.loads((new / "meta.json").read_text())
+    meta["version"] = 99
+    (new / "meta.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(main, ["compare", ab[0], str(new)])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and "format v99" in res.output
+    bad = synthetic.generate(tmp_path / "bad", "B", 1500, 4)
+    (bad / "events" / "seg-999999.parquet").write_bytes(b"garbage")
+    pq.write_table(pa.table({"ts_ns": ["x"]}), bad / "markers" / "seg-999999.parquet")
+    res = CliRunner().invoke(main, ["compare", ab[0], str(bad)])
+    assert res.exit_code == 0
+    warn = [x for x in res.output.splitlines() if x.startswith("warning:")]
+    assert len(warn) == 2 and all("seg-999999.parquet" in w for w in warn)

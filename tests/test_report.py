@@ -1,8 +1,10 @@
-"""`report`: the Markdown summary is built from the modules over the fixture traces."""
-from click.testing import CliRunner
-from tracefixtures import two_runs
+"""`report`: HTML with plots or sentences (never an empty plot), metadata up front; the Markdown summary."""
+import re
 
-from gpreempt_trace import api
+from click.testing import CliRunner
+from tracefixtures import set_counters, two_runs
+
+from gpreempt_trace import api, synthetic
 from gpreempt_trace.cli import main
 
 
@@ -18,9 +20,36 @@ def test_report_sections_and_numbers(tmp_path):
     assert "## Queue inventory" not in text  # no snapshots in these traces: the section is left out
 
 
-def test_report_cli_writes_file_and_plot(tmp_path):
-    runs = [str(p) for p in two_runs(tmp_path)]
-    res = CliRunner().invoke(main, ["report", *runs, "--out", str(tmp_path / "r.md"), "--plot", str(tmp_path / "p.png")])
+def test_html_report_on_model_traces_has_every_plot(tmp_path):
+    a = synthetic.generate(tmp_path / "a", "A", 3000, 1)
+    b = synthetic.generate(tmp_path / "b", "B", 3000, 2, lost=0.01)
+    res = CliRunner().invoke(main, ["report", str(a), str(b), "-o", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "r.md").read_text().startswith("# gpreempt-trace report")
-    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert len(re.findall(r"<img alt='(latency_cdf|timeline|queue_counts|collateral)\.png' src='data:image/png;base64,", page)) == 4
+    assert "class='missing'" not in page
+    assert page.count("SYNTHETIC TRACE") == 2 and "B has lower preempt_latency_ns than A" in page
+    lost = b.joinpath("meta.json").read_text().split('"events_lost": ')[1].split(",")[0].split("\n")[0]
+    assert f"This run lost {int(lost):,} events" in page and f"synthetic-B-2: {lost}" in page  # loss next to the plots it touches
+    for png in ("latency_cdf", "timeline", "queue_counts", "collateral"):
+        assert (tmp_path / "out" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_html_report_without_data_says_what_is_missing(tmp_path):
+    r1, r2 = two_runs(tmp_path)
+    set_counters(r2, events_written=None, events_lost=None)  # a killed recorder's run
+    out = api.report([str(r1), str(r2)], str(tmp_path / "out"))
+    page = out.read_text()
+    # preempt requests exist but no kernel unmap on their GPU (no gpu_id): sentences instead of the latency and timeline plots
+    assert "none matched a kernel queues_unmap/queues_map" in page and "there is no timeline to draw" in page
+    assert "<img alt='latency_cdf.png'" not in page and "<img alt='timeline.png'" not in page
+    assert "<img alt='queue_counts.png'" in page  # queue creations exist
+    assert "1 (counted from the segments: meta.json does not know)" in page and "This run lost an unknown number of events" in page
+    assert "synthetic</th><td class='l'>no (recorded)" not in page  # fixtures are written as synthetic
+
+
+def test_report_bad_options_are_usage_errors(tmp_path):
+    runs = [str(p) for p in two_runs(tmp_path)]
+    for bad in ("-5", "99999999999999999999"):
+        res = CliRunner().invoke(main, ["report", *runs, "--max-rows", bad])
+        assert res.exit_code == 2 and "--max-rows" in res.output

@@ -220,13 +220,17 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
     coll = _sql(con, "SELECT * FROM preempt_collateral_per_process")
     cc = [r for r in coll.to_pylist() if r["collateral_unmaps"]]
     if cc:
-        fig, ax = plots.plt.subplots(figsize=(max(6, 1.4 * len(cc)), 3.8))
+        fig, (ax, ax2) = plots.plt.subplots(1, 2, figsize=(max(10, 2.4 * len(cc)), 3.8))
         names = [f"{r['label'] or r['tgid']}\n{r['run_id'][-12:]}" for r in cc]
-        ax.bar(range(len(cc)), [r["collateral_off_ns"] / 1e6 for r in cc], color="#c0392b")
-        for i, r in enumerate(cc):
-            ax.text(i, r["collateral_off_ns"] / 1e6, f"{r['collateral_unmaps']} unmaps", ha="center", va="bottom", fontsize=8)
+        ax.bar(range(len(cc)), [r["collateral_unmaps"] for r in cc], color="#e67e22")
         ax.set_xticks(range(len(cc)), names, fontsize=8)
-        ax.set_ylabel("ms off the hardware"), ax.set_title("time each process's queues were off the GPU because of another process's queue change")
+        ax.set_ylabel("unmaps caused by another process"), ax.set_title("collateral unmaps per process")
+        ax2.bar(range(len(cc)), [(r["collateral_off_ns"] or 0) / 1e6 for r in cc], color="#c0392b")
+        for i, r in enumerate(cc):
+            if r["collateral_off_ns"] is None:
+                ax2.text(i, 0, "unknown\n(no queues_map rows)", ha="center", va="bottom", fontsize=8)
+        ax2.set_xticks(range(len(cc)), names, fontsize=8)
+        ax2.set_ylabel("ms off the hardware"), ax2.set_title("time off the GPU through them (unmap → next map)")
         body.append(plots.save(fig, "collateral.png"))
         body.append(_lost_note({r: lost_all[r] for r in sorted({x["run_id"] for x in cc})}))
         body.append("<p><code>gpreempt-trace query preempt.collateral</code> (per unmap); per process:</p>" + table_html(coll, max_rows))
