@@ -1,0 +1,67 @@
+"""`export --perfetto`: decoded with Perfetto's own protos (the trace processor cannot be downloaded here)."""
+from collections import Counter
+
+from click.testing import CliRunner
+from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
+from tracefixtures import C1_EVENTS, C1_MARKERS, GA, KFD_FUNCS, set_counters, write_trace
+
+from gpreempt_trace.cli import main
+from gpreempt_trace.export_perfetto import _queue_slices
+
+
+def _decode(path):
+    t = pb.Trace()
+    t.ParseFromString(path.read_bytes())
+    tracks = {}
+    for p in t.packet:
+        if p.HasField("track_descriptor"):
+            d = p.track_descriptor
+            tracks[d.uuid] = (d.name or d.process.process_name or d.thread.thread_name, d.parent_uuid)
+    slices = [(tracks[p.track_event.track_uuid][0], p.timestamp, p.track_event.name) for p in t.packet
+              if p.HasField("track_event") and p.track_event.type == pb.TrackEvent.TYPE_SLICE_BEGIN]
+    ends = [(tracks[p.track_event.track_uuid][0], p.timestamp) for p in t.packet
+            if p.HasField("track_event") and p.track_event.type == pb.TrackEvent.TYPE_SLICE_END]
+    inst = [(tracks[p.track_event.track_uuid][0], p.timestamp, p.track_event.name, {a.name: a for a in p.track_event.debug_annotations})
+            for p in t.packet if p.HasField("track_event") and p.track_event.type == pb.TrackEvent.TYPE_INSTANT]
+    return t, tracks, slices, ends, inst
+
+
+def test_queue_tracks_kernel_slices_markers_and_loss(tmp_path):
+    tr = set_counters(write_trace(tmp_path / "c1", "c1", C1_EVENTS, C1_MARKERS, funcs=KFD_FUNCS), events_lost=3)
+    out = tmp_path / "c1.pftrace"
+    res = CliRunner().invoke(main, ["export", "--perfetto", str(tr), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    t, tracks, slices, ends, inst = _decode(out)
+    names = {n for n, _ in tracks.values()}
+    assert {"offline (200)", "process (100)", f"q0 compute_aql gpu 0x{GA:x}", "markers: workload", "gpreempt-trace metadata", "events lost"} <= names
+    # 200's queue q0: active from creation, unmapped by 100's update (30 -> 37), suspended 50 -> 80, active after
+    q200 = [u for u, (n, parent) in tracks.items() if n.startswith("q0") and tracks[parent][0] == "offline (200)"][0]
+    q = sorted((ts, name) for n, ts, name in [(tracks[p.track_event.track_uuid][0], p.timestamp, p.track_event.name) for p in t.packet
+               if p.HasField("track_event") and p.track_event.type == pb.TrackEvent.TYPE_SLICE_BEGIN and p.track_event.track_uuid == q200])
+    assert q == [(20, "active"), (30, "unmapped"), (37, "active"), (50, "suspended"), (80, "active"), (82, "unmapped"), (90, "active")]
+    kernel = Counter(name for n, ts, name in slices if not n.startswith("q"))
+    assert kernel["queues_unmap"] == 4 and kernel["queues_suspend"] == 1 and kernel["hw_unmap_wait"] == 2
+    assert len(slices) == len(ends)  # every slice closed
+    meta = [a for n, ts, name, a in inst if n == "gpreempt-trace metadata"][0]
+    assert meta["events_lost"].int_value == 3 and meta["run_id"].string_value == "c1"
+    assert ("markers: workload", 1, "workload_start") in [(n, ts, name) for n, ts, name, _ in inst]
+
+
+def test_unknown_loss_is_said_so(tmp_path):
+    tr = write_trace(tmp_path / "c1", "c1", C1_EVENTS, C1_MARKERS, funcs=KFD_FUNCS)  # counters unknown
+    out = tmp_path / "x.pftrace"
+    assert CliRunner().invoke(main, ["export", "--perfetto", str(tr), "-o", str(out)]).exit_code == 0
+    _, tracks, _, _, inst = _decode(out)
+    meta = [a for n, ts, name, a in inst if n == "gpreempt-trace metadata"][0]
+    assert meta["events_lost"].string_value == "unknown" and "events lost" not in {n for n, _ in tracks.values()}
+
+
+def test_queue_slices_clip_overlaps():
+    assert _queue_slices(0, 100, [(10, 30, "unmapped"), (20, 50, "suspended"), (60, None, "evicted")]) == [
+        (0, 10, "active"), (10, 20, "unmapped"), (20, 50, "suspended"), (50, 100, "active")]
+
+
+def test_export_usage_errors(tmp_path):
+    tr = write_trace(tmp_path / "c1", "c1", C1_EVENTS, C1_MARKERS, funcs=KFD_FUNCS)
+    assert CliRunner().invoke(main, ["export", "--perfetto", str(tr)]).exit_code == 2
+    assert CliRunner().invoke(main, ["export", str(tr)]).exit_code == 2
