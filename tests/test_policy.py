@@ -123,3 +123,49 @@ def test_online_workload_calls_at_its_marker_boundaries(tmp_path, rate):
     assert got == _expected(rows, "per-request")
     assert (res.preempts, res.resumes) == (sum(1 for c in cl.calls if c[0] == "preempt"), sum(1 for c in cl.calls if c[0] == "resume"))
     assert res.preempts == res.resumes and cl.closed
+
+
+SERVE = """
+import sys
+from gpreempt_trace.control import serve, PreemptOptions
+from gpreempt_trace.control.io import ScriptedIo
+serve(PreemptOptions(pid=int(sys.argv[1]), scheme="A", socket=sys.argv[2], output=sys.argv[3], kfd_path="/dev/null",
+                     queues=[1, 7], unchecked_ids=True), io=ScriptedIo())
+"""
+
+
+def test_policy_through_the_real_client_and_service(tmp_path):
+    """The online workload's policy -> control.Client -> `preempt serve` (scheme A over the scripted
+    ioctl layer; the target is a process holding the stand-in device /dev/null): the controller's
+    markers land in the same trace and workload.requests joins them to the requests."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    t, sock = tmp_path / "t", tmp_path / "c.sock"
+    trace.TraceWriter.create(t).close()
+    target = subprocess.Popen(["sleep", "120"], stdin=open("/dev/null"))
+    svc = subprocess.Popen([sys.executable, "-c", SERVE, str(target.pid), str(sock), str(t)], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            if sock.exists() or svc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert sock.exists(), svc.stderr.read() if svc.poll() is not None else "no socket"
+        res = api.workload("online", model="gemm", batch=1, rate_hz=20, duration_s=0.5, device="cpu", threads=1,
+                           trace=str(t), preempt_policy="per-request", controller_socket=str(sock))
+    finally:
+        svc.terminate()
+        svc.wait(10)
+        target.kill()
+        target.wait()
+    assert res.preempts == res.resumes >= 1
+    con = api.connect([str(t)])
+    kinds = dict(con.sql("SELECT kind, count(*) FROM markers WHERE source = 'controller' GROUP BY 1").fetchall())
+    assert kinds["preempt_request"] == kinds["preempt_done"] == res.preempts
+    assert kinds["resume_request"] == kinds["resume_done"] == res.resumes
+    rows = api.query("workload.requests", [str(t)]).to_pylist()
+    assert len(rows) == res.iterations and sum(r["preemptions"] > 0 for r in rows) >= res.preempts
+    # every preemption starts inside a request that was due and had not ended yet
+    pre = [r[0] for r in con.sql("SELECT ts_ns FROM markers WHERE kind = 'preempt_request' ORDER BY 1").fetchall()]
+    assert all(any(r["due_ns"] <= ts <= r["end_ns"] for r in rows) for ts in pre)

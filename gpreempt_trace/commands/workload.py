@@ -27,6 +27,7 @@ from ..workloads.torch_models import ALIASES, MODELS, WorkloadOptions
               help="burst policy: resume after the online side was idle this long.")
 @click.option("--open-kfd", is_flag=True, help="Open /dev/kfd and RUNTIME_ENABLE first, as a ROCm process does (lab).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's choice).")
+@click.option("--ready-file", type=click.Path(dir_okay=False), help="Write this file once warmed up (experiments wait for it).")
 def command(**kw):
     """Run a built-in torch workload in the ROLE online (an open-loop request stream at --rate) or
     offline (training steps back to back), e.g. under `gpreempt-trace record -- gpreempt-trace workload online`."""

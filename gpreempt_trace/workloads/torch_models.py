@@ -141,6 +141,7 @@ class WorkloadOptions:
     burst_gap_ms: float = 20.0
     open_kfd: bool = False  # open /dev/kfd and RUNTIME_ENABLE first (so scheme A can attach in the lab)
     threads: Optional[int] = None  # torch intra-op threads (CPU); None = torch's default
+    ready_file: Optional[str] = None  # written once warmed up (an experiment waits for it)
 
     def check(self) -> None:
         """The API's own checks (the CLI checks ranges with click types before this)."""
@@ -268,6 +269,9 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
         sync()
 
     step()  # warm-up (allocations, first-call kernel selection) before the clock starts
+    if o.ready_file:
+        with open(o.ready_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
     pid = os.getpid()
     marks.add("workload_start", target_tgid=pid,
               label=f"role={o.role} model={o.model} device={dev} policy={o.preempt_policy}"
