@@ -35,6 +35,7 @@ docs: $(SETUP)
 
 codegen: $(SETUP)
 	$(PY) -m gpreempt_trace.record_layout
+	$(PY) -m gpreempt_trace.uapi
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -148,7 +148,8 @@ def ec_mask(code: int) -> int:
 
 
 # queue types: uapi number -> schema.QUEUE_TYPES name (the uapi queue-type map, once)
-UAPI_QUEUE_TYPES = {0: "compute", 1: "sdma", 2: "compute_aql", 3: "sdma_xgmi", 4: "sdma_by_eng_id"}
+UAPI_QUEUE_TYPES = {v: k.removeprefix("KFD_IOC_QUEUE_TYPE_").lower() for k, (v, _) in CONSTANTS.items()
+                    if k.startswith("KFD_IOC_QUEUE_TYPE_")}
 
 _SIZES = {"u8": 1, "u16": 2, "u32": 4, "s32": 4, "u64": 8, "s64": 8}
 _CTYPES = {"u8": ctypes.c_uint8, "u16": ctypes.c_uint16, "u32": ctypes.c_uint32, "s32": ctypes.c_int32,
@@ -390,6 +391,8 @@ def c_header() -> str:
     sb = scheme_b()
     for sname, lay in sb.structs.items():
         emit(_tag(sname), lay)
+    for num, qname in UAPI_QUEUE_TYPES.items():  # uapi KFD_IOC_QUEUE_TYPE_* numbers
+        lines.append(f"#define GPT_UAPI_QUEUE_TYPE_{qname.upper()} {num}")
     for name, nr, _, _ in [(n, *IOCTLS[n]) for n in IOCTLS]:
         lines.append(f"#define GPT_UAPI_NR_{name.removeprefix('AMDKFD_IOC_')} {nr:#04x}")
     for name, i in sb.ioctls.items():

@@ -133,3 +133,13 @@ def test_scheme_b_other_shapes_are_refused(mutate, what):
     mutate(doc)
     with pytest.raises(uapi.UapiShapeError, match=what):
         uapi.parse_scheme_b(doc)
+
+
+def test_queue_type_map_is_defined_once_and_names_schema_types():
+    from gpreempt_trace import schema
+
+    assert uapi.UAPI_QUEUE_TYPES == {0: "compute", 1: "sdma", 2: "compute_aql", 3: "sdma_xgmi", 4: "sdma_by_eng_id"}
+    assert set(uapi.UAPI_QUEUE_TYPES.values()) <= set(schema.QUEUE_TYPES)
+    src = (resources.tracers() / "ioctl.bpf.c").read_text()
+    for name in uapi.UAPI_QUEUE_TYPES.values():
+        assert f"case GPT_UAPI_QUEUE_TYPE_{name.upper()}: GPT_SET(e, qtype_id, GPT_QT_{name.upper()});" in src

@@ -80,11 +80,11 @@ static __always_inline int gpt_fd_is_kfd(u32 fd)
 static __always_inline void gpt_set_uapi_qtype(struct gpt_event *e, u32 t)
 {
 	switch (t) {
-	case 0: GPT_SET(e, qtype_id, GPT_QT_COMPUTE); break;
-	case 1: GPT_SET(e, qtype_id, GPT_QT_SDMA); break;
-	case 2: GPT_SET(e, qtype_id, GPT_QT_COMPUTE_AQL); break;
-	case 3: GPT_SET(e, qtype_id, GPT_QT_SDMA_XGMI); break;
-	case 4: GPT_SET(e, qtype_id, GPT_QT_SDMA_BY_ENG_ID); break;
+	case GPT_UAPI_QUEUE_TYPE_COMPUTE: GPT_SET(e, qtype_id, GPT_QT_COMPUTE); break;
+	case GPT_UAPI_QUEUE_TYPE_SDMA: GPT_SET(e, qtype_id, GPT_QT_SDMA); break;
+	case GPT_UAPI_QUEUE_TYPE_COMPUTE_AQL: GPT_SET(e, qtype_id, GPT_QT_COMPUTE_AQL); break;
+	case GPT_UAPI_QUEUE_TYPE_SDMA_XGMI: GPT_SET(e, qtype_id, GPT_QT_SDMA_XGMI); break;
+	case GPT_UAPI_QUEUE_TYPE_SDMA_BY_ENG_ID: GPT_SET(e, qtype_id, GPT_QT_SDMA_BY_ENG_ID); break;
 	}
 }
 
