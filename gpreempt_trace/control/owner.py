@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import select
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -35,6 +36,7 @@ class Controller:
         self.detach_why = "exit"
         self.thread = threading.Thread(target=self._main, name="gpt-controller", daemon=True)
         self.markers: Optional[MarkerWriter] = None
+        self.report_queues = False  # serve: per-queue results to stderr
         self.readers: dict = {}  # fd -> callback(fd), run on the owner thread (the socket service)
 
     # ---- caller side -----------------------------------------------------------------------------
@@ -209,10 +211,17 @@ class Controller:
     def _flush_markers(self) -> None:
         pending = getattr(self, "_pending", None)
         self._pending = None
-        if pending is None or self.markers is None:
+        if pending is None:
             return
         res, seq, why = pending
-        if not res.issued:
+        if self.report_queues:  # one stderr line per queue the kernel did not act on
+            for q in res.queues:
+                if q.result != "ok":
+                    print(f"{res.op} seq {seq}: queue {q.queue_id} {q.result} (kernel wrote {q.raw & 0xFFFFFFFF:#010x})",
+                          file=sys.stderr, flush=True)
+            if not res.ok:
+                print(f"{res.op} seq {seq} failed: {res.label}", file=sys.stderr, flush=True)
+        if self.markers is None or not res.issued:
             return
         res: CallResult
         base = "preempt" if res.op == "preempt" else "resume"

@@ -275,6 +275,7 @@ def serve(opts: PreemptOptions, io: Optional[P.Io] = None, on_ready=None, watchd
     with _signals_stop():
         try:
             with controller(opts, io, watchdog) as ctl:
+                ctl.report_queues = True
                 svc = Service(ctl, path, sock)
                 st = ctl.status()
                 print(f"serving scheme {opts.scheme} on pid {opts.pid} (queues {st['queues'] or 'none known'}, "
