@@ -66,7 +66,7 @@ class ModelParams:
     online_label: str = "online-bert"
     offline_label: str = "offline-resnet"
     decoy_label: str = "decoy-gpu1"
-    cycles_per_epoch: int = 200
+    cycles_per_epoch: int = 1000
     hold_ns: int = 2_000_000
     gap_ns: int = 3_000_000
     filler_fraction: float = 0.3
@@ -107,7 +107,7 @@ class Columns:
                     ok.append(np.ones(n, bool))
                 else:
                     shape = (n, schema.MAX_QUEUE_IDS) if k == "queue_ids" else (n,)
-                    parts.append(np.zeros(shape, np.int64 if k != "comm" else "S16"))
+                    parts.append(np.zeros(shape, np.int32 if k == "queue_ids" else (np.int64 if k != "comm" else "S16")))
                     ok.append(np.zeros(n, bool))
             if k == "comm":
                 parts = [p.astype("S16") for p in parts]
@@ -117,7 +117,7 @@ class Columns:
 
 
 def _qids(ids: list[int], n: int) -> np.ndarray:
-    a = np.zeros((n, schema.MAX_QUEUE_IDS), np.int64)
+    a = np.zeros((n, schema.MAX_QUEUE_IDS), np.int32)
     a[:, : len(ids)] = ids
     return a
 
@@ -137,6 +137,7 @@ class Model:
         self.preemptions: list[dict[str, np.ndarray]] = []
         self.live: dict[int, list[tuple[int, int]]] = {g: [] for g in p.gpus}  # gpu -> [(tgid, qid)]
         self.next_tgid = 4000
+        self.by_tgid: dict[int, list[dict]] = {}
         self.seq = 1
 
     # -- execute_queues: unmap + map on one gpu, nested in a caller spanning [t, t + total] --
@@ -184,6 +185,7 @@ class Model:
         for k in range(self.p.compute_queues + self.p.sdma_queues):
             qtype = "compute_aql" if k < self.p.compute_queues else "sdma"
             self.queues.append(dict(tgid=tgid, label=label, gpu_id=gpu, queue_id=k, queue_type=qtype, created_ts_ns=None, destroyed_ts_ns=None))
+            self.by_tgid.setdefault(tgid, []).append(self.queues[-1])
             end = self._queue_op(t, gpu, tgid, comm, k, qtype, "queue_create")
             self.queues[-1]["created_ts_ns"] = int(self.ev.chunks[-1][1]["ts_ns"][0])
             self.live[gpu].append((tgid, k))
@@ -193,7 +195,7 @@ class Model:
         return tgid, t, ids
 
     def _process_stop(self, t: int, gpu: int, tgid: int, comm: str) -> int:
-        for q in [q for q in self.queues if q["tgid"] == tgid and q["destroyed_ts_ns"] is None]:
+        for q in [q for q in self.by_tgid.get(tgid, []) if q["destroyed_ts_ns"] is None]:
             end = self._queue_op(t, gpu, tgid, comm, q["queue_id"], q["queue_type"], "queue_destroy")
             q["destroyed_ts_ns"] = int(self.ev.chunks[-1][1]["ts_ns"][0])
             self.live[gpu].remove((tgid, q["queue_id"]))

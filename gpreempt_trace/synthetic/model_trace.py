@@ -71,12 +71,17 @@ def _marker_table(m: Model, run_id: str) -> pa.Table:
     return pa.concat_tables(parts).sort_by([("ts_ns", "ascending"), ("seq", "ascending")])
 
 
+def _member(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    i = np.minimum(np.searchsorted(sorted_set, x), max(len(sorted_set) - 1, 0))
+    return (sorted_set[i] == x) if len(sorted_set) else np.zeros(len(x), bool)
+
+
 def _truth(m: Model, kept_unmaps: np.ndarray, kept_maps: np.ndarray, run_id: str) -> tuple[pa.Table, pa.Table]:
     rows = []
     for blk in m.preemptions:
         n = len(blk["seq"])
-        ok_u = np.isin(blk["unmap_ts_ns"], kept_unmaps)
-        ok_m = np.isin(blk["resume_map_end"], kept_maps)
+        ok_u = _member(blk["unmap_ts_ns"], kept_unmaps)
+        ok_m = _member(blk["resume_map_end"], kept_maps)
         req, done = blk["request_ts_ns"], blk["preempt_done"]
         for i in range(n):
             rows.append(dict(
@@ -121,7 +126,8 @@ def generate(dest: str | Path, scheme: str = "A", events: int = 10_000, seed: in
     g0 = p.gpus[0]
     kept_unmaps = ts[(ev_ids == kfd_model.EVENT_ID["queues_unmap"]) & (gpus == g0)]
     mp = (ev_ids == kfd_model.EVENT_ID["queues_map"]) & (gpus == g0)
-    kept_maps = ts[mp] + vals["dur_ns"][order][mp]
+    kept_maps = np.sort(ts[mp] + vals["dur_ns"][order][mp])
+    kept_unmaps = np.sort(kept_unmaps)
 
     marker_tbl = _marker_table(m, run_id)
     tw = trace.TraceWriter.create(dest, labels={"scheme": scheme, **(labels or {})}, synthetic=True, run_id=run_id)

@@ -1,0 +1,144 @@
+"""Analysis over a 10 M-event model trace (gpreempt-trace synth): per-model queue counts and preemption
+percentiles, DuckDB (the tool's modules queues.counts and preempt.summary) vs a straightforward pandas
+implementation of the same results, same process, same data; then report and Perfetto export times.
+
+Targets (issue 12): each DuckDB query < 2 s and >= 10x pandas on 2 cores. GPT_BENCH_EVENTS overrides
+the size; GPT_BENCH_TRACE reuses a trace written before.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gpreempt_trace import api, query, synthetic
+
+EVENTS = int(os.environ.get("GPT_BENCH_EVENTS", 10_000_000))
+METRICS = ("preempt_latency_ns", "preempt_call_ns", "resume_latency_ns", "suspended_ns")
+INF = np.iinfo(np.int64).max
+
+
+def _read(trace: Path, table: str, columns: list[str]) -> pd.DataFrame:
+    files = sorted((trace / table).glob("seg-*.parquet"))
+    return pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+
+
+def _labels(mk: pd.DataFrame) -> pd.DataFrame:
+    ws = mk[(mk.kind == "workload_start") & mk.label.notna()].sort_values("ts_ns")
+    ws = ws.assign(tgid=ws.target_tgid.fillna(ws.tgid)).drop_duplicates(["run_id", "tgid"])
+    return ws[["run_id", "tgid", "label"]].astype({"tgid": "int64"})
+
+
+def pandas_counts(trace: Path) -> pd.DataFrame:
+    """Queues per model and run, from queue_create rows (what queues.counts returns)."""
+    ev = _read(trace, "events", ["run_id", "event", "tgid", "owner_tgid", "gpu_id", "queue_id", "queue_type", "ret", "comm", "ts_ns"])
+    mk = _read(trace, "markers", ["run_id", "kind", "tgid", "target_tgid", "label", "ts_ns"])
+    c = ev[(ev.event == "queue_create") & (ev.ret.fillna(0) >= 0) & ev.queue_id.notna()].copy()
+    c["tgid"] = c.owner_tgid.fillna(c.tgid).astype("int64")
+    c = c.merge(_labels(mk), on=["run_id", "tgid"], how="left")
+    c["label"] = c.label.fillna(c.comm)
+    c["compute"] = c.queue_type.isin(["compute", "compute_aql"])
+    c["sdma"] = c.queue_type.str.startswith("sdma")
+    per = c.groupby(["run_id", "label", "tgid"]).agg(queues=("queue_id", "size"), compute=("compute", "sum"), sdma=("sdma", "sum")).reset_index()
+    out = per.groupby(["run_id", "label"]).agg(processes=("tgid", "size"), queues=("queues", "sum"), compute_queues=("compute", "sum"),
+                                               sdma_queues=("sdma", "sum"), min_per_process=("queues", "min"),
+                                               max_per_process=("queues", "max")).reset_index()
+    return out.sort_values(["label", "run_id"]).reset_index(drop=True)
+
+
+def pandas_summary(trace: Path) -> pd.DataFrame:
+    """Preemption latency percentiles per scheme and label (what preempt.summary returns)."""
+    ev = _read(trace, "events", ["run_id", "event", "gpu_id", "ts_ns", "dur_ns"])
+    mk = _read(trace, "markers", ["run_id", "kind", "seq", "ts_ns", "scheme", "target_tgid", "gpu_id", "tgid", "label"])
+    k = ev[ev.event.isin(["queues_unmap", "queues_map"]) & ev.gpu_id.notna()].copy()
+    k["end_ns"] = k.ts_ns + k.dur_ns
+    k["gpu_id"] = k.gpu_id.astype("int64")
+    req = mk[mk.kind.isin(["preempt_request", "resume_request"])].copy()
+    req = req.sort_values("ts_ns")
+    req["next_ts"] = req.groupby(["run_id", "target_tgid", "kind"]).ts_ns.shift(-1)
+    done = mk[mk.kind.isin(["preempt_done", "resume_done"])].groupby(["run_id", "seq", "kind"]).ts_ns.min().reset_index()
+
+    def side(kind: str, ev_name: str, done_kind: str, col: str) -> pd.DataFrame:
+        r = req[(req.kind == kind) & req.gpu_id.notna()].copy()
+        r["gpu_id"] = r.gpu_id.astype("int64")
+        r = r.merge(done[done.kind == done_kind][["run_id", "seq", "ts_ns"]].rename(columns={"ts_ns": "done_ts"}), on=["run_id", "seq"], how="left")
+        kk = k[k.event == ev_name][["run_id", "gpu_id", "ts_ns", "end_ns"]].rename(columns={"ts_ns": "k_ts"}).sort_values("k_ts")
+        r = pd.merge_asof(r.sort_values("ts_ns"), kk, left_on="ts_ns", right_on="k_ts", by=["run_id", "gpu_id"], direction="forward")
+        bound = r.done_ts.fillna(r.next_ts).fillna(INF)
+        r[col] = np.where(r.k_ts <= bound, r.end_ns - r.ts_ns, np.nan)
+        return r
+
+    p = side("preempt_request", "queues_unmap", "preempt_done", "preempt_latency_ns")
+    p["preempt_call_ns"] = p.done_ts - p.ts_ns
+    rs = side("resume_request", "queues_map", "resume_done", "resume_latency_ns")
+    allp = req[req.kind == "preempt_request"][["run_id", "seq", "ts_ns", "scheme", "target_tgid", "gpu_id", "next_ts"]]
+    allp = allp.merge(p[["run_id", "seq", "preempt_latency_ns", "preempt_call_ns", "done_ts"]], on=["run_id", "seq"], how="left")
+    allp["gkey"] = allp.gpu_id.fillna(-1)
+    rr = rs[["run_id", "target_tgid", "gpu_id", "ts_ns", "resume_latency_ns", "done_ts"]].rename(columns={"ts_ns": "r_ts", "done_ts": "r_done"})
+    rr["gkey"] = rr.gpu_id.astype("float64")
+    rr = rr.drop(columns="gpu_id").sort_values("r_ts")
+    m = pd.merge_asof(allp.sort_values("ts_ns"), rr, left_on="ts_ns", right_on="r_ts", by=["run_id", "target_tgid", "gkey"], direction="forward")
+    ok = m.r_ts < m.next_ts.fillna(INF)
+    m["resume_latency_ns"] = m.resume_latency_ns.where(ok)
+    m["suspended_ns"] = (m.r_done - m.done_ts).where(ok)
+    m = m.merge(_labels(mk).rename(columns={"tgid": "target_tgid"}), on=["run_id", "target_tgid"], how="left")
+    rows = []
+    for (scheme, label), g in m.groupby(["scheme", "label"], dropna=False):
+        for metric in METRICS:
+            v = g[metric].dropna().to_numpy()
+            rows.append(dict(scheme=scheme, label=label, metric=metric, samples=len(v), missing=len(g) - len(v),
+                             p50_ns=int(np.quantile(v, 0.5, method="inverted_cdf")), p90_ns=int(np.quantile(v, 0.9, method="inverted_cdf")),
+                             p99_ns=int(np.quantile(v, 0.99, method="inverted_cdf")), max_ns=int(v.max())))
+    return pd.DataFrame(rows).sort_values(["scheme", "label", "metric"]).reset_index(drop=True)
+
+
+def duck(trace: Path, module: str) -> tuple[pd.DataFrame, float]:
+    t0 = time.perf_counter()
+    tbl = api.query(module, [str(trace)])
+    return tbl.to_pandas(), time.perf_counter() - t0
+
+
+def _timed(f, *a):
+    t0 = time.perf_counter()
+    r = f(*a)
+    return r, time.perf_counter() - t0
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="gpt-bench-q-"))
+    try:
+        trace = Path(os.environ["GPT_BENCH_TRACE"]) if os.environ.get("GPT_BENCH_TRACE") else None
+        if trace is None:
+            trace, t_gen = _timed(synthetic.generate, tmp / "big", "A", EVENTS, 1)
+            print(f"synth: {EVENTS:,} events (scheme A model) in {t_gen:.1f} s")
+        n = api.connect([str(trace)]).sql("select count(*) from events").fetchall()[0][0]
+        print(f"trace: {trace} ({n:,} event rows)")
+        for module, pfun, keys in (("queues.counts", pandas_counts, ["run_id", "label", "processes", "queues", "compute_queues", "sdma_queues",
+                                                                      "min_per_process", "max_per_process"]),
+                                   ("preempt.summary", pandas_summary, ["scheme", "label", "metric", "samples", "missing", "p50_ns", "p90_ns",
+                                                                        "p99_ns", "max_ns"])):
+            d, t_d = duck(trace, module)
+            p, t_p = _timed(pfun, trace)
+            same = d[keys].astype(str).reset_index(drop=True).equals(p[keys].astype(str).reset_index(drop=True))
+            print(f"{module}: duckdb {t_d:.2f} s vs pandas {t_p:.2f} s ({t_p / t_d:.1f}x); results identical: {same} "
+                  f"(target < 2 s and >= 10x)")
+        out = tmp / "report"
+        _, t_r = _timed(api.report, [str(trace)], str(out))
+        print(f"report -o (HTML, 4 plots) over the same trace: {t_r:.1f} s")
+        small = synthetic.generate(tmp / "small", "A", 1_000_000, 1)
+        _, t_e = _timed(api.export_perfetto, str(small), str(tmp / "small.pftrace"))
+        size = (tmp / "small.pftrace").stat().st_size
+        print(f"export --perfetto of a 1,000,000-event model trace: {t_e:.1f} s ({size / 1e6:.0f} MB)")
+        print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
