@@ -53,3 +53,14 @@ def test_report_bad_options_are_usage_errors(tmp_path):
     for bad in ("-5", "99999999999999999999"):
         res = CliRunner().invoke(main, ["report", *runs, "--max-rows", bad])
         assert res.exit_code == 2 and "--max-rows" in res.output
+
+
+def test_report_newer_format_is_one_line(tmp_path):
+    import json
+
+    r1, _ = two_runs(tmp_path)
+    meta = json.loads((r1 / "meta.json").read_text())
+    meta["version"] = 2
+    (r1 / "meta.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(main, ["report", str(r1), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "trace format v2, this tool reads up to v1" in res.output
