@@ -163,3 +163,17 @@ def preempt_run(options, io=None):
     from .control import run
 
     return run(options, io=io)
+
+
+def experiment_ab(options, say=print):
+    """`experiment ab` (gpreempt_trace.experiment.ab.ABOptions); returns an ABResult."""
+    from .experiment import ab
+
+    return ab.run(options, say)
+
+
+def experiment_ab_lab(options, say=print):
+    """`experiment ab --lab`: the same driver inside the Debian 6.12 lab guest (experiment.lab)."""
+    from .experiment import lab
+
+    return lab.run(options, say)

@@ -41,12 +41,17 @@ def command():
               help="Run the eBPF recorder around each run (auto: when BPF and a KFD to record exist).")
 @click.option("--lab", is_flag=True, help="Run inside the Debian 6.12 QEMU lab guest (real KFD, scheme A; TCG times, not hardware).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
+@click.option("--in-lab-guest", is_flag=True, hidden=True, help="Set by --lab inside the guest: qemu-tcg labels, KFD runtime, made-up queue ids.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for the traces and the report.")
-def ab(lab, no_report, **kw):
+def ab(lab, no_report, in_lab_guest, **kw):
     """Online request latency with no preemption, scheme A and scheme B, and the offline job's cost:
     doctor first (what cannot run here and why), one trace per scheme and repeat, then the per-scheme
     table (workload.requests), `compare --by scheme` and the HTML report."""
     o = ABOptions(report=not no_report, **kw)
+    if in_lab_guest:
+        from ..experiment.lab import ENVIRONMENT, LAB_QUEUE_IDS
+
+        o.environment, o.open_kfd, o.unchecked_ids = ENVIRONMENT, True, LAB_QUEUE_IDS
     if lab:
         api.experiment_ab_lab(o, say=click.echo)
     else:
