@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SETUP  := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast bench lab kernel-check docs codegen lint clean spark-check
+.PHONY: setup demo demo-lab test test-fast bench lab kernel-check docs codegen lint clean spark-check
 
 $(SETUP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -13,6 +13,12 @@ setup: $(SETUP)
 
 demo: $(SETUP)
 	$(VENV)/bin/gpreempt-trace demo
+
+# experiment ab inside the Debian 6.12 QEMU lab (real KFD, scheme A; TCG times, not hardware numbers).
+# Cost: first use builds the 6.12 lab (downloads, minutes); then ~10-15 min on a 2-core VM (docs/experiment.md)
+demo-lab: $(SETUP)
+	nice -n 10 $(VENV)/bin/gpreempt-trace experiment ab --lab --online gemm --offline gemm --schemes none,A,B \
+		--duration 5 --rate 2 --batch 1 -o out/demo-lab
 
 test: $(SETUP)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
