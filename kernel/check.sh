@@ -29,7 +29,7 @@ LOG=$CACHE/logs
 KFD_DIR=drivers/gpu/drm/amd/amdkfd
 OBJ_PREFIX=drivers/gpu/drm/amd/amdgpu/../amdkfd   # amdkfd objects are built from amdgpu/
 
-say() { printf 'kernel-check: %s\n' "$*"; }
+say() { printf 'kernel-check: %s\n' "$*"; [ ! -d "${LOG:-}" ] || printf 'kernel-check: %s\n' "$*" >>"$LOG/check.out"; }
 die() { printf 'kernel-check: FAIL: %s\n' "$*" >&2; exit 1; }
 elapsed() { echo "$(( $(date +%s) - T0 ))s"; }
 T0=$(date +%s)
@@ -50,6 +50,23 @@ flock 9
 mapfile -t PATCHES < <(ls "$PATCH_DIR"/[0-9][0-9][0-9][0-9]-*.patch | grep -v '/0000-cover-letter.patch$')
 ((${#PATCHES[@]})) || die "no patches in $PATCH_DIR"
 mkdir -p "$CACHE" "$LOG"
+
+# A check that passed for the same series, config, script and module flag is not redone (each W=1
+# pass and the module relink cost minutes): replay its output. GPT_KERNEL_FORCE=1 redoes it.
+key=$(cat "${PATCHES[@]}" "$CONFIG" "$0" "$REPO/kernel/lab/"* | sha1sum | cut -c1-16)-$KREL
+passed=$CACHE/.passed-$key-module${GPT_KERNEL_MODULE:-0}
+replay=
+if [ "${GPT_KERNEL_MODULE:-0}" = 1 ]; then
+  [ -f "$passed" ] && [ -f "$TREE/drivers/gpu/drm/amd/amdgpu/amdgpu.ko" ] && replay=$passed
+else
+  for f in "$passed" "$CACHE/.passed-$key-module1"; do [ -f "$f" ] && replay=$f && break; done
+fi
+if [ "${GPT_KERNEL_FORCE:-0}" != 1 ] && [ -n "$replay" ]; then
+  cat "$replay"
+  say "(replayed: this series passed on $(date -u -r "$replay" +%FT%TZ); GPT_KERNEL_FORCE=1 redoes it)"
+  exit 0
+fi
+: >"$LOG/check.out"
 
 # 1. extract (stamp = tarball size + mtime)
 stamp=$CACHE/.extracted-$(stat -c %s-%Y "$TARBALL")
@@ -168,3 +185,4 @@ if [ "${GPT_KERNEL_MODULE:-0}" = 1 ]; then
 fi
 
 say "ok: ${#PATCHES[@]} patches apply, build with no new W=1 warnings and pass checkpatch --strict ($(elapsed))"
+cp "$LOG/check.out" "$passed"
