@@ -54,7 +54,7 @@ class Launcher:
         try:
             if hold:
                 r, w = os.pipe()
-                gate = f'read -r _ <&{r}; exec "$@"'
+                gate = f'read -r _ <&{r} && exec "$@"'  # EOF (never released): exit 1, CMD never runs
                 self.proc = subprocess.Popen(["/bin/bash", "-c", gate, "gate", *self.cmd], pass_fds=(r,))
                 os.close(r)
                 self._gate_w = w
@@ -98,9 +98,13 @@ class Launcher:
         """SIGTERM (SIGKILL after grace_s) a command still running; its exit code."""
         if self.proc is None:
             return 0
-        if self._gate_w is not None:  # never released: let the gate shell exit on EOF, do not run CMD
+        if self._gate_w is not None:  # never released: the gate shell exits on EOF, CMD never runs
             os.close(self._gate_w)
             self._gate_w = None
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -266,7 +266,12 @@ def test_lost_events_are_counted_exactly(tmp_path):
     meta = json.loads((trace / "meta.json").read_text())
     c = meta["counters"]
     assert c["events_written"] == len(_read(trace, "events")) == c["events_received"]
-    assert c["events_written"] + c["events_lost"] == n * len(W.SEQUENCE)
+    # a program run the kernel skipped (events_missed: another BPF program was active on that CPU) never
+    # reached the ring; one missed call costs one or two runs (sys_enter and/or sys_exit)
+    missed = c["events_missed"] or 0
+    assert n * len(W.SEQUENCE) - missed <= c["events_written"] + c["events_lost"] <= n * len(W.SEQUENCE)
+    if not missed:
+        assert c["events_written"] + c["events_lost"] == n * len(W.SEQUENCE)
     if c["events_lost"]:
         assert f"{c['events_lost']} lost" in res.output and "(hint: raise --ringbuf-mb" in res.output
 
