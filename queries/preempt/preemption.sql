@@ -58,6 +58,17 @@ FROM _preempt_preemption_p p
 ASOF LEFT JOIN (SELECT run_id, target_tgid, gpu_key, ts_ns, seq FROM _preempt_preemption_req WHERE kind = 'resume_request') r
   ON r.run_id = p.run_id AND r.target_tgid = p.target_tgid AND r.gpu_key = p.gpu_key AND r.ts_ns >= p.ts_ns;
 
+-- the latency columns alone (preempt.summary reads this; the public view adds results, labels, loss)
+CREATE VIEW _preempt_preemption_core AS
+SELECT p.run_id, p.seq, p.scheme, p.target_tgid, p.gpu_id, p.queue_ids, p.ts_ns AS request_ts_ns, p.result,
+       p.unmap_end_ns - p.ts_ns AS preempt_latency_ns,
+       p.done_ts_ns - p.ts_ns AS preempt_call_ns,
+       CASE WHEN p.resume_ts_ns IS NOT NULL THEN r.map_end_ns - r.ts_ns END AS resume_latency_ns,
+       CASE WHEN p.resume_ts_ns IS NOT NULL THEN r.done_ts_ns - p.done_ts_ns END AS suspended_ns
+FROM _preempt_preemption_pr p
+LEFT JOIN _preempt_preemption_r r ON r.run_id = p.run_id AND r.ts_ns = p.resume_ts_ns AND r.seq = p.resume_seq
+WHERE coalesce(p.scheme, '') LIKE getvariable('scheme');
+
 CREATE VIEW preempt_preemption AS
 SELECT
   -- Trace run.
@@ -75,15 +86,15 @@ SELECT
   -- Queue ids named by the request (NULL or [] = all).
   p.queue_ids,
   -- Request time (CLOCK_MONOTONIC).
-  p.ts_ns AS request_ts_ns,
+  p.request_ts_ns,
   -- Request -> end of the first queues_unmap on that GPU starting at or after it (queues off the hardware).
-  p.unmap_end_ns - p.ts_ns AS preempt_latency_ns,
+  p.preempt_latency_ns,
   -- Request -> preempt_done (the controller's call).
-  p.done_ts_ns - p.ts_ns AS preempt_call_ns,
+  p.preempt_call_ns,
   -- Matching resume_request -> end of the first queues_map on that GPU at or after it.
-  CASE WHEN p.resume_ts_ns IS NOT NULL THEN r.map_end_ns - r.ts_ns END AS resume_latency_ns,
+  p.resume_latency_ns,
   -- preempt_done -> resume_done: how long the queues stayed off.
-  CASE WHEN p.resume_ts_ns IS NOT NULL THEN r.done_ts_ns - p.done_ts_ns END AS suspended_ns,
+  p.suspended_ns,
   -- Result of the preempt call (done marker label: ok or an errno name); NULL without a done marker.
   p.result,
   -- Per-queue results {queue_id: ok|invalid|error} from queue_result markers; NULL without them.
@@ -92,10 +103,8 @@ SELECT
   q.ok AS queues_ok,
   -- Events the recorder lost in this run (NULL = unknown): a non-zero value may have removed a kernel side.
   runs.events_lost
-FROM _preempt_preemption_pr p
-LEFT JOIN _preempt_preemption_r r ON r.run_id = p.run_id AND r.ts_ns = p.resume_ts_ns AND r.seq = p.resume_seq
+FROM _preempt_preemption_core p
 LEFT JOIN _preempt_preemption_labels l ON l.run_id = p.run_id AND l.tgid = p.target_tgid
 LEFT JOIN _preempt_preemption_results q ON q.run_id = p.run_id AND q.seq = p.seq
 LEFT JOIN runs ON runs.run_id = p.run_id
-WHERE coalesce(p.scheme, '') LIKE getvariable('scheme')
-ORDER BY p.run_id, p.ts_ns, p.seq;
+ORDER BY p.run_id, p.request_ts_ns, p.seq;

@@ -3,16 +3,18 @@
 -- of the same model created the same set (same types and ids per process), as experiment 1 asks.
 -- @include queues.lifecycle
 
+-- from the creations alone (queues.lifecycle's _queues_created): counting needs no lifetimes
 CREATE VIEW _queues_counts_per_process AS
-SELECT run_id, label, tgid,
+SELECT c.run_id, coalesce(l.label, any_value(c.comm)) AS label, c.tgid,
        count(*) AS queues,
-       count(*) FILTER (WHERE type IN ('compute', 'compute_aql')) AS compute,
-       count(*) FILTER (WHERE type LIKE 'sdma%') AS sdma,
-       list_sort(list(DISTINCT queue_id)) AS ids,
+       count(*) FILTER (WHERE c.queue_type IN ('compute', 'compute_aql')) AS compute,
+       count(*) FILTER (WHERE c.queue_type LIKE 'sdma%') AS sdma,
+       list_sort(list(DISTINCT c.queue_id)) AS ids,
        -- the per-process signature: sorted (type, id) pairs
-       list_sort(list(type || ':' || queue_id)) AS signature
-FROM queues_lifecycle
-GROUP BY run_id, label, tgid;
+       list_sort(list(c.queue_type || ':' || c.queue_id)) AS signature
+FROM _queues_created c
+LEFT JOIN _queues_labels l ON l.run_id = c.run_id AND l.tgid = c.tgid
+GROUP BY c.run_id, l.label, c.tgid;
 
 CREATE VIEW queues_counts AS
 WITH per_run AS (
