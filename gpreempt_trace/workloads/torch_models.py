@@ -268,18 +268,18 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
                 opt.step()
         sync()
 
-    step()  # warm-up (allocations, first-call kernel selection) before the clock starts
-    if o.ready_file:
-        with open(o.ready_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
     pid = os.getpid()
-    marks.add("workload_start", target_tgid=pid,
-              label=f"role={o.role} model={o.model} device={dev} policy={o.preempt_policy}"
-                    + (f" rate_hz={o.rate_hz:g}" if o.role == "online" else ""))
-    t_start = clock()
-    end_ns = t_start + int(o.duration_s * 1e9)
-    period_ns = int(1e9 / o.rate_hz) if o.role == "online" and o.rate_hz > 0 else 0
     try:
+        step()  # warm-up (allocations, first-call kernel selection) before the clock starts
+        if o.ready_file:
+            with open(o.ready_file, "w") as f:
+                f.write(f"{pid}\n")
+        marks.add("workload_start", target_tgid=pid,
+                  label=f"role={o.role} model={o.model} device={dev} policy={o.preempt_policy}"
+                        + (f" rate_hz={o.rate_hz:g}" if o.role == "online" else ""))
+        t_start = clock()
+        end_ns = t_start + int(o.duration_s * 1e9)
+        period_ns = int(1e9 / o.rate_hz) if o.role == "online" and o.rate_hz > 0 else 0
         seq = 0
         while clock() < end_ns and (o.max_iterations is None or seq < o.max_iterations):
             if o.role == "offline":
