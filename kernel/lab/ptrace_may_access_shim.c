@@ -2,7 +2,7 @@
 /*
  * Lab only, never for production: provides ptrace_may_access() to modules
  * on a stock kernel that does not export it, so that the patched amdgpu.ko
- * can be loaded into Debian's unmodified 6.1 kernel in the QEMU lab.
+ * can be loaded into Debian's unmodified 6.12 (or 6.1) kernel in the QEMU lab.
  * Patch 0002 of the series exports the real function in a rebuilt kernel.
  * The address is looked up once with a kprobe (kallsyms_lookup_name is not
  * exported).
