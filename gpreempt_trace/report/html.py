@@ -63,6 +63,10 @@ def table_html(tbl: pa.Table, max_rows: int) -> str:
     return "\n".join(out)
 
 
+def _short(run_id: str) -> str:
+    return run_id if len(run_id) <= 22 else "…" + run_id[-20:]
+
+
 def _missing(text: str) -> str:
     return f"<div class='missing'>{text}</div>"
 
@@ -205,7 +209,7 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
         sdma = [r["sdma_queues"] / r["processes"] for r in c]
         ax.bar(x, comp, label="compute / process")
         ax.bar(x, sdma, bottom=comp, label="sdma / process")
-        ax.set_xticks(x, [f"{r['label']}\n{r['run_id'][-12:]}" for r in c], fontsize=8)
+        ax.set_xticks(x, [f"{r['label']}\n{_short(r['run_id'])}" for r in c], fontsize=8)
         ax.set_ylabel("queues per process"), ax.legend(), ax.set_title("queues created per process of each model (mean over its processes)")
         body.append(plots.save(fig, "queue_counts.png"))
         body.append(_lost_note({r: lost_all[r] for r in sorted({x["run_id"] for x in c})}))
@@ -221,7 +225,7 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
     cc = [r for r in coll.to_pylist() if r["collateral_unmaps"]]
     if cc:
         fig, (ax, ax2) = plots.plt.subplots(1, 2, figsize=(max(10, 2.4 * len(cc)), 3.8))
-        names = [f"{r['label'] or r['tgid']}\n{r['run_id'][-12:]}" for r in cc]
+        names = [f"{r['label'] or r['tgid']}\n{_short(r['run_id'])}" for r in cc]
         ax.bar(range(len(cc)), [r["collateral_unmaps"] for r in cc], color="#e67e22")
         ax.set_xticks(range(len(cc)), names, fontsize=8)
         ax.set_ylabel("unmaps caused by another process"), ax.set_title("collateral unmaps per process")
