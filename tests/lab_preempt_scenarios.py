@@ -87,7 +87,8 @@ def serve(pid: int, sock: str, out: Path, name: str, *extra: str) -> subprocess.
     log = open(out / f"{name}.log", "w")
     p = subprocess.Popen([*GPT, "preempt", "serve", "--pid", str(pid), "--queues", "1,7", "--unchecked-ids",
                           "--socket", sock, *extra], stdout=log, stderr=subprocess.STDOUT)
-    wait_for(lambda: os.path.exists(sock) or p.poll() is not None, 60, f"{name} socket")
+    # the socket is bound before the attach: wait for the line saying it serves
+    wait_for(lambda: "serving scheme" in (out / f"{name}.log").read_text(errors="replace") or p.poll() is not None, 300, f"{name} ready")
     return p
 
 
@@ -106,7 +107,13 @@ def main() -> int:
     if with_record:
         reclog = open(out / "record.log", "w")
         rec = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "kfd,ioctl"], stdout=reclog, stderr=subprocess.STDOUT)
-        res["record_started"] = wait_for(lambda: "record:" in (out / "record.log").read_text(errors="replace") or rec.poll() is not None, 300, "record")
+        def recording() -> bool:  # probes attached and filters set (meta.json says so)
+            try:
+                return bool(json.loads((trace / "meta.json").read_text()).get("recorder", {}).get("recording_since_ns"))
+            except (OSError, ValueError):
+                return False
+
+        res["record_started"] = wait_for(lambda: recording() or rec.poll() is not None, 600, "record")
         res["record_rc_early"] = rec.poll()
     t = Target(out, "target1")
     res["target_runtime_enable"] = [ln for ln in t.text().splitlines() if ln.startswith("runtime")]
@@ -114,7 +121,7 @@ def main() -> int:
     # 1. serve + client suspend/resume with made-up ids; markers into the trace
     sock = str(socks / "s1.sock")
     s1 = serve(t.p.pid, sock, out, "serve1", *(["-o", str(trace)] if with_record else ["-o", str(out / "ctl-trace")]))
-    c = Client(sock)
+    c = Client(sock, timeout_s=120)
     res["status_attached"] = c.status()
     res["preempt"] = c.preempt()
     # 2. handshake while held: the target's RUNTIME_ENABLE(disable) then (enable) must return
@@ -138,7 +145,7 @@ def main() -> int:
     # 4. controller SIGKILL while holding → the target runs on, a new controller can ENABLE
     sock2 = str(socks / "s2.sock")
     s2 = serve(t.p.pid, sock2, out, "serve2")
-    c2 = Client(sock2)
+    c2 = Client(sock2, timeout_s=120)
     res["kill_preempt"] = c2.preempt(keep=True)
     c2.close()
     s2.send_signal(signal.SIGKILL)
@@ -149,7 +156,7 @@ def main() -> int:
     res["usr1_after_kill"] = wait_for(lambda: t.count("usr1") >= 2, 10, "usr1 after kill")
     sock3 = str(socks / "s3.sock")
     s3 = serve(t.p.pid, sock3, out, "serve3")
-    c3 = Client(sock3)
+    c3 = Client(sock3, timeout_s=120)
     res["new_controller_status"] = c3.status()
     res["held_exit_preempt"] = c3.preempt()
     # 5. the target exits while held (RUNTIME_ENABLE(disable) at exit needs the handshake)
