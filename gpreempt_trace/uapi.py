@@ -19,8 +19,7 @@ from __future__ import annotations
 import ctypes
 import json
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Optional
+from functools import cache, lru_cache
 
 KFD_IOC_TYPE = 0x4B  # 'K'
 IOC_NONE, IOC_WRITE, IOC_READ = 0, 1, 2
@@ -47,7 +46,7 @@ def ioc_size(cmd: int) -> int:
 # ---- the definition ------------------------------------------------------------------------------
 # struct name -> [(field, type, since_minor)]; since_minor None = present since the struct appeared.
 _S = None
-STRUCTS: dict[str, list[tuple[str, str, Optional[int]]]] = {
+STRUCTS: dict[str, list[tuple[str, str, int | None]]] = {
     "kfd_ioctl_get_version_args": [("major_version", "u32", _S), ("minor_version", "u32", _S)],
     "kfd_ioctl_create_queue_args": [
         ("ring_base_address", "u64", _S), ("write_pointer_address", "u64", _S),
@@ -97,7 +96,7 @@ OUT_OF_TREE = {"rocm_kfd_ioctl_dbg_trap_args"}  # no upstream header has it
 # kfd_ioctl_dbg_trap_args = {u32 pid, u32 op, union {...} (24 bytes)}: op -> (name, union member, struct)
 DBG_TRAP_HEADER = [("pid", "u32", _S), ("op", "u32", _S)]
 DBG_TRAP_UNION_OFFSET, DBG_TRAP_UNION_SIZE = 8, 24
-DBG_TRAP_OPS: dict[int, tuple[str, str, Optional[str]]] = {
+DBG_TRAP_OPS: dict[int, tuple[str, str, str | None]] = {
     0: ("ENABLE", "enable", "kfd_ioctl_dbg_trap_enable_args"),
     1: ("DISABLE", "", None),
     2: ("SEND_RUNTIME_EVENT", "send_runtime_event", "kfd_ioctl_dbg_trap_send_runtime_event_args"),
@@ -122,7 +121,7 @@ IOCTLS: dict[str, tuple[int, str, str]] = {
 }
 
 # constants (C name -> value), checked against the headers that define them
-CONSTANTS: dict[str, tuple[int, Optional[int]]] = {  # name -> (value, since_minor)
+CONSTANTS: dict[str, tuple[int, int | None]] = {  # name -> (value, since_minor)
     "KFD_IOCTL_MAJOR_VERSION": (1, _S),
     "KFD_IOC_QUEUE_TYPE_COMPUTE": (0, _S), "KFD_IOC_QUEUE_TYPE_SDMA": (1, _S),
     "KFD_IOC_QUEUE_TYPE_COMPUTE_AQL": (2, _S), "KFD_IOC_QUEUE_TYPE_SDMA_XGMI": (3, _S),
@@ -176,7 +175,7 @@ class Layout:
         raise KeyError(f"{self.name} has no field {field!r}")
 
 
-def _lay_out(name: str, spec, minor: Optional[int] = None) -> Layout:
+def _lay_out(name: str, spec, minor: int | None = None) -> Layout:
     off, align, out = 0, 1, []
     for fname, ftype, since in spec:
         if minor is not None and since is not None and minor < since:
@@ -189,7 +188,7 @@ def _lay_out(name: str, spec, minor: Optional[int] = None) -> Layout:
     return Layout(name, (off + align - 1) // align * align, tuple(out))
 
 
-def layout(name: str, minor: Optional[int] = None) -> Layout:
+def layout(name: str, minor: int | None = None) -> Layout:
     """The layout of a struct at KFD ioctl minor version `minor` (None: the newest defined here)."""
     if name == "kfd_ioctl_dbg_trap_args":
         return Layout(name, DBG_TRAP_UNION_OFFSET + DBG_TRAP_UNION_SIZE,
@@ -208,7 +207,7 @@ def dbg_trap_field_offset(op_name: str, field: str) -> int:
     return DBG_TRAP_UNION_OFFSET + layout(sname).offset(field)
 
 
-def request(name: str, minor: Optional[int] = None) -> int:
+def request(name: str, minor: int | None = None) -> int:
     """The full request number of an ioctl (struct size at `minor`; None = newest)."""
     if name in IOCTLS:
         nr, d, sname = IOCTLS[name]
@@ -292,8 +291,8 @@ def _ctypes_class(lay: Layout, cls_name: str):
     return cls
 
 
-@lru_cache(maxsize=None)
-def struct(name: str, minor: Optional[int] = None):
+@cache
+def struct(name: str, minor: int | None = None):
     """The ctypes class of a uapi struct (at KFD minor version `minor`; None = newest)."""
     if name == "kfd_ioctl_dbg_trap_args":
         members = [(member, struct(sname)) for _, (_, member, sname) in sorted(DBG_TRAP_OPS.items()) if sname]
@@ -329,7 +328,7 @@ RocmDbgTrapArgs = struct("rocm_kfd_ioctl_dbg_trap_args")
 PreemptQueuesArgs = struct("kfd_ioctl_preempt_queues_args")  # scheme B
 PreemptEntry = struct("kfd_queue_preempt_entry")  # scheme B
 
-def dbg_trap_args(pid: int, op: str, **fields) -> "DbgTrapArgs":
+def dbg_trap_args(pid: int, op: str, **fields) -> DbgTrapArgs:
     """A kfd_ioctl_dbg_trap_args for op name `op` (e.g. "SUSPEND_QUEUES") with the op's fields set."""
     a = DbgTrapArgs(pid=pid, op=DBG_TRAP_OP[op])
     _, member, _ = DBG_TRAP_OPS[DBG_TRAP_OP[op]]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpreempt_trace.control import io as P  # noqa: E402
-from gpreempt_trace.control import service  # noqa: E402
+from gpreempt_trace.control import io as P
+from gpreempt_trace.control import service
 
 
 def main() -> int:

@@ -96,9 +96,9 @@ def main() -> int:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     with_record = "--no-record" not in sys.argv
-    from gpreempt_trace.control import Client
-
     import tempfile
+
+    from gpreempt_trace.control import Client
 
     socks = Path(tempfile.mkdtemp(prefix="gpt-ctl-"))  # Unix sockets cannot live on the 9p-shared $OUT
     res: dict = {"kernel": os.uname().release}
@@ -186,6 +186,7 @@ def main() -> int:
         res["record_log"] = (out / "record.log").read_text(errors="replace")[-1200:]
         try:
             import duckdb  # noqa: F401
+
             from gpreempt_trace import api
 
             con = api.connect([str(trace)])

@@ -3,7 +3,6 @@ exact request numbers and argument bytes of every call, in order, for scheme A a
 per-queue INVALID/ERROR bits, the runtime handshake, queue-id checks, max-hold and markers."""
 from __future__ import annotations
 
-import ctypes
 import errno
 import struct
 import time

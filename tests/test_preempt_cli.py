@@ -21,7 +21,7 @@ from gpreempt_trace.control.service import RunOptions
 from gpreempt_trace.errors import GptError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_control import FakeKfd  # noqa: E402
+from test_control import FakeKfd
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 

@@ -5,7 +5,6 @@ import fcntl
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 from ..errors import GptError, PermissionProblem
 
@@ -84,12 +83,12 @@ def check_system(scheme: str) -> None:
 class TargetLock:
     """One controller per target: an flock on <tmp>/gpreempt-trace-control-<pid>.lock holding our pid."""
 
-    def __init__(self, pid: int, directory: Optional[str] = None):
+    def __init__(self, pid: int, directory: str | None = None):
         self.path = Path(directory or tempfile.gettempdir()) / f"gpreempt-trace-control-{pid}.lock"
-        self.fd: Optional[int] = None
+        self.fd: int | None = None
         self.pid = pid
 
-    def acquire(self) -> "TargetLock":
+    def acquire(self) -> TargetLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

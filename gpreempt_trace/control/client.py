@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence, Union
 
 from ..errors import GptError
 
@@ -24,20 +24,20 @@ from ..errors import GptError
 class ControlError(GptError):
     """The service refused or failed a request; `.answer` holds its reply."""
 
-    def __init__(self, what: str, hint: str = "", answer: Optional[dict] = None):
+    def __init__(self, what: str, hint: str = "", answer: dict | None = None):
         super().__init__(what, hint)
         self.answer = answer or {}
 
 
 class Client:
-    def __init__(self, socket_path: str, timeout_s: Optional[float] = 30.0):
+    def __init__(self, socket_path: str, timeout_s: float | None = 30.0):
         self.path = str(socket_path)
         self.timeout_s = timeout_s
-        self._sock: Optional[socket.socket] = None
+        self._sock: socket.socket | None = None
         self._buf = b""
 
     # ---- connection ------------------------------------------------------------------------------
-    def connect(self) -> "Client":
+    def connect(self) -> Client:
         if self._sock is None:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(self.timeout_s)
@@ -56,7 +56,7 @@ class Client:
             self._sock = None
             self._buf = b""
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self.connect()
 
     def __exit__(self, *exc) -> None:
@@ -86,7 +86,7 @@ class Client:
         return ans
 
     # ---- the API ---------------------------------------------------------------------------------
-    def preempt(self, queues: Union[str, Sequence[int], None] = None, grace: Optional[int] = None, keep: bool = False) -> dict:
+    def preempt(self, queues: str | Sequence[int] | None = None, grace: int | None = None, keep: bool = False) -> dict:
         """Suspend the target's queues (the service's --queues unless given). Returns the answer: ok,
         label, queue_ids, queues [[id, result, raw]], ts_request_ns/ts_done_ns (CLOCK_MONOTONIC), seq."""
         q = queues if queues is None or isinstance(queues, str) else [int(x) for x in queues]
@@ -101,7 +101,7 @@ class Client:
         return self._checked("status")
 
     @contextmanager
-    def preempted(self, queues: Union[str, Sequence[int], None] = None, grace: Optional[int] = None) -> Iterator[dict]:
+    def preempted(self, queues: str | Sequence[int] | None = None, grace: int | None = None) -> Iterator[dict]:
         """Preempt on enter, resume on exit (exceptions included)."""
         ans = self.preempt(queues, grace)
         try:

@@ -11,7 +11,7 @@ import ctypes
 import errno
 import os
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 # ptrace requests and options (asm-generic / x86-64 values from <sys/ptrace.h>)
 PTRACE_CONT, PTRACE_DETACH, PTRACE_GETEVENTMSG = 7, 17, 0x4201
@@ -52,7 +52,7 @@ class SysIo(Io):
 
     def __init__(self, kfd_path: str = "/dev/kfd"):
         self.kfd_path = kfd_path
-        self.fd: Optional[int] = None
+        self.fd: int | None = None
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
         self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
@@ -125,7 +125,7 @@ class ScriptedIo(Io):
     result or raise OSError; the default answers 0 (GET_VERSION: 1.17). Real ptrace can be passed
     through with `ptrace_io` (e.g. SysIo()) to drive a real child with scripted ioctls."""
 
-    def __init__(self, answer: Optional[Callable] = None, ptrace_io: Optional[Io] = None, minor: int = 17):
+    def __init__(self, answer: Callable | None = None, ptrace_io: Io | None = None, minor: int = 17):
         self.calls: list[tuple] = []
         self.answer = answer
         self.ptrace_io = ptrace_io

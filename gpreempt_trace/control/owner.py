@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from typing import Optional
 
 from ..errors import GptError
 from ..markers import MarkerWriter
@@ -21,21 +20,21 @@ POLL_S = 0.001  # while a target is ptraced: how often stops are checked (signal
 
 
 class Controller:
-    def __init__(self, scheme: Scheme, trace: Optional[str] = None, max_hold_ms: Optional[int] = None,
+    def __init__(self, scheme: Scheme, trace: str | None = None, max_hold_ms: int | None = None,
                  grace: int = 0, queues="all"):
         self.scheme = scheme
         self.trace = trace
         self.max_hold_ns = None if max_hold_ms is None else int(max_hold_ms) * 1_000_000
         self.grace, self.queues = grace, queues
-        self.cmds: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
+        self.cmds: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ready: Future = Future()
         self.done: Future = Future()
         self.seq = 0
-        self.held_since: Optional[int] = None
+        self.held_since: int | None = None
         self.detach_why = "exit"
         self.thread = threading.Thread(target=self._main, name="gpt-controller", daemon=True)
-        self.markers: Optional[MarkerWriter] = None
+        self.markers: MarkerWriter | None = None
         self.report_queues = False  # serve: per-queue results to stderr
         self.readers: dict = {}  # fd -> callback(fd), run on the owner thread (the socket service)
 
@@ -85,7 +84,7 @@ class Controller:
         return self.done.result(0) if self.done.done() else ["controller thread did not stop"]
 
     # ---- the owner thread ------------------------------------------------------------------------
-    def _mark(self, kind: str, ts_ns: Optional[int] = None, **cols) -> None:
+    def _mark(self, kind: str, ts_ns: int | None = None, **cols) -> None:
         if self.markers is not None:
             cols.setdefault("scheme", self.scheme.name)
             cols.setdefault("target_tgid", self.scheme.pid)
@@ -158,7 +157,7 @@ class Controller:
                     fut.set_result(self._do(op, kw))
                 except GptError as e:
                     fut.set_result({"ok": False, "error": e.line()})
-                except Exception as e:  # noqa: BLE001 - the caller gets it; the hold stays safe
+                except Exception as e:
                     fut.set_result({"ok": False, "error": f"{e.__class__.__name__}: {e}"})
                     raise
                 self._flush_markers()

@@ -13,7 +13,6 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 from .. import uapi as U
 from ..errors import GptError
@@ -36,7 +35,7 @@ class CallResult:
     queue_ids: list
     ts_request_ns: int
     ts_done_ns: int
-    ret: Optional[int] = None  # the ioctl's return value (A: count acted on); None when it failed
+    ret: int | None = None  # the ioctl's return value (A: count acted on); None when it failed
     errno: int = 0
     queues: list = field(default_factory=list)  # QueueResult
     issued: bool = True  # False: nothing to do (no queues), no ioctl
@@ -69,9 +68,9 @@ class Scheme:
 
     def __init__(self, io: P.Io, pid: int, unchecked_ids: bool = False):
         self.io, self.pid, self.unchecked_ids = io, pid, unchecked_ids
-        self.held: Optional[list] = None  # ids suspended and not yet resumed
+        self.held: list | None = None  # ids suspended and not yet resumed
         self.alive = True
-        self.minor: Optional[int] = None
+        self.minor: int | None = None
         self.queues: dict[int, int] = {}  # queue_id -> gpu_id, from the last snapshot (scheme A)
         self.notes: list[str] = []
 
@@ -100,7 +99,7 @@ class Scheme:
                                "name queues from `preempt status`, use --queues all, or --unchecked-ids to send them as given")
         return ids
 
-    def gpu_id(self, ids) -> Optional[int]:
+    def gpu_id(self, ids) -> int | None:
         gpus = {self.queues[q] for q in ids if q in self.queues}
         return gpus.pop() if len(gpus) == 1 else None
 
@@ -115,7 +114,7 @@ class SchemeA(Scheme):
         self.seized = self.enabled = False
         self.rd = self.wr = -1
         self.rinfo = U.RuntimeInfo()
-        self.runtime_state: Optional[int] = None
+        self.runtime_state: int | None = None
         self.handshakes = 0
         self.signals_passed = 0
         self.group_stopped = False
@@ -246,7 +245,7 @@ class SchemeA(Scheme):
         except ProcessLookupError:
             pass
 
-    def _on_stop(self, status: int) -> Optional[int]:
+    def _on_stop(self, status: int) -> int | None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self.alive = False
             self.seized = self.enabled = False
@@ -311,7 +310,7 @@ class SchemeA(Scheme):
             self.held = list(ids)
         return res
 
-    def resume(self, ids: Optional[list[int]] = None) -> CallResult:
+    def resume(self, ids: list[int] | None = None) -> CallResult:
         ids = list((self.held if ids is None else ids) or [])
         if not ids:
             return _nothing("resume")

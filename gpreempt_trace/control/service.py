@@ -12,15 +12,14 @@ import json
 import os
 import signal
 import socket
-import statistics
 import stat
+import statistics
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 from ..errors import GptError
 from . import checks
@@ -37,11 +36,11 @@ class PreemptOptions:
 
     pid: int
     scheme: str = "A"
-    queues: Union[str, list] = "all"  # "all" or queue ids
+    queues: str | list = "all"  # "all" or queue ids
     grace: int = 0  # scheme A: grace period in GPU cycles handed to SUSPEND_QUEUES (0 = KFD default)
     max_hold: int = MAX_HOLD_DEFAULT_MS  # ms
-    socket: Optional[str] = None
-    output: Optional[str] = None  # trace to write markers into (created when missing)
+    socket: str | None = None
+    output: str | None = None  # trace to write markers into (created when missing)
     unchecked_ids: bool = False
     dry_run: bool = False
     kfd_path: str = "/dev/kfd"
@@ -60,7 +59,7 @@ def default_socket(pid: int) -> str:
     return f"/tmp/gpreempt-trace-preempt-{pid}.sock"
 
 
-def parse_queues(text: Union[str, list, None]) -> Union[str, list]:
+def parse_queues(text: str | list | None) -> str | list:
     if text is None or text == "all":
         return "all"
     if isinstance(text, list):
@@ -78,7 +77,7 @@ def parse_queues(text: Union[str, list, None]) -> Union[str, list]:
 
 # ---- building a controller ------------------------------------------------------------------------
 @contextmanager
-def controller(opts: PreemptOptions, io: Optional[P.Io] = None, watchdog: Optional[bool] = None):
+def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | None = None):
     """Checks, lock, trace, attach; yields a started Controller; always resumes and detaches.
     `watchdog` (scheme B): start the PDEATHSIG watchdog (default: when the real ioctls are used)."""
     if opts.scheme not in ("A", "B"):
@@ -186,7 +185,7 @@ class Service:
         self.ctl, self.path, self.sock = ctl, path, sock
         self.conns: dict[int, socket.socket] = {}
         self.bufs: dict[int, bytes] = {}
-        self.holder: Optional[int] = None  # fd of the connection whose preempt is held (not keep)
+        self.holder: int | None = None  # fd of the connection whose preempt is held (not keep)
         ctl.add_reader(sock.fileno(), self._accept)
 
     def _accept(self, fd: int) -> None:
@@ -267,7 +266,7 @@ class Service:
         return ans
 
 
-def serve(opts: PreemptOptions, io: Optional[P.Io] = None, on_ready=None, watchdog: Optional[bool] = None) -> str:
+def serve(opts: PreemptOptions, io: P.Io | None = None, on_ready=None, watchdog: bool | None = None) -> str:
     """Attach and answer requests on opts.socket until SIGINT/SIGTERM or the target exits. Returns
     why it stopped. `on_ready(status)` is called once the socket listens."""
     path = opts.socket or default_socket(opts.pid)
@@ -306,7 +305,7 @@ class RunResult:
     resume_us: list
     bad_queues: list  # (cycle, op, queue_id, result)
     failures: list  # (cycle, op, label/error)
-    stopped_by: Optional[str] = None
+    stopped_by: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -320,7 +319,7 @@ class RunResult:
                 f"resume call p50 {p50(self.resume_us)}; {len(self.bad_queues)} queue results not ok")
 
 
-def run(opts: RunOptions, io: Optional[P.Io] = None, watchdog: Optional[bool] = None) -> RunResult:
+def run(opts: RunOptions, io: P.Io | None = None, watchdog: bool | None = None) -> RunResult:
     """Preempt, hold, resume, repeat. Exit 0 (RunResult.ok) only when every cycle was carried out and
     every queue resumed (with --unchecked-ids the kernel's per-queue bits are reported, not failures)."""
     res = RunResult(0, opts.repeat, [], [], [], [])

@@ -11,16 +11,35 @@ from __future__ import annotations
 
 from .. import uapi as _u
 from ..uapi import (  # noqa: F401  (re-exported)
-    CREATE_QUEUE, DBG_TRAP, DESTROY_QUEUE, GET_VERSION, KFD_IOC_TYPE, ROCM_DBG_TRAP, RUNTIME_ENABLE,
-    SET_CU_MASK, UAPI_QUEUE_TYPES, UPDATE_QUEUE, CreateQueueArgs, DbgTrapArgs, DestroyQueueArgs,
-    GetVersionArgs, PreemptEntry, PreemptQueuesArgs, RocmDbgTrapArgs, SetCuMaskArgs, UpdateQueueArgs,
-    ioc, ioc_nr, ioc_size, ioc_type,
+    CREATE_QUEUE,
+    DBG_TRAP,
+    DESTROY_QUEUE,
+    GET_VERSION,
+    KFD_IOC_TYPE,
+    ROCM_DBG_TRAP,
+    RUNTIME_ENABLE,
+    SET_CU_MASK,
+    UAPI_QUEUE_TYPES,
+    UPDATE_QUEUE,
+    CreateQueueArgs,
+    DbgTrapArgs,
+    DestroyQueueArgs,
+    GetVersionArgs,
+    PreemptEntry,
+    PreemptQueuesArgs,
+    RocmDbgTrapArgs,
+    SetCuMaskArgs,
+    UpdateQueueArgs,
+    ioc,
+    ioc_nr,
+    ioc_size,
+    ioc_type,
 )
 
 _IOC_NONE, _IOC_WRITE, _IOC_READ = _u.IOC_NONE, _u.IOC_WRITE, _u.IOC_READ
-IOR = lambda nr, size: ioc(_IOC_READ, nr, size)  # noqa: E731
-IOW = lambda nr, size: ioc(_IOC_WRITE, nr, size)  # noqa: E731
-IOWR = lambda nr, size: ioc(_IOC_READ | _IOC_WRITE, nr, size)  # noqa: E731
+IOR = lambda nr, size: ioc(_IOC_READ, nr, size)
+IOW = lambda nr, size: ioc(_IOC_WRITE, nr, size)
+IOWR = lambda nr, size: ioc(_IOC_READ | _IOC_WRITE, nr, size)
 
 # DBG_TRAP ops that name queues
 DBG_TRAP_SUSPEND_QUEUES, DBG_TRAP_RESUME_QUEUES = _u.DBG_TRAP_OP["SUSPEND_QUEUES"], _u.DBG_TRAP_OP["RESUME_QUEUES"]
