@@ -29,7 +29,7 @@ def test_ab_runs_none_here_and_says_in_one_line_why_a_and_b_are_skipped(tmp_path
     assert f"scheme A skipped: {why}" in lines and f"scheme B skipped: {why}" in lines
     assert "scheme none: runs" in lines
     assert any(line.startswith("recorder: not run (") for line in lines)
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["none-1", "plan.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["none-1", "plan.json", "requests.json", "requests.txt"]
     meta = trace.read_meta(out / "none-1")
     assert {k: meta["labels"][k] for k in ("scheme", "repeat", "online_model", "offline_model", "policy")} == \
         {"scheme": "none", "repeat": "1", "online_model": "gemm", "offline_model": "gemm", "policy": "none"}
@@ -41,6 +41,7 @@ def test_ab_runs_none_here_and_says_in_one_line_why_a_and_b_are_skipped(tmp_path
     table = [line.split() for line in lines if line.startswith("  none ")]
     assert len(table) == 1 and table[0][1:3] == ["1", str(n_req)] and table[0][6:8] == ["0", "0"]  # no preemption
     assert not list(out.glob(".cell-*"))  # the cell's scratch folder is gone
+    assert (out / "requests.txt").read_text().splitlines()[1].split() == table[0]
 
 
 def test_schemes_and_numbers_are_checked_at_the_cli(tmp_path):

@@ -323,8 +323,11 @@ def _analyse(o: ABOptions, res: ABResult, say) -> None:
     traces = [str(t) for t in res.traces]
     res.summary = requests_summary(traces)
     say("online request latency (end - scheduled time) and offline throughput per scheme (workload.requests):")
-    for line in summary_lines(res.summary, o.environment):
+    table = summary_lines(res.summary, o.environment)
+    for line in table:
         say("  " + line)
+    (res.out / "requests.txt").write_text("\n".join(table) + "\n")
+    (res.out / "requests.json").write_text(json.dumps(res.summary, indent=1, default=str))
     try:
         cmp = api.compare(traces, by="scheme")
         res.verdict = cmp.verdict
