@@ -40,6 +40,8 @@ def command():
 @click.option("--record", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Run the eBPF recorder around each run (auto: when BPF and a KFD to record exist).")
 @click.option("--lab", is_flag=True, help="Run inside the Debian 6.12 QEMU lab guest (real KFD, scheme A; TCG times, not hardware).")
+@click.option("--warmup-timeout", "warmup_timeout_s", type=click.FloatRange(min=1, max=86400), default=300, show_default=True,
+              help="Seconds a job may take to start (import torch, warm up) before the run fails.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--in-lab-guest", is_flag=True, hidden=True, help="Set by --lab inside the guest: qemu-tcg labels, KFD runtime, made-up queue ids.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for the traces and the report.")

@@ -57,6 +57,7 @@ class ABOptions:
     unchecked_ids: Optional[str] = None
     open_kfd: bool = False
     environment: Optional[str] = None  # label, e.g. qemu-tcg (the lab)
+    warmup_timeout_s: float = 300.0  # how long a job may take to import torch and warm up
     report: bool = True
 
 
@@ -204,7 +205,7 @@ def _run_cell(o: ABOptions, p: Plan, scheme: str, k: int, trace: Path, say) -> d
     spec = CellSpec(trace=str(trace), scheme=scheme, online=o.online, offline=o.offline, duration_s=o.duration_s,
                     rate_hz=o.rate_hz, batch=o.batch, policy=o.policy, burst_gap_ms=o.burst_gap_ms, device=o.device,
                     threads=o.threads, queues=o.queues, unchecked_ids=o.unchecked_ids, open_kfd=o.open_kfd,
-                    snapshots=p.snapshots, result_file=str(trace.parent / f".{trace.name}.cell.json"))
+                    snapshots=p.snapshots, warmup_timeout_s=o.warmup_timeout_s, result_file=str(trace.parent / f".{trace.name}.cell.json"))
     spec_file = trace.parent / f".{trace.name}.spec.json"
     spec_file.write_text(json.dumps(asdict(spec)))
     cmd = (sys.executable, "-m", "gpreempt_trace.experiment.cell", str(spec_file))

@@ -165,7 +165,7 @@ class Cell:
                        "-o", s.trace]
                 ctl += ["--queues", s.unchecked_ids, "--unchecked-ids"] if s.unchecked_ids else ["--queues", s.queues]
                 self._start("controller", _cli(*ctl))
-                self._wait_for("controller service", sock.exists, "controller", 60)
+                self._wait_for("controller service", sock.exists, "controller", s.warmup_timeout_s)
                 online += ["--controller-socket", str(sock), "--burst-gap-ms", str(s.burst_gap_ms)]
             self._snapshot("during")
             p = self._start("online", _cli(*online))

@@ -24,6 +24,7 @@ from .ab import ABOptions, ABResult, _analyse, _prepare
 ENVIRONMENT = "qemu-tcg"
 LAB_QUEUE_IDS = "1,7"  # made-up ids: the lab has no GPU queues; the KFD answers INVALID for each
 GUEST_CPUS = 2
+GUEST_WARMUP_S = 1200.0  # importing torch under TCG takes minutes on a loaded host
 
 
 def guest_argv(o: ABOptions, out: str) -> list[str]:
@@ -31,7 +32,7 @@ def guest_argv(o: ABOptions, out: str) -> list[str]:
          "--online", o.online, "--offline", o.offline, "--schemes", ",".join(o.schemes), "--repeat", str(o.repeat),
          "--duration", str(o.duration_s), "--rate", str(o.rate_hz), "--batch", str(o.batch), "--policy", o.policy,
          "--burst-gap-ms", str(o.burst_gap_ms), "--device", "cpu", "--threads", str(o.threads or 1),
-         "--record", o.record, "-o", out]
+         "--record", o.record, "--warmup-timeout", str(max(o.warmup_timeout_s, GUEST_WARMUP_S)), "-o", out]
     return a
 
 
