@@ -3,7 +3,8 @@ percentiles, DuckDB (the tool's modules queues.counts and preempt.summary) vs a 
 implementation of the same results, same process, same data; then report and Perfetto export times.
 
 Targets (issue 12): each DuckDB query < 2 s and >= 10x pandas on 2 cores. GPT_BENCH_EVENTS overrides
-the size; GPT_BENCH_TRACE reuses a trace written before.
+the size. The model trace is deterministic per seed, so it is kept in ~/.cache/gpreempt-trace/bench/
+and reused (GPT_BENCH_TRACE names another one).
 """
 from __future__ import annotations
 
@@ -113,9 +114,12 @@ def _timed(f, *a):
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gpt-bench-q-"))
     try:
-        trace = Path(os.environ["GPT_BENCH_TRACE"]) if os.environ.get("GPT_BENCH_TRACE") else None
-        if trace is None:
-            trace, t_gen = _timed(synthetic.generate, tmp / "big", "A", EVENTS, 1)
+        cache = Path.home() / ".cache" / "gpreempt-trace" / "bench" / f"synth-A-1-{EVENTS}"
+        trace = Path(os.environ.get("GPT_BENCH_TRACE") or cache)
+        if not (trace / "ground_truth" / "queues.parquet").exists():
+            shutil.rmtree(trace, ignore_errors=True)
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            _, t_gen = _timed(synthetic.generate, trace, "A", EVENTS, 1)
             print(f"synth: {EVENTS:,} events (scheme A model) in {t_gen:.1f} s")
         n = api.connect([str(trace)]).sql("select count(*) from events").fetchall()[0][0]
         print(f"trace: {trace} ({n:,} event rows)")
