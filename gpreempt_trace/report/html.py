@@ -168,7 +168,7 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
                 if len(v):
                     ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"scheme {sch} (n={len(v)})")
             ax.set_xlabel("µs"), ax.set_ylabel("fraction of preemptions"), ax.set_title(title), ax.grid(alpha=.3)
-            ax.legend()
+            ax.legend(loc="lower right")
         body.append(plots.save(fig, "latency_cdf.png"))
         body.append(_lost_note({r: lost_all[r] for r in sorted({x["run_id"] for x in have})}))
     elif rows:
@@ -210,7 +210,7 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
         ax.bar(x, comp, label="compute / process")
         ax.bar(x, sdma, bottom=comp, label="sdma / process")
         ax.set_xticks(x, [f"{r['label']}\n{_short(r['run_id'])}" for r in c], fontsize=8)
-        ax.set_ylabel("queues per process"), ax.legend(), ax.set_title("queues created per process of each model (mean over its processes)")
+        ax.set_ylabel("queues per process"), ax.legend(loc="upper right"), ax.set_title("queues created per process of each model (mean over its processes)")
         body.append(plots.save(fig, "queue_counts.png"))
         body.append(_lost_note({r: lost_all[r] for r in sorted({x["run_id"] for x in c})}))
         body.append("<p><code>gpreempt-trace query queues.counts</code></p>" + table_html(counts, max_rows))
