@@ -377,13 +377,17 @@ def c_header() -> str:
         for f in lay.fields:
             lines.append(f"#define {_macro(tag, f.name)} {base + f.offset}")
 
+    op_structs = {sname for _, _, sname in DBG_TRAP_OPS.values() if sname}
     for name in STRUCTS:
+        if name in op_structs:  # emitted below as offsets inside kfd_ioctl_dbg_trap_args
+            continue
         emit(_tag(name), layout(name, 11) if name == "kfd_ioctl_create_queue_args" else layout(name))
         lines.append("")
     emit("dbg_trap", layout("kfd_ioctl_dbg_trap_args"))
     for op, (oname, member, sname) in sorted(DBG_TRAP_OPS.items()):
         lines.append(f"#define GPT_UAPI_DBG_OP_{oname} {op}")
         if sname:
+            lines.append(f"#define {_macro('dbg_trap_' + oname.lower(), 'SIZE')} {layout(sname).size}")
             for f in layout(sname).fields:
                 lines.append(f"#define {_macro('dbg_trap_' + oname.lower(), f.name)} {DBG_TRAP_UNION_OFFSET + f.offset}")
     lines.append("")

@@ -81,6 +81,11 @@ def test_generated_bpf_header_is_current():
         "tracers/kfd_uapi.h is stale: run `python -m gpreempt_trace.uapi`"
 
 
+def test_generated_header_defines_each_macro_once():
+    names = [ln.split()[1] for ln in uapi.c_header().splitlines() if ln.startswith("#define ")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
 def test_bpf_source_reads_arguments_only_through_generated_offsets():
     src = (resources.tracers() / "ioctl.bpf.c").read_text()
     assert '#include "kfd_uapi.h"' in src
