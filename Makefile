@@ -18,7 +18,7 @@ demo: $(SETUP)
 # Cost: first use builds the 6.12 lab (downloads, minutes); then ~10-15 min on a 2-core VM (docs/experiment.md)
 demo-lab: $(SETUP)
 	nice -n 10 $(VENV)/bin/gpreempt-trace experiment ab --lab --online gemm --offline gemm --schemes none,A,B \
-		--duration 5 --rate 2 --batch 1 -o out/demo-lab
+		--backend numpy --duration 5 --rate 2 --batch 1 -o out/demo-lab
 
 test: $(SETUP)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)

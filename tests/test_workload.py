@@ -64,3 +64,16 @@ def test_bad_numbers_are_usage_errors(args, msg):
 def test_trace_must_exist():
     res = CliRunner().invoke(main, ["workload", "online", "--trace", "/nonexistent/trace", "--iterations", "1", "--device", "cpu"])
     assert res.exit_code == 1 and "is not a directory" in res.output
+
+
+@pytest.mark.parametrize("model", ["mlp", "gemm"])
+def test_numpy_backend_runs_both_roles_and_writes_the_same_markers(tmp_path, model):
+    owner = trace.TraceWriter.create(tmp_path / "t")
+    on = api.workload("online", model=model, backend="numpy", batch=1, rate_hz=10, duration_s=0.5, trace=str(tmp_path / "t"))
+    off = api.workload("offline", model=model, backend="numpy", batch=1, duration_s=0.5, trace=str(tmp_path / "t"))
+    owner.close()
+    assert on.device == off.device == "cpu-numpy" and on.iterations >= 1 and off.iterations >= 1
+    kinds = [r[0] for r in _markers(tmp_path / "t")]
+    assert kinds.count("request_end") == on.iterations and kinds.count("step_done") == off.iterations
+    with pytest.raises(GptError, match="--backend numpy runs mlp, gemm, not resnet"):
+        api.workload("online", model="resnet", backend="numpy")

@@ -36,6 +36,8 @@ def command():
 @click.option("--burst-gap-ms", type=click.FloatRange(min=0), default=20.0, show_default=True, help="burst policy: idle gap before resuming.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Device of both workloads.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads per workload.")
+@click.option("--backend", type=click.Choice(["torch", "numpy"]), default="torch", show_default=True,
+              help="Workload backend (numpy: mlp/gemm on the CPU, for the TCG lab where torch imports take minutes).")
 @click.option("--queues", default="all", show_default=True, help="Offline queue ids the controller preempts (ids or all).")
 @click.option("--record", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Run the eBPF recorder around each run (auto: when BPF and a KFD to record exist).")

@@ -26,6 +26,8 @@ from ..workloads.torch_models import ALIASES, MODELS, WorkloadOptions
 @click.option("--burst-gap-ms", type=click.FloatRange(min=0), default=20.0, show_default=True,
               help="burst policy: resume after the online side was idle this long.")
 @click.option("--open-kfd", is_flag=True, help="Open /dev/kfd and RUNTIME_ENABLE first, as a ROCm process does (lab).")
+@click.option("--backend", type=click.Choice(["torch", "numpy"]), default="torch", show_default=True,
+              help="numpy: mlp/gemm on the CPU without torch (imports in seconds where torch takes minutes, e.g. the lab).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's choice).")
 @click.option("--ready-file", type=click.Path(dir_okay=False), help="Write this file once warmed up (experiments wait for it).")
 def command(**kw):

@@ -52,6 +52,7 @@ class ABOptions:
     burst_gap_ms: float = 20.0
     device: str = "auto"
     threads: Optional[int] = None
+    backend: str = "torch"
     queues: str = "all"
     record: str = "auto"  # auto | yes | no
     unchecked_ids: Optional[str] = None
@@ -204,7 +205,7 @@ def _labels(o: ABOptions, scheme: str, k: int) -> dict[str, str]:
 def _run_cell(o: ABOptions, p: Plan, scheme: str, k: int, trace: Path, say) -> dict:
     spec = CellSpec(trace=str(trace), scheme=scheme, online=o.online, offline=o.offline, duration_s=o.duration_s,
                     rate_hz=o.rate_hz, batch=o.batch, policy=o.policy, burst_gap_ms=o.burst_gap_ms, device=o.device,
-                    threads=o.threads, queues=o.queues, unchecked_ids=o.unchecked_ids, open_kfd=o.open_kfd,
+                    threads=o.threads, backend=o.backend, queues=o.queues, unchecked_ids=o.unchecked_ids, open_kfd=o.open_kfd,
                     snapshots=p.snapshots, warmup_timeout_s=o.warmup_timeout_s, result_file=str(trace.parent / f".{trace.name}.cell.json"))
     spec_file = trace.parent / f".{trace.name}.spec.json"
     spec_file.write_text(json.dumps(asdict(spec)))

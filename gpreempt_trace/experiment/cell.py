@@ -35,6 +35,7 @@ class CellSpec:
     burst_gap_ms: float = 20.0
     device: str = "auto"
     threads: Optional[int] = None
+    backend: str = "torch"
     queues: str = "all"
     unchecked_ids: Optional[str] = None  # lab: made-up queue ids sent as given (`preempt serve --unchecked-ids`)
     open_kfd: bool = False  # offline job opens /dev/kfd and RUNTIME_ENABLE first (lab)
@@ -72,6 +73,8 @@ def _workload_args(spec: CellSpec, role: str, model: str) -> list[str]:
     a = ["workload", role, "--model", model, "--batch", str(spec.batch), "--device", spec.device, "--trace", spec.trace]
     if spec.threads:
         a += ["--threads", str(spec.threads)]
+    if spec.backend != "torch":
+        a += ["--backend", spec.backend]
     return a
 
 

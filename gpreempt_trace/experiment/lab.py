@@ -31,7 +31,7 @@ def guest_argv(o: ABOptions, out: str) -> list[str]:
     a = [".venv/bin/python", "-m", "gpreempt_trace.cli", "experiment", "ab", "--in-lab-guest", "--no-report",
          "--online", o.online, "--offline", o.offline, "--schemes", ",".join(o.schemes), "--repeat", str(o.repeat),
          "--duration", str(o.duration_s), "--rate", str(o.rate_hz), "--batch", str(o.batch), "--policy", o.policy,
-         "--burst-gap-ms", str(o.burst_gap_ms), "--device", "cpu", "--threads", str(o.threads or 1),
+         "--burst-gap-ms", str(o.burst_gap_ms), "--device", "cpu", "--threads", str(o.threads or 1), "--backend", o.backend,
          "--record", o.record, "--warmup-timeout", str(max(o.warmup_timeout_s, GUEST_WARMUP_S)), "-o", out]
     return a
 

@@ -142,6 +142,7 @@ class WorkloadOptions:
     open_kfd: bool = False  # open /dev/kfd and RUNTIME_ENABLE first (so scheme A can attach in the lab)
     threads: Optional[int] = None  # torch intra-op threads (CPU); None = torch's default
     ready_file: Optional[str] = None  # written once warmed up (an experiment waits for it)
+    backend: str = "torch"  # torch | numpy (mlp and gemm only; the lab guest, where torch imports take minutes)
 
     def check(self) -> None:
         """The API's own checks (the CLI checks ranges with click types before this)."""
@@ -158,6 +159,8 @@ class WorkloadOptions:
             raise GptError(f"--iterations {self.max_iterations}: must be >= 1", "give a positive number")
         if self.burst_gap_ms < 0:
             raise GptError(f"--burst-gap-ms {self.burst_gap_ms}: must be >= 0", "give a gap in milliseconds")
+        if self.backend not in ("torch", "numpy"):
+            raise GptError(f"unknown --backend {self.backend!r}", "choose torch or numpy")
         if self.preempt_policy not in ("none", "per-request", "burst"):
             raise GptError(f"unknown --preempt-policy {self.preempt_policy!r}", "choose none, per-request or burst")
         if self.preempt_policy != "none":
@@ -233,29 +236,18 @@ def open_kfd_runtime() -> int:
     return fd
 
 
-def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw) -> WorkloadResult:
-    """Run a workload. `role` is a WorkloadOptions, or the role with the options as keywords.
-    `client` (tests) replaces the controller Client the policy would open on controller_socket."""
-    o = role if isinstance(role, WorkloadOptions) else WorkloadOptions(role, **kw)
-    o.check()
+def _torch_step(o: WorkloadOptions):
+    """(device, one request/step as a function) on torch."""
     torch = _torch()
     if o.threads:
         torch.set_num_threads(o.threads)
     dev = pick_device(o.device, torch)
-    kfd_fd = open_kfd_runtime() if o.open_kfd else None
     net, x = build_model(o.model, torch, o.batch, dev)
     stream = _stream(torch, dev, o.stream_priority)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     opt = torch.optim.SGD(net.parameters(), lr=1e-4) if o.role == "offline" else None
     if o.role == "online":
         net.eval()
-
-    from .policy import Policy
-
-    pol = Policy.make(o.preempt_policy, o.controller_socket, o.burst_gap_ms, client=client, clock=clock)
-    marks = MarkerWriter(o.trace, "workload")
-    res = WorkloadResult(o.role, o.model, dev, 0)
-    stop = _StopSignals()
 
     def step():
         with (torch.cuda.stream(stream) if stream is not None else _nullcontext()):
@@ -267,6 +259,59 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
                 net(x).float().pow(2).mean().backward()
                 opt.step()
         sync()
+
+    return dev, step
+
+
+NUMPY_MODELS = ("mlp", "gemm")
+
+
+def _numpy_step(o: WorkloadOptions):
+    """The same mlp/gemm shapes on numpy (CPU; seconds to import where torch takes minutes, e.g. the
+    TCG lab guest). Offline adds the backward matmuls of a training step."""
+    import numpy as np
+
+    if o.model not in NUMPY_MODELS:
+        raise GptError(f"--backend numpy runs {', '.join(NUMPY_MODELS)}, not {o.model}", "use --backend torch for this model")
+    if o.device == "cuda":
+        raise GptError("--backend numpy runs on the CPU", "use --backend torch for --device cuda")
+    rng = np.random.default_rng(0)
+    dims = (1024, 2048, 2048, 1024) if o.model == "mlp" else (512,) * 5
+    ws = [rng.standard_normal((a, b), dtype=np.float32) / a ** 0.5 for a, b in zip(dims, dims[1:])]
+    x = rng.standard_normal((o.batch, dims[0]), dtype=np.float32)
+
+    def step():
+        acts = [x]
+        for w in ws:
+            acts.append(np.maximum(acts[-1] @ w, 0) if o.model == "mlp" else acts[-1] @ w)
+        if o.role == "offline":
+            g = acts[-1]
+            for w, a in zip(reversed(ws), reversed(acts[:-1])):
+                _ = a.T @ g
+                g = g @ w.T
+
+    return "cpu-numpy", step
+
+
+def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw) -> WorkloadResult:
+    """Run a workload. `role` is a WorkloadOptions, or the role with the options as keywords.
+    `client` (tests) replaces the controller Client the policy would open on controller_socket."""
+    o = role if isinstance(role, WorkloadOptions) else WorkloadOptions(role, **kw)
+    o.check()
+    kfd_fd = open_kfd_runtime() if o.open_kfd else None
+    try:
+        dev, step = (_numpy_step if o.backend == "numpy" else _torch_step)(o)
+    except BaseException:
+        if kfd_fd is not None:
+            os.close(kfd_fd)
+        raise
+
+    from .policy import Policy
+
+    pol = Policy.make(o.preempt_policy, o.controller_socket, o.burst_gap_ms, client=client, clock=clock)
+    marks = MarkerWriter(o.trace, "workload")
+    res = WorkloadResult(o.role, o.model, dev, 0)
+    stop = _StopSignals()
 
     pid = os.getpid()
     try:
