@@ -143,7 +143,9 @@ def run(out_dir: str = "out/demo", record: bool = True, say: Callable[[str], Non
             workload = [sys.executable, "-m", "gpreempt_trace.cli", "workload", "online", "--model", "mlp", "--device", "cpu",
                         "--batch", "1", "--threads", "1", "--rate", "50", "--duration", str(RECORD_SECONDS), "--trace", str(rec)]
             replay = [sys.executable, "-m", "gpreempt_trace.workloads.kfd_calls", "--kfd-path", kfd, "--rounds", "20"]
-            script = " && ".join(" ".join(_q(a) for a in c) for c in (replay, workload))
+            # the jobs' own summary lines, indented under this step; pipefail keeps their exit status
+            script = "set -o pipefail; { " + " && ".join(" ".join(_q(a) for a in c) for c in (replay, workload)) + \
+                     "; } 2>&1 | sed -u 's/^/      | /'"
             r = api.record(str(rec), probes=("ioctl",), probes_explicit=True, kfd_path=kfd,
                            labels={"model": "kfd-replay+mlp", "device": kfd}, cmd=("/bin/bash", "-c", script))
             if r.exit_code:
