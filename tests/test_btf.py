@@ -219,3 +219,27 @@ def test_module_btf_over_another_kernels_vmlinux(kfd_fixture):
     mod = Btf.load(kfd_fixture / "btf" / "amdgpu", base=other)
     with pytest.raises(BtfError, match=r"does not match its base .*types / \d+ string bytes"):
         mod.check_split()
+
+
+@pytest.mark.skipif(shutil.which("pahole") is None, reason="pahole not installed")
+def test_612_struct_queue_matches_pahole(kernel_fixture):
+    """Debian 6.12.117: every top-level member of struct queue at pahole's offset and size (same blobs)."""
+    d = kernel_fixture("6.12.117+deb12-amd64") / "btf"
+    mod = Btf.load(d / "amdgpu", base=Btf.load(d / "vmlinux"))
+    mod.check_split()
+    out = subprocess.run(["pahole", "--btf_base", str(d / "vmlinux"), "-F", "btf", "-C", "queue", str(d / "amdgpu")],
+                         capture_output=True, text=True, check=True).stdout
+    members = re.findall(r"^\t[^\t/][^;]*?[\s*](\w+)(?:\[\d+\])?;\s+/\*\s+(\d+)\s+(\d+)\s+\*/", out, re.M)
+    assert len(members) >= 18
+    for name, off, size in members:
+        f = mod.field(f"queue.{name}")
+        assert (f.offset, f.size) == (int(off), int(size)), name
+    assert mod.field("queue.properties.is_suspended").offset == 110  # absent on 6.1
+
+
+def test_612_module_btf_over_61_vmlinux_is_refused(kernel_fixture, kfd_fixture):
+    """The 6.12 amdgpu split BTF over 6.1's vmlinux BTF (another build) is detected."""
+    d = kernel_fixture("6.12.117+deb12-amd64") / "btf"
+    mod = Btf.load(d / "amdgpu", base=Btf.load(kfd_fixture / "btf" / "vmlinux"))
+    with pytest.raises(BtfError, match=r"does not match its base"):
+        mod.check_split()

@@ -158,6 +158,13 @@ def test_612_initramfs_holds_plain_modules_without_virtio_pci(lab612, tmp_path):
     assert Path(lab612.build.vmlinux).read_bytes()[:4] == b"\x7fELF"  # unpacked from the zstd vmlinuz
 
 
+def test_lab_constructor_picks_the_kernel_series(lab612):
+    assert Lab(kernel="6.12").build == lab612.build and lab612.series == "6.12"
+    assert Lab.ensure(kernel="6.12") is lab612
+    with pytest.raises(LabBroken, match=r"Lab\(kernel='6.1'\) given a 6.12 build"):
+        Lab(lab612.build, kernel="6.1")
+
+
 # --- the Lab API -------------------------------------------------------------------------------
 
 def test_python_returns_rc_output_and_files(lab, tmp_path):
