@@ -102,7 +102,7 @@ def main() -> int:
 
     socks = Path(tempfile.mkdtemp(prefix="gpt-ctl-"))  # Unix sockets cannot live on the 9p-shared $OUT
     res: dict = {"kernel": os.uname().release}
-    trace = out / "trace"
+    trace = socks / "trace"  # guest-local: a file replaced over 9p can read stale in the guest
     rec = None
     if with_record:
         reclog = open(out / "record.log", "w")

@@ -18,7 +18,7 @@ def _result(res) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-@pytest.mark.parametrize("with_record", [True])
+@pytest.mark.parametrize("with_record", [False, True], ids=["controller", "with-record"])
 def test_scheme_a_on_the_real_6_12_kfd(lab612, with_record):
     res = lab612.run(".venv/bin/python tests/lab_preempt_scenarios.py $OUT/s" + ("" if with_record else " --no-record"),
                      timeout_s=1500)
