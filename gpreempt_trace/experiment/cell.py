@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ class Cell:
         self.res = CellResult(spec.trace, spec.scheme, ok=False)
         self.work = Path(spec.trace).parent / f".cell-{os.getpid()}"
         self.snap = None
+        self.reported: set[str] = set()  # processes whose failure is already in res.errors
 
     # -- processes
     def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -94,6 +96,7 @@ class Cell:
 
     def _failed(self, name: str, p: subprocess.Popen) -> str:
         out, err = p.communicate()
+        self.reported.add(name)
         tail = (err or out or "").strip().splitlines()
         return f"{name} exited with {p.returncode}: {tail[-1] if tail else 'no output'}"
 
@@ -125,7 +128,7 @@ class Cell:
             self.res.online_line = line[-1]
         if name == "offline" and line:
             self.res.offline_line = line[-1]
-        if p.returncode not in (0, -signal.SIGTERM) and not self.res.interrupted:
+        if p.returncode not in (0, -signal.SIGTERM) and not self.res.interrupted and name not in self.reported:
             tail = (err or "").strip().splitlines()
             self.res.errors.append(f"{name} exited with {p.returncode}: {tail[-1] if tail else 'no output'}")
         del self.procs[name]
@@ -143,7 +146,9 @@ class Cell:
         s = self.spec
         self.work.mkdir(parents=True, exist_ok=True)
         ready = self.work / "offline.ready"
-        sock = self.work / "controller.sock"
+        # a Unix socket cannot live on every file system (9p, NFS): the controller's goes under /tmp
+        sock_dir = Path(tempfile.mkdtemp(prefix="gpt-cell-"))
+        sock = sock_dir / "controller.sock"
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         tw = None
         try:
@@ -192,10 +197,11 @@ class Cell:
                 tw.close()
             for f in (ready, sock, self.work / "online.ready"):
                 f.unlink(missing_ok=True)
-            try:
-                self.work.rmdir()
-            except OSError:
-                pass
+            for d in (self.work, sock_dir):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
             for sig, h in old.items():
                 signal.signal(sig, h)
         self.res.ok = self.res.ok and not self.res.errors and not self.res.interrupted
