@@ -26,17 +26,33 @@ ASOF LEFT JOIN _preempt_collateral_causes c ON c.run_id = u.run_id AND c.ts_ns <
 ASOF LEFT JOIN (SELECT run_id, gpu_id, ts_ns, dur_ns FROM events WHERE event = 'queues_map' AND gpu_id IS NOT NULL) m
   ON m.run_id = u.run_id AND m.gpu_id = u.gpu_id AND m.ts_ns >= u.ts_ns + coalesce(u.dur_ns, 0);
 
-CREATE VIEW _preempt_collateral_hits AS
+-- (unmap, live queue) pairs; a queue inside a suspended/preempted/evicted interval is not on the
+-- hardware: one ASOF lookup per state kind (intervals of one kind never overlap)
+CREATE VIEW _preempt_collateral_live AS
 SELECT u.run_id, u.ts_ns, u.dur_ns, u.gpu_id, u.tgid AS caller, u.cause, coalesce(u.cause_owner, u.tgid) AS cause_tgid,
-       u.remap_end_ns, s.tgid, s.queue_id
+       u.remap_end_ns, s.tgid, s.queue_id, s.created_ts_ns
 FROM _preempt_collateral_u u
 JOIN _queues_spans s
   ON s.run_id = u.run_id AND s.gpu_id = u.gpu_id AND s.created_ts_ns < u.ts_ns
- AND (s.destroyed_ts_ns IS NULL OR s.destroyed_ts_ns > u.ts_ns)
-WHERE NOT EXISTS (
-  SELECT 1 FROM queues_lifecycle_states o
-  WHERE o.run_id = s.run_id AND o.tgid = s.tgid AND o.gpu_id = s.gpu_id AND o.queue_id = s.queue_id AND o.created_ts_ns = s.created_ts_ns
-    AND o.start_ts_ns <= u.ts_ns AND (o.end_ts_ns IS NULL OR o.end_ts_ns > u.ts_ns));
+ AND (s.destroyed_ts_ns IS NULL OR s.destroyed_ts_ns > u.ts_ns);
+
+CREATE VIEW _preempt_collateral_hits AS
+WITH h AS MATERIALIZED (SELECT * FROM _preempt_collateral_live),
+st AS MATERIALIZED (SELECT * FROM queues_lifecycle_states),
+probe AS (
+  SELECT h.run_id, h.ts_ns, h.tgid, h.gpu_id, h.queue_id, h.created_ts_ns, k.state
+  FROM h CROSS JOIN (SELECT DISTINCT state FROM st) k
+), off AS (
+  SELECT DISTINCT p.run_id, p.ts_ns, p.tgid, p.gpu_id, p.queue_id, p.created_ts_ns
+  FROM probe p
+  ASOF JOIN st o
+    ON o.run_id = p.run_id AND o.tgid = p.tgid AND o.gpu_id = p.gpu_id AND o.queue_id = p.queue_id
+   AND o.created_ts_ns = p.created_ts_ns AND o.state = p.state AND o.start_ts_ns <= p.ts_ns
+  WHERE o.end_ts_ns IS NULL OR o.end_ts_ns > p.ts_ns
+)
+SELECT h.* FROM h
+ANTI JOIN off ON off.run_id = h.run_id AND off.ts_ns = h.ts_ns AND off.tgid = h.tgid AND off.gpu_id = h.gpu_id
+ AND off.queue_id = h.queue_id AND off.created_ts_ns = h.created_ts_ns;
 
 CREATE VIEW preempt_collateral AS
 SELECT

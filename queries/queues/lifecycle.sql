@@ -49,14 +49,24 @@ WHERE event IN ('queues_suspend', 'queues_resume', 'queues_preempt', 'queues_unp
   AND coalesce(owner_tgid, target_pid) IS NOT NULL;
 
 CREATE VIEW _queues_off_marks AS
-SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns,
-       CASE WHEN c.event IN ('queues_suspend', 'queues_resume') THEN 'suspended' ELSE 'preempted' END AS state,
-       c.event IN ('queues_suspend', 'queues_preempt') AS goes_off
-FROM _queues_spans s
-JOIN _queues_calls c
-  ON c.run_id = s.run_id AND c.tgid = s.tgid AND (c.gpu_id IS NULL OR c.gpu_id = s.gpu_id)
- AND c.ts_ns >= s.created_ts_ns AND (s.destroyed_ts_ns IS NULL OR c.ts_ns < s.destroyed_ts_ns)
- AND (len(coalesce(c.queue_ids, [])) = 0 OR list_contains(c.queue_ids, s.queue_id))
+WITH named AS (  -- calls naming ids: one row per id (equality join); calls naming none apply to all
+  SELECT run_id, ts_ns, event, gpu_id, tgid, unnest(queue_ids) AS queue_id FROM _queues_calls WHERE len(coalesce(queue_ids, [])) > 0
+), calls AS (
+  SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns, c.event
+  FROM _queues_spans s
+  JOIN named c ON c.run_id = s.run_id AND c.tgid = s.tgid AND c.queue_id = s.queue_id AND (c.gpu_id IS NULL OR c.gpu_id = s.gpu_id)
+   AND c.ts_ns >= s.created_ts_ns AND (s.destroyed_ts_ns IS NULL OR c.ts_ns < s.destroyed_ts_ns)
+  UNION ALL
+  SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns, c.event
+  FROM _queues_spans s
+  JOIN (SELECT * FROM _queues_calls WHERE len(coalesce(queue_ids, [])) = 0) c
+    ON c.run_id = s.run_id AND c.tgid = s.tgid AND (c.gpu_id IS NULL OR c.gpu_id = s.gpu_id)
+   AND c.ts_ns >= s.created_ts_ns AND (s.destroyed_ts_ns IS NULL OR c.ts_ns < s.destroyed_ts_ns)
+)
+SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, ts_ns,
+       CASE WHEN event IN ('queues_suspend', 'queues_resume') THEN 'suspended' ELSE 'preempted' END AS state,
+       event IN ('queues_suspend', 'queues_preempt') AS goes_off
+FROM calls
 UNION ALL
 SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, e.ts_ns, 'evicted' AS state, e.event = 'process_evict' AS goes_off
 FROM _queues_spans s
