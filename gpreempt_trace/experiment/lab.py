@@ -7,8 +7,9 @@ emulation, never hardware numbers. The traces land in OUT on the host; the table
 report are made on the host.
 
 Cost (this 2-core VM): first use builds the 6.12 lab (Debian kernel + headers download, minutes);
-each run boots the guest (~10 s), loads amdgpu (15-30 s), and each torch process imports torch in
-~75 s under TCG; with schemes none and A that is about 8-12 minutes.
+then boot, amdgpu and doctor take ~5 minutes on a loaded host and the recorder's BPF compile 6-7
+minutes per cell under TCG: ~25 minutes for the none and A cells (docs/experiment.md). torch would
+add ~75 s per process import, hence `--backend numpy` for `make demo-lab`.
 """
 from __future__ import annotations
 
