@@ -215,10 +215,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = CellSpec(**json.loads(Path(argv[0]).read_text()))
     res = Cell(spec).run()
-    if spec.result_file:
+    if spec.result_file:  # the driver prints the errors from here
         Path(spec.result_file).write_text(json.dumps(asdict(res), indent=1))
-    for e in res.errors:
-        print(f"cell {spec.scheme}: {e}", file=sys.stderr)
+    else:
+        for e in res.errors:
+            print(f"cell {spec.scheme}: {e}", file=sys.stderr)
     return 0 if res.ok else INTERRUPTED if res.interrupted else 1
 
 
