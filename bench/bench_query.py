@@ -130,8 +130,8 @@ def main() -> None:
             d, t_d = duck(trace, module)
             p, t_p = _timed(pfun, trace)
             same = d[keys].astype(str).reset_index(drop=True).equals(p[keys].astype(str).reset_index(drop=True))
-            print(f"{module}: duckdb {t_d:.2f} s vs pandas {t_p:.2f} s ({t_p / t_d:.1f}x); results identical: {same} "
-                  f"(target < 2 s and >= 10x)")
+            print(flush=True, *[f"{module}: duckdb {t_d:.2f} s vs pandas {t_p:.2f} s ({t_p / t_d:.1f}x); results identical: {same} "
+                  f"(target < 2 s and >= 10x)"])
         out = tmp / "report"
         _, t_r = _timed(api.report, [str(trace)], str(out))
         print(f"report -o (HTML, 4 plots) over the same trace: {t_r:.1f} s")
