@@ -64,6 +64,10 @@ def test_scheme_a_on_the_real_6_12_kfd(lab612, with_record):
     rdone = next(m for m in marks if m[0] == "resume_done" and m[1] == rreq[1])
     assert [row for row in r["dbg_rows"] if row[3] == 7 and rreq[4] <= row[0] <= rdone[4]]
     assert [row for row in r["queue_rows"] if row[1] == "queues_resume" and rreq[4] <= row[0] <= rdone[4]]
+    # the controller's SIGKILL while holding: KFD's own exit-path cleanup resumes the target's queues
+    # (resume_queues with no list), before the next controller attaches
+    assert [row for row in r["queue_rows"] if row[1] == "queues_resume" and row[2] == 0
+            and r["kill_preempt"]["ts_done_ns"] < row[0] < r["held_exit_preempt"]["ts_request_ns"]], r["queue_rows"]
 
 
 def test_scheme_a_refuses_on_6_1_and_scheme_b_says_enotty(lab):
