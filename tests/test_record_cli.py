@@ -50,9 +50,9 @@ if 'gate' in sys.argv[2:]:
     sys.stdin.readline()
 n, t0 = 0, time.monotonic()
 while True:
-    libc.ioctl(fd, req, buf)
     n += 1
-    count.value = n
+    count.value = n  # before the call: the count is never behind what the recorder saw
+    libc.ioctl(fd, req, buf)
     if rate and n % 50 == 0:
         ahead = n / rate - (time.monotonic() - t0)
         if ahead > 0:
