@@ -27,7 +27,8 @@ def test_every_kind_written_by_the_package_is_in_the_vocabulary():
         written |= set(re.findall(r"""\bkind\s*=\s*["']([a-z_]+)["']""", text))
         written |= set(re.findall(r"""["']kind["']\s*:\s*["']([a-z_]+)["']""", text))
         written |= set(re.findall(r"""\.add\(\s*["']([a-z_]+)["']""", text))
-    unknown = sorted(k for k in written if k not in markers.KINDS)
+    numpy_sort_kinds = {"stable", "quicksort", "mergesort", "heapsort"}  # np.argsort(kind=...), not markers
+    unknown = sorted(k for k in written - numpy_sort_kinds if k not in markers.KINDS)
     assert not unknown, f"marker kinds written but not in markers.KINDS: {unknown}"
 
 
