@@ -269,11 +269,12 @@ def test_patched_amdgpu_answers_in_the_lab(lab612):
         "T=/sys/kernel/tracing\n"
         "ls $T/events/kfd | sed 's/^/EVENT /'\n"
         "echo 1 > $T/events/kfd/kfd_queues_preempt/enable\n"
+        "echo 1 > $T/events/kfd/kfd_queues_unpreempt/enable\n"
         f"{sys.executable} - <<'GPT_PROBE_EOF'\n{LAB_PROBE}\nGPT_PROBE_EOF\n"
-        "grep -o 'kfd_queues_preempt: .*' $T/trace | sed 's/^/TRACE /'\n",
+        "grep -o 'kfd_queues_.*preempt: .*' $T/trace | sed 's/^/TRACE /'\n",
         timeout_s=900, modules=())
     assert out.rc == 0, out.output[-3000:]
-    events = {ln.split()[1] for ln in out.output.splitlines() if ln.startswith("EVENT ")}
+    events = {ln.split()[1] for ln in out.output.splitlines() if ln.startswith("EVENT kfd_")}  # not enable/filter
     assert events == {t.name for t in TRACEPOINTS}
     r = json.loads(next(ln for ln in out.output.splitlines() if ln.startswith("RESULT "))[7:])
     got = {k: v[0] if isinstance(v, list) and v[0] else v for k, v in r.items()}
@@ -298,3 +299,5 @@ def test_patched_amdgpu_answers_in_the_lab(lab612):
     }
     traces = [ln for ln in out.output.splitlines() if ln.startswith("TRACE ")]
     assert any(f"ret={-errno.E2BIG}" in t and "num_queues=1025" in t for t in traces), traces
+    assert any("kfd_queues_unpreempt:" in t and "grace_period=0x64" in t and f"ret={-errno.EINVAL}" in t for t in traces), traces
+    assert any("kfd_queues_preempt:" in t and "grace_period=0x64" in t and "ret=0" in t for t in traces), traces
