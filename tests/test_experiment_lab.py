@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from gpreempt_trace import api, uapi
+from gpreempt_trace.errors import GptError
 from gpreempt_trace.experiment.ab import ABOptions
 
 pytestmark = pytest.mark.lab
@@ -16,8 +17,11 @@ def test_experiment_ab_in_the_6_12_lab(lab612, tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "lab"
     lines: list[str] = []
-    res = api.experiment_ab_lab(ABOptions(str(out), online="gemm", offline="gemm", schemes=("none", "A", "B"),
-                                          backend="numpy", duration_s=5, rate_hz=2, batch=1), say=lines.append)
+    try:
+        res = api.experiment_ab_lab(ABOptions(str(out), online="gemm", offline="gemm", schemes=("none", "A", "B"),
+                                              backend="numpy", duration_s=5, rate_hz=2, batch=1), say=lines.append)
+    except GptError as e:
+        pytest.fail(f"{e.line()}\n" + "\n".join(lines[-60:]))
     text = "\n".join(lines)
     assert "guest| scheme B skipped: this kernel has no scheme B ioctls (ENOTTY: the kernel/ series is not applied)" in lines, text
     assert sorted(p.name for p in res.traces) == ["A-1", "none-1"], text
