@@ -103,8 +103,9 @@ def test_scheme_b_error_paths_on_the_patched_6_12_module(lab612):
         "set +e\n"
         ".venv/bin/gpreempt-trace preempt run --scheme B --pid $T --hold 1 --repeat 2 --queues 5 --unchecked-ids; echo \"rc=$?\"\n"
         ".venv/bin/gpreempt-trace preempt run --scheme B --pid $T --hold 1 --queues all; echo \"rc=$?\"\n"
-        ".venv/bin/gpreempt-trace preempt serve --scheme B --pid $T --socket /tmp/b.sock & S=$!; sleep 8\n"
-        ".venv/bin/gpreempt-trace preempt suspend --socket /tmp/b.sock; kill -9 $S; sleep 3; echo killed\n"
+        ".venv/bin/gpreempt-trace preempt serve --scheme B --pid $T --socket /tmp/b.sock 2>/tmp/b.log & S=$!\n"
+        "for i in $(seq 300); do grep -q serving /tmp/b.log && break; sleep 1; done\n"
+        ".venv/bin/gpreempt-trace preempt suspend --socket /tmp/b.sock; kill -9 $S; sleep 5; cat /tmp/b.log; echo killed\n"
         "kill $T\n",
         timeout_s=900, modules=())
     assert res.rc == 0, res.output[-3000:]
