@@ -335,6 +335,9 @@ def run(opts: RunOptions, io: P.Io | None = None, watchdog: bool | None = None) 
                             time.sleep(opts.hold / 1000)
                         ans = ctl.call(op)
                         if not ans.get("ok"):
+                            for qid, result, raw in ans.get("queues", []):  # what the kernel said per queue
+                                if result != "ok":
+                                    res.bad_queues.append((cycle, op, qid, result, raw))
                             res.failures.append((cycle, op, ans.get("error") or ans.get("label")))
                             ok = False
                             if op == "preempt":
