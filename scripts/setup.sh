@@ -25,8 +25,14 @@ fi
 # headers; their struct offsets are wrong on other kernels, so the tracers read kernel structs
 # only through BTF-resolved offsets, never through these headers.
 kdir=/lib/modules/$(uname -r)
-hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1 || true)
-common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n1 || true)
+# Always the headers of Debian's default kernel (what linux-headers-amd64 depends on, 6.1), never
+# whichever is newest: the 6.12 headers are installed too, for the kernel series and the lab.
+abi=$(dpkg-query -W -f='${Depends}' linux-headers-amd64 2>/dev/null | grep -o 'linux-headers-[^ ,]*-amd64' | head -n1 | sed 's/^linux-headers-//; s/-amd64$//')
+hdr=""; common=""
+if [ -n "$abi" ] && [ -d "/usr/src/linux-headers-$abi-amd64" ]; then
+  hdr=/usr/src/linux-headers-$abi-amd64
+  common=/usr/src/linux-headers-$abi-common
+fi
 if [ -n "$hdr" ] && [ "$(id -u)" = 0 ]; then
   mkdir -p "$kdir"
   [ -e "$kdir/build" ] || ln -sfn "$hdr" "$kdir/build"
