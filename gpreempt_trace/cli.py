@@ -52,6 +52,10 @@ class GptGroup(click.Group):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
+                # the user sees our warnings, not the interpreter's housekeeping (a file that some other
+                # object left open, a library's deprecation)
+                for category in (ResourceWarning, DeprecationWarning, PendingDeprecationWarning):
+                    warnings.simplefilter("ignore", category)
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
         except GptError as e:

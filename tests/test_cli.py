@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from tracefixtures import two_runs
+from testing.traces import two_runs
 
 from gpreempt_trace import __version__, docgen
 from gpreempt_trace.cli import COMMANDS, main

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from tracefixtures import KFD_FUNCS, P2_EVENTS, P2_MARKERS, two_runs, write_trace
+from testing.traces import KFD_FUNCS, P2_EVENTS, P2_MARKERS, two_runs, write_trace
 
 from gpreempt_trace import api, synthetic
 from gpreempt_trace.cli import main

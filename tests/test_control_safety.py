@@ -1,4 +1,4 @@
-"""Safety paths in real processes: a real controller (tests/control_child.py: REAL ptrace, scripted KFD
+"""Safety paths in real processes: a real controller (tests/testing/control_child.py: REAL ptrace, scripted KFD
 ioctls — this VM has no /dev/kfd) holding a real target process. Every exit path resumes what it holds
 and leaves the target running and untraced; signals sent to the held target reach it; its forks are not
 kept traced. (The KFD side of the controller's SIGKILL — KFD disables the target itself — runs in the
@@ -94,7 +94,7 @@ class Ctl:
         self.sock = str(tmp / "ctl.sock")
         o = {"pid": target.p.pid, "socket": self.sock, "kfd_path": "/dev/null", "queues": [1, 7], "unchecked_ids": True,
              "max_hold": 60_000, **opts}
-        self.p = subprocess.Popen([sys.executable, str(HERE / "control_child.py"), str(self.log), json.dumps(o), fail],
+        self.p = subprocess.Popen([sys.executable, str(HERE / "testing" / "control_child.py"), str(self.log), json.dumps(o), fail],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()
         assert line.strip() == "READY", line + self.p.stderr.read()
@@ -211,7 +211,7 @@ def test_controller_sigkill_at_any_step_leaves_target_running(tmp_path, target, 
     """kill -9 at startup, during attach, while holding: the kernel lets the ptrace go, the target runs."""
     sock = str(tmp_path / "k.sock")
     o = {"pid": target.p.pid, "socket": sock, "kfd_path": "/dev/null", "queues": [1], "unchecked_ids": True}
-    p = subprocess.Popen([sys.executable, str(HERE / "control_child.py"), str(tmp_path / "k.log"), json.dumps(o)],
+    p = subprocess.Popen([sys.executable, str(HERE / "testing" / "control_child.py"), str(tmp_path / "k.log"), json.dumps(o)],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     time.sleep(delay_s)
     if delay_s >= 1.5:

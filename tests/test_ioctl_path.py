@@ -18,8 +18,7 @@ from gpreempt_trace.cli import main
 from gpreempt_trace.trace import segment_files
 from gpreempt_trace.recorder import ioctls as I
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ioctl_calls as W  # noqa: E402
+from testing import ioctl_calls as W
 
 REPO = Path(__file__).resolve().parent.parent
 N = 1000  # rounds; each issues len(W.SEQUENCE) calls
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="recording needs root"
 
 
 def _record(out: Path, *extra: str, n: int = N, fork: bool = False, other: bool = True):
-    cmd = [sys.executable, str(REPO / "tests" / "ioctl_calls.py"), "/dev/null", str(n)]
+    cmd = [sys.executable, str(REPO / "tests" / "testing" / "ioctl_calls.py"), "/dev/null", str(n)]
     if other:
         cmd += ["--other", "/dev/zero"]
     if fork:

@@ -3,7 +3,7 @@ from collections import Counter
 
 from click.testing import CliRunner
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
-from tracefixtures import C1_EVENTS, C1_MARKERS, GA, KFD_FUNCS, set_counters, write_trace
+from testing.traces import C1_EVENTS, C1_MARKERS, GA, KFD_FUNCS, set_counters, write_trace
 
 from gpreempt_trace.cli import main
 from gpreempt_trace.export_perfetto import _queue_slices

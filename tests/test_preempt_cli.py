@@ -121,7 +121,7 @@ def test_second_controller_on_the_same_target(tmp_path, holder):
 
     sock = str(tmp_path / "first.sock")
     opts = {"pid": holder.pid, "socket": sock, "kfd_path": "/dev/null", "queues": [1], "unchecked_ids": True}
-    first = subprocess.Popen([sys.executable, str(Path(__file__).parent / "control_child.py"), str(tmp_path / "log"), json.dumps(opts)],
+    first = subprocess.Popen([sys.executable, str(Path(__file__).parent / "testing" / "control_child.py"), str(tmp_path / "log"), json.dumps(opts)],
                              stdout=subprocess.PIPE, text=True)
     assert first.stdout.readline().strip() == "READY"
     try:

@@ -1,5 +1,5 @@
 """The controller against the REAL KFD debugger ABI: Debian's 6.12.117 kernel (KFD ioctl 1.17) in the
-lab, no GPU (tests/lab_preempt_scenarios.py runs in the guest), and Debian's 6.1 (KFD 1.11), where
+lab, no GPU (tests/testing/lab_preempt_scenarios.py runs in the guest), and Debian's 6.1 (KFD 1.11), where
 scheme A refuses in one line. Scheme B against the patched 6.12 module: see the skipped test."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _result(res) -> dict:
 
 @pytest.mark.parametrize("with_record", [False, True], ids=["controller", "with-record"])
 def test_scheme_a_on_the_real_6_12_kfd(lab612, with_record):
-    res = lab612.run(".venv/bin/python tests/lab_preempt_scenarios.py $OUT/s" + ("" if with_record else " --no-record"),
+    res = lab612.run(".venv/bin/python tests/testing/lab_preempt_scenarios.py $OUT/s" + ("" if with_record else " --no-record"),
                      timeout_s=1500)
     assert res.rc == 0, res.output[-4000:]
     r = _result(res)

@@ -1,6 +1,6 @@
 """preempt.preemption / preempt.summary / preempt.collateral / preempt.hw_unmap on hand-checkable traces."""
 import pytest
-from tracefixtures import (C1_EVENTS, C1_MARKERS, GA, KFD_FUNCS, P1_EVENTS, P1_MARKERS, P2_EVENTS, P2_MARKERS, set_counters,
+from testing.traces import (C1_EVENTS, C1_MARKERS, GA, KFD_FUNCS, P1_EVENTS, P1_MARKERS, P2_EVENTS, P2_MARKERS, set_counters,
                            write_trace)
 
 from gpreempt_trace import api, query

@@ -4,7 +4,7 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tracefixtures import R1_EVENTS, R1_MARKERS, set_counters, write_trace
+from testing.traces import R1_EVENTS, R1_MARKERS, set_counters, write_trace
 
 from gpreempt_trace import api, query
 from gpreempt_trace.recorder import ioctls

@@ -1,5 +1,5 @@
 """queues.lifecycle and queues.counts on hand-checkable traces (exact ns)."""
-from tracefixtures import GA, GB, KFD_FUNCS, Q1_EVENTS, write_trace
+from testing.traces import GA, GB, KFD_FUNCS, Q1_EVENTS, write_trace
 
 from gpreempt_trace import api, query
 

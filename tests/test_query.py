@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tracefixtures import GPU, two_runs
+from testing.traces import GPU, two_runs
 
 from gpreempt_trace import api, query
 from gpreempt_trace.errors import NotATrace, QueryError
@@ -130,7 +130,7 @@ def test_hive_export_reads_in_plain_duckdb_cli(runs, tmp_path):
 
 
 def test_ioctl_queue_requests_counts_the_tracepoint_path_once(tmp_path):
-    from tracefixtures import IOCTL_FUNCS, R3_EVENTS, write_trace
+    from testing.traces import IOCTL_FUNCS, R3_EVENTS, write_trace
 
     t = write_trace(tmp_path / "r3", "r3", R3_EVENTS, funcs=IOCTL_FUNCS)
     rows = api.query("ioctl.queue_requests", [str(t)]).to_pylist()

@@ -23,12 +23,11 @@ from gpreempt_trace.cli import main
 from gpreempt_trace.trace import segment_files
 from gpreempt_trace.recorder.runtime import STOP_DRAIN_S
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ioctl_calls as W  # noqa: E402
+from testing import ioctl_calls as W
 
 REPO = Path(__file__).resolve().parent.parent
 GPT = [sys.executable, "-m", "gpreempt_trace.cli"]
-CALLS = str(REPO / "tests" / "ioctl_calls.py")
+CALLS = str(REPO / "tests" / "testing" / "ioctl_calls.py")
 # a python that waits for a line on stdin, then runs ioctl_calls.py with the remaining arguments
 GATE = "import sys, runpy; sys.stdin.readline(); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 # a process that issues AMDKFD_IOC_GET_VERSION on /dev/null until killed, at argv[1] calls/s (0: flat out);

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.lab
 
 
 def test_record_kfd_ioctls_in_lab(lab):
-    res = lab.run(".venv/bin/gpreempt-trace record -o $OUT/t --probes kfd,ioctl -- .venv/bin/python tests/lab_kfd_calls.py",
+    res = lab.run(".venv/bin/gpreempt-trace record -o $OUT/t --probes kfd,ioctl -- .venv/bin/python tests/testing/lab_kfd_calls.py",
                   timeout_s=900)
     assert res.rc == 0, res.output[-3000:]
     seen = json.loads([ln for ln in res.output.splitlines() if ln.startswith('{"pid"')][0])
@@ -55,7 +55,7 @@ def test_record_debugger_suspend_resume_in_612_lab(lab612):
     DBG_TRAP ENABLE / SUSPEND_QUEUES / RESUME_QUEUES / DISABLE. The trace holds the kfd_ioctl rows (kprobe and
     tracepoint path) and the new 6.12 probes' rows with the right tgid, target pid and values."""
     res = lab612.run(".venv/bin/gpreempt-trace record -o $OUT/t --probes kfd,ioctl -- "
-                     ".venv/bin/python tests/lab_kfd_calls.py --debugger", timeout_s=900)
+                     ".venv/bin/python tests/testing/lab_kfd_calls.py --debugger", timeout_s=900)
     assert res.rc == 0, res.output[-3000:]
     seen = json.loads([ln for ln in res.output.splitlines() if ln.startswith('{"debugger_pid"')][0])
     dbg, tgt = seen["debugger_pid"], seen["target_pid"]

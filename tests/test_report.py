@@ -2,7 +2,7 @@
 import re
 
 from click.testing import CliRunner
-from tracefixtures import set_counters, two_runs
+from testing.traces import set_counters, two_runs
 
 from gpreempt_trace import api, synthetic
 from gpreempt_trace.cli import main

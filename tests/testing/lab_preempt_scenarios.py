@@ -1,6 +1,6 @@
 """Run inside the lab guest (real KFD, no GPU): the controller's scenarios against the real debugger ABI.
 
-    python tests/lab_preempt_scenarios.py OUTDIR [--no-record] [--only NAME,...]
+    python tests/testing/lab_preempt_scenarios.py OUTDIR [--no-record] [--only NAME,...]
 
 A target opens /dev/kfd and does RUNTIME_ENABLE; `preempt serve --unchecked-ids` suspends/resumes the
 made-up ids 1 and 7 (the KFD writes them back with the INVALID bit); the target toggles its runtime
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 GPT = [str(REPO / ".venv" / "bin" / "python"), "-m", "gpreempt_trace.cli"]
 

@@ -2,7 +2,7 @@
 scripted KFD (no /dev/kfd on this VM). Every ioctl is appended to LOG as `name hex-bytes` the moment
 it is issued, so a test that kills this process at any step sees exactly what was issued.
 
-    python tests/control_child.py LOG '{"pid": ..., "socket": ..., "scheme": "A", ...}' [fail-spec]
+    python tests/testing/control_child.py LOG '{"pid": ..., "socket": ..., "scheme": "A", ...}' [fail-spec]
 
 fail-spec `raise-after-suspend`: the scripted KFD raises a Python exception on the first debugger
 event after a SUSPEND (the service loop's exception path).
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gpreempt_trace.control import io as P
 from gpreempt_trace.control import service

@@ -1,6 +1,6 @@
 """Issue KFD ioctl numbers with known argument structs (uapi layouts) on a device, for the recorder tests.
 
-    python tests/ioctl_calls.py PATH N [--fork] [--other PATH2]
+    python tests/testing/ioctl_calls.py PATH N [--fork] [--other PATH2]
 
 Each round i issues, in this order, one call of each entry of SEQUENCE with argument values that are a
 function of (kind, i) (see `args_for`), so a test can predict every decoded field. On /dev/null every
@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from gpreempt_trace import uapi  # noqa: E402
 from gpreempt_trace.recorder import ioctls as I  # noqa: E402
 

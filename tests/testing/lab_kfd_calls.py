@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from gpreempt_trace.recorder import ioctls as I  # noqa: E402
 
 BOGUS_GPU_ID = 0xDEAD
