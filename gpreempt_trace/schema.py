@@ -92,7 +92,7 @@ EVENT_COLUMNS: tuple[Column, ...] = (
     Column("queue_percentage", "u32", pa.uint32(), "", "CREATE/UPDATE_QUEUE queue_percentage."),
     Column("ring_size", "u64", pa.uint64(), "bytes", "Ring buffer size of the queue."),
     Column("ring_base", "u64", pa.uint64(), "", "Ring buffer GPU virtual address (joins debugfs PQ base)."),
-    Column("unmap_filter", "s32", pa.int32(), "", "Unmap filter (0 single, 1 by pasid, 2 all, 3 dynamic)."),
+    Column("unmap_filter", "s32", pa.int32(), "", "Unmap filter, kernel enum kfd_unmap_queues_filter: 1 all queues, 2 dynamic queues, 3 by PASID (view unmap_filters)."),
     Column("filter_param", "u32", pa.uint32(), "", "Unmap filter parameter (pasid for by-pasid)."),
     Column("grace_period", "u32", pa.uint32(), "", "Preemption grace period (firmware units, 1K cycles)."),
     Column("dbg_op", "u32", pa.uint32(), "", "DBG_TRAP op (upstream 1.13+: 6 suspend, 7 resume; ROCm 0xc0284b82: 3 suspend, 4 resume)."),

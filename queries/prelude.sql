@@ -1,11 +1,12 @@
--- Plain-DuckDB setup: the views `events`, `markers`, `snapshots`, `runs` and the lookup `dbg_trap_ops`
+-- Plain-DuckDB setup: the views `events`, `markers`, `snapshots`, `runs` and the lookups `dbg_trap_ops`,
+-- `unmap_filters`
 -- over trace directories, without the tool. One line (see docs/queries.md):
 --   duckdb -cmd "SET VARIABLE traces = ['path/to/trace', 'runs/*']" -cmd ".read queries/prelude.sql"
 -- Each entry of `traces` is a trace directory (or a glob of them, e.g. a hive-style runs/* folder).
 -- Every table folder of a trace written by the tool holds `schema.parquet` (zero rows, full
 -- schema), so the globs below always match. The tool (query.py) builds events/markers/snapshots
 -- itself (it skips corrupt or mistyped segments with a warning) and runs the rest of this file as is:
--- `runs` and `dbg_trap_ops` are defined here and nowhere else.
+-- `runs`, `dbg_trap_ops` and `unmap_filters` are defined here and nowhere else.
 CREATE VIEW events AS
 SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/events/*.parquet'), union_by_name = true);
 CREATE VIEW markers AS
@@ -18,6 +19,11 @@ SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || 
 CREATE VIEW dbg_trap_ops AS
 SELECT * FROM (VALUES (38, 6, 'suspend_queues'), (38, 7, 'resume_queues'), (130, 3, 'suspend_queues'), (130, 4, 'resume_queues'))
   AS t(ioctl_nr_low, dbg_op, op_name);
+-- KFD unmap filters (enum kfd_unmap_queues_filter, the `unmap_filter` column of queues_unmap and
+-- hw_unmap_wait rows): the same values in Debian's 6.1 and 6.12 amdgpu BTF; tests/test_queries_prelude.py
+-- checks them against both kernels' BTF.
+CREATE VIEW unmap_filters AS
+SELECT * FROM (VALUES (1, 'all_queues'), (2, 'dynamic_queues'), (3, 'by_pasid')) AS t(unmap_filter, filter_name);
 -- One row per trace. Counters that meta.json does not know (NULL: a killed recorder's run) stay
 -- NULL ("unknown"), except events_written, which is then counted from the event segments.
 CREATE VIEW runs AS

@@ -44,3 +44,14 @@ def test_corrupt_segment_is_named_and_skipped(tmp_path):
     with pytest.warns(UserWarning, match=r"seg-999998\.parquet"):
         rows = api.query("preempt.preemption", [str(t)]).to_pylist()
     assert [r["seq"] for r in rows] == [1, 3]
+
+
+@pytest.mark.parametrize("abi", ["6.1.0-56-amd64", "6.12.117+deb12-amd64"])
+def test_unmap_filter_names_match_the_kernels_btf(tmp_path, kernel_fixture, abi):
+    from gpreempt_trace.recorder.btf import Btf
+
+    k = kernel_fixture(abi)
+    enum = Btf.load(k / "btf" / "amdgpu", base=Btf.load(k / "btf" / "vmlinux")).enum_values("kfd_unmap_queues_filter")
+    expected = {v: n.removeprefix("KFD_UNMAP_QUEUES_FILTER_").lower() for n, v in enum.items()}
+    t = write_trace(tmp_path / "r1", "r1", R1_EVENTS, R1_MARKERS)
+    assert dict(api.connect([str(t)]).sql("select unmap_filter, filter_name from unmap_filters").fetchall()) == expected
