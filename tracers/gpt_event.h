@@ -105,7 +105,7 @@ struct gpt_event {
 	gpt_u32 ioctl_nr; /* @80: Raw ioctl request number (kept even when it has no name). */
 	gpt_s32 owner_tgid; /* @84: Tgid of the process that owns the queue (kfd_process lead_thread). */
 	gpt_u32 queue_percentage; /* @88: CREATE/UPDATE_QUEUE queue_percentage. */
-	gpt_s32 unmap_filter; /* @92: Unmap filter (0 single, 1 by pasid, 2 all, 3 dynamic). */
+	gpt_s32 unmap_filter; /* @92: Unmap filter, kernel enum kfd_unmap_queues_filter: 1 all queues, 2 dynamic queues, 3 by PASID (view unmap_filters). */
 	gpt_u32 filter_param; /* @96: Unmap filter parameter (pasid for by-pasid). */
 	gpt_u32 grace_period; /* @100: Preemption grace period (firmware units, 1K cycles). */
 	gpt_u32 dbg_op; /* @104: DBG_TRAP op (upstream 1.13+: 6 suspend, 7 resume; ROCm 0xc0284b82: 3 suspend, 4 resume). */
