@@ -40,8 +40,7 @@ docs: $(SETUP)
 	$(PY) -m gpreempt_trace.docgen
 
 codegen: $(SETUP)
-	$(PY) -m gpreempt_trace.record_layout
-	$(PY) -m gpreempt_trace.uapi
+	$(PY) -m gpreempt_trace.generated
 
 clean:
 	rm -rf $(VENV) .pytest_cache

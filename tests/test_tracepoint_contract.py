@@ -136,8 +136,7 @@ def test_generated_handlers_read_each_recorded_field_from_its_tp_proto_position(
 
 
 def test_checked_in_header_is_current():
-    assert tp.header_path().read_text() == tp.render(), "run: python -m gpreempt_trace.recorder.tracepoints"
-    assert tp.main(["--check"]) == 0
+    assert tp.header_path().read_text() == tp.render(), "run: make codegen"
 
 
 def test_the_recorder_uses_the_table(kfd_fixture):

@@ -78,7 +78,7 @@ def test_a_wrong_offset_fails_the_compile_check(tmp_path, monkeypatch):
 
 def test_generated_bpf_header_is_current():
     assert (resources.tracers() / uapi.HEADER_NAME).read_text() == uapi.c_header(), \
-        "tracers/kfd_uapi.h is stale: run `python -m gpreempt_trace.uapi`"
+        "tracers/kfd_uapi.h is stale: run `make codegen`"
 
 
 def test_generated_header_defines_each_macro_once():
