@@ -65,6 +65,8 @@ def list_modules(root: Path = QUERIES_DIR) -> dict[str, Module]:
         if name == PRELUDE:
             continue
         mods[name] = _parse_module(name, p)
+    if not mods:
+        raise QueryError(f"no query modules in {root}", "the installation is incomplete: reinstall gpreempt-trace (pip install .)")
     return mods
 
 

@@ -144,3 +144,16 @@ def test_ioctl_queue_requests_counts_the_tracepoint_path_once(tmp_path):
     by_path = {(r["func"], r["ioctl_cmd"]): r["calls"] for r in api.query("ioctl.summary", [str(t)]).to_pylist()}
     assert by_path[("syscalls:sys_enter_ioctl", "AMDKFD_IOC_CREATE_QUEUE")] == 3
     assert by_path[("kfd_ioctl", "AMDKFD_IOC_CREATE_QUEUE")] == 1
+
+
+def test_no_modules_found_is_an_error_not_an_empty_list(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from gpreempt_trace import query
+    from gpreempt_trace.cli import main
+
+    monkeypatch.setattr(query, "QUERIES_DIR", tmp_path)
+    monkeypatch.setattr(query.list_modules, "__defaults__", (tmp_path,))
+    res = CliRunner().invoke(main, ["query", "--list"])
+    assert res.exit_code == 1
+    assert res.output == f"Error: no query modules in {tmp_path}: the installation is incomplete: reinstall gpreempt-trace (pip install .)\n"
