@@ -71,6 +71,13 @@ class GptGroup(click.Group):
             raise CliError("interrupted", 130) from None
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except click.UsageError as e:  # bad input at the CLI boundary: one line naming the option and the fix
+            names, c = [], e.ctx
+            while c is not None and c.parent is not None:  # the subcommand path, under our name
+                names.insert(0, c.info_name)
+                c = c.parent
+            where = " ".join(["gpreempt-trace", *names, "--help"])
+            raise CliError(f"{e.format_message().rstrip('.')}: see '{where}'", e.exit_code) from None
         except click.ClickException:
             raise
         except Exception as e:  # noqa: BLE001 - a bug must still end in one line, not a traceback
