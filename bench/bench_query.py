@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gpreempt_trace import api, query, synthetic
+from gpreempt_trace import api, synthetic
 
 EVENTS = int(os.environ.get("GPT_BENCH_EVENTS", 10_000_000))
 METRICS = ("preempt_latency_ns", "preempt_call_ns", "resume_latency_ns", "suspended_ns")

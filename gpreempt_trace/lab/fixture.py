@@ -60,7 +60,7 @@ def take(lab, dest: Path, timeout_s: float = 400) -> Path:
     raw = Path(dest) / f".raw-{lab.kernel}"
     shutil.rmtree(raw, ignore_errors=True)
     raw.mkdir(parents=True)
-    res = lab.python(f"from gpreempt_trace.lab.fixture import guest_main; import os; guest_main(os.environ['OUT'])",
+    res = lab.python("from gpreempt_trace.lab.fixture import guest_main; import os; guest_main(os.environ['OUT'])",
                      timeout_s=timeout_s, modules=(), out_dir=raw)
     if res.rc != 0 or not (raw / "kallsyms").exists():
         raise LabBroken(f"taking the {lab.kernel} fixture failed (rc {res.rc})", res.output.strip()[-300:])
