@@ -16,7 +16,8 @@ bcc = pytest.importorskip("bcc")
 
 
 def load_all(plan) -> dict[str, int]:
-    """Compile common.h + kfd.bpf.c once and load every handler; returns name -> BPF instructions."""
+    """Compile common.h + kfd.bpf.c once and load every handler (the verifier rejects by raising);
+    returns name -> BPF instructions of each loaded program."""
     os.environ["BCC_KERNEL_SOURCE"] = str(resources.tracers() / "stub")
     text = (resources.tracers() / "common.h").read_text() + "\n" + plan.source()
     b = bcc.BPF(text=text.encode(), cflags=plan.cflags + [f"-I{resources.tracers()}"])
@@ -47,9 +48,6 @@ def test_verifier_accepts_fixture_61_plan(kfd_fixture):
     plan = plan_kfd(kfd_fixture / "kallsyms", kfd_fixture / "btf")
     sizes = load_all(plan)
     assert len(sizes) == 2 * len(PROBES) + len(TRACEPOINTS)
-    # the queue-reading return handlers are the big ones: every queue field is compiled in
-    assert sizes["kfd_return__create_queue_cpsch"] > sizes["kfd_return__kfd_ioctl"] > 0
-    assert sizes["kfd_return__suspend_queues"] > sizes["kfd_return__map_queues_cpsch"]  # the queue-id reads
 
 
 def test_verifier_accepts_fixture_612_plan(kernel_fixture):
@@ -59,7 +57,6 @@ def test_verifier_accepts_fixture_612_plan(kernel_fixture):
     assert "-DGPT_OFF_Q_IS_SUSPENDED=110" in plan.cflags and "-DGPT_ARG_reset_queues_cpsch_PASID=1" in plan.cflags
     sizes = load_all(plan)
     assert len(sizes) == 2 * len(PROBES) + len(TRACEPOINTS)
-    assert sizes["kfd_return__suspend_queues"] > sizes["kfd_return__kfd_dbg_trap_enable"] > 0
 
 
 def test_verifier_accepts_running_kernel_plan():
