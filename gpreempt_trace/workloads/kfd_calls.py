@@ -19,7 +19,7 @@ import sys
 from .. import uapi as I  # the argument structs and request numbers (one definition)
 
 GPU_ID = 0xF7BC  # first MI308X node of the embedded sample
-QTYPE = {"compute": 0, "sdma": 1, "compute_aql": 2}
+QTYPE = {name: number for number, name in I.UAPI_QUEUE_TYPES.items()}  # the uapi map, inverted
 ROLES = {
     "online": [("compute_aql", 15), ("compute_aql", 15), ("sdma", 15)],
     "offline": [("compute", 0), ("compute", 0), ("compute", 0), ("compute", 0), ("sdma", 0)],
