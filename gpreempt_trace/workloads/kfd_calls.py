@@ -65,13 +65,31 @@ def play_controller(path: str, target_pid: int, rounds: int) -> str:
     return f"controller pid {os.getpid()}: {kfd.calls} DBG_TRAP calls on pid {target_pid}, {kfd.failed} failed"
 
 
+def _say(line: str, stream=None) -> None:
+    """One write per line: the three processes share the terminal or pipe."""
+    stream = stream or sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def _play(fn, *args) -> bool:
+    """Run one role; its result or its failure is one line. True when it succeeded."""
+    try:
+        _say(fn(*args))
+        return True
+    except Exception as e:  # noqa: BLE001 - reported in one line, the exit code says it
+        _say(f"{fn.__name__} pid {os.getpid()} failed: {e.__class__.__name__}: {e}", sys.stderr)
+        return False
+
+
 def _spawn(fn, *args) -> int:
     pid = os.fork()
     if pid == 0:
+        ok = False
         try:
-            print(fn(*args), flush=True)
+            ok = _play(fn, *args)
         finally:
-            os._exit(0)
+            os._exit(0 if ok else 1)
     return pid
 
 
@@ -85,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     online = _spawn(play_model, a.kfd_path, "online")
     offline = _spawn(play_model, a.kfd_path, "offline")
-    print(play_controller(a.kfd_path, offline, a.rounds), flush=True)
-    for pid in (online, offline):
-        os.waitpid(pid, 0)
-    return 0
+    controller_ok = _play(play_controller, a.kfd_path, offline, a.rounds)
+    failed = [pid for pid in (online, offline) if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0]
+    if failed:
+        _say(f"replay child(ren) {failed} failed", sys.stderr)
+    return 0 if controller_ok and not failed else 1
 
 
 if __name__ == "__main__":
