@@ -17,6 +17,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,7 @@ def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | No
             yield ctl
         finally:
             for note in ctl.stop(getattr(ctl, "why", "exit")):
-                print(f"warning: {note}", file=sys.stderr)
+                warnings.warn(note, stacklevel=2)
     finally:
         if guard is not None:
             guard.dismiss()
