@@ -24,6 +24,21 @@ SEQ = 1
 BATCH = 200_000
 
 
+def _annotate(event, args: dict | None) -> None:
+    """Debug annotations of a track event; None values are left out."""
+    for k, v in (args or {}).items():
+        if v is None:
+            continue
+        a = event.debug_annotations.add()
+        a.name = k
+        if isinstance(v, bool):
+            a.bool_value = v
+        elif isinstance(v, int):
+            a.int_value = v
+        else:
+            a.string_value = str(v)
+
+
 class _Writer:
     def __init__(self, f):
         from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
@@ -72,17 +87,7 @@ class _Writer:
         e.type = TE.TYPE_SLICE_BEGIN
         e.track_uuid = track
         e.name = name
-        for k, v in (args or {}).items():
-            if v is None:
-                continue
-            a = e.debug_annotations.add()
-            a.name = k
-            if isinstance(v, bool):
-                a.bool_value = v
-            elif isinstance(v, int):
-                a.int_value = v
-            else:
-                a.string_value = str(v)
+        _annotate(e, args)
         self.b.write_packet(p)
         q = self.packet()
         q.timestamp = end
@@ -97,17 +102,7 @@ class _Writer:
         e.type = self.pb.TrackEvent.TYPE_INSTANT
         e.track_uuid = track
         e.name = name
-        for k, v in (args or {}).items():
-            if v is None:
-                continue
-            a = e.debug_annotations.add()
-            a.name = k
-            if isinstance(v, bool):
-                a.bool_value = v
-            elif isinstance(v, int):
-                a.int_value = v
-            else:
-                a.string_value = str(v)
+        _annotate(e, args)
         self.b.write_packet(p)
 
     def counter(self, track: int, ts: int, value: int) -> None:
