@@ -77,3 +77,31 @@ def test_numpy_backend_runs_both_roles_and_writes_the_same_markers(tmp_path, mod
     assert kinds.count("request_end") == on.iterations and kinds.count("step_done") == off.iterations
     with pytest.raises(GptError, match="--backend numpy runs mlp, gemm, not resnet"):
         api.workload("online", model="resnet", backend="numpy")
+
+
+def test_a_signal_while_a_marker_is_written_completes_the_marker_then_stops(tmp_path, monkeypatch):
+    """SIGTERM that lands inside the marker writer (the lab once saw 'Operation on closed file' from
+    this) is held until the marker is written, then ends the loop: every marker is readable, the
+    interrupted step_done is there, workload_exit is last."""
+    import os
+    import signal
+
+    from gpreempt_trace import markers
+
+    real_add = markers.MarkerWriter.add
+
+    def add(self, kind, ts_ns=None, **cols):
+        if kind == "step_done" and cols.get("seq") == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs inside this call
+        real_add(self, kind, ts_ns, **cols)
+
+    monkeypatch.setattr(markers.MarkerWriter, "add", add)
+    before = signal.getsignal(signal.SIGTERM)
+    owner = trace.TraceWriter.create(tmp_path / "t")
+    res = api.workload("offline", model="gemm", backend="numpy", batch=1, duration_s=60, trace=str(tmp_path / "t"))
+    owner.close()
+    assert res.stopped_by == "SIGTERM" and res.iterations == 3
+    rows = _markers(tmp_path / "t")
+    kinds = [r[0] for r in rows]
+    assert kinds.count("step_done") == 3 and kinds[-1] == "workload_exit"
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -308,10 +308,11 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
 
     from .policy import Policy
 
-    pol = Policy.make(o.preempt_policy, o.controller_socket, o.burst_gap_ms, client=client, clock=clock)
+    stop = _StopSignals()
+    pol = Policy.make(o.preempt_policy, o.controller_socket, o.burst_gap_ms, client=client, clock=clock,
+                      sleep=stop.sleep)
     marks = MarkerWriter(o.trace, "workload")
     res = WorkloadResult(o.role, o.model, dev, 0)
-    stop = _StopSignals()
 
     pid = os.getpid()
     try:
@@ -330,7 +331,7 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
             if o.role == "offline":
                 t0 = clock()
                 marks.add("step_start", ts_ns=t0, seq=seq)
-                step()
+                stop.run(step)
                 t1 = clock()
                 marks.add("step_done", ts_ns=t1, seq=seq, value_ns=t1 - t0)
                 res.latencies_ns.append(t1 - t0)
@@ -342,7 +343,7 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
                 t0 = clock()
                 pol.request_start(due)
                 marks.add("request_start", ts_ns=due, seq=seq, value_ns=t0 - due, label=o.model)
-                step()
+                stop.run(step)
                 t1 = clock()
                 marks.add("request_end", ts_ns=t1, seq=seq, value_ns=t1 - due, label=o.model)
                 next_due = t_start + (seq + 1) * period_ns if period_ns else None
@@ -353,6 +354,7 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
             seq += 1
             res.iterations = seq
             marks.tick()
+            stop.check()
     except _Stopped as e:
         res.stopped_by = str(e)
     finally:
@@ -372,18 +374,40 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
 
 class _StopSignals:
     """SIGTERM/SIGINT end the loop through `finally` (resume, last markers) instead of killing the
-    process mid-call; once the loop is winding down, further signals are only noted."""
+    process mid-call. The signal raises only inside a step or a policy sleep (`run`, `sleep`); one
+    that arrives while a marker is written or the controller is called is kept and raised at the
+    next `check`, so the trace writer and the controller connection are never cut half-way. Once the
+    loop is winding down (`hold`), further signals are only noted."""
 
     def __init__(self):
         self.old: dict = {}
         self.raising = True
+        self.interruptible = False
+        self.pending: Optional[str] = None
         if threading.current_thread() is threading.main_thread():
             self.old = {s: signal.signal(s, self._on) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def _on(self, signum, _frame):
-        if self.raising:
+        if self.raising and self.pending is None:
+            self.pending = signal.Signals(signum).name
+            if self.interruptible:
+                self.check()
+
+    def check(self) -> None:
+        if self.raising and self.pending is not None:
             self.raising = False
-            raise _Stopped(signal.Signals(signum).name)
+            raise _Stopped(self.pending)
+
+    def run(self, fn):
+        self.check()
+        self.interruptible = True
+        try:
+            return fn()
+        finally:
+            self.interruptible = False
+
+    def sleep(self, seconds: float) -> None:
+        self.run(lambda: time.sleep(seconds))
 
     def hold(self) -> None:
         self.raising = False
