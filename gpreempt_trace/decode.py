@@ -1,8 +1,9 @@
 """Turn a batch of raw kernel records (numpy structured array) into an Arrow table, vectorised.
 
-The ring-buffer callback only copies bytes into a numpy buffer; all decoding happens here, once per
-batch: validity bits become Arrow null masks, enum ids become strings, the queue-id array becomes a
-list column.
+The ring reader only copies bytes into a numpy buffer; all decoding happens here, once per batch:
+validity bits become Arrow null masks (a column whose bit is clear in every record of the batch is
+an all-null array without reading its bytes; one whose bit is set in all is built without a mask),
+small enum ids become strings through a lookup table, the queue-id array becomes a list column.
 """
 from __future__ import annotations
 
@@ -24,14 +25,29 @@ def _lookup(ids: np.ndarray, null: np.ndarray | None, name_of: NameOf) -> pa.Arr
     return _take_names(names, enc.indices, null)
 
 
-def _take_names(names: pa.Array, indices: pa.Array, null: np.ndarray | None) -> pa.Array:
-    if null is not None and null.any():
-        indices = pa.array(indices.to_numpy(zero_copy_only=False), mask=null)
+def _take_names(names: pa.Array, indices: pa.Array | np.ndarray, null: np.ndarray | None) -> pa.Array:
+    if null is not None:
+        indices = pa.array(indices if isinstance(indices, np.ndarray) else indices.to_numpy(zero_copy_only=False), mask=null)
+    elif isinstance(indices, np.ndarray):
+        indices = pa.array(indices)
     return pc.take(names, indices)
 
 
 def _table_lookup(table: Sequence[str]) -> NameOf:
     return lambda i: table[i] if 0 <= i < len(table) else None
+
+
+class _SmallTable:
+    """Ids of a small fixed table (event, func, queue type) to names by indexing, no hashing:
+    an id past the table reads the trailing NULL entry."""
+
+    def __init__(self, table: Sequence[str]):
+        self.n = len(table)
+        self.names = pa.array(list(table) + [None], pa.string())
+
+    def __call__(self, ids: np.ndarray, null: np.ndarray | None) -> pa.Array:
+        idx = np.minimum(ids, self.n).astype(np.int32, copy=False)
+        return _take_names(self.names, idx, null)
 
 
 class EventDecoder:
@@ -48,44 +64,63 @@ class EventDecoder:
             "qtype_id": _table_lookup(schema.QUEUE_TYPES),
             "ioctl_nr": ioctl_name or (lambda _n: None),
         }
+        self._small = {"event_id": _SmallTable(schema.EVENTS), "func_id": _SmallTable(tuple(func_names)),
+                       "qtype_id": _SmallTable(schema.QUEUE_TYPES)}
         self._cols = {c.name: c for c in schema.EVENT_COLUMNS}
+        self._run_ids = pa.array([], pa.string())
 
-    def _null(self, rec: np.ndarray, name: str) -> np.ndarray | None:
+    def _run_id_column(self, n: int) -> pa.Array:
+        if len(self._run_ids) < n:  # one string per row; kept and sliced (zero-copy) for later batches
+            self._run_ids = pa.DictionaryArray.from_arrays(pa.array(np.zeros(max(n, 65536), np.int32)),
+                                                           pa.array([self.run_id])).cast(pa.string())
+        return self._run_ids.slice(0, n)
+
+    def _null(self, name: str) -> np.ndarray | None | bool:
+        """None: the field is known in every record; True: in none; else the per-record null mask."""
         bit = self.lay.field(name).valid_bit
         if bit is None:
             return None
-        return self._missing[:, bit]
+        b = np.uint64(1 << bit)
+        if self._all & b:
+            return None
+        if not self._any & b:
+            return True
+        return (self._valid & b) == 0
 
     def decode(self, rec: np.ndarray) -> pa.Table:
         n = len(rec)
-        # one pass over the validity words: column b of _missing is True where bit b is clear
-        valid = np.ascontiguousarray(rec["valid"], dtype="<u8")
-        bits = np.unpackbits(valid.view(np.uint8).reshape(n, 8), axis=1, bitorder="little")
-        self._missing = bits == 0
+        self._valid = np.ascontiguousarray(rec["valid"], dtype="<u8")
+        self._any = np.bitwise_or.reduce(self._valid) if n else np.uint64(0)
+        self._all = np.bitwise_and.reduce(self._valid) if n else np.uint64(0)
         arrays = []
         for field in self.schema:
             col = self._cols[field.name]
             if col.name == "run_id":
-                arr = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([self.run_id])).cast(pa.string())
+                arrays.append(self._run_id_column(n))
+                continue
+            null = self._null(col.derive or col.name)
+            if null is True:
+                arr = pa.nulls(n, field.type)
             elif col.derive == "qids":
-                arr = self._queue_ids(rec)
+                arr = self._queue_ids(rec, null)
+            elif col.derive in self._small:
+                arr = self._small[col.derive](rec[col.derive], null)
             elif col.derive:
-                arr = _lookup(rec[col.derive], self._null(rec, col.derive), self.names[col.derive])
+                arr = _lookup(rec[col.derive], null, self.names[col.derive])
             elif col.c.startswith("char"):
-                arr = _lookup_bytes(rec[col.name], self._null(rec, col.name))
+                arr = _lookup_bytes(rec[col.name], null)
             else:
                 vals = rec[col.name]
                 if field.type == pa.bool_():
                     vals = vals != 0
                 else:
                     vals = vals.astype(field.type.to_pandas_dtype(), copy=False)
-                null = self._null(rec, col.name)
-                arr = pa.array(vals, field.type, mask=null if null is not None and null.any() else None)
+                arr = pa.array(vals, field.type, mask=null)
             arrays.append(arr)
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
-    def _queue_ids(self, rec: np.ndarray) -> pa.Array:
-        null = self._null(rec, "qids").copy()
+    def _queue_ids(self, rec: np.ndarray, null: np.ndarray | None) -> pa.Array:
+        null = np.zeros(len(rec), bool) if null is None else null
         counts = np.minimum(rec["num_queues"], schema.MAX_QUEUE_IDS).astype(np.int32)
         counts[null] = 0
         take = np.arange(schema.MAX_QUEUE_IDS)[None, :] < counts[:, None]

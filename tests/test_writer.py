@@ -251,3 +251,20 @@ def test_counters_are_null_until_known_and_derivable_from_the_segments(tmp_path)
     tw.close()
     c = trace.read_meta(tmp_path / "t")["counters"]
     assert c == {"events_written": 4, "events_lost": None, "markers_written": 0, "snapshots_written": 0}  # nobody counted losses
+
+
+def test_time_columns_are_written_without_dictionary_and_read_back_exactly_by_duckdb(tmp_path):
+    import duckdb
+
+    w = SegmentWriter(tmp_path / "events", "events", "run-x")
+    tbl = _events(1000, start=10**15)
+    w.append_table(tbl)
+    w.close()
+    seg = sorted((tmp_path / "events").glob("seg-*.parquet"))[0]
+    rg = pq.read_metadata(seg).row_group(0)
+    enc = {rg.column(i).path_in_schema: rg.column(i).encodings for i in range(rg.num_columns)}
+    assert "DELTA_BINARY_PACKED" in enc["ts_ns"] and not any("DICT" in e for e in enc["ts_ns"])
+    assert not any("DICT" in e for e in enc["dur_ns"]) and any("DICT" in e for e in enc["tgid"])
+    got = duckdb.sql(f"SELECT ts_ns, tgid FROM '{seg}' ORDER BY ts_ns").fetchall()
+    assert got == list(zip(tbl.column("ts_ns").to_pylist(), tbl.column("tgid").to_pylist()))
+    assert pq.read_table(seg).equals(tbl.replace_schema_metadata(pq.read_table(seg).schema.metadata))
