@@ -114,7 +114,7 @@ def _timed(f, *a):
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gpt-bench-q-"))
     try:
-        cache = Path.home() / ".cache" / "gpreempt-trace" / "bench" / f"synth-A-1-{EVENTS}"
+        cache = Path.home() / ".cache" / "gpreempt-trace" / "bench" / f"synth-v2-A-1-{EVENTS}"  # v2: 128 k-row groups
         trace = Path(os.environ.get("GPT_BENCH_TRACE") or cache)
         if not (trace / "ground_truth" / "queues.parquet").exists():
             shutil.rmtree(trace, ignore_errors=True)

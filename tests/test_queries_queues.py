@@ -41,3 +41,15 @@ def test_counts_per_model_and_stability_across_runs(tmp_path):
         ("resnet", "r1", 1, 1, 1, 0, 1, 1, [0], False),
         ("resnet", "r2", 2, 3, 3, 0, 1, 2, [0, 1], False),  # its processes differ: 2 queues vs 1
     ]
+
+
+def test_created_one_row_per_creation_with_owner_and_label(tmp_path):
+    t = [str(write_trace(tmp_path / "q1", "q1", Q1_EVENTS, funcs=KFD_FUNCS))]
+    rows = api.query("queues.created", t).to_pylist()
+    got = [(r["tgid"], r["label"], r["gpu_id"], r["queue_id"], r["queue_type"], r["created_ts_ns"], r["next_create_ts_ns"]) for r in rows]
+    assert got == [
+        (100, "online", GA, 0, "compute_aql", 10, 95),  # the id is created again at 95
+        (100, "online", GA, 0, "compute_aql", 95, None),
+        (100, "online", GA, 1, "sdma", 20, None),
+        (200, "offline", GB, 0, "compute_aql", 15, None),
+    ]

@@ -22,7 +22,10 @@ from . import kfd_model
 from .kfd_model import FUNCS, Model, ModelParams
 
 GROUND_TRUTH = "ground_truth"
-BATCH = 1 << 20
+BATCH = 1 << 20  # records decoded at a time
+# rows per Parquet row group: about what the recorder writes in its 100 ms groups at 1 M events/s
+# (one group per table would leave DuckDB one thread per table)
+GROUP_ROWS = 1 << 17
 _RENAME = {"event": "event_id", "func": "func_id", "queue_type": "qtype_id", "queue_ids": "qids"}
 
 
@@ -139,8 +142,12 @@ def generate(dest: str | Path, scheme: str = "A", events: int = 10_000, seed: in
     dec = decode.EventDecoder(run_id, FUNCS, ioctls.ioctl_name)
     w = tw.writer("events", background=True)
     for lo in range(0, len(order), BATCH):
-        w.append_table(dec.decode(_records(vals, valid, order, lo, lo + BATCH)))
-    tw.writer("markers").append_table(marker_tbl)
+        tbl = dec.decode(_records(vals, valid, order, lo, lo + BATCH))
+        for g in range(0, tbl.num_rows, GROUP_ROWS):
+            w.append_table(tbl.slice(g, GROUP_ROWS))
+    mw = tw.writer("markers")
+    for g in range(0, marker_tbl.num_rows, GROUP_ROWS):
+        mw.append_table(marker_tbl.slice(g, GROUP_ROWS))
     stop = m.end_ns
     tw.close()
     # deterministic meta: model time, not wall time

@@ -20,51 +20,70 @@ SELECT run_id, seq, map_from_entries(list({'k': queue_ids[1], 'v': label} ORDER 
        count(*) FILTER (WHERE label = 'ok') AS ok, count(*) AS n
 FROM markers WHERE kind = 'queue_result' AND len(queue_ids) = 1 GROUP BY run_id, seq;
 
--- the latency columns alone (preempt.summary reads this; the public view adds results, labels, loss).
--- One view with materialized CTEs, so markers and events are each scanned once (EXPLAIN ANALYZE).
+-- the latency columns alone (preempt.summary reads this; the public view adds queue ids, results,
+-- labels, loss). Shaped by EXPLAIN ANALYZE on 10 M events: markers and events are each scanned once
+-- (materialized CTEs); rows are keyed by `rk` = hash(run_id) and `fam` (0 preempt, 1 resume), so
+-- sorts and joins compare integers (a string key doubled each ASOF join); "next row of the same
+-- group" is an unpartitioned window over one sort with the group checked on the neighbour (a
+-- PARTITION BY window or a third ASOF join cost 2-3x more).
 CREATE VIEW _preempt_preemption_core AS
 WITH mk AS MATERIALIZED (
-  SELECT run_id, seq, ts_ns, scheme, target_tgid, gpu_id, queue_ids, kind, label
+  SELECT hash(run_id) AS rk, run_id, seq, ts_ns, scheme, target_tgid, gpu_id, label,
+         CASE WHEN kind IN ('preempt_request', 'preempt_done') THEN 0 ELSE 1 END AS fam,
+         kind IN ('preempt_done', 'resume_done') AS is_done
   FROM markers WHERE kind IN ('preempt_request', 'resume_request', 'preempt_done', 'resume_done')
-), req AS MATERIALIZED (
-  SELECT run_id, seq, ts_ns, scheme, target_tgid, gpu_id, queue_ids, kind,
-         coalesce(gpu_id, 4294967295) AS gpu_key,
-         lead(ts_ns) OVER (PARTITION BY run_id, target_tgid, kind ORDER BY ts_ns) AS next_same_kind_ts_ns
-  FROM mk WHERE kind IN ('preempt_request', 'resume_request')
-), done AS MATERIALIZED (
-  SELECT run_id, seq, kind, min(ts_ns) AS ts_ns, arg_min(label, ts_ns) AS label
-  FROM mk WHERE kind IN ('preempt_done', 'resume_done') GROUP BY run_id, seq, kind
+), rk AS MATERIALIZED (  -- rk -> run_id; two run ids with one hash stop the query (never a silent mix)
+  SELECT rk, CASE WHEN count(DISTINCT run_id) = 1 THEN any_value(run_id)
+                  ELSE error('preempt.preemption: two run ids hash alike: ' || string_agg(DISTINCT run_id, ', ')) END AS run_id
+  FROM mk GROUP BY rk
+), call AS (  -- each request with its done marker: the next row of the same run, kind and seq when it
+  -- is a done marker (the first by time; with a repeated seq, the last request before the done gets it)
+  SELECT * EXCLUDE (nd), CASE WHEN nd.is_done AND nd.rk = rk AND nd.fam = fam AND nd.seq IS NOT DISTINCT FROM seq THEN nd END AS d
+  FROM (SELECT *, lead({'rk': rk, 'fam': fam, 'seq': seq, 'is_done': is_done, 'ts_ns': ts_ns, 'label': label})
+                    OVER (ORDER BY rk, fam, seq, is_done, ts_ns) AS nd  -- one window expression: one pass
+        FROM mk)
+), rd AS MATERIALIZED (  -- requests, with the time of the target's next request of the same kind
+  SELECT rk, seq, ts_ns, scheme, target_tgid, gpu_id, fam, gpu_key, d.ts_ns AS done_ts_ns, d.label AS result,
+         CASE WHEN nk.rk = rk AND nk.target_tgid IS NOT DISTINCT FROM target_tgid AND nk.fam = fam THEN nk.ts_ns END AS next_same_kind_ts_ns
+  FROM (SELECT *, coalesce(gpu_id, 4294967295) AS gpu_key,
+               lead({'rk': rk, 'target_tgid': target_tgid, 'fam': fam, 'ts_ns': ts_ns}) OVER (ORDER BY rk, target_tgid, fam, ts_ns) AS nk
+        FROM call WHERE NOT is_done)
 ), k AS MATERIALIZED (
-  SELECT run_id, gpu_id, event, ts_ns, ts_ns + dur_ns AS end_ns
+  SELECT hash(run_id) AS rk, gpu_id, CASE WHEN event = 'queues_unmap' THEN 0 ELSE 1 END AS fam, ts_ns, ts_ns + dur_ns AS end_ns
   FROM events WHERE event IN ('queues_unmap', 'queues_map') AND gpu_id IS NOT NULL
-), p AS (
-  SELECT r.*, d.ts_ns AS done_ts_ns, d.label AS result,
-         CASE WHEN u.ts_ns <= coalesce(d.ts_ns, r.next_same_kind_ts_ns, 9223372036854775807) THEN u.end_ns END AS unmap_end_ns
-  FROM (SELECT * FROM req WHERE kind = 'preempt_request') r
-  LEFT JOIN done d ON d.run_id = r.run_id AND d.seq = r.seq AND d.kind = 'preempt_done'
-  ASOF LEFT JOIN (SELECT * FROM k WHERE event = 'queues_unmap') u
-    ON u.run_id = r.run_id AND u.gpu_id = r.gpu_id AND u.ts_ns >= r.ts_ns
-), rs AS MATERIALIZED (
-  SELECT r.*, d.ts_ns AS done_ts_ns,
-         CASE WHEN m.ts_ns <= coalesce(d.ts_ns, r.next_same_kind_ts_ns, 9223372036854775807) THEN m.end_ns END AS map_end_ns
-  FROM (SELECT * FROM req WHERE kind = 'resume_request') r
-  LEFT JOIN done d ON d.run_id = r.run_id AND d.seq = r.seq AND d.kind = 'resume_done'
-  ASOF LEFT JOIN (SELECT * FROM k WHERE event = 'queues_map') m
-    ON m.run_id = r.run_id AND m.gpu_id = r.gpu_id AND m.ts_ns >= r.ts_ns
+), side AS MATERIALIZED (
+  -- end of the first unmap (preempt) / map (resume) on the request's GPU starting at or after it,
+  -- counted only when it starts before the call's done marker (without one: the next such request)
+  SELECT r.*, CASE WHEN u.ts_ns <= coalesce(r.done_ts_ns, r.next_same_kind_ts_ns, 9223372036854775807) THEN u.end_ns END AS k_end_ns
+  FROM (SELECT * FROM rd WHERE fam = 0) r
+  ASOF LEFT JOIN (SELECT rk, gpu_id, ts_ns, end_ns FROM k WHERE fam = 0) u
+    ON u.rk = r.rk AND u.gpu_id = r.gpu_id AND u.ts_ns >= r.ts_ns
+  UNION ALL
+  SELECT r.*, CASE WHEN m.ts_ns <= coalesce(r.done_ts_ns, r.next_same_kind_ts_ns, 9223372036854775807) THEN m.end_ns END
+  FROM (SELECT * FROM rd WHERE fam = 1) r
+  ASOF LEFT JOIN (SELECT rk, gpu_id, ts_ns, end_ns FROM k WHERE fam = 1) m
+    ON m.rk = r.rk AND m.gpu_id = r.gpu_id AND m.ts_ns >= r.ts_ns
 ), pr AS (
-  SELECT p.*, CASE WHEN r.ts_ns < coalesce(p.next_same_kind_ts_ns, 9223372036854775807) THEN r.ts_ns END AS resume_ts_ns,
-         r.seq AS resume_seq, r.map_end_ns AS resume_map_end_ns, r.done_ts_ns AS resume_done_ts_ns
-  FROM p
-  ASOF LEFT JOIN rs r
-    ON r.run_id = p.run_id AND r.target_tgid = p.target_tgid AND r.gpu_key = p.gpu_key AND r.ts_ns >= p.ts_ns
+  -- the resume of a preemption: the next request of the same run, target and GPU, when it is a
+  -- resume that comes before the target's next preempt_request
+  SELECT *, coalesce(nx.fam = 1 AND nx.rk = rk AND nx.target_tgid IS NOT DISTINCT FROM target_tgid AND nx.gpu_key = gpu_key
+                     AND nx.ts_ns < coalesce(next_same_kind_ts_ns, 9223372036854775807), false) AS resumed
+  FROM (SELECT *, lead({'rk': rk, 'target_tgid': target_tgid, 'gpu_key': gpu_key, 'fam': fam, 'ts_ns': ts_ns, 'k_end_ns': k_end_ns,
+                        'done_ts_ns': done_ts_ns}) OVER (ORDER BY rk, target_tgid, gpu_key, ts_ns, fam) AS nx
+        FROM side)
 )
-SELECT run_id, seq, scheme, target_tgid, gpu_id, queue_ids, ts_ns AS request_ts_ns, result,
-       unmap_end_ns - ts_ns AS preempt_latency_ns,
-       done_ts_ns - ts_ns AS preempt_call_ns,
-       CASE WHEN resume_ts_ns IS NOT NULL THEN resume_map_end_ns - resume_ts_ns END AS resume_latency_ns,
-       CASE WHEN resume_ts_ns IS NOT NULL THEN resume_done_ts_ns - done_ts_ns END AS suspended_ns
-FROM pr
-WHERE coalesce(scheme, '') LIKE getvariable('scheme');
+SELECT rk.run_id, pr.seq, pr.scheme, pr.target_tgid, pr.gpu_id, pr.ts_ns AS request_ts_ns, pr.result,
+       pr.k_end_ns - pr.ts_ns AS preempt_latency_ns,
+       pr.done_ts_ns - pr.ts_ns AS preempt_call_ns,
+       CASE WHEN pr.resumed THEN pr.nx.k_end_ns - pr.nx.ts_ns END AS resume_latency_ns,
+       CASE WHEN pr.resumed THEN pr.nx.done_ts_ns - pr.done_ts_ns END AS suspended_ns
+FROM pr JOIN rk ON rk.rk = pr.rk
+WHERE pr.fam = 0 AND coalesce(pr.scheme, '') LIKE getvariable('scheme');
+
+-- the queue ids a request named (kept out of the core: a list per row slows its sorts)
+CREATE VIEW _preempt_preemption_queue_ids AS
+SELECT run_id, seq, ts_ns, target_tgid, any_value(queue_ids) AS queue_ids
+FROM markers WHERE kind = 'preempt_request' GROUP BY run_id, seq, ts_ns, target_tgid;
 
 CREATE VIEW preempt_preemption AS
 SELECT
@@ -81,7 +100,7 @@ SELECT
   -- gpu_id named by the request (NULL = all the process's GPUs: the kernel side is then not matched).
   p.gpu_id,
   -- Queue ids named by the request (NULL or [] = all).
-  p.queue_ids,
+  i.queue_ids,
   -- Request time (CLOCK_MONOTONIC).
   p.request_ts_ns,
   -- Request -> end of the first queues_unmap on that GPU starting at or after it (queues off the hardware).
@@ -103,5 +122,7 @@ SELECT
 FROM _preempt_preemption_core p
 LEFT JOIN _preempt_preemption_labels l ON l.run_id = p.run_id AND l.tgid = p.target_tgid
 LEFT JOIN _preempt_preemption_results q ON q.run_id = p.run_id AND q.seq = p.seq
+LEFT JOIN _preempt_preemption_queue_ids i
+  ON i.run_id = p.run_id AND i.seq = p.seq AND i.ts_ns = p.request_ts_ns AND i.target_tgid IS NOT DISTINCT FROM p.target_tgid
 LEFT JOIN runs ON runs.run_id = p.run_id
 ORDER BY p.run_id, p.request_ts_ns, p.seq;

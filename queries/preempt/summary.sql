@@ -8,18 +8,22 @@ WITH pp AS MATERIALIZED (
   SELECT c.run_id, c.scheme, l.label, c.preempt_latency_ns, c.preempt_call_ns, c.resume_latency_ns, c.suspended_ns
   FROM _preempt_preemption_core c
   LEFT JOIN _preempt_preemption_labels l ON l.run_id = c.run_id AND l.tgid = c.target_tgid
-), long AS (
-  SELECT run_id, scheme, label, metric, v
-  FROM pp
-  UNPIVOT INCLUDE NULLS (v FOR metric IN (preempt_latency_ns, preempt_call_ns, resume_latency_ns, suspended_ns))
+), wide AS (  -- one pass per group; each metric's quantiles from one sort (UNPIVOT first cost 3 sorts per metric)
+  SELECT scheme, label, count(DISTINCT run_id) AS runs, count(*) AS n,
+         {'samples': count(preempt_latency_ns), 'q': quantile_disc(preempt_latency_ns, [0.5, 0.9, 0.99]), 'max_ns': max(preempt_latency_ns)} AS preempt_latency_ns,
+         {'samples': count(preempt_call_ns), 'q': quantile_disc(preempt_call_ns, [0.5, 0.9, 0.99]), 'max_ns': max(preempt_call_ns)} AS preempt_call_ns,
+         {'samples': count(resume_latency_ns), 'q': quantile_disc(resume_latency_ns, [0.5, 0.9, 0.99]), 'max_ns': max(resume_latency_ns)} AS resume_latency_ns,
+         {'samples': count(suspended_ns), 'q': quantile_disc(suspended_ns, [0.5, 0.9, 0.99]), 'max_ns': max(suspended_ns)} AS suspended_ns
+  FROM pp GROUP BY scheme, label
+), agg AS (
+  SELECT scheme, label, metric, runs, m.samples, n - m.samples AS missing,
+         m.q[1] AS p50_ns, m.q[2] AS p90_ns, m.q[3] AS p99_ns, m.max_ns
+  FROM wide
+  UNPIVOT (m FOR metric IN (preempt_latency_ns, preempt_call_ns, resume_latency_ns, suspended_ns))
 ), lost AS (
   SELECT p.scheme, p.label, CASE WHEN bool_or(r.events_lost IS NULL) THEN NULL ELSE sum(r.events_lost) END AS events_lost
   FROM (SELECT DISTINCT run_id, scheme, label FROM pp) p LEFT JOIN runs r USING (run_id)
   GROUP BY p.scheme, p.label
-), agg AS (
-  SELECT scheme, label, metric, count(DISTINCT run_id) AS runs, count(v) AS samples, count(*) - count(v) AS missing,
-         quantile_disc(v, 0.5) AS p50_ns, quantile_disc(v, 0.9) AS p90_ns, quantile_disc(v, 0.99) AS p99_ns, max(v) AS max_ns
-  FROM long GROUP BY scheme, label, metric
 )
 SELECT
   -- 'A' or 'B'.

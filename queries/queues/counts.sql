@@ -1,9 +1,9 @@
 -- Queues per model (label of the process's workload_start marker, else comm) and run: how many
 -- processes of the model ran, the queues they created by type, the queue ids, and whether every run
 -- of the same model created the same set (same types and ids per process), as experiment 1 asks.
--- @include queues.lifecycle
+-- @include queues.created
 
--- from the creations alone (queues.lifecycle's _queues_created): counting needs no lifetimes
+-- from the creations alone (queues.created): counting needs no lifetimes
 CREATE VIEW _queues_counts_per_process AS
 SELECT c.run_id, coalesce(l.label, any_value(c.comm)) AS label, c.tgid,
        count(*) AS queues,

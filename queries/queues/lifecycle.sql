@@ -5,25 +5,12 @@
 -- successful queue_destroy of the same (run, gpu, owner, id) before the id is created again (NULL:
 -- never destroyed in the trace). `queues_lifecycle_states` lists the intervals a queue was off:
 -- suspended, preempted (from the call that named it to the call that put it back) or evicted.
-
-CREATE VIEW _queues_created AS
-SELECT run_id, gpu_id, coalesce(owner_tgid, tgid) AS tgid, queue_id, any_value(queue_type) AS queue_type,
-       any_value(comm) AS comm, ts_ns AS created_ts_ns,
-       lead(ts_ns) OVER (PARTITION BY run_id, gpu_id, coalesce(owner_tgid, tgid), queue_id ORDER BY ts_ns) AS next_create_ts_ns
-FROM events
-WHERE event = 'queue_create' AND coalesce(ret, 0) >= 0 AND queue_id IS NOT NULL
-GROUP BY run_id, gpu_id, coalesce(owner_tgid, tgid), queue_id, ts_ns;
+-- @include queues.created
 
 CREATE VIEW _queues_destroyed AS
 SELECT run_id, gpu_id, coalesce(owner_tgid, tgid) AS tgid, queue_id, ts_ns
 FROM events
 WHERE event = 'queue_destroy' AND coalesce(ret, 0) >= 0 AND queue_id IS NOT NULL;
-
--- model label per process: the label of its workload_start marker
-CREATE VIEW _queues_labels AS
-SELECT run_id, coalesce(target_tgid, tgid) AS tgid, arg_min(label, ts_ns) AS label
-FROM markers WHERE kind = 'workload_start' AND label IS NOT NULL
-GROUP BY run_id, coalesce(target_tgid, tgid);
 
 CREATE VIEW _queues_spans AS
 SELECT c.run_id, c.gpu_id, c.tgid, c.queue_id, c.queue_type, c.comm, c.created_ts_ns,
