@@ -21,7 +21,7 @@ def _reference(rec: np.ndarray, run_id: str) -> list[dict]:
     for r in rec:
         valid = int(r["valid"])
 
-        def known(name):
+        def known(name, valid=valid):
             return bit[name] is None or bool(valid >> bit[name] & 1)
 
         row = {}

@@ -10,6 +10,8 @@
  * passed as -D macros). Knobs (all -D, set by gpreempt_trace/recorder/runtime.py):
  *   GPT_RINGBUF_PAGES  ring buffer size in pages (power of two)
  *   GPT_RB_FLAGS       flags for ringbuf_submit (0: adaptive wakeup; 1: BPF_RB_NO_WAKEUP)
+ *   GPT_WAKE_EVERY     with GPT_RB_FLAGS 1: wake the reader once every this many records per CPU
+ *                      (a power of two; 0 = never: the reader polls on its timer only)
  *   GPT_FILTER_TGID    record only tgids in gpt_tgids (else every process)
  *   GPT_FOLLOW_FORK    add children of filtered tgids to gpt_tgids (the launched command's descendants)
  *   GPT_MAX_TGIDS      capacity of gpt_tgids
@@ -30,6 +32,11 @@
 #ifndef GPT_RB_FLAGS
 #define GPT_RB_FLAGS 0
 #endif
+#ifndef GPT_WAKE_EVERY
+#define GPT_WAKE_EVERY 0
+#endif
+#define GPT_RB_NO_WAKEUP 1 /* BPF_RB_NO_WAKEUP */
+#define GPT_RB_FORCE_WAKEUP 2 /* BPF_RB_FORCE_WAKEUP */
 #ifndef GPT_MAX_TGIDS
 #define GPT_MAX_TGIDS 4096
 #endif
@@ -39,6 +46,11 @@ BPF_RINGBUF_OUTPUT(gpt_events, GPT_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(gpt_lost, u64, 1);
 /* tgids to record (value unused); filled by user space, grown by sched_process_fork */
 BPF_HASH(gpt_tgids, u32, u8, GPT_MAX_TGIDS);
+#if GPT_WAKE_EVERY
+/* records submitted per cpu since start: every GPT_WAKE_EVERY-th wakes the reader (one wakeup per batch,
+ * not per record; between them the reader wakes on its own timer) */
+BPF_PERCPU_ARRAY(gpt_wake, u64, 1);
+#endif
 
 static __always_inline int gpt_wanted(u32 tgid)
 {
@@ -88,9 +100,20 @@ static __always_inline struct gpt_event *gpt_reserve(u16 event_id, u16 func_id)
 	return gpt_reserve_owned(event_id, func_id, 0);
 }
 
+static __always_inline u64 gpt_submit_flags(void)
+{
+#if GPT_WAKE_EVERY
+	int zero = 0;
+	u64 *n = gpt_wake.lookup(&zero);
+	if (n && ((++*n) & (GPT_WAKE_EVERY - 1)) == 0)
+		return GPT_RB_FORCE_WAKEUP;
+#endif
+	return GPT_RB_FLAGS;
+}
+
 static __always_inline void gpt_submit(struct gpt_event *e)
 {
-	gpt_events.ringbuf_submit(e, GPT_RB_FLAGS);
+	gpt_events.ringbuf_submit(e, gpt_submit_flags());
 }
 
 static __always_inline void gpt_discard(struct gpt_event *e)

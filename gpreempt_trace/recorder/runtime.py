@@ -56,7 +56,9 @@ FD_WALK = {
 }
 BATCH_RECORDS = 65536
 DECODE_EVERY_S = 0.1  # records wait at most this long in the reader before going to the segment writer
-WAIT_S = 0.05  # longest sleep waiting for the ring
+WAIT_S = 0.05  # longest sleep waiting for the ring (the reader's timer: records wait in the ring at most this long)
+WAKEUPS_PER_RING = 8  # with wakeups on: the kernel wakes the reader about this often per ring's worth of records
+WAKE_EVERY_MAX = 8192  # records per CPU between two wakeups, at most
 STOP_DRAIN_S = 2.0  # after a stop: drain what the ring holds for at most this long
 RINGBUF_MB_MAX = 1024  # --ringbuf-mb: a power of two from 1 to this
 
@@ -77,7 +79,7 @@ class RecordOptions:
     kfd_path: str = "/dev/kfd"
     cmd: tuple[str, ...] = ()
     ringbuf_mb: int = 32
-    wakeup: bool = True  # False: BPF_RB_NO_WAKEUP, the reader polls on a timer
+    wakeup: bool = True  # the kernel wakes the reader once per batch of records (wake_every); False: timer only
     poll_ms: float = 2.0  # how long to let records accumulate after a wakeup
     snapshot_interval_s: float | None = None
     debugfs_dir: str | None = None
@@ -146,6 +148,50 @@ def prog_misses(bpf) -> int | None:
         total += int.from_bytes(buf.raw[RECURSION_MISSES_OFF:RECURSION_MISSES_OFF + 8], "little")
         seen = True
     return total if seen else None
+
+
+def wake_every(ring_bytes: int, ncpu: int | None = None) -> int:
+    """Records per CPU between two reader wakeups: a power of two, about WAKEUPS_PER_RING times per
+    ring's worth of records over all CPUs (no wakeup per record: that costs the traced program a
+    cross-CPU interrupt per call and the reader a loop per record); the reader's WAIT_S timer does the rest."""
+    ncpu = ncpu or os.cpu_count() or 1
+    stride = (record_layout.layout().size + 8 + 7) // 8 * 8
+    n = max(1, ring_bytes // stride // (WAKEUPS_PER_RING * ncpu))
+    return min(1 << (n.bit_length() - 1), WAKE_EVERY_MAX)
+
+
+COMPILER_LIBS = ("libLLVM", "libclang")  # BCC's compiler: not run again once the program is loaded
+MADV_DONTNEED = 4
+
+
+def release_compiler_memory(maps: str = "/proc/self/maps") -> int:
+    """Give back what compiling the program took and no longer needs: the heap clang/LLVM freed (glibc
+    keeps it otherwise) and the compiler's code pages (clean, file-backed: dropped from this process's
+    RSS, faulted in again from the page cache if ever run). ~90 MB of the recorder's RSS. Returns the
+    number of code mappings released."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return 0
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    released = 0
+    try:
+        lines = Path(maps).read_text().splitlines()
+    except OSError:
+        return 0
+    for ln in lines:
+        parts = ln.split()
+        # only never-written code (r-xp): madvise on a written private page would lose its contents
+        if len(parts) >= 6 and parts[1] == "r-xp" and any(lib in Path(parts[5]).name for lib in COMPILER_LIBS):
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+                released += 1
+    return released
 
 
 def parse_probes(spec: str | tuple[str, ...] | None) -> tuple[tuple[str, ...], bool]:
@@ -231,7 +277,8 @@ class Recorder:
             raise GptError(f"--ringbuf-mb {o.ringbuf_mb} is not a power of two from 1 to {RINGBUF_MB_MAX}", "use e.g. 8, 32 or 128")
         pages = ring_bytes // 4096
         text = [(TRACERS / "common.h").read_text()]
-        cflags = [f"-I{TRACERS}", f"-DGPT_RINGBUF_PAGES={pages}", f"-DGPT_RB_FLAGS={0 if o.wakeup else 1}"]
+        cflags = [f"-I{TRACERS}", f"-DGPT_RINGBUF_PAGES={pages}", "-DGPT_RB_FLAGS=1",
+                  f"-DGPT_WAKE_EVERY={wake_every(ring_bytes) if o.wakeup else 0}"]
         if o.tgids or o.cmd:
             cflags.append("-DGPT_FILTER_TGID")
         if o.cmd:
@@ -344,6 +391,7 @@ class Recorder:
             snap = self._snapshotter(tw)  # fails early (one line) when debugfs/KFD is absent
             bpf = self._bpf = self._compile(prog)
             self._attach(bpf, prog)
+            release_compiler_memory()
             tw.meta["attach_plan"] = [r if isinstance(r, dict) else r.as_dict() for r in prog.rows]
             tw.meta["func_names"] = prog.func_names
             tw.meta["recorder"] = self._meta(prog)
@@ -360,7 +408,7 @@ class Recorder:
             dtype = record_layout.numpy_dtype()
             ring = RingReader(bpf[b"gpt_events"].map_fd, o.ringbuf_mb * 1024 * 1024, dtype)
             decoder = EventDecoder(tw.run_id, prog.func_names, ioctls.ioctl_name)
-            writer = tw.writer("events")
+            writer = tw.writer("events", background=True)  # Parquet encoding overlaps the ring reads and decoding
             if snap:
                 snap.take("baseline")
             handlers = self._install_signals()
