@@ -16,7 +16,7 @@ FROM markers WHERE kind = 'workload_start' AND label IS NOT NULL
 GROUP BY run_id, coalesce(target_tgid, tgid);
 
 CREATE VIEW _preempt_preemption_results AS
-SELECT run_id, seq, map_from_entries(list({'k': queue_ids[1], 'v': label} ORDER BY queue_ids[1])) AS results,
+SELECT run_id, seq, map_from_entries(list_sort(list({'k': queue_ids[1], 'v': label}))) AS results,  -- list_sort: an ordered aggregate cost 4x
        count(*) FILTER (WHERE label = 'ok') AS ok, count(*) AS n
 FROM markers WHERE kind = 'queue_result' AND len(queue_ids) = 1 GROUP BY run_id, seq;
 
