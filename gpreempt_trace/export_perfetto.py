@@ -1,6 +1,10 @@
 """`export --perfetto`: one trace as a Perfetto protobuf trace (open it in the Perfetto UI).
 
-Written with the `perfetto` package's own protos and StreamingTraceProtoBuilder (no hand-made JSON):
+Written with the `perfetto` package's own protos (no hand-made JSON): packets are added to a `Trace`
+message that is serialized and appended to the file every FLUSH_PACKETS packets (serialized `Trace`
+messages concatenate into one trace: the framing of the package's StreamingTraceProtoBuilder, without
+its copy and serialization per packet). Event names and debug-annotation names are interned
+(TracePacket.interned_data, SEQ_NEEDS_INCREMENTAL_STATE), as Perfetto's own SDK writes them:
 - a process track per tgid (named after its model label, else comm), and under it one track per
   queue ("q<id> <type> gpu 0x..") with consecutive slices: active, unmapped (a device-wide unmap until
   the next map on the GPU), suspended (scheme A), preempted (scheme B), evicted;
@@ -21,16 +25,17 @@ from .errors import GptError
 from .trace import find_traces, read_meta
 
 SEQ = 1
-BATCH = 200_000
+BATCH = 200_000  # rows fetched from DuckDB at a time
+FLUSH_PACKETS = 20_000
 
 
-def _annotate(event, args: dict | None) -> None:
-    """Debug annotations of a track event; None values are left out."""
+def _annotate(w: "_Writer", p, event, args: dict | None) -> None:
+    """Debug annotations of a track event (names interned); None values are left out."""
     for k, v in (args or {}).items():
         if v is None:
             continue
         a = event.debug_annotations.add()
-        a.name = k
+        a.name_iid = w.iid(p, "debug_annotation_names", k)
         if isinstance(v, bool):
             a.bool_value = v
         elif isinstance(v, int):
@@ -42,20 +47,46 @@ def _annotate(event, args: dict | None) -> None:
 class _Writer:
     def __init__(self, f):
         from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
-        from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder
 
         self.pb = pb
-        self.b = StreamingTraceProtoBuilder(f)
+        self.f = f
+        self.trace = pb.Trace()
+        self.pending = 0
         self.next_uuid = 1
         self.first = True
+        self.interned: dict[tuple[str, str], int] = {}
+        self.flags = pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
 
     def packet(self):
-        p = self.b.create_packet()
+        if self.pending >= FLUSH_PACKETS:  # before adding: the packet returned is filled by the caller
+            self.flush()
+        p = self.trace.packet.add()
         p.trusted_packet_sequence_id = SEQ
         if self.first:
-            p.sequence_flags = self.pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
+            p.sequence_flags = self.pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED | self.flags
             self.first = False
+        else:
+            p.sequence_flags = self.flags
+        self.pending += 1
         return p
+
+    def flush(self) -> None:
+        if self.pending:
+            self.f.write(self.trace.SerializeToString())
+            self.trace.Clear()
+            self.pending = 0
+
+    def iid(self, p, table: str, name: str) -> int:
+        """The interned id of `name` in `table` (event_names, debug_annotation_names); the first use adds
+        it to packet p's interned_data."""
+        key = (table, name)
+        i = self.interned.get(key)
+        if i is None:
+            i = self.interned[key] = len(self.interned) + 1
+            e = getattr(p.interned_data, table).add()
+            e.iid = i
+            e.name = name
+        return i
 
     def track(self, name: str, parent: int | None = None, pid: int | None = None, tid: int | None = None, counter: bool = False) -> int:
         uuid = self.next_uuid
@@ -76,7 +107,6 @@ class _Writer:
             d.name = name
         if counter:
             d.counter.SetInParent()
-        self.b.write_packet(p)
         return uuid
 
     def slice(self, track: int, ts: int, end: int, name: str, args: dict | None = None) -> None:
@@ -86,14 +116,12 @@ class _Writer:
         e = p.track_event
         e.type = TE.TYPE_SLICE_BEGIN
         e.track_uuid = track
-        e.name = name
-        _annotate(e, args)
-        self.b.write_packet(p)
+        e.name_iid = self.iid(p, "event_names", name)
+        _annotate(self, p, e, args)
         q = self.packet()
         q.timestamp = end
         q.track_event.type = TE.TYPE_SLICE_END
         q.track_event.track_uuid = track
-        self.b.write_packet(q)
 
     def instant(self, track: int, ts: int, name: str, args: dict | None = None) -> None:
         p = self.packet()
@@ -101,9 +129,8 @@ class _Writer:
         e = p.track_event
         e.type = self.pb.TrackEvent.TYPE_INSTANT
         e.track_uuid = track
-        e.name = name
-        _annotate(e, args)
-        self.b.write_packet(p)
+        e.name_iid = self.iid(p, "event_names", name)
+        _annotate(self, p, e, args)
 
     def counter(self, track: int, ts: int, value: int) -> None:
         p = self.packet()
@@ -111,7 +138,6 @@ class _Writer:
         p.track_event.type = self.pb.TrackEvent.TYPE_COUNTER
         p.track_event.track_uuid = track
         p.track_event.counter_value = value
-        self.b.write_packet(p)
 
 
 def _queue_slices(created: int, destroyed: int, offs: list[tuple[int, int, str]]):
@@ -207,4 +233,5 @@ def export(trace: str, out_file: str) -> Path:
                 if src not in mtracks:
                     mtracks[src] = w.track(f"markers: {src}")
                 w.instant(mtracks[src], ts, kind, {"tgid": tgid, "target_tgid": target, "gpu_id": gpu, "scheme": sch, "seq": seq, "label": label, "value_ns": val})
+        w.flush()
     return out
