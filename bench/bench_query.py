@@ -132,6 +132,14 @@ def main() -> None:
             same = d[keys].astype(str).reset_index(drop=True).equals(p[keys].astype(str).reset_index(drop=True))
             print(flush=True, *[f"{module}: duckdb {t_d:.2f} s vs pandas {t_p:.2f} s ({t_p / t_d:.1f}x); results identical: {same} "
                   f"(target < 2 s and >= 10x)"])
+        # the floor under preempt.summary: only reading the rows and columns it needs (no join, no sort)
+        con = api.connect([str(trace)])
+        t0 = time.perf_counter()
+        con.sql("SELECT count(*), sum(ts_ns), sum(dur_ns), sum(gpu_id), count(run_id) FROM events "
+                "WHERE event IN ('queues_unmap', 'queues_map')").fetchall()
+        con.sql("SELECT count(*), sum(ts_ns), sum(seq), count(scheme), sum(target_tgid), sum(gpu_id), count(label), count(run_id) "
+                "FROM markers WHERE kind IN ('preempt_request', 'resume_request', 'preempt_done', 'resume_done')").fetchall()
+        print(f"scan floor of preempt.summary (its columns and rows read, nothing joined): {time.perf_counter() - t0:.2f} s")
         out = tmp / "report"
         _, t_r = _timed(api.report, [str(trace)], str(out))
         print(f"report -o (HTML, 4 plots) over the same trace: {t_r:.1f} s")

@@ -36,18 +36,15 @@ WITH mk AS MATERIALIZED (
   SELECT rk, CASE WHEN count(DISTINCT run_id) = 1 THEN any_value(run_id)
                   ELSE error('preempt.preemption: two run ids hash alike: ' || string_agg(DISTINCT run_id, ', ')) END AS run_id
   FROM mk GROUP BY rk
-), call AS (  -- each request with its done marker: the next row of the same run, kind and seq when it
-  -- is a done marker (the first by time; with a repeated seq, the last request before the done gets it)
-  SELECT * EXCLUDE (nd), CASE WHEN nd.is_done AND nd.rk = rk AND nd.fam = fam AND nd.seq IS NOT DISTINCT FROM seq THEN nd END AS d
-  FROM (SELECT *, lead({'rk': rk, 'fam': fam, 'seq': seq, 'is_done': is_done, 'ts_ns': ts_ns, 'label': label})
-                    OVER (ORDER BY rk, fam, seq, is_done, ts_ns) AS nd  -- one window expression: one pass
-        FROM mk)
+), done AS MATERIALIZED (  -- the first done marker of each call
+  SELECT rk, seq, fam, min(ts_ns) AS ts_ns, arg_min(label, ts_ns) AS label FROM mk WHERE is_done GROUP BY rk, seq, fam
 ), rd AS MATERIALIZED (  -- requests, with the time of the target's next request of the same kind
-  SELECT rk, seq, ts_ns, scheme, target_tgid, gpu_id, fam, gpu_key, d.ts_ns AS done_ts_ns, d.label AS result,
-         CASE WHEN nk.rk = rk AND nk.target_tgid IS NOT DISTINCT FROM target_tgid AND nk.fam = fam THEN nk.ts_ns END AS next_same_kind_ts_ns
+  SELECT r.rk, r.seq, r.ts_ns, r.scheme, r.target_tgid, r.gpu_id, r.fam, r.gpu_key, d.ts_ns AS done_ts_ns, d.label AS result,
+         CASE WHEN nk.rk = r.rk AND nk.target_tgid IS NOT DISTINCT FROM r.target_tgid AND nk.fam = r.fam THEN nk.ts_ns END AS next_same_kind_ts_ns
   FROM (SELECT *, coalesce(gpu_id, 4294967295) AS gpu_key,
                lead({'rk': rk, 'target_tgid': target_tgid, 'fam': fam, 'ts_ns': ts_ns}) OVER (ORDER BY rk, target_tgid, fam, ts_ns) AS nk
-        FROM call WHERE NOT is_done)
+        FROM mk WHERE NOT is_done) r
+  LEFT JOIN done d ON d.rk = r.rk AND d.seq = r.seq AND d.fam = r.fam
 ), k AS MATERIALIZED (
   SELECT hash(run_id) AS rk, gpu_id, CASE WHEN event = 'queues_unmap' THEN 0 ELSE 1 END AS fam, ts_ns, ts_ns + dur_ns AS end_ns
   FROM events WHERE event IN ('queues_unmap', 'queues_map') AND gpu_id IS NOT NULL
