@@ -85,3 +85,31 @@ def test_ctrl_c_stops_every_process_and_keeps_the_trace(tmp_path):
     assert exits == ["role=offline", "role=online"], (stdout, con.sql("SELECT kind, tgid, label FROM markers WHERE kind LIKE 'workload%'").fetchall())
     assert trace.read_meta(out / "none-1")["stop_ns"] is not None
     assert Path(out / "plan.json").exists()
+
+
+def test_a_stop_signal_during_a_snapshot_waits_for_it_then_interrupts(tmp_path):
+    """A signal that lands while a debugfs snapshot is written is raised after the write, so the trace
+    writer is never cut half-way (the lab once saw 'Operation on closed file' from that pattern)."""
+    import os
+    import signal
+
+    from gpreempt_trace.experiment.cell import Cell, CellSpec, _Interrupted
+
+    class Snap:
+        done = False
+
+        def take(self, phase):
+            if phase == "baseline":
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, mid-write
+            self.done = True
+
+    cell = Cell(CellSpec(str(tmp_path / "t"), "none", "gemm", "gemm", 1.0))
+    cell.snap = Snap()
+    old = signal.signal(signal.SIGTERM, cell._on_signal)
+    try:
+        with pytest.raises(_Interrupted, match="SIGTERM"):
+            cell._snapshot("baseline")
+        assert cell.snap.done and cell.pending is None
+        cell._snapshot("after")  # nothing pending: no second interrupt
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -87,6 +87,8 @@ class Cell:
         self.work = Path(spec.trace).parent / f".cell-{os.getpid()}"
         self.snap = None
         self.reported: set[str] = set()  # processes whose failure is already in res.errors
+        self.writing = False  # a snapshot is being written: a stop signal waits for it (never cuts the trace writer)
+        self.pending: Optional[str] = None
 
     # -- processes
     def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -135,11 +137,17 @@ class Cell:
 
     def _snapshot(self, phase: str) -> None:
         if self.snap is not None:
+            self.writing = True
             try:
                 self.snap.take(phase)
             except Exception as e:  # noqa: BLE001 - a snapshot never stops the experiment; say why
                 self.res.errors.append(f"debugfs snapshot ({phase}) failed: {e}")
                 self.snap = None
+            finally:
+                self.writing = False
+            if self.pending:
+                name, self.pending = self.pending, None
+                raise _Interrupted(name)
 
     # -- the run
     def run(self) -> CellResult:
@@ -208,7 +216,11 @@ class Cell:
         return self.res
 
     def _on_signal(self, signum, _frame):
-        raise _Interrupted(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self.writing:
+            self.pending = self.pending or name
+            return
+        raise _Interrupted(name)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
