@@ -135,6 +135,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	return 0;
 }
 
+#ifndef GPT_IOCTL_FUNC_ID /* with the ioctl path, its own sched_process_exit handler does this too */
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -143,6 +144,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 		gpt_tgids.delete(&tid); /* a thread's entry; a process's own entry stays until its reaping is moot */
 	return 0;
 }
+#endif
 #endif
 
 #endif /* GPT_COMMON_H */

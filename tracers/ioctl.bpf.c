@@ -5,8 +5,11 @@
  * Entry keeps the calls of type 'K' made on the KFD device (its kernel dev_t comes as GPT_KFD_RDEV;
  * the fd is walked current->files->fdt->fd[fd]->f_inode->i_rdev with BTF offsets of the running
  * kernel), or, without GPT_KFD_RDEV, the _IOC_NRs user space put in gpt_ioctl_known. It builds the
- * record (argument structs read from user memory at entry) in a per-tid map; exit adds the return
- * value, the outputs (CREATE_QUEUE queue_id/doorbell) and the duration, and submits one kfd_ioctl row.
+ * record (argument structs read from user memory at entry) in the thread's slot of gpt_ioctl_inflight;
+ * exit adds the return value, the outputs (CREATE_QUEUE queue_id/doorbell) and the duration, and submits
+ * one kfd_ioctl row. A thread's slot is made by its first KFD ioctl and kept (filled in place by later
+ * ones: no map update per call, which cost about as much as the rest of the program) until the thread
+ * exits (sched_process_exit). A slot that cannot be made (map full) counts the call as lost.
  *
  * -D knobs: GPT_IOCTL_FUNC_ID, GPT_KFD_RDEV, GPT_OFF_task_struct__files, GPT_OFF_files_struct__fdt,
  * GPT_OFF_fdtable__max_fds, GPT_OFF_fdtable__fd, GPT_OFF_file__f_inode, GPT_OFF_inode__i_rdev,
@@ -39,10 +42,12 @@
 struct gpt_ioctl_inflight_t {
 	struct gpt_event ev;
 	u64 arg; /* user pointer to the argument struct */
+	u64 active; /* 1 between the entry and the exit of a KFD ioctl */
 };
 
+/* one slot per thread that issued a KFD ioctl, key GPT_IOCTL_FUNC_ID << 32 | tid */
 BPF_HASH(gpt_ioctl_inflight, u64, struct gpt_ioctl_inflight_t, GPT_IOCTL_INFLIGHT);
-BPF_PERCPU_ARRAY(gpt_ioctl_scratch, struct gpt_ioctl_inflight_t, 1);
+BPF_PERCPU_ARRAY(gpt_ioctl_scratch, struct gpt_ioctl_inflight_t, 1); /* zeroed: a new thread's slot */
 BPF_ARRAY(gpt_ioctl_known, u8, 256); /* _IOC_NR -> 1 when known (used without GPT_KFD_RDEV) */
 
 static __always_inline int gpt_fd_is_kfd(u32 fd)
@@ -207,10 +212,16 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 		return 0;
 	if (!gpt_fd_is_kfd((u32)args->fd))
 		return 0;
-	int zero = 0;
-	struct gpt_ioctl_inflight_t *s = gpt_ioctl_scratch.lookup(&zero);
-	if (!s)
-		return 0;
+	u64 key = ((u64)GPT_IOCTL_FUNC_ID << 32) | (u32)pid_tgid;
+	struct gpt_ioctl_inflight_t *s = gpt_ioctl_inflight.lookup(&key);
+	if (!s) { /* the thread's first KFD ioctl: make its slot */
+		int zero = 0;
+		struct gpt_ioctl_inflight_t *z = gpt_ioctl_scratch.lookup(&zero);
+		if (!z || gpt_ioctl_inflight.update(&key, z) || !(s = gpt_ioctl_inflight.lookup(&key))) {
+			gpt_count_lost();
+			return 0;
+		}
+	}
 	struct gpt_event *e = &s->ev;
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
@@ -224,8 +235,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 	GPT_SET(e, ioctl_nr, cmd);
 	s->arg = args->arg;
 	gpt_decode_entry(e, cmd, args->arg);
-	u64 key = ((u64)GPT_IOCTL_FUNC_ID << 32) | (u32)pid_tgid;
-	gpt_ioctl_inflight.update(&key, s);
+	s->active = 1;
 	return 0;
 }
 
@@ -233,18 +243,17 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 {
 	u64 key = ((u64)GPT_IOCTL_FUNC_ID << 32) | (u32)bpf_get_current_pid_tgid();
 	struct gpt_ioctl_inflight_t *s = gpt_ioctl_inflight.lookup(&key);
-	if (!s)
+	if (!s || !s->active)
 		return 0;
+	s->active = 0;
 	u64 now = bpf_ktime_get_ns();
 	struct gpt_event *e = gpt_events.ringbuf_reserve(sizeof(struct gpt_event));
 	if (!e) {
 		gpt_count_lost();
-		gpt_ioctl_inflight.delete(&key);
 		return 0;
 	}
 	__builtin_memcpy(e, &s->ev, sizeof(*e));
 	u64 arg = s->arg;
-	gpt_ioctl_inflight.delete(&key);
 	s64 ret = args->ret;
 	GPT_SET(e, dur_ns, now - e->ts_ns);
 	GPT_SET(e, ret, ret);
@@ -257,5 +266,19 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 			GPT_SET(e, queue_id, (s32)qid);
 	}
 	gpt_submit(e);
+	return 0;
+}
+
+/* a thread's slot goes with the thread (and, following the launched command, its tgid entry) */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tid = (u32)pid_tgid;
+	u64 key = ((u64)GPT_IOCTL_FUNC_ID << 32) | tid;
+	gpt_ioctl_inflight.delete(&key);
+#ifdef GPT_FOLLOW_FORK
+	if (tid != (u32)(pid_tgid >> 32))
+		gpt_tgids.delete(&tid); /* a thread's entry; a process's own entry stays until its reaping is moot */
+#endif
 	return 0;
 }
