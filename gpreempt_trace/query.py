@@ -195,6 +195,15 @@ def load_module(con: duckdb.DuckDBPyConnection, mod: Module, params: dict[str, s
         raise QueryError(f"query {mod.name} failed: {str(e).splitlines()[0]}", f"check {mod.path}") from None
 
 
+def materialize(con: duckdb.DuckDBPyConnection, *views: str) -> None:
+    """Compute loaded views once: each becomes a view over a temp table of its rows, so every view that
+    reads it (a module's own and the caller's) stops recomputing it. Views are bound by name when
+    queried, so the order given matters only for cost: give the innermost first."""
+    for v in views:
+        con.execute(f"CREATE TEMP TABLE _gpt_m_{v} AS SELECT * FROM {v}")
+        con.execute(f"CREATE OR REPLACE VIEW {v} AS SELECT * FROM temp._gpt_m_{v}")
+
+
 def _check_params(mod: Module, params: dict[str, str]) -> None:
     known = set(mod.params)
     for inc in mod.includes:

@@ -157,3 +157,15 @@ def test_no_modules_found_is_an_error_not_an_empty_list(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["query", "--list"])
     assert res.exit_code == 1
     assert res.output == f"Error: no query modules in {tmp_path}: the installation is incomplete: reinstall gpreempt-trace (pip install .)\n"
+
+
+def test_materialize_computes_a_view_once_and_keeps_its_rows(tmp_path):
+    from testing.traces import KFD_FUNCS, Q1_EVENTS, write_trace
+
+    t = [str(write_trace(tmp_path / "q1", "q1", Q1_EVENTS, funcs=KFD_FUNCS))]
+    con = api.connect(t)
+    query.load_module(con, query.resolve("queues.lifecycle"))
+    before = con.sql("SELECT * FROM queues_lifecycle").fetchall()
+    query.materialize(con, "_queues_spans", "queues_lifecycle")
+    assert con.sql("SELECT * FROM queues_lifecycle").fetchall() == before
+    assert con.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'queues_lifecycle'").fetchall()[0][0].count("_gpt_m_queues_lifecycle") == 1

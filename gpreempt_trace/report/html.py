@@ -143,9 +143,9 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
     con = query.connect([str(p) for p in paths])
     for name in ("preempt.summary", "queues.counts", "preempt.collateral", "events.overview"):
         query.load_module(con, query.resolve(name), {"scheme": "%"})
-    # views are recomputed at every reference: compute the ones the page reads several times once
-    for view in ("preempt_preemption", "queues_lifecycle", "queues_lifecycle_states"):
-        con.execute(f"CREATE TEMP TABLE _r_{view} AS SELECT * FROM {view}")
+    # views are recomputed at every reference: compute the shared ones once (inner first)
+    query.materialize(con, "_preempt_preemption_core", "preempt_preemption", "_queues_spans", "queues_lifecycle_states",
+                      "queues_lifecycle")
     runs = {r["run_id"]: r for r in _sql(con, "SELECT * FROM runs").to_pylist()}
     lost_all = {rid: r["events_lost"] for rid, r in runs.items()}
     any_synth = any(r["synthetic"] for r in runs.values())
@@ -156,7 +156,7 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
     body += ["<h2>Traces</h2>", _meta_cards(paths, runs)]
 
     # 1. latency CDF per scheme
-    pre = _sql(con, "SELECT run_id, scheme, label, preempt_latency_ns, resume_latency_ns FROM _r_preempt_preemption")
+    pre = _sql(con, "SELECT run_id, scheme, label, preempt_latency_ns, resume_latency_ns FROM preempt_preemption")
     body.append("<h2>Preemption latency (CDF per scheme)</h2>")
     rows = pre.to_pylist()
     have = [r for r in rows if r["preempt_latency_ns"] is not None or r["resume_latency_ns"] is not None]
@@ -255,7 +255,7 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
 
 
 def _timeline(con, plots, lost_all) -> str:
-    first = con.sql("SELECT run_id, gpu_id, request_ts_ns, target_tgid, seq FROM _r_preempt_preemption "
+    first = con.sql("SELECT run_id, gpu_id, request_ts_ns, target_tgid, seq FROM preempt_preemption "
                     "WHERE preempt_latency_ns IS NOT NULL AND gpu_id IS NOT NULL ORDER BY run_id, request_ts_ns LIMIT 1").fetchall()
     if not first:
         return _missing("No preemption matched to kernel unmaps, so there is no timeline to draw. It needs preempt_request markers "
@@ -266,14 +266,14 @@ def _timeline(con, plots, lost_all) -> str:
                       [run_id, target, req]).fetchall()[0][0] or req + 5_000_000
     pad = max(200_000, (end - req) // 4)
     t0, t1 = req - pad, end + pad
-    qs = con.execute("SELECT tgid, label, queue_id, type FROM _r_queues_lifecycle WHERE run_id = ? AND gpu_id = ? AND created_ts_ns < ? "
+    qs = con.execute("SELECT tgid, label, queue_id, type FROM queues_lifecycle WHERE run_id = ? AND gpu_id = ? AND created_ts_ns < ? "
                      "AND (destroyed_ts_ns IS NULL OR destroyed_ts_ns > ?) ORDER BY tgid, queue_id", [run_id, gpu, t1, t0]).fetchall()
     if not qs:
         return _missing("The preempted GPU has no queue with a recorded queue_create: the timeline needs queue_create rows.")
     off = con.execute("SELECT u.ts_ns, m.ts_ns + m.dur_ns FROM events u ASOF LEFT JOIN (SELECT * FROM events WHERE event = 'queues_map') m "
                       "ON m.run_id = u.run_id AND m.gpu_id = u.gpu_id AND m.ts_ns >= u.ts_ns "
                       "WHERE u.run_id = ? AND u.event = 'queues_unmap' AND u.gpu_id = ? AND u.ts_ns BETWEEN ? AND ?", [run_id, gpu, t0, t1]).fetchall()
-    states = con.execute("SELECT tgid, queue_id, state, start_ts_ns, coalesce(end_ts_ns, ?) FROM _r_queues_lifecycle_states "
+    states = con.execute("SELECT tgid, queue_id, state, start_ts_ns, coalesce(end_ts_ns, ?) FROM queues_lifecycle_states "
                          "WHERE run_id = ? AND gpu_id = ? AND start_ts_ns < ? AND coalesce(end_ts_ns, ?) > ?", [t1, run_id, gpu, t1, t1, t0]).fetchall()
     marks = con.execute("SELECT ts_ns, kind FROM markers WHERE run_id = ? AND ts_ns BETWEEN ? AND ? AND kind LIKE '%_re%' ORDER BY ts_ns",
                         [run_id, t0, t1]).fetchall()
