@@ -160,6 +160,23 @@ def wake_every(ring_bytes: int, ncpu: int | None = None) -> int:
     return min(1 << (n.bit_length() - 1), WAKE_EVERY_MAX)
 
 
+RELEASE_EVERY_S = 1.0  # how often the loop hands freed Arrow/heap memory back to the OS
+
+
+def release_freed_memory() -> None:
+    """Return freed memory to the OS: Arrow's pool (mimalloc/jemalloc keep freed pages for reuse) and
+    glibc's heap (numpy batches). Cheap; keeps the recorder's RSS at what it holds, not what it once held."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 COMPILER_LIBS = ("libLLVM", "libclang")  # BCC's compiler: not run again once the program is loaded
 MADV_DONTNEED = 4
 
@@ -391,7 +408,6 @@ class Recorder:
             snap = self._snapshotter(tw)  # fails early (one line) when debugfs/KFD is absent
             bpf = self._bpf = self._compile(prog)
             self._attach(bpf, prog)
-            release_compiler_memory()
             tw.meta["attach_plan"] = [r if isinstance(r, dict) else r.as_dict() for r in prog.rows]
             tw.meta["func_names"] = prog.func_names
             tw.meta["recorder"] = self._meta(prog)
@@ -418,6 +434,7 @@ class Recorder:
                 pid = launcher.start(hold=True)
                 tgids[tgids.Key(pid)] = tgids.Leaf(1)
                 launcher.release()
+            release_compiler_memory()  # after the maps were opened (BCC builds their key/leaf readers lazily)
             events, exit_code = self._loop(ring, decoder, writer, tw, launcher, snap, time.monotonic(), progress)
             if snap:
                 snap.take("after")
@@ -491,26 +508,26 @@ class Recorder:
         """Drain, decode and write until the command exits, --duration (from t0) passes or a signal
         comes; then drain only what the ring held at that moment, for at most stop_drain_s."""
         o = self.o
-        buf = np.empty(BATCH_RECORDS, ring.slot["rec"])
-        pending: list[np.ndarray] = []
+        dtype = ring.slot["rec"]
+        batch = np.empty(BATCH_RECORDS, dtype)  # the ring is copied straight into the next batch to decode
         pending_n = total = 0
-        last_decode = last_status = last_snap = time.monotonic()
+        last_decode = last_status = last_snap = last_release = time.monotonic()
         status_n = 0
         exit_code = None
         stop_pos = None  # ring producer position when the stop began: later records are after the run
         stop_by = 0.0  # monotonic deadline of the final drain
         while True:
-            n = ring.read_into(buf, until=stop_pos)
-            if n:
-                pending.append(buf[:n].copy())
-                pending_n += n
-                total += n
+            n = ring.read_into(batch[pending_n:], until=stop_pos)
+            pending_n += n
+            total += n
             now = time.monotonic()
-            if pending and (pending_n >= BATCH_RECORDS or now - last_decode >= DECODE_EVERY_S or stop_pos is not None):
-                batch = pending[0] if len(pending) == 1 else np.concatenate(pending)
-                writer.append_table(decoder.decode(batch))
-                pending, pending_n, last_decode = [], 0, now
+            if pending_n and (pending_n >= BATCH_RECORDS or now - last_decode >= DECODE_EVERY_S or stop_pos is not None):
+                writer.append_table(decoder.decode(batch[:pending_n]))
+                batch, pending_n, last_decode = np.empty(BATCH_RECORDS, dtype), 0, now
             tw.tick()
+            if now - last_release >= RELEASE_EVERY_S:
+                release_freed_memory()
+                last_release = now
             if launcher is not None:
                 launcher.tick()
             if progress is not None and now - last_status >= 0.5:
