@@ -64,3 +64,15 @@ def test_report_newer_format_is_one_line(tmp_path):
     (r1 / "meta.json").write_text(json.dumps(meta))
     res = CliRunner().invoke(main, ["report", str(r1), "-o", str(tmp_path / "o")])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "trace format v2, this tool reads up to v1" in res.output
+
+
+def test_a_run_without_recorder_is_not_called_lossy(tmp_path):
+    from gpreempt_trace import markers, trace
+
+    tw = trace.TraceWriter.create(tmp_path / "snap")  # what `snapshot` alone writes: no recorder, no kernel events
+    with markers.MarkerWriter(str(tmp_path / "snap"), "snapshot") as m:
+        m.add("snapshot_phase", label="baseline")
+    tw.close()
+    page = api.report([str(tmp_path / "snap")], str(tmp_path / "out")).read_text()
+    assert "No recorder ran in this run" in page and "none (no recorder ran)" in page
+    assert "lost an unknown number of events" not in page

@@ -110,12 +110,14 @@ def _meta_cards(paths: Sequence[Path], runs: dict) -> str:
         synth = bool(m.get("synthetic"))
         dur = f"{(m['stop_ns'] - m['start_ns']) / 1e9:.3f} s" if m.get("stop_ns") and m.get("start_ns") else "unknown (not finished: killed recorder?)"
         ev = r.get("events_written")
+        # snapshots or markers only: no recorder ran, so there is no kernel event to lose
+        unrecorded = not plan and not synth and lost is None and not ev
         ev_txt = "unknown" if ev is None else f"{ev:,}" + (" (counted from the segments: meta.json does not know)" if r.get("events_written_derived") else "")
         rows = [
             ("run_id", m.get("run_id")), ("path", str(t)), ("synthetic", "YES — generated data, not a measurement" if synth else "no (recorded)"),
             ("kernel", m.get("kernel")), ("host", m.get("host")), ("format version", m.get("version")),
             ("labels", ", ".join(f"{k}={v}" for k, v in (m.get("labels") or {}).items()) or "none"),
-            ("duration", dur), ("events", ev_txt), ("events lost", "unknown" if lost is None else f"{lost:,}"),
+            ("duration", dur), ("events", ev_txt), ("events lost", "none (no recorder ran)" if unrecorded else "unknown" if lost is None else f"{lost:,}"),
             ("attach plan", f"{len(att)} of {len(plan)} probes attached" if plan else ("none (synthetic trace)" if synth else "not recorded")),
         ]
         body = "".join(f"<tr><th class='l'>{_esc(k)}</th><td class='l'>{_esc(v)}</td></tr>" for k, v in rows)
@@ -123,7 +125,9 @@ def _meta_cards(paths: Sequence[Path], runs: dict) -> str:
         if not_att:
             extra = "<p>Not attached: " + "; ".join(_esc(f"{p.get('probe')} ({p.get('reason') or p.get('status')})") for p in not_att[:20]) + \
                 (f"; … {len(not_att) - 20} more" if len(not_att) > 20 else "") + "</p>"
-        if lost is None or lost:
+        if unrecorded:
+            extra += "<p>No recorder ran in this run (debugfs snapshots / markers only): it holds no kernel events.</p>"
+        elif lost is None or lost:
             extra += f"<p class='lost'>This run lost {'an unknown number of' if lost is None else f'{lost:,}'} events: every number below that comes from it may miss rows.</p>"
         banner = "<div class='synthetic'>SYNTHETIC TRACE</div>" if synth else ""
         out.append(f"<div class='card'>{banner}<table>{body}</table>{extra}</div>")
