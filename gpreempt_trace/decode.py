@@ -26,11 +26,20 @@ def _lookup(ids: np.ndarray, null: np.ndarray | None, name_of: NameOf) -> pa.Arr
 
 
 def _take_names(names: pa.Array, indices: pa.Array | np.ndarray, null: np.ndarray | None) -> pa.Array:
-    if null is not None:
-        indices = pa.array(indices if isinstance(indices, np.ndarray) else indices.to_numpy(zero_copy_only=False), mask=null)
-    elif isinstance(indices, np.ndarray):
-        indices = pa.array(indices)
-    return pc.take(names, indices)
+    """names[indices] as a plain string array (NULL where `null`). A batch of one name (the usual case:
+    a burst of the same call) is built straight from buffers; else through a dictionary cast, which is
+    about twice as fast as `take` on strings."""
+    idx = indices if isinstance(indices, np.ndarray) else indices.to_numpy(zero_copy_only=False)
+    idx = idx.astype(np.int32, copy=False)
+    n = len(idx)
+    if null is None and n and not (idx != idx[0]).any() and n * len(names[int(idx[0])].as_py() or "") < 2**31:
+        value = names[int(idx[0])].as_py()
+        if value is None:
+            return pa.nulls(n, pa.string())
+        raw = value.encode()
+        offsets = np.arange(0, (n + 1) * len(raw), len(raw) or 1, dtype=np.int32)[:n + 1] if raw else np.zeros(n + 1, np.int32)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
+    return pa.DictionaryArray.from_arrays(pa.array(idx, mask=null), names).cast(pa.string())
 
 
 def _table_lookup(table: Sequence[str]) -> NameOf:

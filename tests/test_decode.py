@@ -116,3 +116,29 @@ def test_one_decoder_over_batches_of_growing_size_keeps_run_id():
         t = dec.decode(rec)
         assert t.num_rows == n and t.column("run_id").to_pylist() == ["run-3"] * n
     assert dec.decode(rec).to_pylist() == _reference(rec, "run-3")
+
+
+def test_decoded_table_shares_no_memory_with_the_records():
+    """The recorder reuses one batch buffer for the whole run: a decoded table (written later, on the
+    writer's thread) must not point into it."""
+    rec = _random_records(1000, 8, {"qids"}, set())
+    lo, hi = rec.ctypes.data, rec.ctypes.data + rec.nbytes
+    t = decode.EventDecoder("r", FUNCS, IOCTL_NAMES.get).decode(rec)
+    for name, col in zip(t.column_names, t.columns):
+        for chunk in col.chunks:
+            for buf in chunk.buffers():
+                assert buf is None or not lo <= buf.address < hi, name
+    want = t.to_pylist()
+    rec[:] = np.zeros(1, rec.dtype)
+    assert t.to_pylist() == want
+
+
+@pytest.mark.parametrize("comm", [b"ioctl_loop", b""])
+def test_one_name_per_column_batches_equal_reference(comm):
+    """A burst of one call: every row has the same event, func, comm and ioctl name (built from buffers)."""
+    rec = _random_records(500, 9, set(NULLABLE), set())
+    rec["event_id"], rec["qtype_id"], rec["comm"], rec["ioctl_nr"] = 12, 5, comm, 0xC0584B02
+    rec["func_id"] = len(FUNCS) + 1  # known id, no name: NULL in every row
+    got = decode.EventDecoder("run-4", FUNCS, IOCTL_NAMES.get).decode(rec)
+    assert got.to_pylist() == _reference(rec, "run-4")
+    assert got.column("func").null_count == 500 and set(got.column("comm").to_pylist()) == {comm.decode()}
