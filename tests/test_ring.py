@@ -1,4 +1,5 @@
-"""RingReader over a file laid out like a BPF ring buffer map (consumer page, producer page, data):
+"""RingReader over a file laid out like a BPF ring buffer map (consumer page, producer page, data pages
+twice), with a window as large as the ring and one of two pages:
 committed records come out in order, across the end of the data area, busy ones stop the read,
 discarded ones are skipped and not counted, records of another size are skipped and counted."""
 from __future__ import annotations
@@ -16,16 +17,17 @@ DATA = 4 * mmap.PAGESIZE
 
 
 class FakeRing:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, window_bytes):
         self.fd = os.open(tmp_path / "ring", os.O_RDWR | os.O_CREAT)
-        os.ftruncate(self.fd, 2 * mmap.PAGESIZE + DATA)
-        self.mm = mmap.mmap(self.fd, 2 * mmap.PAGESIZE + DATA)
+        os.ftruncate(self.fd, 2 * mmap.PAGESIZE + 2 * DATA)
+        self.mm = mmap.mmap(self.fd, 2 * mmap.PAGESIZE + 2 * DATA)
         self.prod = 0
-        self.reader = RingReader(self.fd, DATA, REC)
+        self.reader = RingReader(self.fd, DATA, REC, window_bytes)
 
     def _put(self, off: int, raw: bytes) -> None:
-        for i, b in enumerate(raw):  # byte by byte: wraps like the kernel's double mapping
+        for i, b in enumerate(raw):  # the data pages twice in a row, as the kernel maps them
             self.mm[2 * mmap.PAGESIZE + (off + i) % DATA] = b
+            self.mm[2 * mmap.PAGESIZE + DATA + (off + i) % DATA] = b
 
     def push(self, value: int, flags: int = 0, size: int = REC.itemsize) -> None:
         body = np.zeros(1, REC)
@@ -44,9 +46,9 @@ class FakeRing:
         return int(np.frombuffer(self.mm[:8], "<u8")[0])
 
 
-@pytest.fixture
-def ring(tmp_path):
-    r = FakeRing(tmp_path)
+@pytest.fixture(params=[DATA, 2 * mmap.PAGESIZE], ids=["window=ring", "window=2 pages"])
+def ring(tmp_path, request):
+    r = FakeRing(tmp_path, request.param)
     yield r
     r.reader.close()
     r.mm.close()
@@ -67,6 +69,15 @@ def test_records_read_in_order_across_many_laps(ring):
     assert seen == [lap * 1000 + i for lap in range(5) for i in range(300)]
     assert ring.cons == ring.prod
     assert out["d"][0] == out["a"][0] * 3
+
+
+def test_the_mapped_window_is_at_most_the_configured_size(ring):
+    assert ring.reader.window in (DATA, 2 * mmap.PAGESIZE)
+    for i in range(1000):
+        ring.push(i)
+        if i % 50 == 0:
+            ring.reader.read_into(np.empty(100, REC))
+            assert len(ring.reader._win_mm) == ring.reader.window
 
 
 def test_busy_record_stops_the_read_until_committed(ring):
