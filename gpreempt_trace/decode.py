@@ -20,6 +20,8 @@ NameOf = Callable[[int], Optional[str]]
 
 def _lookup(ids: np.ndarray, null: np.ndarray | None, name_of: NameOf) -> pa.Array:
     """Map integer ids to strings through the few distinct values of the batch (hash-based)."""
+    if null is None and len(ids) and not (ids != ids[0]).any():  # one id in the whole batch
+        return _take_names(pa.array([name_of(int(ids[0]))], pa.string()), np.zeros(len(ids), np.int32), None)
     enc = pc.dictionary_encode(pa.array(ids))
     names = pa.array([name_of(int(u)) for u in enc.dictionary.to_numpy()], pa.string())
     return _take_names(names, enc.indices, null)
@@ -140,6 +142,9 @@ class EventDecoder:
 
 def _lookup_bytes(vals: np.ndarray, null: np.ndarray | None) -> pa.Array:
     """Fixed-width NUL-padded C strings (comm) to strings, through their few distinct values."""
+    if null is None and len(vals) and not (vals != vals[0]).any():  # one name in the whole batch
+        name = bytes(vals[0]).rstrip(b"\0").decode("utf-8", "replace")
+        return _take_names(pa.array([name], pa.string()), np.zeros(len(vals), np.int32), None)
     width = vals.dtype.itemsize
     raw = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(vals), [None, pa.py_buffer(np.ascontiguousarray(vals))])
     enc = pc.dictionary_encode(raw)
