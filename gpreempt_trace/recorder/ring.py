@@ -122,11 +122,15 @@ class RingReader:
         return got
 
     def _read_odd(self, cons: int, avail: int) -> int:
-        """Skip one committed record that is not a gpt_event (or stop at a busy one)."""
+        """Skip one committed record that is not a gpt_event (or stop at a busy one). The header is read
+        again here: a record that was busy when read_into looked may be committed now, and a committed
+        gpt_event is left for read_into (1 = look again), never skipped as odd."""
         start = cons & self.mask
         ln = int(self._bytes(start, 4).view(np.uint32)[0])
         if ln & int(BUSY_BIT):
             return 0
+        if ln & ~(int(BUSY_BIT) | int(DISCARD_BIT)) == self.rec_size:
+            return 1
         total = ((ln & ~(int(BUSY_BIT) | int(DISCARD_BIT))) + HDR_SIZE + 7) // 8 * 8
         if total > avail:
             return 0
