@@ -7,25 +7,34 @@ from typing import Iterable, Sequence
 
 import pyarrow as pa
 
-from . import query as _query
 from .errors import GptError
 from .trace import find_traces, parse_labels, read_meta  # noqa: F401  (re-exported)
 
-parse_params = _query.parse_params
+
+def _query():
+    """query.py, imported when first used: DuckDB adds ~65 MiB of shared-library pages to processes
+    that never query (the recorder, workloads, the controller)."""
+    from . import query
+
+    return query
 
 
-def list_queries() -> list[_query.Module]:
-    return list(_query.list_modules().values())
+def parse_params(pairs: Iterable[str]) -> dict[str, str]:
+    return _query().parse_params(pairs)
+
+
+def list_queries() -> list:
+    return list(_query().list_modules().values())
 
 
 def query(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None = None) -> pa.Table:
     """Run a query module (or a .sql file) over traces; returns an Arrow table."""
-    return _query.run(name_or_file, traces, params)
+    return _query().run(name_or_file, traces, params)
 
 
 def connect(traces: Sequence[str]):
     """A DuckDB connection with views events, markers, snapshots, runs over the traces."""
-    return _query.connect(traces)
+    return _query().connect(traces)
 
 
 def export_hive(traces: Iterable[str], dest: str) -> list[Path]:
