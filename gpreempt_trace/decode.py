@@ -21,7 +21,7 @@ NameOf = Callable[[int], Optional[str]]
 def _lookup(ids: np.ndarray, null: np.ndarray | None, name_of: NameOf) -> pa.Array:
     """Map integer ids to strings through the few distinct values of the batch (hash-based)."""
     if null is None and len(ids) and not (ids != ids[0]).any():  # one id in the whole batch
-        return _take_names(pa.array([name_of(int(ids[0]))], pa.string()), np.zeros(len(ids), np.int32), None)
+        return _repeated(name_of(int(ids[0])), len(ids))
     enc = pc.dictionary_encode(pa.array(ids))
     names = pa.array([name_of(int(u)) for u in enc.dictionary.to_numpy()], pa.string())
     return _take_names(names, enc.indices, null)
@@ -33,15 +33,20 @@ def _take_names(names: pa.Array, indices: pa.Array | np.ndarray, null: np.ndarra
     about twice as fast as `take` on strings."""
     idx = indices if isinstance(indices, np.ndarray) else indices.to_numpy(zero_copy_only=False)
     idx = idx.astype(np.int32, copy=False)
-    n = len(idx)
-    if null is None and n and not (idx != idx[0]).any() and n * len(names[int(idx[0])].as_py() or "") < 2**31:
-        value = names[int(idx[0])].as_py()
-        if value is None:
-            return pa.nulls(n, pa.string())
-        raw = value.encode()
-        offsets = np.arange(0, (n + 1) * len(raw), len(raw) or 1, dtype=np.int32)[:n + 1] if raw else np.zeros(n + 1, np.int32)
-        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
+    if null is None and len(idx) and not (idx != idx[0]).any():
+        return _repeated(names[int(idx[0])].as_py(), len(idx))
     return pa.DictionaryArray.from_arrays(pa.array(idx, mask=null), names).cast(pa.string())
+
+
+def _repeated(value: str | None, n: int) -> pa.Array:
+    """`value` n times as a string array, built straight from buffers (NULLs when value is None)."""
+    if value is None:
+        return pa.nulls(n, pa.string())
+    raw = value.encode()
+    if n * len(raw) >= 2**31:  # past int32 offsets: the general path
+        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value])).cast(pa.string())
+    offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
 
 
 def _table_lookup(table: Sequence[str]) -> NameOf:
@@ -143,8 +148,7 @@ class EventDecoder:
 def _lookup_bytes(vals: np.ndarray, null: np.ndarray | None) -> pa.Array:
     """Fixed-width NUL-padded C strings (comm) to strings, through their few distinct values."""
     if null is None and len(vals) and not (vals != vals[0]).any():  # one name in the whole batch
-        name = bytes(vals[0]).rstrip(b"\0").decode("utf-8", "replace")
-        return _take_names(pa.array([name], pa.string()), np.zeros(len(vals), np.int32), None)
+        return _repeated(bytes(vals[0]).rstrip(b"\0").decode("utf-8", "replace"), len(vals))
     width = vals.dtype.itemsize
     raw = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(vals), [None, pa.py_buffer(np.ascontiguousarray(vals))])
     enc = pc.dictionary_encode(raw)

@@ -142,3 +142,12 @@ def test_one_name_per_column_batches_equal_reference(comm):
     got = decode.EventDecoder("run-4", FUNCS, IOCTL_NAMES.get).decode(rec)
     assert got.to_pylist() == _reference(rec, "run-4")
     assert got.column("func").null_count == 500 and set(got.column("comm").to_pylist()) == {comm.decode()}
+
+
+def test_a_repeated_name_column_is_exact_for_empty_null_and_zero_rows():
+    from gpreempt_trace.decode import _repeated
+
+    assert _repeated("ab", 3).to_pylist() == ["ab", "ab", "ab"]
+    assert _repeated("", 2).to_pylist() == ["", ""]
+    assert _repeated(None, 2).to_pylist() == [None, None]
+    assert _repeated("x", 0).to_pylist() == []
