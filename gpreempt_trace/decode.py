@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import record_layout, schema
+from .arrays import from_numpy, strings, to_numpy
 
 NameOf = Callable[[int], Optional[str]]
 
@@ -22,8 +23,8 @@ def _lookup(ids: np.ndarray, null: np.ndarray | None, name_of: NameOf) -> pa.Arr
     """Map integer ids to strings through the few distinct values of the batch (hash-based)."""
     if null is None and len(ids) and not (ids != ids[0]).any():  # one id in the whole batch
         return _repeated(name_of(int(ids[0])), len(ids))
-    enc = pc.dictionary_encode(pa.array(ids))
-    names = pa.array([name_of(int(u)) for u in enc.dictionary.to_numpy()], pa.string())
+    enc = pc.dictionary_encode(from_numpy(ids, pa.from_numpy_dtype(ids.dtype)))
+    names = strings([name_of(int(u)) for u in to_numpy(enc.dictionary)])
     return _take_names(names, enc.indices, null)
 
 
@@ -31,11 +32,11 @@ def _take_names(names: pa.Array, indices: pa.Array | np.ndarray, null: np.ndarra
     """names[indices] as a plain string array (NULL where `null`). A batch of one name (the usual case:
     a burst of the same call) is built straight from buffers; else through a dictionary cast, which is
     about twice as fast as `take` on strings."""
-    idx = indices if isinstance(indices, np.ndarray) else indices.to_numpy(zero_copy_only=False)
+    idx = indices if isinstance(indices, np.ndarray) else to_numpy(indices)
     idx = idx.astype(np.int32, copy=False)
     if null is None and len(idx) and not (idx != idx[0]).any():
         return _repeated(names[int(idx[0])].as_py(), len(idx))
-    return pa.DictionaryArray.from_arrays(pa.array(idx, mask=null), names).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(from_numpy(idx, pa.int32(), null), names).cast(pa.string())
 
 
 def _repeated(value: str | None, n: int) -> pa.Array:
@@ -44,7 +45,7 @@ def _repeated(value: str | None, n: int) -> pa.Array:
         return pa.nulls(n, pa.string())
     raw = value.encode()
     if n * len(raw) >= 2**31:  # past int32 offsets: the general path
-        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value])).cast(pa.string())
+        return pa.DictionaryArray.from_arrays(from_numpy(np.zeros(n, np.int32), pa.int32()), strings([value])).cast(pa.string())
     offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
 
@@ -59,7 +60,7 @@ class _SmallTable:
 
     def __init__(self, table: Sequence[str]):
         self.n = len(table)
-        self.names = pa.array(list(table) + [None], pa.string())
+        self.names = strings(list(table) + [None])
 
     def __call__(self, ids: np.ndarray, null: np.ndarray | None) -> pa.Array:
         idx = np.minimum(ids, self.n).astype(np.int32, copy=False)
@@ -83,12 +84,12 @@ class EventDecoder:
         self._small = {"event_id": _SmallTable(schema.EVENTS), "func_id": _SmallTable(tuple(func_names)),
                        "qtype_id": _SmallTable(schema.QUEUE_TYPES)}
         self._cols = {c.name: c for c in schema.EVENT_COLUMNS}
-        self._run_ids = pa.array([], pa.string())
+        self._run_ids = strings([])
 
     def _run_id_column(self, n: int) -> pa.Array:
         if len(self._run_ids) < n:  # one string per row; kept and sliced (zero-copy) for later batches
-            self._run_ids = pa.DictionaryArray.from_arrays(pa.array(np.zeros(max(n, 65536), np.int32)),
-                                                           pa.array([self.run_id])).cast(pa.string())
+            self._run_ids = pa.DictionaryArray.from_arrays(from_numpy(np.zeros(max(n, 65536), np.int32), pa.int32()),
+                                                           strings([self.run_id])).cast(pa.string())
         return self._run_ids.slice(0, n)
 
     def _null(self, name: str) -> np.ndarray | None | bool:
@@ -126,12 +127,7 @@ class EventDecoder:
             elif col.c.startswith("char"):
                 arr = _lookup_bytes(rec[col.name], null)
             else:
-                vals = rec[col.name]
-                if field.type == pa.bool_():
-                    vals = vals != 0
-                else:
-                    vals = vals.astype(field.type.to_pandas_dtype(), copy=False)
-                arr = pa.array(vals, field.type, mask=null)
+                arr = from_numpy(rec[col.name], field.type, null)
             arrays.append(arr)
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
@@ -140,9 +136,9 @@ class EventDecoder:
         counts = np.minimum(rec["num_queues"], schema.MAX_QUEUE_IDS).astype(np.int32)
         counts[null] = 0
         take = np.arange(schema.MAX_QUEUE_IDS)[None, :] < counts[:, None]
-        values = pa.array(rec["qids"][take].astype(np.int32))
-        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-        return pa.ListArray.from_arrays(offsets, values, mask=pa.array(null) if null.any() else None)
+        values = from_numpy(rec["qids"][take], pa.int32())
+        offsets = from_numpy(np.concatenate([[0], np.cumsum(counts)]), pa.int32())
+        return pa.ListArray.from_arrays(offsets, values, mask=from_numpy(null, pa.bool_()) if null.any() else None)
 
 
 def _lookup_bytes(vals: np.ndarray, null: np.ndarray | None) -> pa.Array:
@@ -152,7 +148,7 @@ def _lookup_bytes(vals: np.ndarray, null: np.ndarray | None) -> pa.Array:
     width = vals.dtype.itemsize
     raw = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(vals), [None, pa.py_buffer(np.ascontiguousarray(vals))])
     enc = pc.dictionary_encode(raw)
-    names = pa.array([u.rstrip(b"\0").decode("utf-8", "replace") for u in enc.dictionary.to_pylist()], pa.string())
+    names = strings([u.rstrip(b"\0").decode("utf-8", "replace") for u in enc.dictionary.to_pylist()])
     return _take_names(names, enc.indices, null)
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from . import __version__, schema
 from .errors import GptError, NewerFormat, NotATrace
-from .writer import SCHEMA_FILE, SegmentWriter
+from .writer import SCHEMA_FILE, SegmentWriter, empty_table
 
 FORMAT = "gpreempt-trace"
 VERSION = 1
@@ -111,7 +111,7 @@ class TraceWriter:
         tw = cls(p, meta)
         for table in TABLE_NAMES:  # zero-row schema files: plain-SQL globs always match
             (p / table).mkdir()
-            pq.write_table(schema.table_schema(table).empty_table(), p / table / SCHEMA_FILE)
+            pq.write_table(empty_table(schema.table_schema(table)), p / table / SCHEMA_FILE)
         tw.save_meta()
         return tw
 
