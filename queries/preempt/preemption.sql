@@ -21,29 +21,30 @@ SELECT run_id, seq, map_from_entries(list_sort(list({'k': queue_ids[1], 'v': lab
 FROM markers WHERE kind = 'queue_result' AND len(queue_ids) = 1 GROUP BY run_id, seq;
 
 -- the latency columns alone (preempt.summary reads this; the public view adds queue ids, results,
--- labels, loss). Shaped by EXPLAIN ANALYZE on 10 M events: markers and events are each scanned once
--- (materialized CTEs); rows are keyed by `rk` = hash(run_id) and `fam` (0 preempt, 1 resume), so
--- sorts and joins compare integers (a string key doubled each ASOF join); "next row of the same
--- group" is an unpartitioned window over one sort with the group checked on the neighbour (a
--- PARTITION BY window or a third ASOF join cost 2-3x more).
+-- labels, loss). Shaped by EXPLAIN ANALYZE on 10 M events: requests and done markers are read by two
+-- scans of markers, each with its own filter, and carry no strings but the scheme (materializing one
+-- shared scan with run_id and label cost more than the second scan); rows are keyed by `rk` =
+-- hash(run_id) and `fam` (0 preempt, 1 resume), so sorts and joins compare integers (a string key
+-- doubled each ASOF join); "next row of the same group" is an unpartitioned window over one sort with
+-- the group checked on the neighbour (a PARTITION BY window or a third ASOF join cost 2-3x more; one
+-- ASOF join over both families 1.7x the two; lead(... IGNORE NULLS) over requests and kernel rows in
+-- one sort instead of the ASOF joins 3.7x).
 CREATE VIEW _preempt_preemption_core AS
-WITH mk AS MATERIALIZED (
-  SELECT hash(run_id) AS rk, run_id, seq, ts_ns, scheme, target_tgid, gpu_id, label,
-         CASE WHEN kind IN ('preempt_request', 'preempt_done') THEN 0 ELSE 1 END AS fam,
-         kind IN ('preempt_done', 'resume_done') AS is_done
-  FROM markers WHERE kind IN ('preempt_request', 'resume_request', 'preempt_done', 'resume_done')
-), rk AS MATERIALIZED (  -- rk -> run_id; two run ids with one hash stop the query (never a silent mix)
-  SELECT rk, CASE WHEN count(DISTINCT run_id) = 1 THEN any_value(run_id)
-                  ELSE error('preempt.preemption: two run ids hash alike: ' || string_agg(DISTINCT run_id, ', ')) END AS run_id
-  FROM mk GROUP BY rk
+WITH rk AS MATERIALIZED (  -- rk -> run_id; two run ids with one hash stop the query (never a silent mix)
+  SELECT hash(run_id) AS rk, CASE WHEN count(*) = 1 THEN any_value(run_id)
+                  ELSE error('preempt.preemption: two run ids hash alike: ' || string_agg(run_id, ', ')) END AS run_id
+  FROM (SELECT DISTINCT run_id FROM markers WHERE kind IN ('preempt_request', 'resume_request', 'preempt_done', 'resume_done'))
+  GROUP BY hash(run_id)
 ), done AS MATERIALIZED (  -- the first done marker of each call
-  SELECT rk, seq, fam, min(ts_ns) AS ts_ns, arg_min(label, ts_ns) AS label FROM mk WHERE is_done GROUP BY rk, seq, fam
+  SELECT hash(run_id) AS rk, seq, CASE WHEN kind = 'preempt_done' THEN 0 ELSE 1 END AS fam, min(ts_ns) AS ts_ns, arg_min(label, ts_ns) AS label
+  FROM markers WHERE kind IN ('preempt_done', 'resume_done') GROUP BY ALL
 ), rd AS MATERIALIZED (  -- requests, with the time of the target's next request of the same kind
   SELECT r.rk, r.seq, r.ts_ns, r.scheme, r.target_tgid, r.gpu_id, r.fam, r.gpu_key, d.ts_ns AS done_ts_ns, d.label AS result,
          CASE WHEN nk.rk = r.rk AND nk.target_tgid IS NOT DISTINCT FROM r.target_tgid AND nk.fam = r.fam THEN nk.ts_ns END AS next_same_kind_ts_ns
   FROM (SELECT *, coalesce(gpu_id, 4294967295) AS gpu_key,
                lead({'rk': rk, 'target_tgid': target_tgid, 'fam': fam, 'ts_ns': ts_ns}) OVER (ORDER BY rk, target_tgid, fam, ts_ns) AS nk
-        FROM mk WHERE NOT is_done) r
+        FROM (SELECT hash(run_id) AS rk, seq, ts_ns, scheme, target_tgid, gpu_id, CASE WHEN kind = 'preempt_request' THEN 0 ELSE 1 END AS fam
+              FROM markers WHERE kind IN ('preempt_request', 'resume_request'))) r
   LEFT JOIN done d ON d.rk = r.rk AND d.seq = r.seq AND d.fam = r.fam
 ), k AS MATERIALIZED (
   SELECT hash(run_id) AS rk, gpu_id, CASE WHEN event = 'queues_unmap' THEN 0 ELSE 1 END AS fam, ts_ns, ts_ns + dur_ns AS end_ns
