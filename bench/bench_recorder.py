@@ -7,8 +7,12 @@
    interleaved, median of REPS.
 2. Highest event rate recorded with 0 lost: the loop paced at rising rates (and flat out); events
    written / lost come from the trace's meta.json; bpftrace's count from its output file.
-3. Recorder RSS and CPU at 10 k events/s (from /proc of the recorder process over the paced run).
-Prints one block of numbers. Needs root, cc (to build bench/ioctl_loop.c) and optionally bpftrace.
+3. Recorder RSS and CPU at 10 k events/s (from /proc of the recorder process over the paced run),
+   FOOT_REPS runs interleaved with the other cases' load; each with the load average.
+4. The BPF programs alone: the recorder's program loaded in this process with the ring never read,
+   kernel.bpf_stats_enabled on: ns per run of the entry and exit programs, and ns added per call.
+Prints the figures, then each issue-14 figure next to its target. GPT_BENCH_PARTS=cost,rates,capacity,
+footprint,bpf selects parts. Needs root, cc (to build bench/ioctl_loop.c) and optionally bpftrace.
 """
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ CALLS = int(os.environ.get("GPT_BENCH_CALLS", "300000"))
 RATES = [int(r) for r in os.environ.get("GPT_BENCH_RATES", "25000,50000,100000,200000,400000,1000000").split(",")]
 BT_RATES = os.environ.get("GPT_BENCH_BT_RATES", "1") != "0"  # 0: no printing-bpftrace run at each rate
 FLOOR_FACTOR = 1.5  # target: added ns/call <= this times the count-only floor
+PARTS = set(os.environ.get("GPT_BENCH_PARTS", "cost,rates,capacity,footprint,bpf").split(","))
+FOOT_REPS = int(os.environ.get("GPT_BENCH_FOOT_REPS", "3"))
+RSS_TARGET_MB, CPU_TARGET_PCT = 150, 5.0  # issue 14, at 10 k events/s
 BPFTRACE_COUNT = r"""
 tracepoint:syscalls:sys_enter_ioctl /(args->cmd >> 8 & 0xff) == 0x4b/ { @enter = count(); }
 tracepoint:syscalls:sys_exit_ioctl { @exit = count(); }
@@ -172,83 +179,206 @@ def userspace_capacity(tmp: Path, n: int = 1048576) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
+def rng(vals, fmt="{:.0f}") -> str:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "n/a"
+    lo, hi = min(vals), max(vals)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def footprint(tmp: Path, exe: Path, tag: str) -> dict:
+    """RSS and CPU of the recorder at 10 k events/s (100 k calls = 10 s; CPU from 1 s to 9 s)."""
+    rec = Recorder(tmp / f"rss{tag}", loop_argv(exe, 100000, 10000))
+    rec.wait_recording()
+    time.sleep(1)
+    c0, t0 = rec.cpu_s(), time.monotonic()
+    time.sleep(8)
+    c1, t1 = rec.cpu_s(), time.monotonic()
+    rss, hwm = rec.rss_kb()
+    try:
+        roll = Path(f"/proc/{rec.proc.pid}/smaps_rollup").read_text().splitlines()
+        anon = int(next(ln.split()[1] for ln in roll if ln.startswith("Anonymous:")))
+    except (OSError, StopIteration):
+        anon = None
+    res = rec.finish()
+    return {"cpu": 100 * (c1 - c0) / (t1 - t0), "rss": rss / 1024, "hwm": hwm / 1024, "anon": anon and anon / 1024,
+            "written": res["written"], "lost": res["lost"], "load": os.getloadavg()[0]}
+
+
+PROG_INFO_RUN_TIME_NS, PROG_INFO_RUN_CNT = 192, 200  # offsetof(struct bpf_prog_info, run_time_ns / run_cnt)
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def bpf_alone(exe: Path, reps: int = REPS) -> dict | None:
+    """The recorder's BPF program (ioctl path, as `record --probes ioctl --kfd-path /dev/null` builds it)
+    loaded here with a ring large enough never to fill and never read: ns per run of each program
+    (kernel.bpf_stats_enabled) and ns added per call, against the untraced loop, interleaved."""
+    import ctypes
+
+    from gpreempt_trace.recorder import runtime
+
+    os.environ["BCC_KERNEL_SOURCE"] = str(runtime.STUB_DIR)
+    try:
+        from bcc import libbcc
+    except ImportError:
+        return None
+    calls = min(CALLS, 200000)
+    rec = runtime.Recorder(runtime.RecordOptions(output=str(exe.parent / "unused"), probes="ioctl", kfd_path="/dev/null",
+                                                 ringbuf_mb=256))
+    prog = rec.build()
+    none, traced, per_run = [], [], {}
+    for _ in range(reps):  # untraced, before and after the program is loaded
+        n, ns, _ = run_loop(exe, calls)
+        none.append(ns / n)
+    old = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1")
+    try:
+        bpf = rec._compile(prog)
+
+        def stats():
+            out = {}
+            for name, fn in bpf.funcs.items():
+                buf = ctypes.create_string_buffer(runtime.PROG_INFO_SIZE)
+                size = ctypes.c_uint32(runtime.PROG_INFO_SIZE)
+                if libbcc.lib.bpf_obj_get_info(fn.fd, buf, ctypes.byref(size)) == 0:
+                    g = lambda o: int.from_bytes(buf.raw[o:o + 8], "little")  # noqa: E731
+                    out[name.decode()] = (g(PROG_INFO_RUN_TIME_NS), g(PROG_INFO_RUN_CNT))
+            return out
+
+        s0 = stats()
+        for _ in range(reps):
+            n, ns, _ = run_loop(exe, calls)
+            traced.append(ns / n)
+        s1 = stats()
+        for name in s1:
+            dt, dc = s1[name][0] - s0[name][0], s1[name][1] - s0[name][1]
+            if dc >= calls:
+                per_run[name.replace("tracepoint__syscalls__", "")] = dt / dc
+        lost = int(sum(bpf[b"gpt_lost"][0]))
+        bpf.cleanup()
+    finally:
+        BPF_STATS.write_text(old)
+    for _ in range(reps):
+        n, ns, _ = run_loop(exe, calls)
+        none.append(ns / n)
+    return {"added": statistics.median(traced) - statistics.median(none), "per_run": per_run, "lost": lost, "load": os.getloadavg()[0]}
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("bench_recorder: needs root (skipped)")
         return 0
     have_bt = shutil.which("bpftrace") is not None
+    summary: list[str] = []
     with tempfile.TemporaryDirectory(prefix="gpt-bench-") as d:
         tmp = Path(d)
         exe = build_loop(tmp)
-        print(f"bench_recorder: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f} at start, {CALLS} calls per run")
+        print(f"bench_recorder: {os.cpu_count()} cpus, {load()} at start, {CALLS} calls per run, parts {','.join(sorted(PARTS))}")
+        feet: list[dict] = []
 
-        # 1. added ns per call (interleaved reps)
-        per = {"none": [], "record": [], "bpftrace count": [], "bpftrace": []}
-        counts = {"record": [], "bpftrace": []}
-        for rep in range(REPS):
-            n, ns, _ = run_loop(exe, CALLS)
-            per["none"].append(ns / n)
-            res = Recorder(tmp / f"t{rep}", loop_argv(exe, CALLS)).finish()
-            per["record"].append(res["ns"] / res["calls"])
-            counts["record"].append((res["written"], res["lost"]))
-            if have_bt:
-                bt = Bpftrace(tmp / f"btc{rep}.txt", BPFTRACE_COUNT)
-                n, ns, pid = run_loop(exe, CALLS)
-                bt.stop(pid)
-                per["bpftrace count"].append(ns / n)
-                bt = Bpftrace(tmp / f"bt{rep}.txt")
-                n, ns, pid = run_loop(exe, CALLS)
-                res = bt.stop(pid)
-                per["bpftrace"].append(ns / n)
-                counts["bpftrace"].append((res["written"], res["lost_reported"]))
-        base = statistics.median(per["none"])
-        print(f"  per call, no tracer        : {base:8.0f} ns (median of {REPS})")
-        added = {k: statistics.median(v) - base for k, v in per.items() if v and k != "none"}
-        for k in ("record", "bpftrace count", "bpftrace"):
-            if k in added:
-                print(f"  per call, {k:17s}: {added[k] + base:8.0f} ns  -> added {added[k]:6.0f} ns/call"
-                      + (f"; (rows, lost) per run {counts[k]}" if k in counts else " (the floor of the mechanism)"))
-        if "bpftrace count" in added:
-            floor = max(added["bpftrace count"], 1.0)
-            print(f"  record's added cost: {added['record'] / floor:.2f}x the count-only floor (target <= {FLOOR_FACTOR}x)")
+        # 1. added ns per call (interleaved reps; a footprint run between reps spreads those over the load)
+        if "cost" in PARTS:
+            per = {"none": [], "record": [], "bpftrace count": [], "bpftrace": []}
+            counts = {"record": [], "bpftrace": []}
+            ratios = []
+            for rep in range(REPS):
+                n, ns, _ = run_loop(exe, CALLS)
+                per["none"].append(ns / n)
+                res = Recorder(tmp / f"t{rep}", loop_argv(exe, CALLS)).finish()
+                per["record"].append(res["ns"] / res["calls"])
+                counts["record"].append((res["written"], res["lost"]))
+                if have_bt:
+                    bt = Bpftrace(tmp / f"btc{rep}.txt", BPFTRACE_COUNT)
+                    n, ns, pid = run_loop(exe, CALLS)
+                    bt.stop(pid)
+                    per["bpftrace count"].append(ns / n)
+                    bt = Bpftrace(tmp / f"bt{rep}.txt")
+                    n, ns, pid = run_loop(exe, CALLS)
+                    res = bt.stop(pid)
+                    per["bpftrace"].append(ns / n)
+                    counts["bpftrace"].append((res["written"], res["lost_reported"]))
+                    floor = max(per["bpftrace count"][-1] - per["none"][-1], 1.0)
+                    ratios.append((per["record"][-1] - per["none"][-1]) / floor)
+                print(f"  rep {rep}: none {per['none'][-1]:.0f} ns, record {per['record'][-1]:.0f} ns"
+                      + (f", bpftrace count {per['bpftrace count'][-1]:.0f} ns, record/floor {ratios[-1]:.2f}x" if ratios else "")
+                      + f" ({load()})", flush=True)
+                if "footprint" in PARTS and rep < FOOT_REPS:
+                    feet.append(footprint(tmp, exe, str(rep)))
+            base = statistics.median(per["none"])
+            print(f"  per call, no tracer        : {base:8.0f} ns (median of {REPS})")
+            added = {k: statistics.median(v) - base for k, v in per.items() if v and k != "none"}
+            for k in ("record", "bpftrace count", "bpftrace"):
+                if k in added:
+                    print(f"  per call, {k:17s}: {added[k] + base:8.0f} ns  -> added {added[k]:6.0f} ns/call"
+                          + (f"; (rows, lost) per run {counts[k]}" if k in counts else " (the floor of the mechanism)"))
+            if "bpftrace count" in added:
+                floor = max(added["bpftrace count"], 1.0)
+                ratio = added["record"] / floor
+                print(f"  record's added cost: {ratio:.2f}x the count-only floor (target <= {FLOOR_FACTOR}x)")
+                summary.append(f"added per traced ioctl: record {added['record']:.0f} ns vs count-only floor {floor:.0f} ns = "
+                               f"{ratio:.2f}x (per rep {rng(ratios, '{:.2f}')}x) -- target <= {FLOOR_FACTOR}x: "
+                               f"{'met' if ratio <= FLOOR_FACTOR else 'NOT met'}")
 
         # 2. highest rate with 0 lost (paced, then flat out)
-        best = None
-        for rate in RATES + [0]:
-            calls = max(CALLS, rate * 2) if rate else CALLS * 3
-            res = Recorder(tmp / f"r{rate}", loop_argv(exe, calls, rate)).finish()
-            achieved = res["calls"] / (res["ns"] / 1e9)
-            label = f"{rate:>7d}/s" if rate else "flat out "
-            line = f"  rate {label}: achieved {achieved:9.0f} ev/s, record wrote {res['written']}/{res['calls']} lost {res['lost']}"
-            if have_bt and BT_RATES:
-                bt = Bpftrace(tmp / f"btr{rate}.txt")
-                n2, ns2, pid = run_loop(exe, calls, rate)
-                bt_res = bt.stop(pid)
-                line += f"; bpftrace ({n2 / (ns2 / 1e9):.0f} ev/s) wrote {bt_res['written']}/{n2} (reported lost {bt_res['lost_reported']})"
-            if rate:
-                line += f"; paced program kept {100 * achieved / rate:.0f}% of its rate"
-            print(line, flush=True)
-            if res["lost"] == 0 and res["written"] == res["calls"] and (best is None or achieved > best):
-                best = achieved
-        print(f"  highest rate recorded into Parquet with 0 lost: {best or 0:.0f} events/s "
-              f"(target: a paced 1 M/s for 2 s, 0 lost; reference before issue 14: 200 k/s)")
+        if "rates" in PARTS:
+            best = None
+            for rate in RATES + [0]:
+                calls = max(CALLS, rate * 2) if rate else CALLS * 3
+                res = Recorder(tmp / f"r{rate}", loop_argv(exe, calls, rate)).finish()
+                achieved = res["calls"] / (res["ns"] / 1e9)
+                label = f"{rate:>7d}/s" if rate else "flat out "
+                line = f"  rate {label}: achieved {achieved:9.0f} ev/s, record wrote {res['written']}/{res['calls']} lost {res['lost']}"
+                if have_bt and BT_RATES:
+                    bt = Bpftrace(tmp / f"btr{rate}.txt")
+                    n2, ns2, pid = run_loop(exe, calls, rate)
+                    bt_res = bt.stop(pid)
+                    line += f"; bpftrace ({n2 / (ns2 / 1e9):.0f} ev/s) wrote {bt_res['written']}/{n2} (reported lost {bt_res['lost_reported']})"
+                if rate:
+                    line += f"; paced program kept {100 * achieved / rate:.0f}% of its rate"
+                print(line + f" ({load()})", flush=True)
+                if res["lost"] == 0 and res["written"] == res["calls"] and (best is None or achieved > best):
+                    best = achieved
+            print(f"  highest rate recorded into Parquet with 0 lost: {best or 0:.0f} events/s "
+                  f"(target: a paced 1 M/s for 2 s, 0 lost; reference before issue 14: 200 k/s)")
+            summary.append(f"highest rate recorded with 0 lost: {best or 0:,.0f} events/s -- target a paced 1 M/s, 0 lost")
 
         # 2b. user-space capacity: drain-side decode + Parquet write of ring records, no kernel in the way
-        print(f"  user-space decode+write capacity: {userspace_capacity(tmp):,.0f} events/s (target >= 2 M/s; before issue 14: 0.64-0.72 M/s)")
+        if "capacity" in PARTS:
+            cap = userspace_capacity(tmp)
+            print(f"  user-space decode+write capacity: {cap:,.0f} events/s (target >= 2 M/s; before issue 14: 0.64-0.72 M/s) ({load()})")
+            summary.append(f"user-space decode+write (ioctl-path records): {cap / 1e6:.2f} M/s -- target >= 2 M/s (bench_writer: pipeline)")
 
-        # 3. RSS and CPU at 10 k events/s (100 k calls = 10 s; sampled from 1 s to 9 s)
-        rec = Recorder(tmp / "rss", loop_argv(exe, 100000, 10000))
-        rec.wait_recording()
-        time.sleep(1)
-        c0, t0 = rec.cpu_s(), time.monotonic()
-        time.sleep(8)
-        c1, t1 = rec.cpu_s(), time.monotonic()
-        rss, hwm = rec.rss_kb()
-        res = rec.finish()
-        print(f"  at 10k events/s: recorder CPU {100 * (c1 - c0) / (t1 - t0):.1f}% of one core, RSS {rss / 1024:.0f} MiB "
-              f"(peak {hwm / 1024:.0f} MiB), wrote {res['written']} lost {res['lost']} "
-              f"(targets < 5% and < 150 MB; reference before issue 14: 8.2%, 299 MiB)")
-        print(f"bench_recorder: load average {os.getloadavg()[0]:.2f} at end")
+        # 3. RSS and CPU at 10 k events/s
+        if "footprint" in PARTS:
+            while len(feet) < FOOT_REPS:
+                feet.append(footprint(tmp, exe, str(len(feet))))
+            for f in feet:
+                print(f"  at 10k events/s: recorder CPU {f['cpu']:.1f}% of one core, RSS {f['rss']:.0f} MiB (peak {f['hwm']:.0f} MiB, "
+                      f"anonymous {f['anon'] or 0:.0f} MiB), wrote {f['written']} lost {f['lost']} (load {f['load']:.2f})")
+            rss_ok = max(f["rss"] for f in feet) * 1.048576 < RSS_TARGET_MB
+            cpu_ok = max(f["cpu"] for f in feet) < CPU_TARGET_PCT
+            summary.append(f"recorder at 10 k events/s, {len(feet)} runs: RSS {rng([f['rss'] for f in feet])} MiB -- target < {RSS_TARGET_MB} MB: "
+                           f"{'met' if rss_ok else 'NOT met'} (before issue 14: 299 MiB)")
+            summary.append(f"recorder at 10 k events/s, {len(feet)} runs: CPU {rng([f['cpu'] for f in feet], '{:.1f}')}% of a core "
+                           f"(load {rng([f['load'] for f in feet], '{:.2f}')}) -- target < {CPU_TARGET_PCT:.0f} %: "
+                           f"{'met' if cpu_ok else 'NOT met'} (before issue 14: 8.2 %)")
+
+        # 4. the BPF programs alone (ring never read)
+        if "bpf" in PARTS:
+            b = bpf_alone(exe)
+            if b is not None:
+                runs = ", ".join(f"{k} {v:.0f} ns/run" for k, v in sorted(b["per_run"].items()))
+                print(f"  BPF program alone (ring never read, bpf_stats on): added {b['added']:.0f} ns/call; {runs}; lost {b['lost']} ({load()})")
+                summary.append(f"BPF program alone: added {b['added']:.0f} ns/call ({runs})")
+    print("bench_recorder: issue 14 figures")
+    for ln in summary:
+        print(f"  {ln}")
+    print(f"bench_recorder: {load()} at end")
     return 0
 
 
