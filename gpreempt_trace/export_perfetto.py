@@ -197,7 +197,7 @@ def export(trace: str, out_file: str) -> Path:
 
         qrows = con.sql("SELECT tgid, gpu_id, queue_id, type, created_ts_ns, destroyed_ts_ns FROM queues_lifecycle ORDER BY tgid, gpu_id, queue_id, created_ts_ns").fetchall()
         offs: dict[tuple, list] = {}
-        for tgid, gpu, qid, a, b in con.sql("SELECT tgid, gpu_id, queue_id, ts_ns, remap_end_ns FROM _preempt_collateral_hits").fetchall():
+        for tgid, gpu, qid, a, b in con.sql("SELECT tgid, gpu_id, queue_id, ts_ns, remap_end_ns FROM _preempt_collateral_queue_hits").fetchall():
             offs.setdefault((tgid, gpu, qid), []).append((a, b, "unmapped"))
         for tgid, gpu, qid, st, a, b in con.sql("SELECT tgid, gpu_id, queue_id, state, start_ts_ns, end_ts_ns FROM queues_lifecycle_states").fetchall():
             offs.setdefault((tgid, gpu, qid), []).append((a, b if b is not None else end_ns, st))

@@ -26,33 +26,90 @@ ASOF LEFT JOIN _preempt_collateral_causes c ON c.run_id = u.run_id AND c.ts_ns <
 ASOF LEFT JOIN (SELECT run_id, gpu_id, ts_ns, dur_ns FROM events WHERE event = 'queues_map' AND gpu_id IS NOT NULL) m
   ON m.run_id = u.run_id AND m.gpu_id = u.gpu_id AND m.ts_ns >= u.ts_ns + coalesce(u.dur_ns, 0);
 
--- (unmap, live queue) pairs; a queue inside a suspended/preempted/evicted interval is not on the
--- hardware: one ASOF lookup per state kind (intervals of one kind never overlap)
-CREATE VIEW _preempt_collateral_live AS
-SELECT u.run_id, u.ts_ns, u.dur_ns, u.gpu_id, u.tgid AS caller, u.cause, coalesce(u.cause_owner, u.tgid) AS cause_tgid,
-       u.remap_end_ns, s.tgid, s.queue_id, s.created_ts_ns
-FROM _preempt_collateral_u u
-JOIN _queues_spans s
-  ON s.run_id = u.run_id AND s.gpu_id = u.gpu_id AND s.created_ts_ns < u.ts_ns
- AND (s.destroyed_ts_ns IS NULL OR s.destroyed_ts_ns > u.ts_ns);
-
-CREATE VIEW _preempt_collateral_hits AS
-WITH h AS MATERIALIZED (SELECT * FROM _preempt_collateral_live),
-st AS MATERIALIZED (SELECT * FROM queues_lifecycle_states),
-probe AS (
-  SELECT h.run_id, h.ts_ns, h.tgid, h.gpu_id, h.queue_id, h.created_ts_ns, k.state
-  FROM h CROSS JOIN (SELECT DISTINCT state FROM st) k
-), off AS (
-  SELECT DISTINCT p.run_id, p.ts_ns, p.tgid, p.gpu_id, p.queue_id, p.created_ts_ns
-  FROM probe p
-  ASOF JOIN st o
-    ON o.run_id = p.run_id AND o.tgid = p.tgid AND o.gpu_id = p.gpu_id AND o.queue_id = p.queue_id
-   AND o.created_ts_ns = p.created_ts_ns AND o.state = p.state AND o.start_ts_ns <= p.ts_ns
-  WHERE o.end_ts_ns IS NULL OR o.end_ts_ns > p.ts_ns
+-- When each queue was off the hardware by a call: suspended / preempted / evicted from start_ts_ns until
+-- end_ts_ns or the next interval of the same state, whichever comes first (an interval with no end
+-- stops at the next one of its kind), merged across states (a queue both suspended and evicted is off
+-- once) and clipped to the queue's life [created + 1, destroyed): one row per disjoint interval [a, b).
+CREATE VIEW _preempt_collateral_off AS
+WITH eff AS (
+  SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, start_ts_ns,
+         least(coalesce(end_ts_ns, 9223372036854775807),
+               coalesce(lead(start_ts_ns) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, created_ts_ns, state ORDER BY start_ts_ns),
+                        9223372036854775807)) AS end_ts_ns
+  FROM queues_lifecycle_states
+), prev AS (
+  SELECT *, max(end_ts_ns) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, created_ts_ns ORDER BY start_ts_ns, end_ts_ns
+                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end_ns
+  FROM eff WHERE start_ts_ns < end_ts_ns
+), islands AS (
+  SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, min(start_ts_ns) AS start_ts_ns, max(end_ts_ns) AS end_ts_ns
+  FROM (SELECT *, count(*) FILTER (WHERE prev_end_ns IS NULL OR start_ts_ns >= prev_end_ns)
+                    OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, created_ts_ns ORDER BY start_ts_ns, end_ts_ns
+                          ROWS UNBOUNDED PRECEDING) AS island
+        FROM prev)
+  GROUP BY run_id, gpu_id, tgid, queue_id, created_ts_ns, island
 )
-SELECT h.* FROM h
-ANTI JOIN off ON off.run_id = h.run_id AND off.ts_ns = h.ts_ns AND off.tgid = h.tgid AND off.gpu_id = h.gpu_id
- AND off.queue_id = h.queue_id AND off.created_ts_ns = h.created_ts_ns;
+SELECT * FROM (
+  SELECT o.run_id, o.gpu_id, o.tgid, o.queue_id, o.created_ts_ns, greatest(o.start_ts_ns, s.created_ts_ns + 1) AS a,
+         least(o.end_ts_ns, coalesce(s.destroyed_ts_ns, 9223372036854775807)) AS b
+  FROM islands o
+  JOIN _queues_spans s ON s.run_id = o.run_id AND s.gpu_id = o.gpu_id AND s.tgid = o.tgid AND s.queue_id = o.queue_id
+   AND s.created_ts_ns = o.created_ts_ns
+) WHERE a < b;
+
+-- How many queues of a process are on the hardware, as a step function per (run, gpu, process): a
+-- queue counts while it lives (created < t < destroyed) and is not off (_preempt_collateral_off).
+-- `active` holds from `x` until the process's next row.
+CREATE VIEW _preempt_collateral_active AS
+WITH steps AS (
+  SELECT run_id, gpu_id, tgid, created_ts_ns + 1 AS x, 1 AS d FROM _queues_spans
+  UNION ALL SELECT run_id, gpu_id, tgid, destroyed_ts_ns, -1 FROM _queues_spans WHERE destroyed_ts_ns > created_ts_ns + 1
+  UNION ALL SELECT run_id, gpu_id, tgid, a, -1 FROM _preempt_collateral_off
+  UNION ALL SELECT run_id, gpu_id, tgid, b, 1 FROM _preempt_collateral_off WHERE b < 9223372036854775807
+)
+SELECT run_id, gpu_id, tgid, x,
+       CAST(sum(sum(d)) OVER (PARTITION BY run_id, gpu_id, tgid ORDER BY x ROWS UNBOUNDED PRECEDING) AS BIGINT) AS active
+FROM steps GROUP BY run_id, gpu_id, tgid, x;
+
+-- (unmap, process with queues on the hardware at its start) pairs. The processes that may have queues
+-- at t are found first through epochs (the times any process's first creation or last destruction on
+-- the GPU changes who may be there), an equality join instead of one range test per (unmap, queue);
+-- their count is then read from the step function at t.
+CREATE VIEW _preempt_collateral_hits AS
+WITH cand AS (  -- a process may have live queues on the GPU within [a, b)
+  SELECT run_id, gpu_id, tgid, min(created_ts_ns) + 1 AS a, max(coalesce(destroyed_ts_ns, 9223372036854775807)) AS b
+  FROM _queues_spans GROUP BY run_id, gpu_id, tgid
+), pts AS (
+  SELECT DISTINCT run_id, gpu_id, x FROM (SELECT run_id, gpu_id, a AS x FROM cand UNION ALL SELECT run_id, gpu_id, b FROM cand)
+), ep AS MATERIALIZED (  -- epoch starting at x: processes that may be there (materialized: inlined, the planner joined each unmap to every process)
+  SELECT p.run_id, p.gpu_id, p.x, c.tgid FROM pts p
+  JOIN cand c ON c.run_id = p.run_id AND c.gpu_id = p.gpu_id AND c.a <= p.x AND p.x < c.b
+), pairs AS (
+  SELECT u.run_id, u.ts_ns, u.dur_ns, u.gpu_id, u.tgid AS caller, u.cause, coalesce(u.cause_owner, u.tgid) AS cause_tgid,
+         u.remap_end_ns, ep.tgid
+  FROM _preempt_collateral_u u
+  ASOF JOIN pts ON pts.run_id = u.run_id AND pts.gpu_id = u.gpu_id AND pts.x <= u.ts_ns
+  JOIN ep ON ep.run_id = pts.run_id AND ep.gpu_id = pts.gpu_id AND ep.x = pts.x
+)
+SELECT p.*, s.active AS queues
+FROM pairs p
+ASOF JOIN _preempt_collateral_active s ON s.run_id = p.run_id AND s.gpu_id = p.gpu_id AND s.tgid = p.tgid AND s.x <= p.ts_ns
+WHERE s.active > 0;
+
+-- the queues behind each hit (what `export --perfetto` draws as "unmapped" on a queue's track): the
+-- process's queues alive at the unmap and not off; off intervals of one queue are disjoint, so one
+-- ASOF lookup finds the one that could cover t
+CREATE VIEW _preempt_collateral_queue_hits AS
+SELECT q.* FROM (
+  SELECT h.run_id, h.ts_ns, h.remap_end_ns, s.tgid, s.gpu_id, s.queue_id, s.created_ts_ns
+  FROM _preempt_collateral_hits h
+  JOIN _queues_spans s ON s.run_id = h.run_id AND s.gpu_id = h.gpu_id AND s.tgid = h.tgid
+   AND s.created_ts_ns < h.ts_ns AND (s.destroyed_ts_ns IS NULL OR s.destroyed_ts_ns > h.ts_ns)
+) q
+ASOF LEFT JOIN _preempt_collateral_off o
+  ON o.run_id = q.run_id AND o.gpu_id = q.gpu_id AND o.tgid = q.tgid AND o.queue_id = q.queue_id
+ AND o.created_ts_ns = q.created_ts_ns AND o.a <= q.ts_ns
+WHERE o.b IS NULL OR o.b <= q.ts_ns;
 
 CREATE VIEW preempt_collateral AS
 SELECT
@@ -75,7 +132,7 @@ SELECT
   -- Its model (workload_start label), NULL when unknown.
   l.label,
   -- Its active queues taken off the hardware.
-  count(*) AS queues,
+  CAST(sum(h.queues) AS BIGINT) AS queues,
   -- True when the process is not the one the change was for: collateral preemption.
   h.tgid <> h.cause_tgid AS collateral,
   -- Unmap start -> end of the next queues_map on the device (NULL when no remap was recorded).

@@ -163,3 +163,49 @@ def set_counters(path, **counters):
     meta["counters"] = {**(meta.get("counters") or {}), **counters}
     mp.write_text(json.dumps(meta))
     return path
+
+
+# ---- random traces for preempt.collateral's oracle test -----------------------------------------
+COLL_FUNCS = KFD_FUNCS + ["kfd:kfd_queues_preempt", "kfd:kfd_queues_unpreempt"]
+_OFF_CALLS = [("queues_suspend", "suspend_queues"), ("queues_resume", "resume_queues"),
+              ("queues_preempt", "kfd:kfd_queues_preempt"), ("queues_unpreempt", "kfd:kfd_queues_unpreempt"),
+              ("process_evict", "evict_process_queues_cpsch"), ("process_restore", "restore_process_queues_cpsch")]
+
+
+def random_collateral_events(seed: int, n: int = 150) -> list[dict]:
+    """A random mix on two GPUs and three processes: queue create/destroy with id reuse, suspend/resume,
+    preempt/unpreempt (named ids or all), evict/restore (with or without a GPU), repeated offs without a
+    put-back, unmaps and maps. Timestamps are unique, except that some unmaps start exactly when another
+    call does (the boundaries: created < t < destroyed, an off call counts from its start)."""
+    import random
+
+    rnd = random.Random(seed)
+    free = rnd.sample(range(1, 3000), n)
+    out, taken = [], []
+    for ts in free:
+        tgid, gpu = rnd.choice([100, 200, 300]), rnd.choice([GA, GB])
+        r = rnd.random()
+        if r < 0.2:
+            out.append(dict(ts_ns=ts, dur_ns=rnd.randrange(1, 4), event="queue_create", func="create_queue_cpsch", tgid=tgid, gpu_id=gpu,
+                            queue_id=rnd.randrange(3), queue_type="compute", ret=0))
+        elif r < 0.3:
+            out.append(dict(ts_ns=ts, dur_ns=2, event="queue_destroy", func="destroy_queue_cpsch", tgid=tgid, gpu_id=gpu,
+                            queue_id=rnd.randrange(3), ret=0))
+        elif r < 0.55:
+            event, func = rnd.choice(_OFF_CALLS)
+            call = dict(ts_ns=ts, dur_ns=rnd.randrange(1, 60), event=event, func=func, tgid=900, gpu_id=rnd.choice([gpu, None]), ret=0)
+            if event.startswith("process_"):
+                call.update(owner_tgid=tgid)
+            else:
+                ids = rnd.choice([[], [0], [1, 2]])
+                call.update(owner_tgid=tgid, target_pid=tgid, queue_ids=ids, num_queues=len(ids))
+            out.append(call)
+        elif r < 0.85:
+            if taken and rnd.random() < 0.3:
+                ts = rnd.choice(taken)  # starts with another call
+            out.append(_u(ts, rnd.randrange(0, 6), gpu, tgid=rnd.choice([tgid, 900])))
+            continue
+        else:
+            out.append(_m(ts, rnd.randrange(1, 6), gpu))
+        taken.append(ts)
+    return sorted(out, key=lambda e: e["ts_ns"])
