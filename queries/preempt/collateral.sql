@@ -27,15 +27,12 @@ ASOF LEFT JOIN (SELECT run_id, gpu_id, ts_ns, dur_ns FROM events WHERE event = '
   ON m.run_id = u.run_id AND m.gpu_id = u.gpu_id AND m.ts_ns >= u.ts_ns + coalesce(u.dur_ns, 0);
 
 -- When each queue was off the hardware by a call: suspended / preempted / evicted from start_ts_ns until
--- end_ts_ns or the next interval of the same state, whichever comes first (an interval with no end
--- stops at the next one of its kind), merged across states (a queue both suspended and evicted is off
+-- until_ts_ns (end_ts_ns, or the next interval of the same state: an interval with no end stops at the
+-- next one of its kind), merged across states (a queue both suspended and evicted is off
 -- once) and clipped to the queue's life [created + 1, destroyed): one row per disjoint interval [a, b).
 CREATE VIEW _preempt_collateral_off AS
 WITH eff AS (
-  SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, start_ts_ns,
-         least(coalesce(end_ts_ns, 9223372036854775807),
-               coalesce(lead(start_ts_ns) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, created_ts_ns, state ORDER BY start_ts_ns),
-                        9223372036854775807)) AS end_ts_ns
+  SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, start_ts_ns, coalesce(until_ts_ns, 9223372036854775807) AS end_ts_ns
   FROM queues_lifecycle_states
 ), prev AS (
   SELECT *, max(end_ts_ns) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, created_ts_ns ORDER BY start_ts_ns, end_ts_ns

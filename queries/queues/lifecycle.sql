@@ -84,7 +84,10 @@ SELECT
   -- Start of the call that took the queue off.
   o.ts_ns AS start_ts_ns,
   -- Start of the call that put it back; NULL when none followed before the queue ended.
-  CASE WHEN NOT o.next_goes_off THEN o.next_ts_ns END AS end_ts_ns
+  CASE WHEN NOT o.next_goes_off THEN o.next_ts_ns END AS end_ts_ns,
+  -- Where the interval stops for a lookup at time t: end_ts_ns, or the next call taking it off in the same
+  -- state (which supersedes this one); NULL when neither followed.
+  o.next_ts_ns AS until_ts_ns
 FROM ordered o
 WHERE o.goes_off
 ORDER BY o.run_id, o.tgid, o.gpu_id, o.queue_id, o.created_ts_ns, o.ts_ns;
