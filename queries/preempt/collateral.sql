@@ -31,13 +31,15 @@ ASOF LEFT JOIN (SELECT run_id, gpu_id, ts_ns, dur_ns FROM events WHERE event = '
 -- next one of its kind), merged across states (a queue both suspended and evicted is off
 -- once) and clipped to the queue's life [created + 1, destroyed): one row per disjoint interval [a, b).
 CREATE VIEW _preempt_collateral_off AS
-WITH eff AS (
-  SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, start_ts_ns, coalesce(until_ts_ns, 9223372036854775807) AS end_ts_ns
-  FROM queues_lifecycle_states
+WITH eff AS MATERIALIZED (
+  SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, state, start_ts_ns, coalesce(until_ts_ns, 9223372036854775807) AS end_ts_ns
+  FROM queues_lifecycle_states WHERE start_ts_ns < coalesce(until_ts_ns, 9223372036854775807)
+), mixed AS MATERIALIZED (  -- queues off in more than one state: only their intervals can overlap
+  SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns FROM eff GROUP BY ALL HAVING min(state) <> max(state)
 ), prev AS (
-  SELECT *, max(end_ts_ns) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, created_ts_ns ORDER BY start_ts_ns, end_ts_ns
-                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end_ns
-  FROM eff WHERE start_ts_ns < end_ts_ns
+  SELECT e.*, max(e.end_ts_ns) OVER (PARTITION BY e.run_id, e.gpu_id, e.tgid, e.queue_id, e.created_ts_ns ORDER BY e.start_ts_ns, e.end_ts_ns
+                                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end_ns
+  FROM eff e SEMI JOIN mixed m USING (run_id, gpu_id, tgid, queue_id, created_ts_ns)
 ), islands AS (
   SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, min(start_ts_ns) AS start_ts_ns, max(end_ts_ns) AS end_ts_ns
   FROM (SELECT *, count(*) FILTER (WHERE prev_end_ns IS NULL OR start_ts_ns >= prev_end_ns)
@@ -45,6 +47,9 @@ WITH eff AS (
                           ROWS UNBOUNDED PRECEDING) AS island
         FROM prev)
   GROUP BY run_id, gpu_id, tgid, queue_id, created_ts_ns, island
+  UNION ALL  -- one state: its intervals, cut at the next one, are disjoint already
+  SELECT e.run_id, e.gpu_id, e.tgid, e.queue_id, e.created_ts_ns, e.start_ts_ns, e.end_ts_ns
+  FROM eff e ANTI JOIN mixed m USING (run_id, gpu_id, tgid, queue_id, created_ts_ns)
 )
 SELECT * FROM (
   SELECT o.run_id, o.gpu_id, o.tgid, o.queue_id, o.created_ts_ns, greatest(o.start_ts_ns, s.created_ts_ns + 1) AS a,
