@@ -432,13 +432,16 @@ class Recorder:
             if snap:
                 snap.take("baseline")
             handlers = self._install_signals()
+            self._lost_now()  # opens gpt_lost: every map is open now (BCC builds their key/leaf readers lazily)
+            # after the maps were opened, and before the command runs: its first calls do not compete with
+            # this one-off work (gc, heap trim) for the CPU
+            release_compiler_memory()
             if o.cmd:
                 # held at the launcher's gate until its pid is in the tgid filter: no early call is missed
                 launcher = Launcher(o.cmd, trace=tw.path)
                 pid = launcher.start(hold=True)
                 tgids[tgids.Key(pid)] = tgids.Leaf(1)
                 launcher.release()
-            release_compiler_memory()  # after the maps were opened (BCC builds their key/leaf readers lazily)
             events, exit_code = self._loop(ring, decoder, writer, tw, launcher, snap, time.monotonic(), progress)
             if snap:
                 snap.take("after")
