@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -111,6 +113,16 @@ def _timed(f, *a):
     return r, time.perf_counter() - t0
 
 
+def _child(call: str, *args) -> tuple[float, float]:
+    """Run `call` (an api call on sys.argv) in a child process: its wall time and its own peak RSS (MiB)."""
+    # VmHWM, not ru_maxrss: the latter keeps the parent's RSS at fork across exec
+    code = (f"import sys; from gpreempt_trace import api; {call}; "
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], check=True, stderr=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    return time.perf_counter() - t0, int(out.stdout.split()[-1]) / 1024
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gpt-bench-q-"))
     try:
@@ -141,13 +153,13 @@ def main() -> None:
                 "FROM markers WHERE kind IN ('preempt_request', 'resume_request', 'preempt_done', 'resume_done')").fetchall()
         print(f"scan floor of preempt.summary (its columns and rows read, nothing joined): {time.perf_counter() - t0:.2f} s")
         out = tmp / "report"
-        _, t_r = _timed(api.report, [str(trace)], str(out))
-        print(f"report -o (HTML, 4 plots) over the same trace: {t_r:.1f} s")
+        t_r, rss = _child("api.report([sys.argv[1]], sys.argv[2])", trace, out)
+        print(f"report -o (HTML, 4 plots) over the same trace: {t_r:.1f} s, peak RSS {rss:.0f} MiB")
         small = synthetic.generate(tmp / "small", "A", 1_000_000, 1)
-        _, t_e = _timed(api.export_perfetto, str(small), str(tmp / "small.pftrace"))
+        t_e, rss = _child("api.export_perfetto(sys.argv[1], sys.argv[2])", small, tmp / "small.pftrace")
         size = (tmp / "small.pftrace").stat().st_size
-        print(f"export --perfetto of a 1,000,000-event model trace: {t_e:.1f} s ({size / 1e6:.0f} MB)")
-        print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        print(f"export --perfetto of a 1,000,000-event model trace: {t_e:.1f} s ({size / 1e6:.0f} MB), peak RSS {rss:.0f} MiB")
+        print(f"peak RSS of the DuckDB/pandas comparison process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
