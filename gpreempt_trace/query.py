@@ -159,6 +159,7 @@ def connect(paths: Iterable[str], con: duckdb.DuckDBPyConnection | None = None) 
     traces = find_traces(paths)
     con = con or duckdb.connect()
     con.execute("SET parquet_metadata_cache = true")  # every view that reads a table binds its files again
+    con.execute("SET enable_progress_bar = false")  # DuckDB drew one bar per long query on stderr, even into logs
     for table in TABLE_NAMES:
         files = _good_segments(traces, table)
         con.execute(_empty_table_ddl(table))
