@@ -105,3 +105,38 @@ def test_a_signal_while_a_marker_is_written_completes_the_marker_then_stops(tmp_
     kinds = [r[0] for r in rows]
     assert kinds.count("step_done") == 3 and kinds[-1] == "workload_exit"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_second_signal_while_the_exit_marker_is_written_is_held(tmp_path, monkeypatch):
+    """Ctrl-C reaches the workload and `experiment`, which then sends SIGTERM: landing while workload_exit
+    is written, it must neither reach the caller's handler (the default one kills the process before the
+    marker is written; seen in CI) nor cut the marker: the handlers are restored after the last marker."""
+    import os
+    import signal
+
+    from gpreempt_trace import markers
+
+    real_add = markers.MarkerWriter.add
+    delivered = []
+
+    def add(self, kind, ts_ns=None, **cols):
+        if (kind == "step_done" and cols.get("seq") == 1) or kind == "workload_exit":
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_add(self, kind, ts_ns, **cols)
+
+    monkeypatch.setattr(markers.MarkerWriter, "add", add)
+    def stand_in(signum, _frame):  # stands for the default action (kill)
+        delivered.append(signum)
+
+    caller = signal.signal(signal.SIGTERM, stand_in)
+    try:
+        owner = trace.TraceWriter.create(tmp_path / "t")
+        res = api.workload("offline", model="gemm", backend="numpy", batch=1, duration_s=60, trace=str(tmp_path / "t"))
+        owner.close()
+        assert signal.getsignal(signal.SIGTERM) is stand_in  # restored at the end
+    finally:
+        signal.signal(signal.SIGTERM, caller)
+    assert res.stopped_by == "SIGTERM" and res.iterations == 2
+    assert delivered == []  # the second SIGTERM was held, not passed on mid-write
+    kinds = [r[0] for r in _markers(tmp_path / "t")]
+    assert kinds[-1] == "workload_exit" and kinds.count("step_done") == 2

@@ -358,17 +358,21 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
     except _Stopped as e:
         res.stopped_by = str(e)
     finally:
-        stop.hold()  # a second signal now is noted, not raised: the resume below must run
+        stop.hold()  # a second signal now is noted, not raised: the resume and the last markers below must run
         try:
             pol.close()  # never leave the offline job preempted
         finally:
-            stop.restore()
-            res.preempts, res.resumes = pol.preempts, pol.resumes
-            marks.add("workload_exit", target_tgid=pid, value_ns=res.iterations,
-                      label=f"role={o.role} model={o.model}" + (f" stopped_by={res.stopped_by}" if res.stopped_by else ""))
-            marks.close()
-            if kfd_fd is not None:
-                os.close(kfd_fd)
+            try:
+                res.preempts, res.resumes = pol.preempts, pol.resumes
+                marks.add("workload_exit", target_tgid=pid, value_ns=res.iterations,
+                          label=f"role={o.role} model={o.model}" + (f" stopped_by={res.stopped_by}" if res.stopped_by else ""))
+                marks.close()
+                if kfd_fd is not None:
+                    os.close(kfd_fd)
+            finally:
+                # the caller's handlers only now: restored before the exit marker, the SIGTERM that
+                # `experiment` sends right after a Ctrl-C killed the job before it wrote workload_exit
+                stop.restore()
     return res
 
 
