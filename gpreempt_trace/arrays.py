@@ -79,9 +79,8 @@ def column(values: list, type: pa.DataType) -> pa.Array:
             offsets = np.zeros(len(values) + 1, np.int32)
             np.cumsum(counts, out=offsets[1:])
             flat = np.array([x for v in values if v is not None for x in v], type.value_type.to_pandas_dtype())
-            validity, nulls = _validity(null)
             return pa.ListArray.from_arrays(from_numpy(offsets, pa.int32()), from_numpy(flat, type.value_type), type=type,
-                                            mask=None if not nulls else from_numpy(null, pa.bool_()))
+                                            mask=from_numpy(null, pa.bool_()) if null.any() else None)
     except (OverflowError, ValueError, TypeError):  # out of range etc.: pyarrow's converter says what is wrong
         pass
     return pa.array(values, type)
@@ -90,3 +89,8 @@ def column(values: list, type: pa.DataType) -> pa.Array:
 def table_from_rows(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:
     """`pa.Table.from_pylist(rows, schema=schema)` (missing keys are NULL) through `column()`."""
     return pa.Table.from_arrays([column([r.get(f.name) for r in rows], f.type) for f in schema], schema=schema)
+
+
+def empty_table(sch: pa.Schema) -> pa.Table:
+    """A zero-row table of `sch` (`Schema.empty_table` imports pandas)."""
+    return pa.Table.from_batches([], sch)

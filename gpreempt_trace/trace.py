@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 
 from . import __version__, schema
 from .errors import GptError, NewerFormat, NotATrace
-from .writer import SCHEMA_FILE, SegmentWriter, empty_table
+from .arrays import empty_table
+from .writer import SCHEMA_FILE, SegmentWriter
 
 FORMAT = "gpreempt-trace"
 VERSION = 1

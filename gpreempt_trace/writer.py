@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, schema
-from .arrays import table_from_rows
+from .arrays import empty_table, table_from_rows
 
 DEFAULT_ROWS_PER_GROUP = 65536
 DEFAULT_GROUP_MS = 100  # a row group is written once its oldest row is this old (or has rows_per_group rows)
@@ -33,11 +33,6 @@ MAX_INFLIGHT_GROUPS = 2  # background writes queued before append blocks (bounds
 # every value of each row group, ~40 % of the write time of the events table; ts_ns is stored as deltas
 NO_DICTIONARY_COLUMNS = ("ts_ns", "dur_ns", "value_ns")
 DELTA_COLUMNS = ("ts_ns",)
-
-
-def empty_table(sch: pa.Schema) -> pa.Table:
-    """A zero-row table of `sch`. (pyarrow's Schema.empty_table imports pandas: ~45 MiB of the recorder's RSS.)"""
-    return pa.Table.from_batches([], sch)
 
 
 def _with_provenance(sch: pa.Schema, run_id: str) -> pa.Schema:

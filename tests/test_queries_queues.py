@@ -21,6 +21,24 @@ def test_lifecycle_one_row_per_queue_with_counts(tmp_path):
         (100, 0, 10, "suspended", 60, 80), (100, 0, 95, "evicted", 100, 110)]
 
 
+
+def test_states_until_is_the_end_or_the_next_off_of_the_same_state(tmp_path):
+    """Suspended at 60 and again at 70 without a resume between, resumed at 80; evicted at 75, never
+    restored: the first suspend has no end but stops at 70 for a lookup; the eviction runs on."""
+    def call(ts, event, func, **kw):
+        return dict(ts_ns=ts, dur_ns=2, event=event, func=func, tgid=900, owner_tgid=100, gpu_id=GA, ret=1, **kw)
+
+    ev = [dict(ts_ns=10, dur_ns=2, event="queue_create", func="create_queue_cpsch", tgid=100, gpu_id=GA, queue_id=0,
+               queue_type="compute_aql", ret=0),
+          call(60, "queues_suspend", "suspend_queues", target_pid=100, num_queues=1, queue_ids=[0]),
+          call(70, "queues_suspend", "suspend_queues", target_pid=100, num_queues=1, queue_ids=[0]),
+          call(75, "process_evict", "evict_process_queues_cpsch"),
+          call(80, "queues_resume", "resume_queues", target_pid=100, num_queues=1, queue_ids=[0])]
+    con = api.connect([str(write_trace(tmp_path / "s", "s", ev, funcs=KFD_FUNCS))])
+    query.load_module(con, query.resolve("queues.lifecycle"))
+    assert con.sql("select state, start_ts_ns, end_ts_ns, until_ts_ns from queues_lifecycle_states").fetchall() == [
+        ("suspended", 60, None, 70), ("suspended", 70, 80, 80), ("evicted", 75, None, None)]
+
 def test_counts_per_model_and_stability_across_runs(tmp_path):
     def create(tgid, qid, qtype, comm):
         return dict(ts_ns=10 + qid, dur_ns=1, event="queue_create", func="create_queue_cpsch", tgid=tgid, gpu_id=GA, queue_id=qid,
