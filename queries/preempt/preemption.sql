@@ -11,7 +11,7 @@
 -- @param scheme % LIKE pattern on the scheme column ('A', 'B' or '%' for all)
 
 CREATE VIEW _preempt_preemption_labels AS
-SELECT run_id, coalesce(target_tgid, tgid) AS tgid, arg_min(label, ts_ns) AS label
+SELECT run_id, hash(run_id) AS rk, coalesce(target_tgid, tgid) AS tgid, arg_min(label, ts_ns) AS label
 FROM markers WHERE kind = 'workload_start' AND label IS NOT NULL
 GROUP BY run_id, coalesce(target_tgid, tgid);
 
@@ -20,31 +20,37 @@ SELECT run_id, seq, map_from_entries(list_sort(list({'k': queue_ids[1], 'v': lab
        count(*) FILTER (WHERE label = 'ok') AS ok, count(*) AS n
 FROM markers WHERE kind = 'queue_result' AND len(queue_ids) = 1 GROUP BY run_id, seq;
 
+-- rk -> run_id of the runs with preemption markers; two run ids with one hash stop every query that
+-- joins it (never a silent mix)
+CREATE VIEW _preempt_preemption_runs AS
+SELECT hash(run_id) AS rk, CASE WHEN count(*) = 1 THEN any_value(run_id)
+                ELSE error('preempt.preemption: two run ids hash alike: ' || string_agg(run_id, ', ')) END AS run_id
+FROM (SELECT DISTINCT run_id FROM markers WHERE kind IN ('preempt_request', 'resume_request', 'preempt_done', 'resume_done'))
+GROUP BY hash(run_id);
+
 -- the latency columns alone (preempt.summary reads this; the public view adds queue ids, results,
 -- labels, loss). Shaped by EXPLAIN ANALYZE on 10 M events: requests and done markers are read by two
 -- scans of markers, each with its own filter, and carry no strings but the scheme (materializing one
 -- shared scan with run_id and label cost more than the second scan); rows are keyed by `rk` =
 -- hash(run_id) and `fam` (0 preempt, 1 resume), so sorts and joins compare integers (a string key
 -- doubled each ASOF join); "next row of the same group" is an unpartitioned window over one sort with
--- the group checked on the neighbour (a PARTITION BY window or a third ASOF join cost 2-3x more; one
--- ASOF join over both families 1.7x the two; lead(... IGNORE NULLS) over requests and kernel rows in
--- one sort instead of the ASOF joins 3.7x).
+-- the group checked on the neighbour, one scalar lead() per column over one named window (a struct
+-- lead cost ~10 % more; a PARTITION BY window or a third ASOF join 2-3x more; one ASOF join over both
+-- families 1.7x the two; lead(... IGNORE NULLS) over requests and kernel rows in one sort instead of
+-- the ASOF joins 3.7x). Runs stay keys (`rk`) to the end: _preempt_preemption_runs turns them back
+-- into run ids where they are shown (joining it on 580 k rows cost 0.2 s of CPU).
 CREATE VIEW _preempt_preemption_core AS
-WITH rk AS MATERIALIZED (  -- rk -> run_id; two run ids with one hash stop the query (never a silent mix)
-  SELECT hash(run_id) AS rk, CASE WHEN count(*) = 1 THEN any_value(run_id)
-                  ELSE error('preempt.preemption: two run ids hash alike: ' || string_agg(run_id, ', ')) END AS run_id
-  FROM (SELECT DISTINCT run_id FROM markers WHERE kind IN ('preempt_request', 'resume_request', 'preempt_done', 'resume_done'))
-  GROUP BY hash(run_id)
-), done AS MATERIALIZED (  -- the first done marker of each call
+WITH done AS MATERIALIZED (  -- the first done marker of each call
   SELECT hash(run_id) AS rk, seq, CASE WHEN kind = 'preempt_done' THEN 0 ELSE 1 END AS fam, min(ts_ns) AS ts_ns, arg_min(label, ts_ns) AS label
   FROM markers WHERE kind IN ('preempt_done', 'resume_done') GROUP BY ALL
 ), rd AS MATERIALIZED (  -- requests, with the time of the target's next request of the same kind
-  SELECT r.rk, r.seq, r.ts_ns, r.scheme, r.target_tgid, r.gpu_id, r.fam, r.gpu_key, d.ts_ns AS done_ts_ns, d.label AS result,
-         CASE WHEN nk.rk = r.rk AND nk.target_tgid IS NOT DISTINCT FROM r.target_tgid AND nk.fam = r.fam THEN nk.ts_ns END AS next_same_kind_ts_ns
-  FROM (SELECT *, coalesce(gpu_id, 4294967295) AS gpu_key,
-               lead({'rk': rk, 'target_tgid': target_tgid, 'fam': fam, 'ts_ns': ts_ns}) OVER (ORDER BY rk, target_tgid, fam, ts_ns) AS nk
+  SELECT r.rk, r.seq, r.ts_ns, r.scheme, r.target_tgid, r.gpu_id, r.fam, r.gpu_key, d.ts_ns AS done_ts_ns, d.label AS result, r.next_same_kind_ts_ns
+  FROM (SELECT rk, seq, ts_ns, scheme, target_tgid, gpu_id, fam, coalesce(gpu_id, 4294967295) AS gpu_key,
+               CASE WHEN lead(rk) OVER w = rk AND lead(target_tgid) OVER w IS NOT DISTINCT FROM target_tgid AND lead(fam) OVER w = fam
+                    THEN lead(ts_ns) OVER w END AS next_same_kind_ts_ns
         FROM (SELECT hash(run_id) AS rk, seq, ts_ns, scheme, target_tgid, gpu_id, CASE WHEN kind = 'preempt_request' THEN 0 ELSE 1 END AS fam
-              FROM markers WHERE kind IN ('preempt_request', 'resume_request'))) r
+              FROM markers WHERE kind IN ('preempt_request', 'resume_request'))
+        WINDOW w AS (ORDER BY rk, target_tgid, fam, ts_ns)) r
   LEFT JOIN done d ON d.rk = r.rk AND d.seq = r.seq AND d.fam = r.fam
 ), k AS MATERIALIZED (
   SELECT hash(run_id) AS rk, gpu_id, CASE WHEN event = 'queues_unmap' THEN 0 ELSE 1 END AS fam, ts_ns, ts_ns + dur_ns AS end_ns
@@ -62,20 +68,18 @@ WITH rk AS MATERIALIZED (  -- rk -> run_id; two run ids with one hash stop the q
   ASOF LEFT JOIN (SELECT rk, gpu_id, ts_ns, end_ns FROM k WHERE fam = 1) m
     ON m.rk = r.rk AND m.gpu_id = r.gpu_id AND m.ts_ns >= r.ts_ns
 ), pr AS (
-  -- the resume of a preemption: the next request of the same run, target and GPU, when it is a
-  -- resume that comes before the target's next preempt_request
-  SELECT *, coalesce(nx.fam = 1 AND nx.rk = rk AND nx.target_tgid IS NOT DISTINCT FROM target_tgid AND nx.gpu_key = gpu_key
-                     AND nx.ts_ns < coalesce(next_same_kind_ts_ns, 9223372036854775807), false) AS resumed
-  FROM (SELECT *, lead({'rk': rk, 'target_tgid': target_tgid, 'gpu_key': gpu_key, 'fam': fam, 'ts_ns': ts_ns, 'k_end_ns': k_end_ns,
-                        'done_ts_ns': done_ts_ns}) OVER (ORDER BY rk, target_tgid, gpu_key, ts_ns, fam) AS nx
-        FROM side)
+  SELECT *, coalesce(lead(fam) OVER w = 1 AND lead(rk) OVER w = rk AND lead(target_tgid) OVER w IS NOT DISTINCT FROM target_tgid
+                     AND lead(gpu_key) OVER w = gpu_key
+                     AND lead(ts_ns) OVER w < coalesce(next_same_kind_ts_ns, 9223372036854775807), false) AS resumed,
+         lead(k_end_ns) OVER w - lead(ts_ns) OVER w AS nx_lat, lead(done_ts_ns) OVER w AS nx_done
+  FROM side WINDOW w AS (ORDER BY rk, target_tgid, gpu_key, ts_ns, fam)
 )
-SELECT rk.run_id, pr.seq, pr.scheme, pr.target_tgid, pr.gpu_id, pr.ts_ns AS request_ts_ns, pr.result,
+SELECT pr.rk, pr.seq, pr.scheme, pr.target_tgid, pr.gpu_id, pr.ts_ns AS request_ts_ns, pr.result,
        pr.k_end_ns - pr.ts_ns AS preempt_latency_ns,
        pr.done_ts_ns - pr.ts_ns AS preempt_call_ns,
-       CASE WHEN pr.resumed THEN pr.nx.k_end_ns - pr.nx.ts_ns END AS resume_latency_ns,
-       CASE WHEN pr.resumed THEN pr.nx.done_ts_ns - pr.done_ts_ns END AS suspended_ns
-FROM pr JOIN rk ON rk.rk = pr.rk
+       CASE WHEN pr.resumed THEN pr.nx_lat END AS resume_latency_ns,
+       CASE WHEN pr.resumed THEN pr.nx_done - pr.done_ts_ns END AS suspended_ns
+FROM pr
 WHERE pr.fam = 0 AND coalesce(pr.scheme, '') LIKE getvariable('scheme');
 
 -- the queue ids a request named (kept out of the core: a list per row slows its sorts)
@@ -117,8 +121,8 @@ SELECT
   q.ok AS queues_ok,
   -- Events the recorder lost in this run (NULL = unknown): a non-zero value may have removed a kernel side.
   runs.events_lost
-FROM _preempt_preemption_core p
-LEFT JOIN _preempt_preemption_labels l ON l.run_id = p.run_id AND l.tgid = p.target_tgid
+FROM (SELECT r.run_id, c.* FROM _preempt_preemption_core c JOIN _preempt_preemption_runs r USING (rk)) p
+LEFT JOIN _preempt_preemption_labels l ON l.rk = p.rk AND l.tgid = p.target_tgid
 LEFT JOIN _preempt_preemption_results q ON q.run_id = p.run_id AND q.seq = p.seq
 LEFT JOIN _preempt_preemption_queue_ids i
   ON i.run_id = p.run_id AND i.seq = p.seq AND i.ts_ns = p.request_ts_ns AND i.target_tgid IS NOT DISTINCT FROM p.target_tgid
