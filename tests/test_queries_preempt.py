@@ -52,6 +52,19 @@ def test_summary_loss_unknown_when_a_run_does_not_know(tmp_path):
     assert api.connect([str(t)]).sql("select events_written, events_written_derived, events_lost from runs").fetchall() == [(1, True, None)]
 
 
+@pytest.mark.parametrize("view", ["preempt_preemption", "preempt_summary"])
+def test_two_run_ids_that_hash_alike_stop_the_query(p_runs, view):
+    """Runs are keyed by hash(run_id) inside the modules; a collision must stop the query, never mix two
+    runs. DuckDB's hash cannot be made to collide on two real ids, so every hash is made 0 here."""
+    con = query.connect(p_runs)
+    for name in ("preempt.preemption", "preempt.summary"):  # preemption first: summary includes it
+        mod = query.resolve(name)
+        mod.sql = mod.sql.replace("hash(run_id)", "(hash(run_id) * 0)")
+        query.load_module(con, mod, {"scheme": "%"})
+    with pytest.raises(Exception, match="two run ids hash alike: p1, p2"):
+        con.sql(f"SELECT * FROM {view}").fetchall()
+
+
 @pytest.fixture
 def c_run(tmp_path):
     return [str(write_trace(tmp_path / "c1", "c1", C1_EVENTS, C1_MARKERS, funcs=KFD_FUNCS))]
