@@ -238,19 +238,24 @@ def run(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None 
         try:
             for s in stmts[:-1]:
                 con.execute(s)
-            return _arrow(con.sql(stmts[-1]))
+            return _arrow(con.sql(stmts[-1]), f"query {mod.path}")
         except duckdb.Error as e:
             raise QueryError(f"query {mod.path} failed: {str(e).splitlines()[0]}", "check the SQL") from None
     load_module(con, mod, params)
-    return _arrow(con.sql(f"SELECT * FROM {mod.main_view}"))
+    return _arrow(con.sql(f"SELECT * FROM {mod.main_view}"), f"query {mod.name}")
 
 
-def _arrow(result) -> pa.Table:
-    """The result as an Arrow table (DuckDB 2 renamed fetch_arrow_table to to_arrow_table)."""
+def _arrow(result, what: str = "query") -> pa.Table:
+    """The result as an Arrow table (DuckDB 2 renamed fetch_arrow_table to to_arrow_table). A query that
+    fails while it runs (e.g. a module's own error(), such as the run-key guard of preempt.preemption)
+    becomes one QueryError line naming `what`."""
     if result is None:
         raise QueryError("the last SQL statement returns no rows", "end the file with a SELECT")
     fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
-    return fetch()
+    try:
+        return fetch()
+    except duckdb.Error as e:
+        raise QueryError(f"{what} failed: {str(e).splitlines()[0].removeprefix('Invalid Input Error: ')}") from None
 
 
 def _split_statements(sql: str) -> list[str]:

@@ -4,6 +4,7 @@ from testing.traces import (C1_EVENTS, C1_MARKERS, GA, KFD_FUNCS, P1_EVENTS, P1_
                            write_trace)
 
 from gpreempt_trace import api, query
+from gpreempt_trace.errors import QueryError
 
 
 @pytest.fixture
@@ -61,8 +62,9 @@ def test_two_run_ids_that_hash_alike_stop_the_query(p_runs, view):
         mod = query.resolve(name)
         mod.sql = mod.sql.replace("hash(run_id)", "(hash(run_id) * 0)")
         query.load_module(con, mod, {"scheme": "%"})
-    with pytest.raises(Exception, match="two run ids hash alike: p1, p2"):
-        con.sql(f"SELECT * FROM {view}").fetchall()
+    with pytest.raises(QueryError) as e:  # one line through the path the tool and the report fetch by
+        query._arrow(con.sql(f"SELECT * FROM {view}"), "query X")
+    assert e.value.line() == "query X failed: preempt.preemption: two run ids hash alike: p1, p2 (query these traces separately)"
 
 
 @pytest.fixture

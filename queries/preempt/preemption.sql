@@ -24,7 +24,7 @@ FROM markers WHERE kind = 'queue_result' AND len(queue_ids) = 1 GROUP BY run_id,
 -- joins it (never a silent mix)
 CREATE VIEW _preempt_preemption_runs AS
 SELECT hash(run_id) AS rk, CASE WHEN count(*) = 1 THEN any_value(run_id)
-                ELSE error('preempt.preemption: two run ids hash alike: ' || string_agg(run_id, ', ' ORDER BY run_id)) END AS run_id
+                ELSE error('preempt.preemption: two run ids hash alike: ' || string_agg(run_id, ', ' ORDER BY run_id) || ' (query these traces separately)') END AS run_id
 FROM (SELECT DISTINCT run_id FROM markers WHERE kind IN ('preempt_request', 'resume_request', 'preempt_done', 'resume_done'))
 GROUP BY hash(run_id);
 
