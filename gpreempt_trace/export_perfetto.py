@@ -190,9 +190,13 @@ def export(trace: str, out_file: str) -> Path:
         names = dict(con.sql("SELECT tgid, coalesce(max(label), max(comm)) FROM (SELECT tgid, label, NULL AS comm FROM queues_lifecycle "
                              "UNION ALL SELECT tgid, NULL, comm FROM events WHERE comm IS NOT NULL) GROUP BY tgid").fetchall())
 
+        # the container (short id) and in-container pid of each process, where /proc was read (view processes)
+        where = {t: f" container {c} pid {n}" if n is not None else f" container {c}"
+                 for t, c, n in con.sql("SELECT tgid, container, ns_tgid FROM processes WHERE container IS NOT NULL").fetchall()}
+
         def proc(tgid):
             if tgid not in procs:
-                procs[tgid] = w.track(f"{names.get(tgid) or 'process'} ({tgid})", pid=tgid)
+                procs[tgid] = w.track(f"{names.get(tgid) or 'process'} ({tgid}){where.get(tgid, '')}", pid=tgid)
             return procs[tgid]
 
         qrows = con.sql("SELECT tgid, gpu_id, queue_id, type, created_ts_ns, destroyed_ts_ns FROM queues_lifecycle ORDER BY tgid, gpu_id, queue_id, created_ts_ns").fetchall()

@@ -44,8 +44,11 @@ class MarkerWriter:
     def __init__(self, trace: Optional[str | os.PathLike], source: str, prefix: Optional[str] = None):
         from .trace import TraceWriter
 
+        from .processes import ProcessLog
+
         self.source = source
         self.tw = TraceWriter.join(trace, prefix=prefix or f"{source[:4]}{os.getpid()}") if trace else None
+        self.plog = ProcessLog(self.tw, source)  # /proc facts of the processes its markers name (issue 21)
 
     def add(self, kind: str, ts_ns: Optional[int] = None, **cols) -> None:
         if self.tw is None:
@@ -53,6 +56,8 @@ class MarkerWriter:
         row = dict(cols, kind=check_kind(kind), source=self.source, ts_ns=time.monotonic_ns() if ts_ns is None else ts_ns)
         row.setdefault("tgid", os.getpid())
         self.tw.writer("markers").append_rows([row])
+        for t in (row.get("tgid"), row.get("target_tgid")):
+            self.plog.see(t, row["ts_ns"])
 
     def tick(self) -> None:
         """Let the segment writer close a row group / segment that is old enough (call it periodically)."""
@@ -61,6 +66,7 @@ class MarkerWriter:
 
     def close(self) -> None:
         if self.tw is not None:
+            self.plog.finish()
             self.tw.close()
             self.tw = None
 

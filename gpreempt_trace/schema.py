@@ -132,12 +132,30 @@ def arrow_schema(columns: tuple[Column, ...], table: str) -> pa.Schema:
     return pa.schema(fields, metadata={"gpreempt_trace.table": table, "gpreempt_trace.schema_version": str(SCHEMA_VERSION)})
 
 
+# One row per read of /proc about a process a writer saw (gpreempt_trace/processes.py); the view
+# `processes` (queries/prelude.sql) folds them into one row per (run_id, tgid).
+PROCESS_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", None, pa.string(), "", "Trace run this row belongs to.", nullable=False),
+    Column("ts_ns", None, pa.int64(), "ns", "CLOCK_MONOTONIC time /proc was read.", nullable=False),
+    Column("source", None, pa.string(), "", "Who saw the process: recorder (a tgid or owner_tgid of its events), snapshot (a debugfs row), controller, launcher, workload (a marker).", nullable=False),
+    Column("tgid", None, pa.int32(), "", "Host process id (as events.tgid, snapshots.tgid, markers.tgid/target_tgid).", nullable=False),
+    Column("ns_tgid", None, pa.int32(), "", "Its pid inside its own pid namespace (last NSpid field of /proc/PID/status): the pid a container shows; = tgid on the host."),
+    Column("pidns", None, pa.int64(), "", "Inode of its pid namespace (/proc/PID/ns/pid)."),
+    Column("cgroup", None, pa.string(), "", "Its cgroup path (the v2 path, or the v1 hierarchy that names its container, else name=systemd's)."),
+    Column("container_id", None, pa.string(), "", "Container id (64 hex) from the cgroup path; NULL for a host process."),
+    Column("container_runtime", None, pa.string(), "", "docker, containerd, podman or crio, from the cgroup path; NULL when not in a container or the layout does not say (kubepods cgroupfs)."),
+    Column("comm", None, pa.string(), "", "Command name (/proc/PID/comm)."),
+    Column("first_seen_ts_ns", None, pa.int64(), "ns", "First row of the writer naming this process (event ts_ns, marker ts_ns, snapshot ts_ns); NULL on end-of-run rows."),
+    Column("last_seen_ts_ns", None, pa.int64(), "ns", "Last row of the writer naming this process; set on the end-of-run row, NULL on first-seen rows."),
+)
+
 from .schema_snapshots import SNAPSHOT_COLUMNS  # noqa: E402  (declared in its own module, same style)
 
 TABLES: dict[str, tuple[Column, ...]] = {
     "events": EVENT_COLUMNS,
     "markers": MARKER_COLUMNS,
     "snapshots": SNAPSHOT_COLUMNS,
+    "process_reads": PROCESS_COLUMNS,
 }
 
 

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from . import debugfs
 from .errors import GptError
 from .launcher import Launcher
+from .processes import ProcessLog
 from .trace import META, TraceWriter, segment_files
 
 SNAPSHOT_META = "_snapshot_meta.json"
@@ -60,6 +61,8 @@ class Snapshotter:
         self.snapshots_taken = 0
         self.rows_written = 0
         self._warned: set[str] = set()
+        # processes its rows name: /proc read only for a live snapshot (a capture's pids are another time's)
+        self.plog = ProcessLog(trace_writer, "snapshot", read=self.live)
 
     def read(self) -> debugfs.Capture:
         if self.dir is None:
@@ -81,6 +84,8 @@ class Snapshotter:
             r["snapshot_seq"] = self.seq
             r["phase"] = phase
         self.tw.writer("snapshots").append_rows(rows)
+        tg = sorted({r["tgid"] for r in rows if r.get("tgid")})
+        self.plog.see_many(tg, [ts] * len(tg), [ts] * len(tg))
         self.seq += 1
         self.snapshots_taken += 1
         self.rows_written += len(rows)
@@ -181,6 +186,7 @@ def run_snapshot(opts: SnapshotOptions) -> SnapshotResult:
     finally:
         settings["snapshots_taken"] = snap.snapshots_taken
         result.snapshots, result.rows = snap.snapshots_taken, snap.rows_written
+        snap.plog.finish()
         _finish(tw, appended, settings, labels)
     return result
 
@@ -228,5 +234,6 @@ def run_import(output: str | os.PathLike, paths: Sequence[str | os.PathLike], la
             snap.take(c.phase, capture=c, ts_ns=c.ts_ns)
     finally:
         settings["snapshots_taken"] = snap.snapshots_taken
+        snap.plog.finish()
         _finish(tw, appended, settings, labels)
     return SnapshotResult(Path(output), tw.run_id, snap.snapshots_taken, snap.rows_written, appended=appended, notes=notes)

@@ -1,4 +1,4 @@
-"""Trace directory format v1 (docs/trace-format.md): meta.json + events/ markers/ snapshots/."""
+"""Trace directory format v1 (docs/trace-format.md): meta.json + events/ markers/ snapshots/ process_reads/."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,7 @@ from .writer import SCHEMA_FILE, SegmentWriter
 FORMAT = "gpreempt-trace"
 VERSION = 1
 META = "meta.json"
-TABLE_NAMES = ("events", "markers", "snapshots")
+TABLE_NAMES = ("events", "markers", "snapshots", "process_reads")
 COUNTER_OF_TABLE = {"events": "events_written", "markers": "markers_written", "snapshots": "snapshots_written"}
 
 

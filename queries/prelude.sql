@@ -1,18 +1,41 @@
--- Plain-DuckDB setup: the views `events`, `markers`, `snapshots`, `runs` and the lookups `dbg_trap_ops`,
--- `unmap_filters`
+-- Plain-DuckDB setup: the views `events`, `markers`, `snapshots`, `process_reads`, `processes`, `runs`
+-- and the lookups `dbg_trap_ops`, `unmap_filters`
 -- over trace directories, without the tool. One line (see docs/queries.md):
 --   duckdb -cmd "SET VARIABLE traces = ['path/to/trace', 'runs/*']" -cmd ".read queries/prelude.sql"
 -- Each entry of `traces` is a trace directory (or a glob of them, e.g. a hive-style runs/* folder).
 -- Every table folder of a trace written by the tool holds `schema.parquet` (zero rows, full
 -- schema), so the globs below always match. The tool (query.py) builds events/markers/snapshots
--- itself (it skips corrupt or mistyped segments with a warning) and runs the rest of this file as is:
--- `runs`, `dbg_trap_ops` and `unmap_filters` are defined here and nowhere else.
+-- itself (it skips corrupt or mistyped segments with a warning; process_reads too) and runs the rest of
+-- this file as is: `processes`, `runs`, `dbg_trap_ops` and `unmap_filters` are defined here and nowhere else.
 CREATE VIEW events AS
 SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/events/*.parquet'), union_by_name = true);
 CREATE VIEW markers AS
 SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/markers/*.parquet'), union_by_name = true);
 CREATE VIEW snapshots AS
 SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/snapshots/*.parquet'), union_by_name = true);
+CREATE VIEW process_reads AS
+SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/process_reads/*.parquet'), union_by_name = true);
+-- One row per process seen in a run (by the recorder, a snapshot or a marker writer): each fact from
+-- the first /proc read that knew it, the recorder's first-seen reads (at the process's first event)
+-- before any other writer's, then by time; NULL when no read did (the process was gone: never a guess).
+-- first/last seen over every writer. `container` is the short id (12 hex) shown next to a process.
+CREATE VIEW processes AS
+WITH r AS (
+  SELECT *, (CASE WHEN source = 'recorder' AND first_seen_ts_ns IS NOT NULL THEN 0 ELSE 1 END, ts_ns) AS pref
+  FROM process_reads WHERE tgid IS NOT NULL
+)
+SELECT run_id, tgid,
+       arg_min(ns_tgid, pref) FILTER (WHERE ns_tgid IS NOT NULL) AS ns_tgid,
+       arg_min(pidns, pref) FILTER (WHERE pidns IS NOT NULL) AS pidns,
+       arg_min(cgroup, pref) FILTER (WHERE cgroup IS NOT NULL) AS cgroup,
+       arg_min(container_id, pref) FILTER (WHERE cgroup IS NOT NULL) AS container_id,
+       arg_min(container_runtime, pref) FILTER (WHERE cgroup IS NOT NULL) AS container_runtime,
+       left(arg_min(container_id, pref) FILTER (WHERE cgroup IS NOT NULL), 12) AS container,
+       arg_min(comm, pref) FILTER (WHERE comm IS NOT NULL) AS comm,
+       min(first_seen_ts_ns) AS first_seen_ts_ns,
+       max(last_seen_ts_ns) AS last_seen_ts_ns
+FROM r
+GROUP BY run_id, tgid;
 -- DBG_TRAP queue operations by (_IOC_NR of the request, op): upstream AMDKFD_IOC_DBG_TRAP (nr 0x26,
 -- KFD_IOC_DBG_TRAP_SUSPEND_QUEUES 6 / RESUME_QUEUES 7) and ROCm's pre-upstream 0xC0284B82 (nr 0x82,
 -- node suspend 3 / resume 4). tests/test_queries_prelude.py checks it against gpreempt_trace.recorder.ioctls.

@@ -33,6 +33,7 @@ from .. import record_layout, resources
 from ..decode import EventDecoder
 from ..errors import GptError, PermissionProblem
 from ..launcher import Launcher
+from ..processes import ProcessLog
 from ..trace import META, TraceWriter, already_a_trace
 from ..writer import DEFAULT_SEGMENT_S
 from . import ioctls
@@ -403,6 +404,7 @@ class Recorder:
         tw = TraceWriter.create(o.output, o.labels)
         t0 = time.monotonic()
         bpf = ring = snap = launcher = None
+        self._plog = ProcessLog(tw, "recorder")  # /proc facts of every process its events name (issue 21)
         events = 0
         lost = None
         exit_code = None
@@ -464,6 +466,9 @@ class Recorder:
                 counters["ring_odd_records"] = ring.odd_records
                 ring.close()
             tw.meta.setdefault("recorder", {})["stop_reason"] = self._stop_why
+            self._plog.finish()  # those still alive read again; gone ones: NULL facts
+            if snap is not None:
+                snap.plog.finish()
             tw.close()
             if bpf is not None:
                 bpf.cleanup()
@@ -531,7 +536,9 @@ class Recorder:
             total += n
             now = time.monotonic()
             if pending_n and (pending_n >= BATCH_RECORDS or now - last_decode >= DECODE_EVERY_S or stop_pos is not None):
-                writer.append_table(decoder.decode(batch[:pending_n]))
+                tbl = decoder.decode(batch[:pending_n])
+                self._plog.see_table(tbl)  # a process's first event: its /proc facts are read now
+                writer.append_table(tbl)
                 pending_n, last_decode = 0, now
             elif not pending_n and now - last_decode >= DECODE_EVERY_S:
                 last_decode = now  # nothing to decode: the next read is one period from now

@@ -216,7 +216,7 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
         sdma = [r["sdma_queues"] / r["processes"] for r in c]
         ax.bar(x, comp, label="compute / process")
         ax.bar(x, sdma, bottom=comp, label="sdma / process")
-        ax.set_xticks(x, [f"{r['label']}\n{_short(r['run_id'])}" for r in c], fontsize=8)
+        ax.set_xticks(x, [f"{r['label']}" + "".join(f"\n[{k}]" for k in (r.get("containers") or [])) + f"\n{_short(r['run_id'])}" for r in c], fontsize=8)
         ax.set_ylabel("queues per process"), ax.legend(loc="upper right"), ax.set_title("queues created per process of each model (mean over its processes)")
         body.append(plots.save(fig, "queue_counts.png"))
         body.append(_lost_note({r: lost_all[r] for r in sorted({x["run_id"] for x in c})}))
@@ -249,6 +249,11 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
         body.append(_missing("No collateral preemption found: it needs queues_unmap rows (unmap_queues_cpsch probe or kfd:kfd_queues_unmap) "
                              "and queue_create rows of at least two processes on one GPU. Record both models and the controller together."))
 
+    procs = _sql(con, "SELECT run_id, tgid, ns_tgid, container, container_runtime, comm, cgroup FROM processes ORDER BY run_id, tgid")
+    if procs.num_rows:  # traces from before issue 21, and synthetic ones, have none
+        body.append("<h2>Processes and containers</h2><p>Host pid (tgid), pid in its container (ns_tgid), container short id "
+                    "(<code>gpreempt-trace query</code> over the <code>processes</code> view).</p>" + table_html(procs, max_rows))
+
     ov = _sql(con, "SELECT * FROM events_overview")
     body.append("<h2>What fired</h2>")
     body.append(table_html(ov, max_rows) if ov.num_rows else _missing("No kernel events in these traces (markers or snapshots only)."))
@@ -270,7 +275,7 @@ def _timeline(con, plots, lost_all) -> str:
                       [run_id, target, req]).fetchall()[0][0] or req + 5_000_000
     pad = max(200_000, (end - req) // 4)
     t0, t1 = req - pad, end + pad
-    qs = con.execute("SELECT tgid, label, queue_id, type FROM queues_lifecycle WHERE run_id = ? AND gpu_id = ? AND created_ts_ns < ? "
+    qs = con.execute("SELECT tgid, coalesce(label, CAST(tgid AS VARCHAR)) || coalesce(' [' || container || ']', ''), queue_id, type FROM queues_lifecycle WHERE run_id = ? AND gpu_id = ? AND created_ts_ns < ? "
                      "AND (destroyed_ts_ns IS NULL OR destroyed_ts_ns > ?) ORDER BY tgid, queue_id", [run_id, gpu, t1, t0]).fetchall()
     if not qs:
         return _missing("The preempted GPU has no queue with a recorded queue_create: the timeline needs queue_create rows.")

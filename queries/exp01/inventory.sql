@@ -14,6 +14,8 @@ SELECT
   min(ts_ns) AS ts_ns,
   -- Process (mqds 'Process %d').
   tgid,
+  -- Its container (short id, 12 hex; view processes); NULL on the host or when unknown.
+  any_value(container) AS container,
   -- KFD gpu_id.
   gpu_id,
   -- User compute queues ('Compute queue on device' entries).

@@ -38,6 +38,8 @@ SELECT
   m.ts_ns,
   -- Process owning the queue (mqds 'Process %d').
   m.tgid,
+  -- Its container (short id, 12 hex; view processes); NULL on the host or when unknown.
+  p.container,
   -- KFD gpu_id of the queue's device.
   m.gpu_id,
   -- Position in the process block of mqds (0 = printed first).
@@ -66,6 +68,7 @@ SELECT
   coalesce(e1.queue_id, e2.queue_id) AS queue_id
 FROM mqd m
 LEFT JOIN hqd h USING (run_id, snapshot_seq, gpu_id, tgid, queue_index)
+LEFT JOIN processes p ON p.run_id = m.run_id AND p.tgid = m.tgid
 ASOF LEFT JOIN ev e1 ON m.run_id = e1.run_id AND m.gpu_id = e1.gpu_id AND m.tgid = e1.tgid AND m.doorbell_off = e1.doorbell_off AND m.ts_ns >= e1.ts_ns
 ASOF LEFT JOIN ev e2 ON m.run_id = e2.run_id AND m.gpu_id = e2.gpu_id AND m.tgid = e2.tgid AND m.ring_base = e2.ring_base AND m.ts_ns >= e2.ts_ns
 ORDER BY m.run_id, m.snapshot_seq, m.tgid, m.gpu_id, m.queue_type, m.queue_index;

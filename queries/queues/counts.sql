@@ -11,9 +11,12 @@ SELECT c.run_id, coalesce(l.label, any_value(c.comm)) AS label, c.tgid,
        count(*) FILTER (WHERE c.queue_type LIKE 'sdma%') AS sdma,
        list_sort(list(DISTINCT c.queue_id)) AS ids,
        -- the per-process signature: sorted (type, id) pairs
-       list_sort(list(c.queue_type || ':' || c.queue_id)) AS signature
+       list_sort(list(c.queue_type || ':' || c.queue_id)) AS signature,
+       any_value(p.container) AS container,
+       bool_or(p.cgroup IS NOT NULL) AS cgroup_known
 FROM _queues_created c
 LEFT JOIN _queues_labels l ON l.run_id = c.run_id AND l.tgid = c.tgid
+LEFT JOIN processes p ON p.run_id = c.run_id AND p.tgid = c.tgid
 GROUP BY c.run_id, l.label, c.tgid;
 
 CREATE VIEW queues_counts AS
@@ -26,7 +29,8 @@ WITH per_run AS (
          min(queues) AS min_per_process,
          max(queues) AS max_per_process,
          list_sort(list_distinct(flatten(list(ids)))) AS ids,
-         list_sort(list_distinct(list(array_to_string(signature, ',')))) AS signatures
+         list_sort(list_distinct(list(array_to_string(signature, ',')))) AS signatures,
+         CASE WHEN bool_or(cgroup_known) THEN list_sort(coalesce(list(DISTINCT container) FILTER (WHERE container IS NOT NULL), [])) END AS containers
   FROM _queues_counts_per_process
   GROUP BY run_id, label
 )
@@ -35,6 +39,9 @@ SELECT
   run_id,
   -- Model: workload_start label, else the process's command name.
   label,
+  -- Containers (short ids, 12 hex) its processes ran in, sorted; [] when they ran on the host; NULL when
+  -- no process of it was read from /proc (view processes).
+  containers,
   -- Processes of this model that created queues in the run.
   processes,
   -- Queues they created (all types).

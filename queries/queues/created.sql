@@ -27,6 +27,8 @@ SELECT
   c.tgid,
   -- Model: workload_start label of the owner, else its command name.
   coalesce(l.label, c.comm) AS label,
+  -- Container of the owner (short id, 12 hex; view processes); NULL on the host or when unknown.
+  p.container,
   -- Queue id (KFD queue_id).
   c.queue_id,
   -- Queue type (compute, compute_aql, sdma, ...).
@@ -37,4 +39,5 @@ SELECT
   c.next_create_ts_ns
 FROM _queues_created c
 LEFT JOIN _queues_labels l ON l.run_id = c.run_id AND l.tgid = c.tgid
+LEFT JOIN processes p ON p.run_id = c.run_id AND p.tgid = c.tgid
 ORDER BY c.run_id, c.tgid, c.gpu_id, c.queue_id, c.created_ts_ns;

@@ -120,6 +120,8 @@ SELECT
   s.tgid,
   -- Model: label of the process's workload_start marker, else its command name.
   coalesce(l.label, s.comm) AS label,
+  -- Container of the owner (short id, 12 hex; view processes); NULL on the host or when unknown.
+  p.container,
   -- KFD gpu_id of the queue's device.
   s.gpu_id,
   -- KFD queue id within the process.
@@ -146,6 +148,7 @@ SELECT
   CAST(coalesce(e.resets_so_far, 0) - coalesce(b.resets_so_far, 0) AS BIGINT) AS reset
 FROM _queues_spans s
 LEFT JOIN _queues_labels l ON l.run_id = s.run_id AND l.tgid = s.tgid
+LEFT JOIN processes p ON p.run_id = s.run_id AND p.tgid = s.tgid
 LEFT JOIN updates u ON u.run_id = s.run_id AND u.tgid = s.tgid AND u.gpu_id = s.gpu_id AND u.queue_id = s.queue_id AND u.created_ts_ns = s.created_ts_ns
 LEFT JOIN states st ON st.run_id = s.run_id AND st.tgid = s.tgid AND st.gpu_id = s.gpu_id AND st.queue_id = s.queue_id AND st.created_ts_ns = s.created_ts_ns
 LEFT JOIN at_start b ON b.run_id = s.run_id AND b.tgid = s.tgid AND b.gpu_id = s.gpu_id AND b.queue_id = s.queue_id AND b.created_ts_ns = s.created_ts_ns

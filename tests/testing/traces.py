@@ -35,8 +35,11 @@ R2_EVENTS = [
 NAMES = {0xC0584B02: "AMDKFD_IOC_CREATE_QUEUE", 0xC0084B03: "AMDKFD_IOC_DESTROY_QUEUE", 0xC0204B26: "AMDKFD_IOC_DBG_TRAP"}
 
 
-def write_trace(path, run_id, events, markers=(), labels=None, funcs=FUNCS):
+def write_trace(path, run_id, events, markers=(), labels=None, funcs=FUNCS, processes=()):
+    """processes: process_reads rows (/proc facts; see gpreempt_trace/processes.py)."""
     tw = trace.TraceWriter.create(path, labels=labels or {}, run_id=run_id, synthetic=True)
+    if processes:
+        tw.writer("process_reads").append_rows(processes)
     dec = decode.EventDecoder(run_id, funcs, NAMES.get)
     if events:
         tw.writer("events").append_table(dec.decode(synth.records(events, funcs)))
@@ -209,3 +212,27 @@ def random_collateral_events(seed: int, n: int = 150) -> list[dict]:
             out.append(_m(ts, rnd.randrange(1, 6), gpu))
         taken.append(ts)
     return sorted(out, key=lambda e: e["ts_ns"])
+
+
+# containers (issue 21): 64-hex ids and /proc reads of the q1 processes. 100 (online) runs in a docker
+# container (pid 7 inside), 200 (offline) in a CRI-O one; 900 (the controller) on the host.
+CID_ONLINE = "3f4e1c0a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
+CID_OFFLINE = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+
+def proc_read(ts, tgid, ns_tgid=None, cid=None, runtime=None, comm=None, cgroup=None, first=None, last=None, source="recorder", pidns=None):
+    if cgroup is None and cid:
+        cgroup = f"/docker/{cid}" if runtime == "docker" else f"/kubepods.slice/crio-{cid}.scope"
+    return dict(ts_ns=ts, source=source, tgid=tgid, ns_tgid=ns_tgid, pidns=pidns, cgroup=cgroup, container_id=cid,
+                container_runtime=runtime, comm=comm, first_seen_ts_ns=first, last_seen_ts_ns=last)
+
+
+Q1_PROCESSES = [
+    proc_read(11, 100, 7, CID_ONLINE, "docker", "online", first=10, pidns=4026532890),
+    proc_read(16, 200, 1, CID_OFFLINE, "crio", "offline", first=15, pidns=4026532999),
+    proc_read(61, 900, 900, None, None, "gpreempt-trace", cgroup="/user.slice", first=60, pidns=4026531836),
+    # end of run: 100 read again (same facts), 200 gone (NULL facts, never a guess), 900 still there
+    proc_read(120, 100, 7, CID_ONLINE, "docker", "online", last=110, pidns=4026532890),
+    proc_read(120, 200, last=15),
+    proc_read(120, 900, 900, None, None, "gpreempt-trace", cgroup="/user.slice", last=80, pidns=4026531836),
+]

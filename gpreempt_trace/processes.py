@@ -1,0 +1,137 @@
+"""The `process_reads` table: what /proc said about each process a writer saw (issue 21).
+
+Every writer of a trace that sees a process (the recorder: a tgid or owner_tgid of its events; a live
+snapshot: the tgids of its rows; a marker writer: the tgid and target_tgid of its markers) reads
+/proc/PID once when it first sees it, and writes a row: ts_ns (when /proc was read), source, the facts
+of containers.read_process, first_seen_ts_ns. When it stops it writes one more row per process:
+last_seen_ts_ns and the facts read again (NULL for a process that has exited, or whose pid now
+belongs to another process). The `processes` view (queries/prelude.sql) folds these rows into one
+per (run_id, tgid).
+
+Facts of a process that is not on this host now (imported debugfs captures) are not read: NULL.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Optional
+
+import numpy as np
+
+from .containers import PROC, ProcessFacts, read_process
+
+TABLE = "process_reads"
+
+
+def start_ticks(tgid: int, proc: str = PROC) -> Optional[int]:
+    """starttime (field 22 of /proc/PID/stat): tells a process from a later one with the same pid."""
+    try:
+        with open(f"{proc}/{tgid}/stat", "rb") as f:
+            s = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    try:
+        return int(s[s.rindex(")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+class ProcessLog:
+    """Per writer: remembers the tgids it saw (first and last time) and writes their /proc reads into
+    `process_reads` of the trace writer `tw` (None: write nothing). read=False: never read /proc (the
+    process is not on this host: facts NULL)."""
+
+    def __init__(self, tw, source: str, read: bool = True, proc: str = PROC):
+        self.tw = tw
+        self.source = source
+        self.read = read
+        self.proc = proc
+        self.seen: dict[int, list] = {}  # tgid -> [first_ts, last_ts, start_ticks at the first read]
+        self.rows_written = 0
+
+    def _facts(self, tgid: int) -> ProcessFacts:
+        if not self.read:
+            return ProcessFacts(tgid, None, None, None, None, None, None)
+        return read_process(tgid, self.proc)
+
+    def _write(self, rows: list[dict]) -> None:
+        if rows and self.tw is not None:
+            self.tw.writer(TABLE).append_rows(rows)
+            self.rows_written += len(rows)
+
+    def see(self, tgid: Optional[int], ts_ns: int) -> None:
+        if tgid is None or tgid <= 0:
+            return
+        s = self.seen.get(tgid)
+        if s is not None:
+            if ts_ns > s[1]:
+                s[1] = ts_ns
+            return
+        self.see_many([tgid], [ts_ns], [ts_ns])
+
+    def see_many(self, tgids: Iterable[int], first: Iterable[int], last: Iterable[int]) -> None:
+        """Processes seen between first[i] and last[i] (ns); new ones are read from /proc now."""
+        rows = []
+        now = time.monotonic_ns()
+        for t, f, l in zip(tgids, first, last):
+            t, f, l = int(t), int(f), int(l)
+            if t <= 0:
+                continue
+            s = self.seen.get(t)
+            if s is not None:
+                s[0], s[1] = min(s[0], f), max(s[1], l)
+                continue
+            ticks = start_ticks(t, self.proc) if self.read else None
+            facts = self._facts(t)
+            self.seen[t] = [f, l, ticks]
+            rows.append(dict(facts.as_row(), ts_ns=now, source=self.source, first_seen_ts_ns=f, last_seen_ts_ns=None))
+        self._write(rows)
+
+    def see_arrays(self, tgid: np.ndarray, ts: np.ndarray) -> None:
+        """A batch of events: tgid (int, <= 0 or masked = none) and ts_ns columns as numpy arrays."""
+        if not len(tgid):
+            return
+        ok = tgid > 0
+        tgid, ts = tgid[ok], ts[ok]
+        if not len(tgid):
+            return
+        order = np.argsort(tgid, kind="stable")
+        tg, tss = tgid[order], ts[order]
+        uniq, start = np.unique(tg, return_index=True)
+        first = np.minimum.reduceat(tss, start)
+        last = np.maximum.reduceat(tss, start)
+        known = self.seen
+        new = [i for i, t in enumerate(uniq.tolist()) if t not in known]
+        if len(new) != len(uniq):
+            for t, f, l in zip(uniq.tolist(), first.tolist(), last.tolist()):
+                s = known.get(t)
+                if s is not None:
+                    s[0], s[1] = min(s[0], f), max(s[1], l)
+        if new:
+            self.see_many(uniq[new].tolist(), first[new].tolist(), last[new].tolist())
+
+    def see_table(self, tbl, columns: tuple[str, ...] = ("tgid", "owner_tgid")) -> None:
+        """A decoded events table: every process named by `columns` (NULL = none) at its rows' ts_ns."""
+        if tbl.num_rows == 0:
+            return
+        import pyarrow.compute as pc
+
+        ts = tbl.column("ts_ns").to_numpy()
+        for name in columns:
+            if name not in tbl.column_names:
+                continue
+            col = tbl.column(name)
+            if col.null_count == len(col):
+                continue
+            self.see_arrays(pc.fill_null(col, 0).to_numpy(), ts)
+
+    def finish(self) -> None:
+        """One row per process seen: last_seen_ts_ns and the facts read again (NULL when it is gone or
+        its pid now names another process)."""
+        rows = []
+        now = time.monotonic_ns()
+        for t, (f, l, ticks) in sorted(self.seen.items()):
+            facts = ProcessFacts(t, None, None, None, None, None, None)
+            if self.read and ticks is not None and start_ticks(t, self.proc) == ticks:
+                facts = self._facts(t)
+            rows.append(dict(facts.as_row(), ts_ns=now, source=self.source, first_seen_ts_ns=None, last_seen_ts_ns=l))
+        self._write(rows)
