@@ -175,7 +175,8 @@ def test_uapi_json_columns_exist():
 def test_docs_name_every_tracepoint_and_its_event():
     doc = (REPO / "docs" / "kernel-tracepoints.md").read_text()
     for t in TRACEPOINTS:
-        assert f"kfd:{t.name}" in doc and f"`{t.event}`" in doc, t.name
+        if t.system == "kfd":  # the series (the DKMS amdkfd:* ones are in docs/recorder.md)
+            assert f"kfd:{t.name}" in doc and f"`{t.event}`" in doc, t.name
 
 
 @pytest.mark.kernel

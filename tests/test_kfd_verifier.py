@@ -29,9 +29,9 @@ def load_all(plan) -> dict[str, int]:
                 fn = b.load_func(name, bcc.BPF.KPROBE)  # raises with the verifier log on rejection
                 assert fn.fd >= 0
                 sizes[name.decode()] = bcc.lib.bpf_function_size(b.module, name) // 8
-        for t in TRACEPOINTS:  # the kfd:* tracepoint handlers (raw tracepoints)
-            name = f"kfd_rtp__{t.name}".encode()
-            assert b.load_func(name, bcc.BPF.RAW_TRACEPOINT).fd >= 0
+        for t in TRACEPOINTS:  # kfd:* handlers (raw tracepoints), DKMS amdkfd:* ones (classic tracepoints)
+            name = t.handler.encode()
+            assert b.load_func(name, bcc.BPF.RAW_TRACEPOINT if t.mechanism == "raw_tracepoint" else bcc.BPF.TRACEPOINT).fd >= 0
             sizes[name.decode()] = bcc.lib.bpf_function_size(b.module, name) // 8
         return sizes
     finally:

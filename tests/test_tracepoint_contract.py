@@ -79,13 +79,17 @@ def kernel(tmp_path_factory):
     return kernel_tracepoints(SERIES, tmp_path_factory.mktemp("series"))
 
 
+KFD = [t for t in tp.TRACEPOINTS if t.system == "kfd"]  # the series; the DKMS amdkfd:* ones: tests/test_dkms_tracepoints.py
+
+
 def test_the_series_defines_exactly_the_tables_12_tracepoints(kernel):
-    assert set(kernel) == {t.name for t in tp.TRACEPOINTS}
+    assert set(kernel) == {t.name for t in KFD}
     assert len(kernel) == 12
+    assert {t.system for t in tp.TRACEPOINTS} == {"kfd", "amdkfd"}
 
 
 def test_every_tracepoint_has_the_tables_class_proto_and_fields_both_ways(kernel):
-    for t in tp.TRACEPOINTS:
+    for t in KFD:
         k = kernel[t.name]
         assert k["class"] == t.klass, t.name
         assert _norm_proto(k["proto"]) == _norm_proto(t.proto), t.name
@@ -101,7 +105,8 @@ def test_every_event_and_column_of_the_table_exists_in_the_schema():
             if f.column is None:
                 assert f.note, f"{t.name}.{f.name} is not recorded and does not say why"
                 continue
-            assert f.column in cols and cols[f.column].in_parquet, (t.name, f.name)
+            for c in (f.column, *f.also):
+                assert c in cols and cols[c].in_parquet, (t.name, f.name, c)
     # all four scheme-B events become rows of their own
     events = {t.name: t.event for t in tp.TRACEPOINTS}
     assert (events["kfd_queues_preempt"], events["kfd_queues_unpreempt"]) == ("queues_preempt", "queues_unpreempt")
@@ -123,7 +128,7 @@ def test_queue_class_columns_are_filled_by_the_named_reader():
 
 def test_generated_handlers_read_each_recorded_field_from_its_tp_proto_position():
     text = tp.render()
-    for t in tp.TRACEPOINTS:
+    for t in KFD:
         assert f"int kfd_rtp__{t.name}(struct bpf_raw_tracepoint_args *ctx)" in text
         if t.kind != "args":
             continue
@@ -148,4 +153,4 @@ def test_the_recorder_uses_the_table(kfd_fixture):
     assert tp.INCLUDE_LINE not in src  # spliced in: BCC builds programs only from the main file
     rows = {p.probe for p in plan.probes}
     for t in tp.TRACEPOINTS:
-        assert f"kfd:{t.name}" in rows and f"kfd_rtp__{t.name}(" in src
+        assert t.probe in rows and f"{t.handler}(" in src

@@ -83,7 +83,8 @@ PROBE_NAMES = tuple(p.name for p in PROBES)
 
 
 # the kfd:* tracepoint series: one table (name, event, TP fields -> columns); handlers generated from it
-from .tracepoints import TRACEPOINTS, TracepointSpec, inline_header  # noqa: E402,F401
+from .tracepoints import TRACEPOINTS, TracepointSpec, format_check, inline_header  # noqa: E402,F401
+from . import tpformat  # noqa: E402  (the amdkfd:* formats)
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,22 @@ class KfdPlan:
             for p in self.probes:
                 if p.entry_target and p.reason == f"superseded by tracepoint {tp.target}":
                     p.status, p.reason = "planned", f"fallback for {tp.target}"
+        # the DKMS amdkfd:* tracepoints: classic tracepoints (BCC loads the handler as a TRACEPOINT program)
+        for tp in [p for p in self.probes if p.status == "planned" and p.mechanism == "tracepoint"]:
+            try:
+                bpf.attach_tracepoint(tp=tp.target, fn_name=f"amdkfd_tp__{tp.entry_target}")
+                tp.status = "attached"
+            except Exception as e:  # BCC raises bare Exception
+                tp.status, tp.reason = "failed", (str(e).strip().splitlines() or [type(e).__name__])[0]
+        by = {p.probe: p for p in self.probes}
+        for t in TRACEPOINTS:  # half a span attached writes nothing: say so on the half that did
+            if t.span == "end" and t.probe in by and f"{t.system}:{t.begin}" in by:
+                end, begin = by[t.probe], by[f"{t.system}:{t.begin}"]
+                for a, b in ((begin, end), (end, begin)):
+                    if a.status == "attached" and b.status == "failed":
+                        a.reason = ((a.reason + "; ") if a.reason else "") + f"{b.probe} failed to attach: its span writes no row"
         for p in self.probes:
-            if p.status != "planned" or p.mechanism == "raw_tracepoint":
+            if p.status != "planned" or p.mechanism in ("raw_tracepoint", "tracepoint"):
                 continue
             tries = [(p.entry_target, p.ret_target), *p.fallbacks]
             errors = []
@@ -237,7 +252,7 @@ def load_btf(btf_dir: str | Path | None = None, module: str = MODULE) -> tuple[B
 
 def find_kfd_tracepoints(tracefs_dirs=TRACEFS_DIRS, btfs: tuple[Btf | None, ...] = ()) -> set[str]:
     """Names of the kfd:* tracepoints (TRACEPOINTS) this kernel has: from tracefs, else BTF btf_trace_*."""
-    known = {t.name for t in TRACEPOINTS}
+    known = {t.name for t in TRACEPOINTS if t.system == "kfd"}
     for base in map(Path, tracefs_dirs):
         kfd = base / "events" / "kfd"
         try:
@@ -247,6 +262,48 @@ def find_kfd_tracepoints(tracefs_dirs=TRACEFS_DIRS, btfs: tuple[Btf | None, ...]
         if names & known:
             return names & known
     return {n for n in known for b in btfs if b is not None and b.find(f"btf_trace_{n}", ("TYPEDEF",)) is not None}
+
+
+def find_dkms_tracepoints(tracefs_dirs=TRACEFS_DIRS) -> dict:
+    """{name: tracefs format (tpformat.EventFormat), or why it is unreadable} of the DKMS amdkfd:* tracepoints
+    of TRACEPOINTS this kernel has. tracefs only: DKMS modules carry no BTF to find btf_trace_* in."""
+    return tpformat.find(tracefs_dirs, "amdkfd", [t.name for t in TRACEPOINTS if t.system == "amdkfd"])
+
+
+def _plan_dkms(t: TracepointSpec, row: "ProbeAttach", formats: dict, ks: Kallsyms, cflags: list[str]) -> None:
+    """Plan one amdkfd:* tracepoint: its fields' offsets from its tracefs format, as -D flags."""
+    if MODULE not in ks.modules:
+        row.reason = f"module {MODULE} is not loaded"
+        return
+    fmt = formats.get(t.name)
+    if fmt is None:
+        return  # t.absent: not in tracefs
+    if isinstance(fmt, str):
+        row.reason = f"format unreadable: {fmt}"
+        return
+    flags, problems, notes = format_check(t, fmt)
+    if problems:
+        row.reason = "tracefs format differs from the table: " + "; ".join(problems)
+        return
+    cflags += flags
+    if t.span == "begin":
+        end = next(e for e in TRACEPOINTS if e.begin == t.name)
+        notes.insert(0, f"starts the span: {end.probe} writes the row")
+    row.target, row.mechanism, row.status, row.reason = t.probe, t.mechanism, "planned", "; ".join(notes) or None
+    row.entry_target = t.name
+
+
+def _pair_dkms_spans(rows: list["ProbeAttach"]) -> None:
+    """A span's start without its end (or the reverse) would write nothing: neither is planned then."""
+    by = {r.probe: r for r in rows}
+    for t in TRACEPOINTS:
+        if t.span != "end":
+            continue
+        end, begin = by[t.probe], by[f"{t.system}:{t.begin}"]
+        for a, b in ((begin, end), (end, begin)):
+            if a.status == "planned" and b.status != "planned":
+                a.status, a.target, a.mechanism = "unavailable", None, None
+                a.reason = f"{b.probe} is not planned ({b.reason}): its span writes no row"
 
 
 def resolve_fields(mod: Btf | None, vmlinux: Btf) -> tuple[dict[str, str | None], dict[str, int | None], list[str]]:
@@ -308,7 +365,7 @@ def plan_kfd(
 ) -> KfdPlan:
     if attach not in ("auto", "kprobe"):
         raise GptError(f"attach mode {attach!r} is not supported", "use auto or kprobe (fentry/fexit programs are not built yet)")
-    valid = PROBE_NAMES + tuple(f"kfd:{t.name}" for t in TRACEPOINTS)
+    valid = PROBE_NAMES + tuple(t.probe for t in TRACEPOINTS)
     unknown = [p for p in (probes or []) if p not in valid]
     if unknown:
         raise GptError(f"unknown KFD probe {unknown[0]!r}", f"choose from {', '.join(valid)}")
@@ -374,16 +431,20 @@ def plan_kfd(
         if sup:  # kept resolved: attach() falls back to it if the tracepoint cannot attach
             row.status, row.reason = "unavailable", f"superseded by tracepoint kfd:{sup.name}"
 
+    dkms = find_dkms_tracepoints([tracefs] if tracefs else ([] if offline else TRACEFS_DIRS))
     for t in TRACEPOINTS:
         fid = func_id_base + len(rows)
         cflags.append(f"-DGPT_FID_tp_{t.name}={fid}")
-        row = ProbeAttach(f"kfd:{t.name}", t.event, None, None, "unavailable", "kernel without the kfd:* tracepoint series", fid)
+        row = ProbeAttach(t.probe, t.event, None, None, "unavailable", t.absent, fid)
         if probes and row.probe not in probes:
             row.reason = "not selected"
+        elif t.system == "amdkfd":
+            _plan_dkms(t, row, dkms, ks, cflags)
         elif t.name in tps:
             row.target, row.mechanism, row.status, row.reason = f"kfd:{t.name}", "raw_tracepoint", "planned", None
             row.entry_target = t.name
         rows.append(row)
+    _pair_dkms_spans(rows)
     eligible = [r.probe for r in rows if r.mechanism == "kprobe+kretprobe" and ks.resolve(PROBES[r.func_id - func_id_base].entry).fentry_safe
                 and mod is not None and mod.has_func(PROBES[r.func_id - func_id_base].entry)]
     if eligible:
