@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SETUP  := $(VENV)/.setup-done
 
-.PHONY: setup demo demo-lab test test-fast bench lab kernel-check docs codegen lint clean spark-check
+.PHONY: setup demo demo-lab test test-fast bench lab kernel-check kernel-sources docs codegen lint clean spark-check
 
 $(SETUP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -35,6 +35,11 @@ lab: $(SETUP)
 
 kernel-check: $(SETUP)
 	bash kernel/check.sh
+
+# Debian's source + headers of the fixture kernels at their exact versions (sha256-pinned in
+# tests/fixtures/kernels/<abi>/packages.sha256), for `btf build` against their real BTF (tests/test_btf_build.py)
+kernel-sources: $(SETUP)
+	$(PY) -m gpreempt_trace.lab.kernel_sources
 
 docs: $(SETUP)
 	$(PY) -m gpreempt_trace.docgen

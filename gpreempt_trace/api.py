@@ -77,6 +77,15 @@ def doctor(kallsyms: str | None = None, btf_dir: str | None = None, probes: list
     return run_doctor(kallsyms=kallsyms, btf_dir=btf_dir, probes=probes, tracefs=tracefs)
 
 
+def btf_build(opts=None, **options):
+    """A split BTF for the amdgpu module, from its sources (or a module with DWARF): `gpreempt-trace btf
+    build`. `opts` is a recorder.btf_build.BuildOptions, or None with its fields as keywords. Returns a
+    BuildResult (.output: the BTF file, .meta: its sidecar)."""
+    from .recorder.btf_build import BuildOptions, build
+
+    return build(opts if opts is not None else BuildOptions(**options))
+
+
 def record(opts, progress=None, **options):
     """Record KFD queue events into a trace. `opts` is a recorder.runtime.RecordOptions (fields named
     like the flags of `record`), or the output path with those fields as keywords. `progress` is called

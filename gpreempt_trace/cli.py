@@ -25,6 +25,7 @@ COMMANDS = {
     "export": "Export traces (hive-style run folder, or Perfetto).",
     "synth": "Write a synthetic trace (KFD/HWS model) with ground truth.",
     "doctor": "Check what the running (or a given) kernel lets the recorder attach.",
+    "btf": "Build the amdgpu module's BTF where it has none (ROCm DKMS hosts).",
     "exp01": "Experiment 1: queue inventory verdicts.",
     "workload": "Run a built-in GPU workload (torch).",
     "experiment": "Run a scripted experiment.",

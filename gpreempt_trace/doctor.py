@@ -59,6 +59,7 @@ class DoctorReport:
             ],
             "offsets": self.plan.offsets,
             "notes": self.plan.notes,
+            "btf_source": self.plan.btf_source,
         }
 
 
@@ -74,7 +75,8 @@ def _offline_checks(plan: KfdPlan, kallsyms, btf_dir) -> list[Check]:
     d = Path(btf_dir) if btf_dir else SYS_BTF
     has_mod = (d / MODULE).exists()
     out = [Check("btf", True if has_mod else False, f"{d}: vmlinux" + (f" + {MODULE} (split BTF matches its base)" if has_mod else f", no {MODULE}"),
-                 "" if has_mod else f"copy /sys/kernel/btf/{MODULE} from a machine with amdgpu loaded")]
+                 "" if has_mod else f"copy /sys/kernel/btf/{MODULE} from a machine with amdgpu loaded, "
+                 f"or build one for that kernel: gpreempt-trace btf build ... -o {d}/")]
     loaded = any(p.reason != f"module {MODULE} is not loaded" for p in plan.probes)
     out.append(Check("kallsyms", loaded, f"{kallsyms or '/proc/kallsyms'}: " + (f"{MODULE} symbols present" if loaded else f"no {MODULE} symbols"),
                      "" if loaded else f"save /proc/kallsyms as root while {MODULE} is loaded"))
@@ -85,6 +87,16 @@ def _exists(p: Path, dir_: bool = False) -> bool:
     try:
         return p.is_dir() if dir_ else p.exists()
     except OSError:  # e.g. tracefs/debugfs entries are root-only
+        return False
+
+
+def _hidden(p: Path) -> bool:
+    """A directory this user may not read (debugfs is 0700: even stat() of tracing/ under it is refused)."""
+    try:
+        return p.is_dir() and not os.access(p, os.R_OK | os.X_OK)
+    except PermissionError:
+        return True
+    except OSError:
         return False
 
 
@@ -127,12 +139,7 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
     vm_ok = _exists(d / "vmlinux")
     out.append(Check("btf vmlinux", vm_ok, str(d / "vmlinux") + (" present" if vm_ok else " missing"),
                      "" if vm_ok else "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
-    mod_loaded = Path(f"/sys/module/{MODULE}").is_dir()
-    out.append(Check(f"{MODULE} module", mod_loaded, "loaded" if mod_loaded else "not loaded (no AMD GPU driver in this kernel)",
-                     "" if mod_loaded else f"modprobe {MODULE} on a machine with an AMD GPU (or use the QEMU lab: make lab)"))
-    mod_btf = _exists(d / MODULE)
-    out.append(Check(f"btf {MODULE}", mod_btf, str(d / MODULE) + (" present" if mod_btf else " missing"),
-                     "" if mod_btf else f"load {MODULE} on a kernel with CONFIG_DEBUG_INFO_BTF_MODULES=y; offline: doctor --btf DIR"))
+    out += module_checks(plan)
 
     kp = _exists(Path("/sys/bus/event_source/devices/kprobe"), True) or any(_exists(t / "kprobe_events") for t in TRACEFS_DIRS)
     out.append(Check("kprobes", kp, "kprobe PMU present" if kp else "this kernel has no kprobes (CONFIG_KPROBES off)",
@@ -142,7 +149,7 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
                      else "no BPF trampolines (fentry/fexit unavailable)"))
 
     tfs = [Path(tracefs)] if tracefs else [t for t in TRACEFS_DIRS if _exists(t / "events", True)]
-    hidden = not tfs and any(t.is_dir() and not os.access(t, os.R_OK | os.X_OK) for t in TRACEFS_DIRS)
+    hidden = not tfs and any(_hidden(t) for t in TRACEFS_DIRS)
     out.append(Check("tracefs", bool(tfs), f"{tfs[0]}" if tfs else ("not readable by this user" if hidden else "not mounted"),
                      "" if tfs else ("run as root" if hidden else "mount -t tracefs nodev /sys/kernel/tracing (the ioctl tracepoints need it)")))
     tp = [p.target for p in plan.probes if p.mechanism == "raw_tracepoint"]
@@ -178,6 +185,52 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
     return out
 
 
+def module_checks(plan: KfdPlan, root: str = "/") -> list[Check]:
+    """The amdgpu module (in-tree or ROCm DKMS), where the recorder's struct offsets come from, and the
+    tools `btf build` needs when they must be built."""
+    from .recorder import btf_build, dkms
+
+    info = dkms.module_info(MODULE, root=root)
+    out = []
+    if not info.loaded:
+        out.append(Check(f"{MODULE} module", False, "not loaded (no AMD GPU driver in this kernel)",
+                         f"modprobe {MODULE} on a machine with an AMD GPU (or use the QEMU lab: make lab)"))
+    else:
+        what = []
+        if info.out_of_tree:
+            what.append(f"out-of-tree (DKMS) {info.version or 'version unknown'}")
+        else:
+            what.append("in-tree" + (f", version {info.version}" if info.version else ""))
+        if info.taint:
+            what.append(f"taint {info.taint}")
+        if info.dkms_sources:
+            what.append("DKMS source " + ", ".join(str(s) for s in info.dkms_sources))
+        for st in info.dkms_status or []:
+            what.append(f"dkms: {st.module}/{st.version} {st.kernel or ''} {st.state}".replace("  ", " "))
+        out.append(Check(f"{MODULE} module", True, "loaded, " + "; ".join(what)))
+    src = plan.btf_source or {}
+    kind = src.get("kind")
+    if kind == "module":
+        out.append(Check(f"btf {MODULE}", True, f"{src.get('path')} (the module's own BTF)"))
+    elif kind in ("cache", "dir"):
+        built = src.get("built_for") or {}
+        when = f", built {built['built_at']}" if built.get("built_at") else ""
+        out.append(Check(f"btf {MODULE}", True, f"{src.get('path')}: no BTF of its own; offsets from " +
+                         ("the built BTF" if built else "--btf") + when))
+    elif not info.loaded:
+        out.append(Check(f"btf {MODULE}", None, f"not looked for: {MODULE} is not loaded"))
+    else:
+        cmd = btf_build.build_command(info)
+        out.append(Check(f"btf {MODULE}", False, f"missing: every KFD struct field would be NULL ({src.get('detail') or 'no BTF'})",
+                         f"run `{cmd}` once (needs the amdgpu source, this kernel's headers and pahole; docs/recorder.md 'DKMS hosts')"))
+    if info.loaded and kind in ("none", "cache", None):
+        missing = [f"{tool} ({pkg})" for tool, found, pkg in btf_build.tool_status() if not found]
+        out.append(Check("btf build tools", None if not missing else (False if kind == "none" else None),
+                         "pahole, make, gcc, ld, objcopy present" if not missing else "missing: " + ", ".join(missing),
+                         "" if not missing else "install them to run btf build"))
+    return out
+
+
 def _kallsyms_has(name: str) -> bool:
     try:
         with open("/proc/kallsyms") as f:
@@ -198,7 +251,9 @@ def render_text(r: DoctorReport) -> str:
     rows = [("probe", "event", "target", "mechanism", "status", "reason")]
     rows += [(p.probe, p.event, p.target or "-", p.mechanism or "-", p.status, p.reason or "") for p in r.plan.probes]
     lines += _table(rows)
-    lines += ["", "struct fields (from BTF; missing = not read, NULL):"]
+    src = r.plan.btf_source or {}
+    lines += ["", f"offsets from: {src.get('kind', 'none')}: {src.get('detail') or '-'}"]
+    lines += ["struct fields (from BTF; missing = not read, NULL):"]
     frows = [("macro", "field", "offset")]
     for s in FIELDS:
         path = r.plan.fields.get(s.macro)

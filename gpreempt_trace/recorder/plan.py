@@ -168,6 +168,7 @@ class KfdPlan:
     fields: dict[str, str | None] = field(default_factory=dict)  # macro -> resolved path (None = missing)
     notes: list[str] = field(default_factory=list)
     kernel: str = ""
+    btf_source: dict = field(default_factory=dict)  # where the struct offsets come from (btf_build.Located)
 
     def func_names(self) -> dict[int, str]:
         return {p.func_id: (p.target or p.probe) for p in self.probes}
@@ -237,17 +238,73 @@ def _attach_pair(bpf, probe: str, entry: str, ret: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 def load_btf(btf_dir: str | Path | None = None, module: str = MODULE) -> tuple[Btf, Btf | None]:
-    """vmlinux BTF and the module's split BTF (None when the module has none here)."""
+    """vmlinux BTF and the module's split BTF (None when none is found)."""
+    vmlinux, mod, _ = locate_btf(btf_dir, module)
+    return vmlinux, mod
+
+
+def locate_btf(btf_dir: str | Path | None = None, module: str = MODULE, live: bool | None = None) -> tuple[Btf, Btf | None, "Located"]:
+    """vmlinux BTF, the module's split BTF and where it came from, in this order: the module's own BTF
+    (/sys/kernel/btf/amdgpu); --btf DIR; a BTF built by `btf build` in the cache, for this kernel release
+    and module version; else none (every struct field NULL), with the exact build command in the detail.
+    A built BTF for another kernel release or module build is refused (one-line error)."""
+    from . import btf_build, dkms
+
+    live = btf_dir is None if live is None else live
     d = Path(btf_dir) if btf_dir else SYS_BTF
     if not d.is_dir():
+        if btf_dir is not None and Path(btf_dir).is_file():
+            raise BtfError(f"--btf {btf_dir} is a file, not a directory",
+                           "pass the directory holding it (files vmlinux and amdgpu, like /sys/kernel/btf); `btf build -o DIR/` writes one")
         raise BtfError(f"BTF directory {d} does not exist", "pass --btf DIR laid out like /sys/kernel/btf (files vmlinux, amdgpu)")
     vmlinux = Btf.load(d / "vmlinux")
     mod_path = d / module
-    if not mod_path.exists():
-        return vmlinux, None
+    info = dkms.module_info(module) if live else None
+    if mod_path.exists():
+        built = btf_build.read_sidecar(mod_path)
+        if built and live:
+            _refuse_foreign(built, mod_path, info)
+        kind = "dir" if btf_dir else "module"
+        detail = (f"{mod_path}" + (f" (built by btf build for {built['kernel_release']})" if built else "")
+                  if btf_dir else f"{mod_path} (the module's own BTF)")
+        located = btf_build.Located(kind, str(mod_path), detail, built)
+    elif live and btf_dir is None:
+        cached, why = btf_build.find_cached(os.uname().release, info)
+        if cached is not None:
+            mod_path = cached
+            built = btf_build.read_sidecar(cached)
+            located = btf_build.Located("cache", str(cached), f"{cached} (built by btf build; the module has no BTF)", built)
+        else:
+            if not info.loaded:
+                return vmlinux, None, btf_build.Located("none", None, f"{module} is not loaded")
+            return vmlinux, None, btf_build.Located(
+                "none", None, why or (f"{module} has no BTF ({'out-of-tree module, e.g. ROCm DKMS: kbuild made none' if info.out_of_tree else 'in-tree module without BTF: CONFIG_DEBUG_INFO_BTF_MODULES off, or stripped'})"
+                                      f" and none was built for {os.uname().release}"),
+                fix=f"run `{btf_build.build_command(info)}`")
+    else:
+        return vmlinux, None, btf_build.Located("none", None, f"no {module} in {d}")
     mod = Btf.load(mod_path, base=vmlinux)
-    mod.check_split()
-    return vmlinux, mod
+    try:
+        mod.check_split()
+    except BtfError as e:
+        if located.kind == "cache":
+            raise BtfError(f"the built BTF {mod_path} does not match this kernel's vmlinux BTF ({e.what})",
+                           f"rebuild it: {btf_build.build_command(info)}") from None
+        raise
+    return vmlinux, mod, located
+
+
+def _refuse_foreign(built: dict, path: Path, info) -> None:
+    release = os.uname().release
+    if built.get("kernel_release") != release:
+        raise BtfError(f"{path} was built for kernel {built.get('kernel_release')}, this one is {release}",
+                       "build one for this kernel: gpreempt-trace btf build (see doctor)")
+    want = (built.get("module") or {})
+    for k in ("version", "srcversion", "build_id"):
+        have = getattr(info, k, None) if info else None
+        if want.get(k) and have and want[k] != have:
+            raise BtfError(f"{path} was built for {MODULE} {k} {want[k]}, the loaded module has {have}",
+                           "rebuild it for the loaded module: gpreempt-trace btf build (see doctor)")
 
 
 def find_kfd_tracepoints(tracefs_dirs=TRACEFS_DIRS, btfs: tuple[Btf | None, ...] = ()) -> set[str]:
@@ -370,10 +427,10 @@ def plan_kfd(
     if unknown:
         raise GptError(f"unknown KFD probe {unknown[0]!r}", f"choose from {', '.join(valid)}")
     ks = kallsyms if isinstance(kallsyms, Kallsyms) else Kallsyms.load(kallsyms)
-    vmlinux, mod = load_btf(btf_dir)
+    vmlinux, mod, located = locate_btf(btf_dir, live=kallsyms is None and btf_dir is None)
     chosen, offsets, notes = resolve_fields(mod, vmlinux)
     if mod is None:
-        notes.append(f"no {MODULE} BTF in {btf_dir or SYS_BTF}: no KFD struct field can be read")
+        notes.append(f"no KFD struct field can be read: {located.detail}")
     offline = kallsyms is not None or btf_dir is not None
     tps = find_kfd_tracepoints([tracefs] if tracefs else ([] if offline else TRACEFS_DIRS), (vmlinux, mod))
 
@@ -450,7 +507,7 @@ def plan_kfd(
     if eligible:
         notes.append(f"fentry/fexit not used: BCC finds fentry targets only in vmlinux BTF and these functions are in {MODULE}; "
                      f"{len(eligible)} probes would qualify (BTF FUNC + unique name)")
-    return KfdPlan(rows, offsets, cflags, KFD_SOURCE, chosen, notes, kernel=_kernel_name(btf_dir, kallsyms))
+    return KfdPlan(rows, offsets, cflags, KFD_SOURCE, chosen, notes, kernel=_kernel_name(btf_dir, kallsyms), btf_source=located.as_dict())
 
 
 def _kernel_name(btf_dir, kallsyms) -> str:

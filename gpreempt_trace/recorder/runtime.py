@@ -280,6 +280,16 @@ class Program:
     rows: list  # ProbeAttach-like rows (ioctl rows are dicts)
 
 
+def _offset_guard(prog: "Program"):
+    from .plausibility import OffsetGuard
+
+    plan = prog.kfd_plan
+    if plan is None:
+        return None
+    kfd_ids = {p.func_id for p in plan.probes if p.status == "attached"}
+    return OffsetGuard(kfd_ids, (plan.btf_source or {}).get("kind"))
+
+
 class Recorder:
     def __init__(self, opts: RecordOptions):
         self.o = opts
@@ -289,6 +299,7 @@ class Recorder:
         self._unread = 0
         self._lost_warned = False
         self._bpf = None
+        self._guard = None  # OffsetGuard once recording
 
     # ---- building -------------------------------------------------------------------------------
     def build(self) -> Program:
@@ -429,6 +440,7 @@ class Recorder:
             dtype = record_layout.numpy_dtype()
             ring = RingReader(bpf[b"gpt_events"].map_fd, o.ringbuf_mb * 1024 * 1024, dtype)
             decoder = EventDecoder(tw.run_id, prog.func_names, ioctls.ioctl_name)
+            self._guard = _offset_guard(prog)
             # Parquet encoding overlaps the ring reads and decoding
             writer = tw.writer("events", background=True, group_ms=EVENTS_GROUP_MS)
             if snap:
@@ -466,6 +478,8 @@ class Recorder:
                 counters["ring_odd_records"] = ring.odd_records
                 ring.close()
             tw.meta.setdefault("recorder", {})["stop_reason"] = self._stop_why
+            if self._guard is not None:
+                tw.meta["recorder"]["btf_plausibility"] = self._guard.as_dict()
             self._plog.finish()  # those still alive read again; gone ones: NULL facts
             if snap is not None:
                 snap.plog.finish()
@@ -487,6 +501,10 @@ class Recorder:
                 warnings.filterwarnings("ignore", message="not a bytes object")
                 plan.attach(bpf)
             attached = plan.attached()
+            src = plan.btf_source or {}
+            if attached and src.get("kind") == "none":
+                warnings.warn(f"KFD struct fields (queue id, type, doorbell, gpu, pasid, owner) will be NULL: {src.get('detail')}"
+                              + (f": {src['fix']}" if src.get("fix") else ""), stacklevel=2)
             if not attached:
                 why = "; ".join(sorted({p.reason for p in plan.probes if p.reason}))[:300]
                 if self.o.probes_explicit and "ioctl" not in self.o.probes:
@@ -494,9 +512,20 @@ class Recorder:
                 warnings.warn(f"no KFD function probe attached ({why or 'see gpreempt-trace doctor'}); recording the ioctl path",
                               stacklevel=2)
 
+    def _check_offsets(self, rec) -> None:
+        """The offsets' plausibility on the first self-owned events (recorder/plausibility.py)."""
+        g = self._guard
+        if g is None or g.state in ("off", "trusted"):
+            return
+        before = g.state
+        g.apply(rec)
+        if g.state == "disabled" and before != "disabled":
+            warnings.warn(g.warning(), stacklevel=2)
+
     def _meta(self, prog: Program) -> dict:
         o = self.o
         return {
+            "btf_source": prog.kfd_plan.btf_source if prog.kfd_plan is not None else None,
             "probes": list(o.probes),
             "ioctl_filter": prog.ioctl_filter,
             "ioctl_filter_note": prog.ioctl_filter_note,
@@ -536,6 +565,7 @@ class Recorder:
             total += n
             now = time.monotonic()
             if pending_n and (pending_n >= BATCH_RECORDS or now - last_decode >= DECODE_EVERY_S or stop_pos is not None):
+                self._check_offsets(batch[:pending_n])
                 tbl = decoder.decode(batch[:pending_n])
                 self._plog.see_table(tbl)  # a process's first event: its /proc facts are read now
                 writer.append_table(tbl)
