@@ -266,3 +266,106 @@ def resolve_containers(specs: Iterable[str], proc: str = PROC) -> list[Container
 
 def short_id(cid: Optional[str]) -> Optional[str]:
     return cid[:SHORT_ID] if cid else None
+
+
+# ---- record --container: which tgids the recorder's filter holds ------------------------------------------
+
+# struct paths the recorder reads in sched_process_fork to follow processes that enter a container's pid
+# namespace from outside (docker exec: runc setns()es, then forks): current->nsproxy->pid_ns_for_children->ns.inum
+PIDNS_WALK = {
+    "task_struct__nsproxy": "task_struct.nsproxy",
+    "nsproxy__pid_ns_for_children": "nsproxy.pid_ns_for_children",
+    "pid_namespace__ns_inum": "pid_namespace.ns.inum",
+}
+EXEC_CLIS = ("docker", "podman", "nerdctl")
+# options of `docker exec` / `podman exec` that take a value (the container is the first other word)
+_EXEC_VALUE_OPTS = {"-e", "--env", "--env-file", "-u", "--user", "-w", "--workdir", "--detach-keys", "--preserve-fds"}
+
+
+def pidns_offsets(btf_path: str | os.PathLike) -> tuple[Optional[dict[str, int]], Optional[str]]:
+    """BTF offsets of PIDNS_WALK, or (None, why)."""
+    from .recorder.btf import Btf
+
+    try:
+        btf = Btf.load(Path(btf_path))
+    except (OSError, GptError) as e:
+        return None, f"no usable BTF at {btf_path} ({getattr(e, 'what', None) or e.__class__.__name__})"
+    out = {}
+    for macro, fpath in PIDNS_WALK.items():
+        f = btf.field(fpath)
+        if f is None or f.bit_size:
+            return None, f"{fpath} not found in {btf_path}"
+        out[macro] = f.offset
+    return out, None
+
+
+def exec_target(cmd: Iterable[str]) -> Optional[str]:
+    """The container of `docker|podman|nerdctl exec [OPTS] CONTAINER CMD...`, else None."""
+    cmd = list(cmd)
+    if len(cmd) < 3 or os.path.basename(cmd[0]) not in EXEC_CLIS or cmd[1] != "exec":
+        return None
+    i = 2
+    while i < len(cmd):
+        w = cmd[i]
+        if w == "--":
+            return cmd[i + 1] if i + 1 < len(cmd) else None
+        if w.startswith("-"):
+            if w in _EXEC_VALUE_OPTS:
+                i += 1
+            i += 1
+            continue
+        return w
+    return None
+
+
+def own_pidns(proc: str = PROC) -> Optional[int]:
+    return pidns_inode(os.getpid(), proc) if proc == PROC else pidns_inode(1, proc)
+
+
+class ContainerFilter:
+    """`record --container SPEC...` (and `record -- docker exec C ...`): resolved before the trace exists
+    (an unknown id is a GptError), the host tgids to put into the recorder's filter, the pid namespaces
+    whose new processes the kernel side follows, and a rescan for processes that entered a container
+    another way (run every RESCAN_S by the record loop)."""
+
+    RESCAN_S = 0.5
+
+    def __init__(self, specs: Iterable[str], cmd: Iterable[str] = (), proc: str = PROC):
+        self.proc = proc
+        running = processes_by_container(proc)
+        self.containers = [resolve_container(s, proc, running) for s in specs]
+        self.exec_container: Optional[Container] = None
+        target = exec_target(cmd)
+        if target is not None:  # the process docker exec starts is no descendant of the CLI: follow the container's new ones
+            self.exec_container = resolve_container(target, proc, running)
+        ids = {c.id for c in self.containers}
+        self.ids = ids | ({self.exec_container.id} if self.exec_container else set())
+        self.tgids: set[int] = set().union(*(c.tgids for c in self.containers)) if self.containers else set()
+        # a process present at the start of a `docker exec` record is not the command's: only newer ones
+        self.exclude: set[int] = set(self.exec_container.tgids - self.tgids) if self.exec_container else set()
+        host = own_pidns(proc)
+        ns = {pidns_inode(t, proc) for c in (self.containers + ([self.exec_container] if self.exec_container else [])) for t in c.tgids}
+        ns.discard(None)
+        self.host_pidns = host
+        self.shares_host_pidns = host in ns  # --pid=host containers: their new processes are found by the rescan only
+        ns.discard(host)
+        self.pidns: set[int] = ns
+
+    def rescan(self) -> set[int]:
+        """Processes now in the containers that the filter does not hold yet."""
+        new = set()
+        for t in all_tgids(self.proc):
+            if t in self.tgids or t in self.exclude:
+                continue
+            if container_of(t, self.proc) in self.ids:
+                new.add(t)
+        self.tgids |= new
+        return new
+
+    def meta(self) -> dict:
+        def one(c: Container) -> dict:
+            return {"id": c.id, "given": c.spec, "tgids_at_start": sorted(c.tgids)}
+
+        return {"containers": [one(c) for c in self.containers],
+                "exec_container": one(self.exec_container) if self.exec_container else None,
+                "pidns": sorted(self.pidns), "shares_host_pidns": self.shares_host_pidns}

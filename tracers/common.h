@@ -15,6 +15,10 @@
  *   GPT_FILTER_TGID    record only tgids in gpt_tgids (else every process)
  *   GPT_FOLLOW_FORK    add children of filtered tgids to gpt_tgids (the launched command's descendants)
  *   GPT_MAX_TGIDS      capacity of gpt_tgids
+ *   GPT_FOLLOW_PIDNS   (with GPT_FOLLOW_FORK) also add a child created in a pid namespace of gpt_pidns
+ *                      (record --container: a process entering the container, e.g. by docker exec);
+ *                      needs GPT_OFF_task_struct__nsproxy, GPT_OFF_nsproxy__pid_ns_for_children,
+ *                      GPT_OFF_pid_namespace__ns_inum (BTF offsets)
  */
 #ifndef GPT_COMMON_H
 #define GPT_COMMON_H
@@ -121,14 +125,40 @@ static __always_inline void gpt_discard(struct gpt_event *e)
 	gpt_events.ringbuf_discard(e, GPT_RB_FLAGS);
 }
 
+#ifdef GPT_FOLLOW_PIDNS
+/* pid namespaces (inode numbers) of the containers being recorded; filled by user space */
+BPF_HASH(gpt_pidns, u32, u8, 64);
+
+/* the child of this fork lands in current->nsproxy->pid_ns_for_children: is that one of gpt_pidns? */
+static __always_inline int gpt_child_pidns_wanted(void)
+{
+	u64 task = bpf_get_current_task();
+	u64 nsp = 0, pns = 0;
+	u32 inum = 0;
+	if (bpf_probe_read_kernel(&nsp, sizeof(nsp), (void *)(task + GPT_OFF_task_struct__nsproxy)) || !nsp)
+		return 0;
+	if (bpf_probe_read_kernel(&pns, sizeof(pns), (void *)(nsp + GPT_OFF_nsproxy__pid_ns_for_children)) || !pns)
+		return 0;
+	if (bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(pns + GPT_OFF_pid_namespace__ns_inum)))
+		return 0;
+	return gpt_pidns.lookup(&inum) != NULL;
+}
+#endif
+
 #ifdef GPT_FOLLOW_FORK
-/* the launched command and its descendants: a child of a recorded tgid is recorded too.
+/* the launched command and its descendants: a child of a recorded tgid is recorded too (and, with
+ * GPT_FOLLOW_PIDNS, a child created in a recorded container's pid namespace).
  * (Threads show up here as well; their tid is added and removed again at exit.) */
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
 	u32 parent_tgid = bpf_get_current_pid_tgid() >> 32;
+#ifdef GPT_FOLLOW_PIDNS
+	if (!gpt_tgids.lookup(&parent_tgid) && !gpt_child_pidns_wanted())
+		return 0;
+#else
 	if (!gpt_tgids.lookup(&parent_tgid))
 		return 0;
+#endif
 	u32 child = args->child_pid;
 	u8 one = 1;
 	gpt_tgids.update(&child, &one);

@@ -46,7 +46,10 @@ class Seconds(click.FloatRange):
 @click.option("--attach", type=click.Choice(["auto", "kprobe"]), default="auto", show_default=True,
               help="How KFD functions are hooked (kprobe; raw tracepoints where the kernel has the kfd:* series).")
 @click.option("-p", "--pid", "tgids", type=click.IntRange(min=1, max=2 ** 31 - 1), multiple=True, metavar="TGID",
-              help="Record only this process (repeatable).")
+              help="Record only this process (its host pid; repeatable).")
+@click.option("--container", "containers", multiple=True, metavar="ID",
+              help="Record only the processes of this container, those started later included (repeatable; with -p: both). "
+                   "ID: the full id, a unique prefix of at least 12 hex digits, or a name (through the docker or podman CLI).")
 @opt.labels
 @click.option("--duration", "duration_s", type=Seconds(), metavar="S", help="Stop after S seconds.")
 @click.option("--btf", "btf_dir", type=click.Path(exists=True, file_okay=False), help="Directory laid out like /sys/kernel/btf (files vmlinux, amdgpu).")
@@ -63,8 +66,8 @@ def command(ctx, print_bpf, **flags):
     """Record KFD queue lifecycle events into trace OUTPUT while a workload runs.
 
     With `-- CMD ARGS...` it starts CMD, records it and its descendants, stops when it exits and
-    returns its exit code. Without a command it records until --duration or Ctrl-C (every process,
-    or those given with -p). Stopping drains what the ring holds for at most 2 s; the rest is counted
+    returns its exit code (`-- docker exec C CMD`: the processes that start in container C). Without a
+    command it records until --duration or Ctrl-C (every process, or those given with -p/--container). Stopping drains what the ring holds for at most 2 s; the rest is counted
     as lost. Ends with one line: events, segments, lost.
     """
     flags["labels"] = parse_labels(flags["labels"])

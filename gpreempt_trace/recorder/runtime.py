@@ -32,6 +32,7 @@ import numpy as np
 from .. import record_layout, resources
 from ..decode import EventDecoder
 from ..errors import GptError, PermissionProblem
+from ..containers import ContainerFilter, exec_target, pidns_offsets
 from ..launcher import Launcher
 from ..processes import ProcessLog
 from ..trace import META, TraceWriter, already_a_trace
@@ -76,6 +77,7 @@ class RecordOptions:
     probes_explicit: bool = False  # the user named --probes (a group that cannot attach is then an error)
     attach: str = "auto"
     tgids: tuple[int, ...] = ()
+    containers: tuple[str, ...] = ()  # --container: ids, >= 12-hex prefixes or names (gpreempt_trace.containers)
     labels: dict[str, str] = field(default_factory=dict)
     duration_s: float | None = None
     btf_dir: str | None = None
@@ -96,6 +98,7 @@ class RecordOptions:
         else:
             self.probes = parse_probes(tuple(self.probes))[0]
         self.tgids, self.cmd = tuple(self.tgids), tuple(self.cmd)
+        self.containers = tuple(self.containers)
 
 
 @dataclass
@@ -299,6 +302,7 @@ class Recorder:
         self._unread = 0
         self._lost_warned = False
         self._bpf = None
+        self._containers = None  # ContainerFilter of --container (set by _check)
         self._guard = None  # OffsetGuard once recording
 
     # ---- building -------------------------------------------------------------------------------
@@ -311,10 +315,15 @@ class Recorder:
         text = [(TRACERS / "common.h").read_text()]
         cflags = [f"-I{TRACERS}", f"-DGPT_RINGBUF_PAGES={pages}", "-DGPT_RB_FLAGS=1",
                   f"-DGPT_WAKE_EVERY={wake_every(ring_bytes) if o.wakeup else 0}"]
-        if o.tgids or o.cmd:
+        if o.tgids or o.cmd or o.containers:
             cflags.append("-DGPT_FILTER_TGID")
-        if o.cmd:
+        if o.cmd or o.containers:
             cflags.append("-DGPT_FOLLOW_FORK")
+        if o.containers or exec_target(o.cmd):  # processes entering the container's pid namespace (docker exec)
+            pns, _why = pidns_offsets((Path(o.btf_dir) if o.btf_dir else SYS_BTF) / "vmlinux")
+            if pns is not None:
+                cflags.append("-DGPT_FOLLOW_PIDNS")
+                cflags += [f"-DGPT_OFF_{m}={v}" for m, v in pns.items()]
         func_names: list[str] = []
         rows: list = []
         ioctl_filter = note = None
@@ -372,6 +381,8 @@ class Recorder:
         for t in o.tgids:
             if not Path(f"/proc/{t}").is_dir():
                 raise GptError(f"no process with tgid {t}", "check the -p value (ps -e)")
+        # --container ID (and `-- docker exec C ...`): resolved now, so an unknown one leaves no trace behind
+        self._containers = ContainerFilter(o.containers, o.cmd) if (o.containers or exec_target(o.cmd)) else None
         if o.cmd and shutil.which(o.cmd[0]) is None:
             raise GptError(f"cannot start {o.cmd[0]!r}: command not found", "check the command after --")
         if o.duration_s is not None and not o.duration_s > 0:
@@ -431,6 +442,17 @@ class Recorder:
             tgids = bpf[b"gpt_tgids"]
             for t in o.tgids:
                 tgids[tgids.Key(t)] = tgids.Leaf(1)
+            if self._containers is not None:
+                for t in self._containers.tgids:
+                    tgids[tgids.Key(t)] = tgids.Leaf(1)
+                if "-DGPT_FOLLOW_PIDNS" in prog.cflags:
+                    pidns = bpf[b"gpt_pidns"]
+                    for ns in self._containers.pidns:
+                        pidns[pidns.Key(ns)] = pidns.Leaf(1)
+                self._containers.rescan()  # a process that joined while the probes attached
+                for t in self._containers.tgids:
+                    tgids[tgids.Key(t)] = tgids.Leaf(1)
+                tw.meta["recorder"]["containers"] = dict(self._containers.meta(), follow_pidns="-DGPT_FOLLOW_PIDNS" in prog.cflags)
             if prog.ioctl_filter == "known_numbers":
                 known = bpf[b"gpt_ioctl_known"]
                 for nr in ioctls.known_nrs():
@@ -554,7 +576,7 @@ class Recorder:
         # a fresh one per batch costs a page fault per 20 records); decoded tables never alias it
         batch = np.empty(BATCH_RECORDS, dtype)
         pending_n = total = 0
-        last_decode = last_status = last_snap = last_release = time.monotonic()
+        last_decode = last_status = last_snap = last_release = last_rescan = time.monotonic()
         status_n = 0
         exit_code = None
         stop_pos = None  # ring producer position when the stop began: later records are after the run
@@ -578,6 +600,9 @@ class Recorder:
                 last_release = now
             if launcher is not None:
                 launcher.tick()
+            if self._containers is not None and now - last_rescan >= self._containers.RESCAN_S:
+                self._add_container_tgids()  # processes that entered a container another way than a fork or setns
+                last_rescan = now
             if progress is not None and now - last_status >= 0.5:
                 progress(Progress(total, (total - status_n) / max(now - last_status, 1e-9), self._lost_now()))
                 last_status, status_n = now, total
@@ -615,6 +640,13 @@ class Recorder:
                 if o.poll_ms:
                     time.sleep(o.poll_ms / 1000)
         return total, exit_code
+
+    def _add_container_tgids(self) -> None:
+        new = self._containers.rescan()
+        if new:
+            tgids = self._bpf[b"gpt_tgids"]
+            for t in new:
+                tgids[tgids.Key(t)] = tgids.Leaf(1)
 
     def _lost_now(self) -> int | None:
         """Records the kernel dropped (ring full), or None when the counter cannot be read."""
