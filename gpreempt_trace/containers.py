@@ -369,3 +369,42 @@ class ContainerFilter:
         return {"containers": [one(c) for c in self.containers],
                 "exec_container": one(self.exec_container) if self.exec_container else None,
                 "pidns": sorted(self.pidns), "shares_host_pidns": self.shares_host_pidns}
+
+
+# ---- preempt --container ID [--ns-pid N]: the controller's target ----------------------------------------
+
+def ns_pid_of(tgid: int, proc: str = PROC) -> Optional[int]:
+    status = _read(f"{proc}/{tgid}/status")
+    return parse_nspid(status) if status is not None else None
+
+
+def resolve_target(spec: str, ns_pid: Optional[int] = None, kfd_path: str = "/dev/kfd", proc: str = PROC) -> tuple[int, Container]:
+    """The host pid of the controller's target in container `spec`: the process whose in-container pid
+    is `ns_pid`, else the one process of the container with `kfd_path` open. KFD's DBG_TRAP takes the
+    pid in the CALLER's pid namespace: a controller on the host must name the host pid."""
+    from .control.checks import uses_kfd
+
+    c = resolve_container(spec, proc)
+
+    def desc(t: int) -> str:
+        comm = (_read(f"{proc}/{t}/comm") or "?").strip()
+        return f"host pid {t} (pid {ns_pid_of(t, proc)} in the container, {comm})"
+
+    if ns_pid is not None:
+        hits = sorted(t for t in c.tgids if ns_pid_of(t, proc) == ns_pid)
+        if not hits:
+            inside = sorted(p for p in (ns_pid_of(t, proc) for t in c.tgids) if p is not None)
+            raise GptError(f"container {c.short} has no process with pid {ns_pid} (its pids: {', '.join(map(str, inside[:20]))})",
+                           "give --ns-pid as `docker top` or `ps` inside the container shows it")
+        if len(hits) > 1:  # pid namespaces nested inside the container
+            raise GptError(f"container {c.short} has {len(hits)} processes with pid {ns_pid}: {'; '.join(desc(t) for t in hits)}",
+                           "give the host pid with --pid")
+        return hits[0], c
+    hits = sorted(t for t in c.tgids if uses_kfd(t, kfd_path))
+    if not hits:
+        raise GptError(f"no process of container {c.short} has {kfd_path} open ({len(c.tgids)} processes in it)",
+                       "start the model first, or name the process with --ns-pid N")
+    if len(hits) > 1:
+        raise GptError(f"{len(hits)} processes of container {c.short} have {kfd_path} open: {'; '.join(desc(t) for t in hits)}",
+                       "pick one with --ns-pid N (its pid in the container) or --pid HOSTPID")
+    return hits[0], c

@@ -13,12 +13,12 @@ from typing import Optional
 
 # kind -> (who writes it, what the row means and which columns it fills)
 KINDS: dict[str, tuple[str, str]] = {
-    "preempt_request": ("controller", "About to take the target's queues off the GPU; scheme, target_tgid, gpu_id, queue_ids, seq."),
+    "preempt_request": ("controller", "About to take the target's queues off the GPU; scheme, target_tgid (host pid), container_id, gpu_id, queue_ids, seq."),
     "preempt_done": ("controller", "The preempt/suspend call returned; same seq; label 'ok' or the errno name; value_ns = call duration; queue_ids = ids acted on."),
-    "resume_request": ("controller", "About to put the target's queues back; scheme, target_tgid, gpu_id, queue_ids, seq."),
+    "resume_request": ("controller", "About to put the target's queues back; scheme, target_tgid (host pid), container_id, gpu_id, queue_ids, seq."),
     "resume_done": ("controller", "The resume call returned; same seq; label 'ok' or the errno name; value_ns = call duration."),
     "queue_result": ("controller", "Per-queue result of a preempt/resume (one row per queue id): seq, queue_ids=[id], label ok/invalid/error."),
-    "controller_attach": ("controller", "The controller attached to target_tgid (scheme A: ptrace + debug trap enabled)."),
+    "controller_attach": ("controller", "The controller attached to target_tgid, the host pid (scheme A: ptrace + debug trap enabled); container_id: its container (NULL on the host). Every controller marker carries both."),
     "controller_detach": ("controller", "The controller detached from target_tgid; label says why (exit, signal, max-hold, error)."),
     "request_start": ("workload", "An online request is due (open loop: ts_ns = its scheduled time; seq = request number; value_ns = queueing delay until it started)."),
     "request_end": ("workload", "An online request ends (same seq); value_ns = its latency from the scheduled time (queueing included)."),

@@ -119,6 +119,7 @@ MARKER_COLUMNS: tuple[Column, ...] = (
     Column("seq", None, pa.int64(), "", "Pairs a request with its done."),
     Column("label", None, pa.string(), "", "Free text (model name, request id, error)."),
     Column("value_ns", None, pa.int64(), "ns", "A duration or value measured by the writer."),
+    Column("container_id", None, pa.string(), "", "Container (64 hex) of target_tgid, where the writer knew it (the controller: from /proc when it started); NULL on the host or unknown."),
 )
 
 

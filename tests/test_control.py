@@ -123,6 +123,7 @@ def test_scheme_a_refuses_kfd_1_11_in_one_line():
 
 
 @pytest.mark.parametrize("err, words", [(errno.EALREADY, "already has a KFD debugger"), (errno.EINVAL, "sched_policy=2"),
+                                        (errno.EBUSY, "EBUSY: PC sampling is active on the target"),
                                         (errno.EPERM, "ptrace parent"), (errno.ESRCH, "no KFD process")])
 def test_scheme_a_enable_errors_are_named(err, words):
     sio = P.ScriptedIo(FakeKfd(fail={"AMDKFD_IOC_DBG_TRAP:ENABLE": err}))

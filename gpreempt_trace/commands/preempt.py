@@ -17,7 +17,12 @@ def _target_options(f):
     for d in reversed([
         click.option("--scheme", type=click.Choice(["A", "B"]), default="A", show_default=True,
                      help="A: KFD debugger suspend/resume (ptrace; KFD ioctl >= 1.13). B: kernel/'s PREEMPT/RESUME_QUEUES ioctls."),
-        click.option("--pid", required=True, type=click.IntRange(min=1, max=2 ** 22), help="TGID of the process whose queues are preempted."),
+        click.option("--pid", type=click.IntRange(min=1, max=2 ** 22),
+                     help="Host pid (TGID as the host sees it, not the pid inside a container) of the process whose queues are preempted."),
+        click.option("--container", metavar="ID",
+                     help="Instead of --pid: the process of this container (id, >= 12-hex prefix or name) that has /dev/kfd open."),
+        click.option("--ns-pid", type=click.IntRange(min=1, max=2 ** 22), metavar="N",
+                     help="With --container: the process whose pid inside the container is N."),
         click.option("--queues", default="all", show_default=True, help="`all` or comma-separated queue ids (checked against the target's queues)."),
         click.option("--grace", type=U32, default=0, show_default=True, help="Scheme A: SUSPEND_QUEUES grace period in GPU cycles (0: KFD default). Scheme B: only the default exists."),
         click.option("--unchecked-ids", is_flag=True, help="Send --queues as given and report the kernel's per-queue INVALID/ERROR bits."),
@@ -44,9 +49,9 @@ def command():
     """Preempt/resume a process's GPU queues (scheme A or B).
 
     \b
-      gpreempt-trace preempt serve --pid TGID [--scheme A|B] [--queues IDS|all] [--grace CYCLES] [--max-hold MS] [--socket PATH] [-o TRACE]
+      gpreempt-trace preempt serve --pid TGID|--container ID [--ns-pid N] [--scheme A|B] [--queues IDS|all] [--grace CYCLES] [--max-hold MS] [--socket PATH] [-o TRACE]
       gpreempt-trace preempt suspend|resume|status --socket PATH
-      gpreempt-trace preempt run --pid TGID --hold MS --repeat N --interval MS [-o TRACE] [--dry-run]
+      gpreempt-trace preempt run --pid TGID|--container ID [--ns-pid N] --hold MS --repeat N --interval MS [-o TRACE] [--dry-run]
 
     Markers (preempt_request/_done, resume_request/_done, queue_result) go into TRACE's markers/,
     next to a running `record` on the same trace or alone. Queues are resumed on every exit path.

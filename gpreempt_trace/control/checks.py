@@ -80,6 +80,50 @@ def check_system(scheme: str) -> None:
                        "the KFD debugger (every DBG_TRAP op EINVAL) and scheme B need HWS: load amdgpu with sched_policy=0")
 
 
+CAP_SYS_PTRACE = 19
+
+
+def _caps_eff(status: dict[str, str]) -> int | None:
+    try:
+        return int(status["CapEff"], 16)
+    except (KeyError, ValueError):
+        return None
+
+
+def check_ptrace(pid: int, proc: str = "/proc", yama: Path | None = None) -> None:
+    """Scheme A attaches with ptrace: refuse in one line, before anything is touched, when the kernel
+    would say EPERM. CAP_SYS_PTRACE is needed for a target of another user or in another user namespace
+    (a rootless container), and under Yama ptrace_scope 1 or 2 (the target is no child of ours)."""
+    me = {k: v.strip() for k, _, v in (ln.partition(":") for ln in Path(f"{proc}/self/status").read_text().splitlines())}
+    try:
+        them = {k: v.strip() for k, _, v in (ln.partition(":") for ln in Path(f"{proc}/{pid}/status").read_text().splitlines())}
+    except OSError:
+        return  # check_target names a missing process
+    caps = _caps_eff(me)
+    has_cap = caps is not None and bool(caps >> CAP_SYS_PTRACE & 1)
+    if has_cap:
+        return
+    why = []
+    my_uid = me.get("Uid", "").split()[1:2]  # effective uid
+    if set(them.get("Uid", "").split()[:3]) != set(my_uid):
+        why.append(f"it runs as uid {them.get('Uid', '?').split()[0]}")
+    try:
+        if os.readlink(f"{proc}/self/ns/user") != os.readlink(f"{proc}/{pid}/ns/user"):
+            why.append("it is in another user namespace")
+    except OSError:
+        pass
+    if why:
+        raise PermissionProblem(f"ptrace of pid {pid} needs CAP_SYS_PTRACE ({', '.join(why)}), which this controller lacks",
+                                "run it as root on the host, or start its container with --cap-add SYS_PTRACE (or --privileged)")
+    try:
+        scope = int((yama or YAMA).read_text())
+    except (OSError, ValueError):
+        scope = None
+    if scope in (1, 2):
+        raise PermissionProblem(f"Yama ptrace_scope is {scope} and this controller lacks CAP_SYS_PTRACE (pid {pid} is no child of it)",
+                                "run it as root with CAP_SYS_PTRACE (docker run --cap-add SYS_PTRACE), or set /proc/sys/kernel/yama/ptrace_scope to 0")
+
+
 class TargetLock:
     """One controller per target: an flock on <tmp>/gpreempt-trace-control-<pid>.lock holding our pid."""
 

@@ -21,8 +21,9 @@ POLL_S = 0.001  # while a target is ptraced: how often stops are checked (signal
 
 class Controller:
     def __init__(self, scheme: Scheme, trace: str | None = None, max_hold_ms: int | None = None,
-                 grace: int = 0, queues="all"):
+                 grace: int = 0, queues="all", container_id: str | None = None):
         self.scheme = scheme
+        self.container_id = container_id  # the target's container (64 hex), on every marker; None: host
         self.trace = trace
         self.max_hold_ns = None if max_hold_ms is None else int(max_hold_ms) * 1_000_000
         self.grace, self.queues = grace, queues
@@ -88,6 +89,7 @@ class Controller:
         if self.markers is not None:
             cols.setdefault("scheme", self.scheme.name)
             cols.setdefault("target_tgid", self.scheme.pid)
+            cols.setdefault("container_id", self.container_id)
             self.markers.add(kind, ts_ns, **cols)
 
     def _main(self) -> None:

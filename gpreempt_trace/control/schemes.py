@@ -142,6 +142,7 @@ class SchemeA(Scheme):
         except OSError as e:
             raise GptError(f"DBG_TRAP ENABLE on pid {self.pid} failed: {_errname(e.errno)}", {
                 errno.EALREADY: "the target already has a KFD debugger (rocgdb, rocprofv3 --attach or another controller)",
+                errno.EBUSY: "PC sampling is active on the target (rocprofv3 --pc-sampling): stop it, then attach",
                 errno.EINVAL: "every DBG_TRAP op is EINVAL when amdgpu runs with sched_policy=2 (no HWS); check /sys/module/amdgpu/parameters/sched_policy",
                 errno.EPERM: "KFD does not see this controller as the target's ptrace parent",
                 errno.ESRCH: "the target has no KFD process",

@@ -35,7 +35,7 @@ MAX_HOLD_DEFAULT_MS = 10_000
 class PreemptOptions:
     """Options of `preempt serve` (fields named like the flags)."""
 
-    pid: int
+    pid: int | None  # the target's host pid (None: resolved from container)
     scheme: str = "A"
     queues: str | list = "all"  # "all" or queue ids
     grace: int = 0  # scheme A: grace period in GPU cycles handed to SUSPEND_QUEUES (0 = KFD default)
@@ -45,6 +45,8 @@ class PreemptOptions:
     unchecked_ids: bool = False
     dry_run: bool = False
     kfd_path: str = "/dev/kfd"
+    container: str | None = None  # --container ID: the target is the process of this container with KFD open ...
+    ns_pid: int | None = None  # ... or the one with this pid inside it (--ns-pid)
 
 
 @dataclass
@@ -76,6 +78,22 @@ def parse_queues(text: str | list | None) -> str | list:
     return ids
 
 
+def resolve_target(opts: PreemptOptions) -> None:
+    """--pid, or --container [--ns-pid]: sets opts.pid to the target's host pid (KFD's DBG_TRAP resolves
+    pids in the caller's pid namespace: a pid from inside a container names another process, or none)."""
+    if opts.container is None:
+        if opts.ns_pid is not None:
+            raise GptError("--ns-pid needs --container", "give the container too: --container ID --ns-pid N")
+        if opts.pid is None:
+            raise GptError("no target given", "give --pid HOSTPID or --container ID")
+        return
+    if opts.pid is not None:
+        raise GptError("give --pid or --container, not both", "--pid is the host pid; --container ID [--ns-pid N] finds it")
+    from ..containers import resolve_target as by_container
+
+    opts.pid, _c = by_container(opts.container, opts.ns_pid, opts.kfd_path)
+
+
 # ---- building a controller ------------------------------------------------------------------------
 @contextmanager
 def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | None = None):
@@ -84,12 +102,15 @@ def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | No
     if opts.scheme not in ("A", "B"):
         raise GptError(f"--scheme {opts.scheme!r}", "use A or B")
     queues = parse_queues(opts.queues)
+    resolve_target(opts)
     lock = None
     owner_trace = None
     if not opts.dry_run:
         if io is None:
             checks.check_system(opts.scheme)
         checks.check_target(opts.pid, opts.scheme, opts.kfd_path)
+        if io is None and opts.scheme == "A":
+            checks.check_ptrace(opts.pid)
         lock = checks.TargetLock(opts.pid).acquire()
     if watchdog is None:
         watchdog = io is None and not opts.dry_run
@@ -107,7 +128,9 @@ def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | No
             from .watchdog import start_watchdog
 
             guard = start_watchdog(opts.pid, opts.kfd_path)
-        ctl = Controller(scheme, opts.output, opts.max_hold, opts.grace, queues)
+        from ..containers import container_of
+
+        ctl = Controller(scheme, opts.output, opts.max_hold, opts.grace, queues, container_id=container_of(opts.pid))
         ctl.start()
         try:
             if queues != "all":
@@ -270,6 +293,7 @@ class Service:
 def serve(opts: PreemptOptions, io: P.Io | None = None, on_ready=None, watchdog: bool | None = None) -> str:
     """Attach and answer requests on opts.socket until SIGINT/SIGTERM or the target exits. Returns
     why it stopped. `on_ready(status)` is called once the socket listens."""
+    resolve_target(opts)
     path = opts.socket or default_socket(opts.pid)
     sock = _bind(path)  # a taken socket path is refused before anything is attached
     with _signals_stop():
