@@ -182,6 +182,8 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
                      "" if attachable else f"nothing to attach: see the plan below ({MODULE} loaded? kprobes?)"))
     if attachable and not kp:
         out[-1] = Check("kfd probes", False, f"{len(attachable)} planned, but kprobes are unavailable", "use a kernel with CONFIG_KPROBES=y")
+    from .containers import container_checks  # issue 21: gpreempt-trace itself running in a container
+    out += container_checks()
     return out
 
 

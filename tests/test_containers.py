@@ -163,3 +163,55 @@ def test_resolve_name_through_cli(procs, monkeypatch):
         C.resolve_container("offline", proc=procs)
     assert e.value.line() == ("container 'offline' is not an id and no docker or podman CLI is here to resolve the name: "
                               "give the container id (12 to 64 hex digits)")
+
+
+# ---- doctor: gpreempt-trace itself in a container -------------------------------------------------------
+
+def test_doctor_on_the_host_says_not_in_a_container():
+    assert [(c.name, c.ok, c.detail) for c in C.container_checks()] == [
+        ("container", None, "not in a container (the host's pid namespace, no container cgroup)")]
+
+
+def test_doctor_in_a_bare_container_names_every_gap_and_the_docker_run_flags(tmp_path):
+    proc = tmp_path / "proc"
+    fake_proc(proc, 1, v2(f"/system.slice/docker-{ID}.scope"), nspid=1, pidns=4026532999)
+    (proc / "self").symlink_to("1")
+    (proc / "1" / "status").write_text("Name:\tpython\nNSpid:\t1\nCapEff:\t00000000a80425fb\n")  # docker's default set
+    root = tmp_path / "root"
+    (root / "sys/kernel/debug").mkdir(parents=True)  # an empty mount point: debugfs not mounted
+    got = [(c.name, c.ok, c.detail, c.hint) for c in C.container_checks(proc=str(proc), root=str(root), release="6.12.0")]
+    hint = "run it on the host, or in a tools container: " + C.DOCKER_RUN
+    assert got == [
+        ("container", False, f"running in container {ID[:12]}", ""),
+        ("container pid ns", False, "pid:[4026532999] is not the host's (pid:[4026531836]): the kernel's pids in every event "
+                                    "and -p/--container/--pid name host processes this /proc does not show", hint),
+        ("container mounts", False, f"missing: {root}/sys/kernel/debug (debugfs), {root}/sys/kernel/btf/vmlinux, {root}/lib/modules/6.12.0, "
+                                    f"{root}/sys/kernel/tracing", hint),
+        ("container caps", False, "missing CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF, CAP_SYS_PTRACE", hint + "; " + C.DOCKER_RUN_CAPS),
+    ]
+    assert "--pid=host --privileged" in C.DOCKER_RUN and "--device /dev/kfd" in C.DOCKER_RUN
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/unshare"), reason="needs root and unshare")
+def test_doctor_in_a_new_pid_namespace_for_real():
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json; from gpreempt_trace.containers import container_checks; "
+            "print(json.dumps([(c.name, c.ok) for c in container_checks()]))")
+    out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # root with every capability and the host's mounts: only the pid namespace is wrong
+    assert json.loads(out.stdout) == [["container", False], ["container pid ns", False]], out.stderr
+
+
+@pytest.mark.parametrize("cmd, target", [
+    (["docker", "exec", "-it", "-e", "A=1", "web", "python", "x.py"], "web"),
+    (["/usr/bin/podman", "exec", "--user", "0", ID[:12], "ls"], ID[:12]),
+    (["docker", "exec", "-d", "--", "web", "ls"], "web"),
+    (["docker", "run", "web"], None),
+    (["python", "exec", "x"], None),
+    (["docker", "exec"], None),
+])
+def test_exec_target(cmd, target):
+    assert C.exec_target(cmd) == target
