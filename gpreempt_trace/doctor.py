@@ -190,7 +190,7 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
 def module_checks(plan: KfdPlan, root: str = "/") -> list[Check]:
     """The amdgpu module (in-tree or ROCm DKMS), where the recorder's struct offsets come from, and the
     tools `btf build` needs when they must be built."""
-    from .recorder import btf_build, dkms
+    from .recorder import btf_build, btf_cache, dkms
 
     info = dkms.module_info(MODULE, root=root)
     out = []
@@ -222,7 +222,7 @@ def module_checks(plan: KfdPlan, root: str = "/") -> list[Check]:
     elif not info.loaded:
         out.append(Check(f"btf {MODULE}", None, f"not looked for: {MODULE} is not loaded"))
     else:
-        cmd = btf_build.build_command(info)
+        cmd = btf_cache.build_command(info)
         out.append(Check(f"btf {MODULE}", False, f"missing: every KFD struct field would be NULL ({src.get('detail') or 'no BTF'})",
                          f"run `{cmd}` once (needs the amdgpu source, this kernel's headers and pahole; docs/recorder.md 'DKMS hosts')"))
     if info.loaded and kind in ("none", "cache", None):

@@ -280,3 +280,63 @@ def test_cli_bad_kernel_build_is_one_line(kernel_fixture, tmp_path):
         f"Error: --kernel-build {tmp_path / 'nokbuild'} does not exist: install the target kernel's headers "
         "(linux-headers-<release> / kernel-devel-<release>) or pass its build tree"]
     assert not (tmp_path / "o.btf").exists()
+
+
+# ---- a DKMS-layout tree --------------------------------------------------------------------------------
+def _dkms_shaped(root: Path, source: Path, config_h: str | None, configure: str | None) -> Path:
+    """Debian's 6.12 amd directory in ROCm's DKMS layout (amd/, include/kcl, amd/dkms): not ROCm's code,
+    but the same layout, so the DKMS path of btf build (its Kbuild wrapper, flags, config.h) runs for real."""
+    t = root / "amdgpu-6.12.117-deb"
+    t.mkdir(parents=True)
+    subprocess.run(["cp", "-rs", str(source / "drivers/gpu/drm/amd"), str(t / "amd")], check=True)
+    for d in ("include/kcl/header", "include/uapi", "amd/dkms/config", "amd/backport"):
+        (t / d).mkdir(parents=True, exist_ok=True)
+    (t / "include/kcl/kcl_version.h").write_text("/* empty */\n")
+    (t / "amd/backport/backport.h").write_text("\n")
+    (t / "amd/dkms/dkms.conf").write_text('PACKAGE_NAME="amdgpu"\nPACKAGE_VERSION="6.12.117-deb"\n')
+    if config_h is not None:
+        (t / "amd/dkms/config/config.h").write_text(config_h)
+    if configure is not None:
+        (t / "amd/dkms/configure").write_text(configure)
+    return t
+
+
+@pytest.mark.kernel
+def test_dkms_layout_builds_the_same_layout(built, tmp_path):
+    """The DKMS path: the tree's own flags (include/kcl first, config.h, -D) through the generated Kbuild."""
+    abi = "6.12.117+deb12-amd64"
+    fx, out, _work, _res = built(abi)
+    from gpreempt_trace.lab import kernel_sources
+
+    ks = kernel_sources.fetch(abi, log=lambda *_: None)
+    tree = _dkms_shaped(tmp_path, ks.source, "/* no HAVE_* needed by the Debian tree */\n", None)
+    res = btf_build.build(BuildOptions(source=str(tree), kernel_build=str(ks.kbuild), base_btf=str(fx / "btf" / "vmlinux"),
+                                       output=str(tmp_path / "dkms.btf"), work_dir=str(tmp_path / "work")))
+    assert res.meta["source_kind"] == "dkms"
+    vm = Btf.load(fx / "btf" / "vmlinux")
+    assert plan.resolve_fields(Btf.load(res.output, base=vm), vm) == plan.resolve_fields(Btf.load(fx / "btf" / "amdgpu", base=vm), vm)
+    wrapper = (tmp_path / "work/src/amd/amdgpu/Kbuild").read_text()
+    assert f"-include {tmp_path}/work/src/amd/dkms/config/config.h" in wrapper
+
+
+@pytest.mark.kernel
+def test_dkms_tree_without_config_h_runs_its_configure_in_a_copy(built, tmp_path):
+    abi = "6.12.117+deb12-amd64"
+    fx, _out, _work, _res = built(abi)
+    from gpreempt_trace.lab import kernel_sources
+
+    ks = kernel_sources.fetch(abi, log=lambda *_: None)
+    # a stand-in for the tree's autoconf configure: records how it was called, writes config/config.h
+    configure = '#!/bin/sh\nmkdir -p config\necho "/* KERNELVER=$KERNELVER $* */" > config/config.h\n'
+    tree = _dkms_shaped(tmp_path, ks.source, None, configure)
+    res = btf_build.build(BuildOptions(source=str(tree), kernel_build=str(ks.kbuild), base_btf=str(fx / "btf" / "vmlinux"),
+                                       output=str(tmp_path / "dkms.btf"), work_dir=str(tmp_path / "work")))
+    assert (tmp_path / "work/src/amd/dkms/config/config.h").read_text() == \
+        f"/* KERNELVER={abi} --with-linux={ks.kbuild} --with-linux-obj={ks.kbuild} */\n"
+    assert not (tree / "amd/dkms/config/config.h").exists()  # nothing written into SRC
+    assert res.missing_fields == ["PDD_PASID"]
+    # a configure that writes nothing: one line
+    tree2 = _dkms_shaped(tmp_path / "b", ks.source, None, "#!/bin/sh\nexit 0\n")
+    with pytest.raises(GptError, match=r"^the DKMS tree's configure ran but wrote no amd/dkms/config/config.h \(log: "):
+        btf_build.build(BuildOptions(source=str(tree2), kernel_build=str(ks.kbuild), base_btf=str(fx / "btf" / "vmlinux"),
+                                     output=str(tmp_path / "x.btf")))

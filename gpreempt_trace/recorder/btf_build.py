@@ -34,14 +34,9 @@ from pathlib import Path
 
 from ..errors import GptError
 from . import dkms
+from .btf_cache import CACHE_ENV, FORMAT, MODULE, SYS_VMLINUX, Located, build_command, cache_path, cache_root, read_sidecar, sidecar  # noqa: F401
 from .btf import Btf, BtfError
 
-MODULE = "amdgpu"
-FORMAT = "gpreempt-trace module btf 1"
-SYS_VMLINUX = Path("/sys/kernel/btf/vmlinux")
-CACHE_ENV = "GPT_BTF_CACHE"
-# ordered: the system-wide cache (the recorder runs as root) first, the user's second
-CACHE_DIRS = (Path("/var/cache/gpreempt-trace/btf"), Path("~/.cache/gpreempt-trace/btf"))
 # where each tool comes from on Debian/Ubuntu and on EL (shown by `doctor` and in errors)
 TOOLS = {
     "pahole": "dwarves (Debian/Ubuntu, EL: dnf install dwarves)",
@@ -367,10 +362,9 @@ def _compile(layout, kbuild: Path, work: Path, log: Path, jobs: int) -> tuple[Pa
         # backport Makefile wants config.h at amd/dkms/config/config.h
         copy = layout_in(layout, tree)
         own = copy.amd / "dkms/config/config.h"
-        if layout.config_h is None:
-            raise BtfBuildError(f"{layout.root}: no amd/dkms/config/config.h (DKMS removes its build directory after a build)",
-                                layout.config_h_hint or "run the tree's configure for the target kernel in a copy of the tree, and pass that copy")
-        if own.is_symlink() or not own.exists():
+        if layout.config_h is None:  # DKMS removes its build directory (and config.h) after a build
+            _configure(copy, kbuild, log)
+        elif own.is_symlink() or not own.exists():
             own.unlink(missing_ok=True)
             own.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(layout.config_h, own)
@@ -385,6 +379,26 @@ def _compile(layout, kbuild: Path, work: Path, log: Path, jobs: int) -> tuple[Pa
     joined = work / "amdgpu-btf.o"
     _run(["ld", "-r", "-o", str(joined), *map(str, objs)], log, "ld -r")
     return joined, found
+
+
+def _configure(copy, kbuild: Path, log: Path) -> None:
+    """config.h for the target kernel, as DKMS's pre-build.sh makes it: the tree's amd/dkms/configure run
+    against KBUILD (KERNELVER=<release>; --with-linux/--with-linux-obj), in a real (not symlinked) copy of
+    amd/dkms so that nothing is written into SRC."""
+    dk = copy.amd / "dkms"
+    real = dk.with_name("dkms.real")
+    shutil.copytree(dk, real, symlinks=False)
+    shutil.rmtree(dk)
+    real.rename(dk)
+    if not (dk / "configure").is_file():
+        raise BtfBuildError(f"{copy.root}: no amd/dkms/config/config.h and no amd/dkms/configure to make it",
+                            "pass the DKMS tree as installed (/usr/src/amdgpu-<version>) or one with its config.h")
+    env = dict(os.environ, KERNELVER=kernel_release(kbuild))
+    _run(["sh", "./configure", f"--with-linux={kbuild}", f"--with-linux-obj={kbuild}"], log,
+         "the DKMS tree's configure (amd/dkms/configure, for config.h)", cwd=dk, env=env)
+    if not (dk / "config/config.h").is_file():
+        raise BtfBuildError(f"the DKMS tree's configure ran but wrote no amd/dkms/config/config.h (log: {log})",
+                            "run it by hand in a copy of the tree (cd amd/dkms && KERNELVER=<release> ./configure) and pass that copy")
 
 
 def layout_in(layout, tree: Path):
@@ -449,32 +463,7 @@ def _module_key_for(release: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# output and cache
-def cache_root() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    for d in CACHE_DIRS:
-        d = d.expanduser()
-        probe = d if d.exists() else next((p for p in d.parents if p.exists()), d)
-        if os.access(probe, os.W_OK):
-            return d
-    return CACHE_DIRS[-1].expanduser()
-
-
-def cache_roots() -> list[Path]:
-    env = os.environ.get(CACHE_ENV)
-    return [Path(env)] if env else [d.expanduser() for d in CACHE_DIRS]
-
-
-def module_key(version: str | None) -> str:
-    return f"{MODULE}-{version}" if version else f"{MODULE}-in-tree"
-
-
-def cache_path(release: str, version: str | None, root: Path | None = None) -> Path:
-    return (root or cache_root()) / release / f"{module_key(version)}.btf"
-
-
+# output
 def _write_output(output: str | None, data: bytes, meta: dict, base: Path) -> Path:
     if output is None:
         out = cache_path(meta["kernel_release"], meta["module"]["version"])
@@ -491,70 +480,3 @@ def _write_output(output: str | None, data: bytes, meta: dict, base: Path) -> Pa
     os.replace(tmp, out)
     sidecar(out).write_text(json.dumps(meta, indent=1) + "\n")
     return out
-
-
-def sidecar(btf_file: Path) -> Path:
-    return btf_file.with_name(btf_file.name + ".json")
-
-
-def read_sidecar(btf_file: Path) -> dict | None:
-    p = sidecar(btf_file)
-    try:
-        meta = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
-
-
-def build_command(info=None) -> str:
-    """The exact `btf build` command for this host (what doctor and the recorder print)."""
-    info = info or dkms.module_info(MODULE)
-    release = os.uname().release
-    parts = ["gpreempt-trace btf build"]
-    src = dkms.source_for(info) if info.loaded else None
-    if src is None:
-        for cand in (Path(f"/lib/modules/{release}/source"),):
-            if (cand / "drivers/gpu/drm/amd/amdkfd").is_dir():
-                src = cand
-    parts.append(f"--source {src}" if src else "--source <the amdgpu source: kernel tree or /usr/src/amdgpu-<version>>")
-    parts.append(f"--kernel-build /lib/modules/{release}/build")
-    parts.append(f"--base-btf {SYS_VMLINUX}")
-    return " ".join(parts)
-
-
-@dataclass
-class Located:
-    """Where the module's struct layouts come from (meta.json attach_plan's btf_source, doctor)."""
-
-    kind: str  # module (its own /sys/kernel/btf/amdgpu) | dir (--btf DIR) | cache (built) | none
-    path: str | None
-    detail: str
-    built: dict | None = None  # the sidecar of a built BTF
-    fix: str | None = None  # kind none: what brings the offsets back (the exact build command)
-
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "path": self.path, "detail": self.detail, "fix": self.fix,
-                "built_for": ({k: self.built.get(k) for k in ("kernel_release", "module", "source", "from_dwarf", "built_at")}
-                              if self.built else None)}
-
-
-def find_cached(release: str, info) -> tuple[Path | None, str | None]:
-    """(built BTF for this release and module, None) or (None, why none fits)."""
-    want = module_key(info.version)
-    others = []
-    for root in cache_roots():
-        d = root / release
-        p = d / f"{want}.btf"
-        if p.is_file():
-            meta = read_sidecar(p) or {}
-            m = meta.get("module") or {}
-            for k in ("srcversion", "build_id"):
-                if m.get(k) and getattr(info, k, None) and m[k] != getattr(info, k):
-                    return None, f"the built BTF {p} is for another build of {MODULE} ({k} {m[k]}, loaded: {getattr(info, k)})"
-            return p, None
-        if d.is_dir():
-            others += [q.name for q in sorted(d.glob(f"{MODULE}-*.btf"))]
-    if others:
-        return None, (f"the cache has {', '.join(others)} for {release}, not {want}.btf (the loaded {MODULE} "
-                      f"{'version ' + info.version if info.version else 'is in-tree'})")
-    return None, None

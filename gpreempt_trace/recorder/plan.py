@@ -168,7 +168,7 @@ class KfdPlan:
     fields: dict[str, str | None] = field(default_factory=dict)  # macro -> resolved path (None = missing)
     notes: list[str] = field(default_factory=list)
     kernel: str = ""
-    btf_source: dict = field(default_factory=dict)  # where the struct offsets come from (btf_build.Located)
+    btf_source: dict = field(default_factory=dict)  # where the struct offsets come from (btf_cache.Located)
 
     def func_names(self) -> dict[int, str]:
         return {p.func_id: (p.target or p.probe) for p in self.probes}
@@ -248,7 +248,7 @@ def locate_btf(btf_dir: str | Path | None = None, module: str = MODULE, live: bo
     (/sys/kernel/btf/amdgpu); --btf DIR; a BTF built by `btf build` in the cache, for this kernel release
     and module version; else none (every struct field NULL), with the exact build command in the detail.
     A built BTF for another kernel release or module build is refused (one-line error)."""
-    from . import btf_build, dkms
+    from . import btf_cache, dkms
 
     live = btf_dir is None if live is None else live
     d = Path(btf_dir) if btf_dir else SYS_BTF
@@ -261,35 +261,35 @@ def locate_btf(btf_dir: str | Path | None = None, module: str = MODULE, live: bo
     mod_path = d / module
     info = dkms.module_info(module) if live else None
     if mod_path.exists():
-        built = btf_build.read_sidecar(mod_path)
+        built = btf_cache.read_sidecar(mod_path)
         if built and live:
             _refuse_foreign(built, mod_path, info)
         kind = "dir" if btf_dir else "module"
         detail = (f"{mod_path}" + (f" (built by btf build for {built['kernel_release']})" if built else "")
                   if btf_dir else f"{mod_path} (the module's own BTF)")
-        located = btf_build.Located(kind, str(mod_path), detail, built)
+        located = btf_cache.Located(kind, str(mod_path), detail, built)
     elif live and btf_dir is None:
-        cached, why = btf_build.find_cached(os.uname().release, info)
+        cached, why = btf_cache.find_cached(os.uname().release, info)
         if cached is not None:
             mod_path = cached
-            built = btf_build.read_sidecar(cached)
-            located = btf_build.Located("cache", str(cached), f"{cached} (built by btf build; the module has no BTF)", built)
+            built = btf_cache.read_sidecar(cached)
+            located = btf_cache.Located("cache", str(cached), f"{cached} (built by btf build; the module has no BTF)", built)
         else:
             if not info.loaded:
-                return vmlinux, None, btf_build.Located("none", None, f"{module} is not loaded")
-            return vmlinux, None, btf_build.Located(
+                return vmlinux, None, btf_cache.Located("none", None, f"{module} is not loaded")
+            return vmlinux, None, btf_cache.Located(
                 "none", None, why or (f"{module} has no BTF ({'out-of-tree module, e.g. ROCm DKMS: kbuild made none' if info.out_of_tree else 'in-tree module without BTF: CONFIG_DEBUG_INFO_BTF_MODULES off, or stripped'})"
                                       f" and none was built for {os.uname().release}"),
-                fix=f"run `{btf_build.build_command(info)}`")
+                fix=f"run `{btf_cache.build_command(info)}`")
     else:
-        return vmlinux, None, btf_build.Located("none", None, f"no {module} in {d}")
+        return vmlinux, None, btf_cache.Located("none", None, f"no {module} in {d}")
     mod = Btf.load(mod_path, base=vmlinux)
     try:
         mod.check_split()
     except BtfError as e:
         if located.kind == "cache":
             raise BtfError(f"the built BTF {mod_path} does not match this kernel's vmlinux BTF ({e.what})",
-                           f"rebuild it: {btf_build.build_command(info)}") from None
+                           f"rebuild it: {btf_cache.build_command(info)}") from None
         raise
     return vmlinux, mod, located
 
