@@ -69,6 +69,7 @@ def _marker_table(m: Model, run_id: str) -> pa.Table:
             "seq": pa.array(b["seq"], pa.int64()),
             "label": pa.array(np.full(n, b["label"], object), pa.string()) if b["label"] else pa.nulls(n, pa.string()),
             "value_ns": pa.array(b["value_ns"], pa.int64()) if b.get("value_ns") is not None else pa.nulls(n, pa.int64()),
+            "container_id": pa.nulls(n, pa.string()),  # the model's processes are not in containers (NULL: none known)
         }
         parts.append(pa.table(d, schema=sch))
     return pa.concat_tables(parts).sort_by([("ts_ns", "ascending"), ("seq", "ascending")])
