@@ -167,7 +167,7 @@ def export(trace: str, out_file: str) -> Path:
     meta = read_meta(paths[0])
     con = query.connect([str(paths[0])])
     query.load_module(con, query.resolve("preempt.collateral"))
-    query.materialize(con, "_queues_spans", "queues_lifecycle_states", "queues_lifecycle")
+    query.materialize(con, "queues_lifecycle_spans", "queues_lifecycle_states", "queues_lifecycle")
     run = con.execute("SELECT run_id, events_written, events_lost, start_ns, stop_ns FROM runs").fetchall()[0]
     end_ns = con.execute("SELECT greatest((SELECT max(ts_ns + coalesce(dur_ns, 0)) FROM events), (SELECT max(ts_ns) FROM markers))").fetchall()[0][0]
     start_ns = con.execute("SELECT least((SELECT min(ts_ns) FROM events), (SELECT min(ts_ns) FROM markers))").fetchall()[0][0]
@@ -201,7 +201,7 @@ def export(trace: str, out_file: str) -> Path:
 
         qrows = con.sql("SELECT tgid, gpu_id, queue_id, type, created_ts_ns, destroyed_ts_ns FROM queues_lifecycle ORDER BY tgid, gpu_id, queue_id, created_ts_ns").fetchall()
         offs: dict[tuple, list] = {}
-        for tgid, gpu, qid, a, b in con.sql("SELECT tgid, gpu_id, queue_id, ts_ns, remap_end_ns FROM _preempt_collateral_queue_hits").fetchall():
+        for tgid, gpu, qid, a, b in con.sql("SELECT tgid, gpu_id, queue_id, ts_ns, remap_end_ns FROM preempt_collateral_queue_hits").fetchall():
             offs.setdefault((tgid, gpu, qid), []).append((a, b, "unmapped"))
         for tgid, gpu, qid, st, a, b in con.sql("SELECT tgid, gpu_id, queue_id, state, start_ts_ns, end_ts_ns FROM queues_lifecycle_states").fetchall():
             offs.setdefault((tgid, gpu, qid), []).append((a, b if b is not None else end_ns, st))

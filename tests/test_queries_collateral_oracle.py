@@ -12,7 +12,7 @@ CAUSES = ("queue_create", "queue_destroy", "queue_update", *NAMED, "process_evic
 
 
 def _oracle(con):
-    spans = con.sql("SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, destroyed_ts_ns FROM _queues_spans").fetchall()
+    spans = con.sql("SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, destroyed_ts_ns FROM queues_lifecycle_spans").fetchall()
     states: dict[tuple, list] = {}
     for run, tgid, gpu, qid, created, state, a, b in con.sql(
             "SELECT run_id, tgid, gpu_id, queue_id, created_ts_ns, state, start_ts_ns, end_ts_ns FROM queues_lifecycle_states").fetchall():
@@ -58,7 +58,7 @@ def test_collateral_equals_its_definition_on_random_traces(tmp_path, seed):
     assert len(want) >= 10 and any(w[4] for w in want)  # the trace has hits, some with a cause
     assert got == want
     # per queue (what export --perfetto draws): one row per queue of each hit
-    per_queue = con.sql("SELECT ts_ns, gpu_id, tgid, count(*) FROM _preempt_collateral_queue_hits GROUP BY ALL ORDER BY ALL").fetchall()
+    per_queue = con.sql("SELECT ts_ns, gpu_id, tgid, count(*) FROM preempt_collateral_queue_hits GROUP BY ALL ORDER BY ALL").fetchall()
     agg: dict[tuple, int] = {}
     for w in want:
         agg[(w[0], w[2], w[6])] = agg.get((w[0], w[2], w[6]), 0) + w[8]

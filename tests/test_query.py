@@ -166,6 +166,6 @@ def test_materialize_computes_a_view_once_and_keeps_its_rows(tmp_path):
     con = api.connect(t)
     query.load_module(con, query.resolve("queues.lifecycle"))
     before = con.sql("SELECT * FROM queues_lifecycle").fetchall()
-    query.materialize(con, "_queues_spans", "queues_lifecycle")
+    query.materialize(con, "queues_lifecycle_spans", "queues_lifecycle")
     assert con.sql("SELECT * FROM queues_lifecycle").fetchall() == before
     assert con.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'queues_lifecycle'").fetchall()[0][0].count("_gpt_m_queues_lifecycle") == 1

@@ -149,7 +149,7 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
         query.load_module(con, query.resolve(name), {"scheme": "%"})
     # views are recomputed at every reference: compute the shared ones once (inner first). Not
     # preempt_preemption: its per-queue results are not shown, and the two reads of it cost less than them.
-    query.materialize(con, "_preempt_preemption_core", "_queues_spans", "queues_lifecycle_states", "queues_lifecycle")
+    query.materialize(con, "preempt_preemption_timings", "queues_lifecycle_spans", "queues_lifecycle_states", "queues_lifecycle")
     runs = {r["run_id"]: r for r in _sql(con, "SELECT * FROM runs").to_pylist()}
     lost_all = {rid: r["events_lost"] for rid, r in runs.items()}
     any_synth = any(r["synthetic"] for r in runs.values())

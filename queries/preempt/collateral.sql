@@ -55,7 +55,7 @@ SELECT * FROM (
   SELECT o.run_id, o.gpu_id, o.tgid, o.queue_id, o.created_ts_ns, greatest(o.start_ts_ns, s.created_ts_ns + 1) AS a,
          least(o.end_ts_ns, coalesce(s.destroyed_ts_ns, 9223372036854775807)) AS b
   FROM islands o
-  JOIN _queues_spans s ON s.run_id = o.run_id AND s.gpu_id = o.gpu_id AND s.tgid = o.tgid AND s.queue_id = o.queue_id
+  JOIN queues_lifecycle_spans s ON s.run_id = o.run_id AND s.gpu_id = o.gpu_id AND s.tgid = o.tgid AND s.queue_id = o.queue_id
    AND s.created_ts_ns = o.created_ts_ns
 ) WHERE a < b;
 
@@ -64,8 +64,8 @@ SELECT * FROM (
 -- `active` holds from `x` until the process's next row.
 CREATE VIEW _preempt_collateral_active AS
 WITH steps AS (
-  SELECT run_id, gpu_id, tgid, created_ts_ns + 1 AS x, 1 AS d FROM _queues_spans
-  UNION ALL SELECT run_id, gpu_id, tgid, destroyed_ts_ns, -1 FROM _queues_spans WHERE destroyed_ts_ns > created_ts_ns + 1
+  SELECT run_id, gpu_id, tgid, created_ts_ns + 1 AS x, 1 AS d FROM queues_lifecycle_spans
+  UNION ALL SELECT run_id, gpu_id, tgid, destroyed_ts_ns, -1 FROM queues_lifecycle_spans WHERE destroyed_ts_ns > created_ts_ns + 1
   UNION ALL SELECT run_id, gpu_id, tgid, a, -1 FROM _preempt_collateral_off
   UNION ALL SELECT run_id, gpu_id, tgid, b, 1 FROM _preempt_collateral_off WHERE b < 9223372036854775807
 )
@@ -80,7 +80,7 @@ FROM steps GROUP BY run_id, gpu_id, tgid, x;
 CREATE VIEW _preempt_collateral_hits AS
 WITH cand AS (  -- a process may have live queues on the GPU within [a, b)
   SELECT run_id, gpu_id, tgid, min(created_ts_ns) + 1 AS a, max(coalesce(destroyed_ts_ns, 9223372036854775807)) AS b
-  FROM _queues_spans GROUP BY run_id, gpu_id, tgid
+  FROM queues_lifecycle_spans GROUP BY run_id, gpu_id, tgid
 ), pts AS (
   SELECT DISTINCT run_id, gpu_id, x FROM (SELECT run_id, gpu_id, a AS x FROM cand UNION ALL SELECT run_id, gpu_id, b FROM cand)
 ), ep AS MATERIALIZED (  -- epoch starting at x: processes that may be there (materialized: inlined, the planner joined each unmap to every process)
@@ -98,14 +98,30 @@ FROM pairs p
 ASOF JOIN _preempt_collateral_active s ON s.run_id = p.run_id AND s.gpu_id = p.gpu_id AND s.tgid = p.tgid AND s.x <= p.ts_ns
 WHERE s.active > 0;
 
--- the queues behind each hit (what `export --perfetto` draws as "unmapped" on a queue's track): the
--- process's queues alive at the unmap and not off; off intervals of one queue are disjoint, so one
--- ASOF lookup finds the one that could cover t
-CREATE VIEW _preempt_collateral_queue_hits AS
-SELECT q.* FROM (
+-- One row per (unmap, queue it took off the hardware): the queues behind each preempt_collateral row
+-- (what `export --perfetto` draws as "unmapped" on a queue's track): the process's queues alive at the
+-- unmap and not off; off intervals of one queue are disjoint, so one ASOF lookup finds the one that
+-- could cover t
+CREATE VIEW preempt_collateral_queue_hits AS
+SELECT
+  -- Trace run.
+  q.run_id,
+  -- Start of the unmap (queues_unmap entry).
+  q.ts_ns,
+  -- End of the next queues_map on the device (NULL when no remap was recorded).
+  q.remap_end_ns,
+  -- Process owning the queue.
+  q.tgid,
+  -- Device unmapped.
+  q.gpu_id,
+  -- KFD queue id within the process.
+  q.queue_id,
+  -- Creation time of the queue (tells apart two queues that reused one id).
+  q.created_ts_ns
+FROM (
   SELECT h.run_id, h.ts_ns, h.remap_end_ns, s.tgid, s.gpu_id, s.queue_id, s.created_ts_ns
   FROM _preempt_collateral_hits h
-  JOIN _queues_spans s ON s.run_id = h.run_id AND s.gpu_id = h.gpu_id AND s.tgid = h.tgid
+  JOIN queues_lifecycle_spans s ON s.run_id = h.run_id AND s.gpu_id = h.gpu_id AND s.tgid = h.tgid
    AND s.created_ts_ns < h.ts_ns AND (s.destroyed_ts_ns IS NULL OR s.destroyed_ts_ns > h.ts_ns)
 ) q
 ASOF LEFT JOIN _preempt_collateral_off o
@@ -140,7 +156,7 @@ SELECT
   -- Unmap start -> end of the next queues_map on the device (NULL when no remap was recorded).
   h.remap_end_ns - h.ts_ns AS off_ns
 FROM _preempt_collateral_hits h
-LEFT JOIN _queues_labels l ON l.run_id = h.run_id AND l.tgid = h.tgid
+LEFT JOIN workload_labels l ON l.run_id = h.run_id AND l.tgid = h.tgid
 GROUP BY h.run_id, h.ts_ns, h.dur_ns, h.gpu_id, h.caller, h.cause, h.cause_tgid, h.tgid, l.label, h.remap_end_ns
 ORDER BY h.run_id, h.ts_ns, h.tgid;
 

@@ -8,12 +8,24 @@
 -- GPUs and unmaps that start before the request are never matches. The resume of a preemption is the
 -- first resume_request for the same run, target and GPU after it and before the target's next
 -- preempt_request. `events_lost` of the run stands next to the numbers it may touch.
+-- `preempt_preemption_timings` holds the same numbers keyed by run hash (`rk`) for aggregates such as
+-- preempt.summary; `preempt_preemption_run_keys` maps `rk` back to the run id and
+-- `preempt_preemption_labels` gives the target's model label by `rk`.
 -- @param scheme % LIKE pattern on the scheme column ('A', 'B' or '%' for all)
+-- @include workload.labels
 
-CREATE VIEW _preempt_preemption_labels AS
-SELECT run_id, hash(run_id) AS rk, coalesce(target_tgid, tgid) AS tgid, arg_min(label, ts_ns) AS label
-FROM markers WHERE kind = 'workload_start' AND label IS NOT NULL
-GROUP BY run_id, coalesce(target_tgid, tgid);
+-- The model label of each process (workload.labels), keyed by run hash as the timings are.
+CREATE VIEW preempt_preemption_labels AS
+SELECT
+  -- Trace run.
+  run_id,
+  -- hash(run_id): the run key of preempt_preemption_timings.
+  hash(run_id) AS rk,
+  -- Process the label belongs to.
+  tgid,
+  -- Its model label (first workload_start marker).
+  label
+FROM workload_labels;
 
 CREATE VIEW _preempt_preemption_results AS
 SELECT run_id, seq, map_from_entries(list_sort(list({'k': queue_ids[1], 'v': label}))) AS results,  -- list_sort: an ordered aggregate cost 4x
@@ -22,14 +34,19 @@ FROM markers WHERE kind = 'queue_result' AND len(queue_ids) = 1 GROUP BY run_id,
 
 -- rk -> run_id of the runs with preemption markers; two run ids with one hash stop every query that
 -- joins it (never a silent mix)
-CREATE VIEW _preempt_preemption_runs AS
-SELECT hash(run_id) AS rk, CASE WHEN count(*) = 1 THEN any_value(run_id)
-                ELSE error('preempt.preemption: two run ids hash alike: ' || string_agg(run_id, ', ' ORDER BY run_id) || ' (query these traces separately)') END AS run_id
+CREATE VIEW preempt_preemption_run_keys AS
+SELECT
+  -- hash(run_id): the run key of preempt_preemption_timings.
+  hash(run_id) AS rk,
+  -- Trace run (the query stops with an error when two run ids share one key).
+  CASE WHEN count(*) = 1 THEN any_value(run_id)
+       ELSE error('preempt.preemption: two run ids hash alike: ' || string_agg(run_id, ', ' ORDER BY run_id) || ' (query these traces separately)') END AS run_id
 FROM (SELECT DISTINCT run_id FROM markers WHERE kind IN ('preempt_request', 'resume_request', 'preempt_done', 'resume_done'))
 GROUP BY hash(run_id);
 
--- the latency columns alone (preempt.summary reads this; the public view adds queue ids, results,
--- labels, loss). Shaped by EXPLAIN ANALYZE on 10 M events: requests and done markers are read by two
+-- One row per preemption with its timing columns alone, runs as keys (`rk`): preempt.summary and the
+-- report read this; preempt_preemption adds run ids, queue ids, results, labels, loss.
+-- Shaped by EXPLAIN ANALYZE on 10 M events: requests and done markers are read by two
 -- scans of markers, each with its own filter, and carry no strings but the scheme (materializing one
 -- shared scan with run_id and label cost more than the second scan); rows are keyed by `rk` =
 -- hash(run_id) and `fam` (0 preempt, 1 resume), so sorts and joins compare integers (a string key
@@ -37,9 +54,9 @@ GROUP BY hash(run_id);
 -- the group checked on the neighbour, one scalar lead() per column over one named window (a struct
 -- lead cost ~10 % more; a PARTITION BY window or a third ASOF join 2-3x more; one ASOF join over both
 -- families 1.7x the two; lead(... IGNORE NULLS) over requests and kernel rows in one sort instead of
--- the ASOF joins 3.7x). Runs stay keys (`rk`) to the end: _preempt_preemption_runs turns them back
+-- the ASOF joins 3.7x). Runs stay keys (`rk`) to the end: preempt_preemption_run_keys turns them back
 -- into run ids where they are shown (joining it on 580 k rows cost 0.2 s of CPU).
-CREATE VIEW _preempt_preemption_core AS
+CREATE VIEW preempt_preemption_timings AS
 WITH done AS MATERIALIZED (  -- the first done marker of each call
   SELECT hash(run_id) AS rk, seq, CASE WHEN kind = 'preempt_done' THEN 0 ELSE 1 END AS fam, min(ts_ns) AS ts_ns, arg_min(label, ts_ns) AS label
   FROM markers WHERE kind IN ('preempt_done', 'resume_done') GROUP BY ALL
@@ -74,11 +91,29 @@ WITH done AS MATERIALIZED (  -- the first done marker of each call
          lead(k_end_ns) OVER w - lead(ts_ns) OVER w AS nx_lat, lead(done_ts_ns) OVER w AS nx_done
   FROM side WINDOW w AS (ORDER BY rk, target_tgid, gpu_key, ts_ns, fam)
 )
-SELECT pr.rk, pr.seq, pr.scheme, pr.target_tgid, pr.gpu_id, pr.ts_ns AS request_ts_ns, pr.result,
-       pr.k_end_ns - pr.ts_ns AS preempt_latency_ns,
-       pr.done_ts_ns - pr.ts_ns AS preempt_call_ns,
-       CASE WHEN pr.resumed THEN pr.nx_lat END AS resume_latency_ns,
-       CASE WHEN pr.resumed THEN pr.nx_done - pr.done_ts_ns END AS suspended_ns
+SELECT
+  -- hash(run_id): the run key (preempt_preemption_run_keys maps it back).
+  pr.rk,
+  -- Sequence number of the preempt request.
+  pr.seq,
+  -- 'A' or 'B'.
+  pr.scheme,
+  -- Process whose queues were preempted.
+  pr.target_tgid,
+  -- gpu_id named by the request (NULL = all the process's GPUs).
+  pr.gpu_id,
+  -- Request time (CLOCK_MONOTONIC).
+  pr.ts_ns AS request_ts_ns,
+  -- Result of the preempt call (done marker label); NULL without a done marker.
+  pr.result,
+  -- Request -> end of the first queues_unmap on that GPU starting at or after it (kernel-measured).
+  pr.k_end_ns - pr.ts_ns AS preempt_latency_ns,
+  -- Request -> preempt_done (the controller's call).
+  pr.done_ts_ns - pr.ts_ns AS preempt_call_ns,
+  -- Matching resume_request -> end of the first queues_map on that GPU at or after it (kernel-measured).
+  CASE WHEN pr.resumed THEN pr.nx_lat END AS resume_latency_ns,
+  -- preempt_done -> resume_done: how long the queues stayed off.
+  CASE WHEN pr.resumed THEN pr.nx_done - pr.done_ts_ns END AS suspended_ns
 FROM pr
 WHERE pr.fam = 0 AND coalesce(pr.scheme, '') LIKE getvariable('scheme');
 
@@ -121,8 +156,8 @@ SELECT
   q.ok AS queues_ok,
   -- Events the recorder lost in this run (NULL = unknown): a non-zero value may have removed a kernel side.
   runs.events_lost
-FROM (SELECT r.run_id, c.* FROM _preempt_preemption_core c JOIN _preempt_preemption_runs r USING (rk)) p
-LEFT JOIN _preempt_preemption_labels l ON l.rk = p.rk AND l.tgid = p.target_tgid
+FROM (SELECT r.run_id, c.* FROM preempt_preemption_timings c JOIN preempt_preemption_run_keys r USING (rk)) p
+LEFT JOIN preempt_preemption_labels l ON l.rk = p.rk AND l.tgid = p.target_tgid
 LEFT JOIN _preempt_preemption_results q ON q.run_id = p.run_id AND q.seq = p.seq
 LEFT JOIN _preempt_preemption_queue_ids i
   ON i.run_id = p.run_id AND i.seq = p.seq AND i.ts_ns = p.request_ts_ns AND i.target_tgid IS NOT DISTINCT FROM p.target_tgid

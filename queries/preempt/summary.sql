@@ -4,10 +4,10 @@
 -- @include preempt.preemption
 
 CREATE VIEW preempt_summary AS
-WITH pp AS MATERIALIZED (  -- runs by rk (hash of run_id; _preempt_preemption_runs maps it back in `lost`)
+WITH pp AS MATERIALIZED (  -- runs by rk (hash of run_id; preempt_preemption_run_keys maps it back in `lost`)
   SELECT c.rk, c.scheme, l.label, c.preempt_latency_ns, c.preempt_call_ns, c.resume_latency_ns, c.suspended_ns
-  FROM _preempt_preemption_core c
-  LEFT JOIN _preempt_preemption_labels l ON l.rk = c.rk AND l.tgid = c.target_tgid
+  FROM preempt_preemption_timings c
+  LEFT JOIN preempt_preemption_labels l ON l.rk = c.rk AND l.tgid = c.target_tgid
 ), wide AS (  -- one pass per group; each metric's quantiles from one sort (UNPIVOT first cost 3 sorts per metric)
   SELECT scheme, label, count(DISTINCT rk) AS runs, count(*) AS n,
          {'samples': count(preempt_latency_ns), 'q': quantile_disc(preempt_latency_ns, [0.5, 0.9, 0.99]), 'max_ns': max(preempt_latency_ns)} AS preempt_latency_ns,
@@ -22,7 +22,7 @@ WITH pp AS MATERIALIZED (  -- runs by rk (hash of run_id; _preempt_preemption_ru
   UNPIVOT (m FOR metric IN (preempt_latency_ns, preempt_call_ns, resume_latency_ns, suspended_ns))
 ), lost AS (
   SELECT p.scheme, p.label, CASE WHEN bool_or(r.events_lost IS NULL) THEN NULL ELSE sum(r.events_lost) END AS events_lost
-  FROM (SELECT DISTINCT rk, scheme, label FROM pp) p JOIN _preempt_preemption_runs USING (rk) LEFT JOIN runs r USING (run_id)
+  FROM (SELECT DISTINCT rk, scheme, label FROM pp) p JOIN preempt_preemption_run_keys USING (rk) LEFT JOIN runs r USING (run_id)
   GROUP BY p.scheme, p.label
 )
 SELECT

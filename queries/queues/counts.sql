@@ -14,8 +14,8 @@ SELECT c.run_id, coalesce(l.label, any_value(c.comm)) AS label, c.tgid,
        list_sort(list(c.queue_type || ':' || c.queue_id)) AS signature,
        any_value(p.container) AS container,
        bool_or(p.cgroup IS NOT NULL) AS cgroup_known
-FROM _queues_created c
-LEFT JOIN _queues_labels l ON l.run_id = c.run_id AND l.tgid = c.tgid
+FROM queues_created_unlabelled c
+LEFT JOIN workload_labels l ON l.run_id = c.run_id AND l.tgid = c.tgid
 LEFT JOIN processes p ON p.run_id = c.run_id AND p.tgid = c.tgid
 GROUP BY c.run_id, l.label, c.tgid;
 

@@ -12,10 +12,27 @@ SELECT run_id, gpu_id, coalesce(owner_tgid, tgid) AS tgid, queue_id, ts_ns
 FROM events
 WHERE event = 'queue_destroy' AND coalesce(ret, 0) >= 0 AND queue_id IS NOT NULL;
 
-CREATE VIEW _queues_spans AS
-SELECT c.run_id, c.gpu_id, c.tgid, c.queue_id, c.queue_type, c.comm, c.created_ts_ns,
-       CASE WHEN d.ts_ns < coalesce(c.next_create_ts_ns, 9223372036854775807) THEN d.ts_ns END AS destroyed_ts_ns
-FROM _queues_created c
+-- One row per queue life, before the counts and labels of queues_lifecycle (what preempt.collateral,
+-- the report and the Perfetto export read).
+CREATE VIEW queues_lifecycle_spans AS
+SELECT
+  -- Trace run.
+  c.run_id,
+  -- KFD gpu_id of the queue's device.
+  c.gpu_id,
+  -- Process owning the queue (owner_tgid where known, else the caller).
+  c.tgid,
+  -- KFD queue id within the process.
+  c.queue_id,
+  -- compute, compute_aql, sdma, ...
+  c.queue_type,
+  -- Command name of the creating call.
+  c.comm,
+  -- Entry time of the successful queue_create.
+  c.created_ts_ns,
+  -- Entry time of its queue_destroy (before the id is created again); NULL when not destroyed in the trace.
+  CASE WHEN d.ts_ns < coalesce(c.next_create_ts_ns, 9223372036854775807) THEN d.ts_ns END AS destroyed_ts_ns
+FROM queues_created_unlabelled c
 ASOF LEFT JOIN _queues_destroyed d
   ON d.run_id = c.run_id AND d.gpu_id = c.gpu_id AND d.tgid = c.tgid AND d.queue_id = c.queue_id AND d.ts_ns >= c.created_ts_ns;
 
@@ -40,12 +57,12 @@ WITH named AS (  -- calls naming ids: one row per id (equality join); calls nami
   SELECT run_id, ts_ns, event, gpu_id, tgid, unnest(queue_ids) AS queue_id FROM _queues_calls WHERE len(coalesce(queue_ids, [])) > 0
 ), calls AS (
   SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns, c.event
-  FROM _queues_spans s
+  FROM queues_lifecycle_spans s
   JOIN named c ON c.run_id = s.run_id AND c.tgid = s.tgid AND c.queue_id = s.queue_id AND (c.gpu_id IS NULL OR c.gpu_id = s.gpu_id)
    AND c.ts_ns >= s.created_ts_ns AND (s.destroyed_ts_ns IS NULL OR c.ts_ns < s.destroyed_ts_ns)
   UNION ALL
   SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns, c.event
-  FROM _queues_spans s
+  FROM queues_lifecycle_spans s
   JOIN (SELECT * FROM _queues_calls WHERE len(coalesce(queue_ids, [])) = 0) c
     ON c.run_id = s.run_id AND c.tgid = s.tgid AND (c.gpu_id IS NULL OR c.gpu_id = s.gpu_id)
    AND c.ts_ns >= s.created_ts_ns AND (s.destroyed_ts_ns IS NULL OR c.ts_ns < s.destroyed_ts_ns)
@@ -56,7 +73,7 @@ SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, ts_ns,
 FROM calls
 UNION ALL
 SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, e.ts_ns, 'evicted' AS state, e.event = 'process_evict' AS goes_off
-FROM _queues_spans s
+FROM queues_lifecycle_spans s
 JOIN events e
   ON e.run_id = s.run_id AND e.event IN ('process_evict', 'process_restore') AND coalesce(e.owner_tgid, e.tgid) = s.tgid
  AND (e.gpu_id IS NULL OR e.gpu_id = s.gpu_id)
@@ -101,16 +118,16 @@ WITH states AS (
   FROM queues_lifecycle_states GROUP BY ALL
 ), updates AS (
   SELECT s.run_id, s.tgid, s.gpu_id, s.queue_id, s.created_ts_ns, count(*) AS n
-  FROM _queues_spans s
+  FROM queues_lifecycle_spans s
   JOIN events e ON e.run_id = s.run_id AND e.event = 'queue_update' AND e.gpu_id = s.gpu_id AND coalesce(e.owner_tgid, e.tgid) = s.tgid
    AND e.queue_id = s.queue_id AND e.ts_ns >= s.created_ts_ns AND (s.destroyed_ts_ns IS NULL OR e.ts_ns < s.destroyed_ts_ns)
   GROUP BY ALL
 ), at_start AS (
   SELECT s.run_id, s.tgid, s.gpu_id, s.queue_id, s.created_ts_ns, m.unmaps_so_far, m.resets_so_far
-  FROM _queues_spans s ASOF LEFT JOIN _queues_gpu_marks m ON m.run_id = s.run_id AND m.gpu_id = s.gpu_id AND m.ts_ns < s.created_ts_ns
+  FROM queues_lifecycle_spans s ASOF LEFT JOIN _queues_gpu_marks m ON m.run_id = s.run_id AND m.gpu_id = s.gpu_id AND m.ts_ns < s.created_ts_ns
 ), at_end AS (
   SELECT s.run_id, s.tgid, s.gpu_id, s.queue_id, s.created_ts_ns, m.unmaps_so_far, m.resets_so_far
-  FROM _queues_spans s ASOF LEFT JOIN _queues_gpu_marks m ON m.run_id = s.run_id AND m.gpu_id = s.gpu_id
+  FROM queues_lifecycle_spans s ASOF LEFT JOIN _queues_gpu_marks m ON m.run_id = s.run_id AND m.gpu_id = s.gpu_id
    AND m.ts_ns < coalesce(s.destroyed_ts_ns, 9223372036854775807)
 )
 SELECT
@@ -146,8 +163,8 @@ SELECT
   coalesce(st.preempted, 0) AS preempted,
   -- queue_reset / hws_hang rows on its GPU while it lived.
   CAST(coalesce(e.resets_so_far, 0) - coalesce(b.resets_so_far, 0) AS BIGINT) AS reset
-FROM _queues_spans s
-LEFT JOIN _queues_labels l ON l.run_id = s.run_id AND l.tgid = s.tgid
+FROM queues_lifecycle_spans s
+LEFT JOIN workload_labels l ON l.run_id = s.run_id AND l.tgid = s.tgid
 LEFT JOIN processes p ON p.run_id = s.run_id AND p.tgid = s.tgid
 LEFT JOIN updates u ON u.run_id = s.run_id AND u.tgid = s.tgid AND u.gpu_id = s.gpu_id AND u.queue_id = s.queue_id AND u.created_ts_ns = s.created_ts_ns
 LEFT JOIN states st ON st.run_id = s.run_id AND st.tgid = s.tgid AND st.gpu_id = s.gpu_id AND st.queue_id = s.queue_id AND st.created_ts_ns = s.created_ts_ns
