@@ -97,16 +97,5 @@ def main() -> None:
     """Observe and control GPU queue preemption on AMD GPUs driven by KFD."""
 
 
-def not_built(name: str, issue: str) -> click.Command:
-    """A reserved command whose feature has not landed yet: says so and exits 2."""
-
-    @click.command(name, help=f"{COMMANDS[name]} (not built yet)", context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def cmd(args):
-        raise CliError(f"`gpreempt-trace {name}` is not built yet ({issue})", 2)
-
-    return cmd
-
-
 if __name__ == "__main__":
     sys.exit(main())

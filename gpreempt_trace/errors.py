@@ -29,9 +29,5 @@ class QueryError(GptError):
     pass
 
 
-class NotBuiltYet(GptError):
-    exit_code = 2
-
-
 class PermissionProblem(GptError):
     pass

@@ -421,7 +421,7 @@ def plan_kfd(
     probes: list[str] | None = None,
 ) -> KfdPlan:
     if attach not in ("auto", "kprobe"):
-        raise GptError(f"attach mode {attach!r} is not supported", "use auto or kprobe (fentry/fexit programs are not built yet)")
+        raise GptError(f"attach mode {attach!r} is not supported", "use auto or kprobe: KFD functions are probed with kprobes (BCC resolves fentry targets in vmlinux only, KFD is in amdgpu)")
     valid = PROBE_NAMES + tuple(t.probe for t in TRACEPOINTS)
     unknown = [p for p in (probes or []) if p not in valid]
     if unknown:

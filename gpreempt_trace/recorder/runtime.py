@@ -348,24 +348,19 @@ class Recorder:
         plan = None
         if "kfd" in o.probes:
             plan = self._plan_kfd(base=len(func_names))
-            if plan is not None:
-                names = plan.func_names()  # {func_id: name}, ids from len(func_names) on
-                func_names += [f"func_{i}" for i in range(len(func_names), max(names, default=-1) + 1)]
-                for fid, name in names.items():
-                    func_names[fid] = name
-                cflags += plan.cflags
-                text.append(plan.source())
-                rows += plan.probes
+            names = plan.func_names()  # {func_id: name}, ids from len(func_names) on
+            func_names += [f"func_{i}" for i in range(len(func_names), max(names, default=-1) + 1)]
+            for fid, name in names.items():
+                func_names[fid] = name
+            cflags += plan.cflags
+            text.append(plan.source())
+            rows += plan.probes
         return Program("\n".join(text), cflags, plan, ioctl_filter, note, rdev, func_names, rows)
 
     def _plan_kfd(self, base: int):
+        from .plan import plan_kfd
+
         o = self.o
-        try:
-            from .plan import plan_kfd
-        except ImportError:
-            if o.probes_explicit and o.probes == ("kfd",):
-                raise GptError("the KFD function probes are not built yet", "use --probes ioctl") from None
-            return None
         return plan_kfd(kallsyms=o.kallsyms, btf_dir=o.btf_dir, attach=o.attach, func_id_base=base)
 
     def bpf_text(self) -> str:
@@ -391,11 +386,6 @@ class Recorder:
             raise GptError(f"--snapshot-interval {o.snapshot_interval_s} is not positive", "give seconds, e.g. --snapshot-interval 1")
         if o.btf_dir is not None and not Path(o.btf_dir).is_dir():
             raise GptError(f"--btf {o.btf_dir} is not a directory", "give a directory laid out like /sys/kernel/btf")
-        if o.snapshot_interval_s is not None:
-            try:
-                from ..snapshot import Snapshotter  # noqa: F401
-            except ImportError:
-                raise GptError("--snapshot-interval needs the snapshot module, which is not built yet", "drop --snapshot-interval") from None
         p = Path(o.output)
         if (p / META).exists():  # one run per trace: a second record never touches the first one's meta
             raise already_a_trace(p)
