@@ -16,13 +16,28 @@ REC = np.dtype([("a", "<u8"), ("b", "<u4"), ("c", "<u4"), ("d", "<u8"), ("e", "<
 DATA = 4 * mmap.PAGESIZE
 
 
+class NoWakeups:
+    """The reader's waker for a plain file (epoll refuses regular files): records the waits, never sleeps."""
+
+    def __init__(self):
+        self.waits, self.closed = [], False
+
+    def poll(self, timeout_s):
+        self.waits.append(timeout_s)
+        return []
+
+    def close(self):
+        self.closed = True
+
+
 class FakeRing:
     def __init__(self, tmp_path, window_bytes):
         self.fd = os.open(tmp_path / "ring", os.O_RDWR | os.O_CREAT)
         os.ftruncate(self.fd, 2 * mmap.PAGESIZE + 2 * DATA)
         self.mm = mmap.mmap(self.fd, 2 * mmap.PAGESIZE + 2 * DATA)
         self.prod = 0
-        self.reader = RingReader(self.fd, DATA, REC, window_bytes)
+        self.waker = NoWakeups()
+        self.reader = RingReader(self.fd, DATA, REC, window_bytes, waker=self.waker)
 
     def _put(self, off: int, raw: bytes) -> None:
         for i, b in enumerate(raw):  # the data pages twice in a row, as the kernel maps them
@@ -140,3 +155,23 @@ def test_a_record_committed_between_two_looks_is_read_not_skipped(ring, monkeypa
     out = np.empty(4, REC)
     assert ring.reader.read_into(out) == 1 and out["a"][0] == 1
     assert ring.reader.odd_records == 0 and ring.cons == ring.prod
+
+
+def test_the_reader_sleeps_in_its_waker_and_closes_it(tmp_path):
+    r = FakeRing(tmp_path, DATA)
+    r.reader.wait(0.25)
+    r.reader.close()
+    r.mm.close()
+    os.close(r.fd)
+    assert r.waker.waits == [0.25] and r.waker.closed
+
+
+def test_without_a_waker_the_reader_needs_a_pollable_map_fd(tmp_path):
+    """The default waker is an epoll on the map's fd: a plain file is refused, not silently slept on."""
+    fd = os.open(tmp_path / "ring", os.O_RDWR | os.O_CREAT)
+    try:
+        os.ftruncate(fd, 2 * mmap.PAGESIZE + 2 * DATA)
+        with pytest.raises(PermissionError):
+            RingReader(fd, DATA, REC, DATA)
+    finally:
+        os.close(fd)

@@ -10,12 +10,13 @@ The kernel populates every page of a mapping at mmap time, so the reader maps on
 (WINDOW_BYTES, moved along with the consumer position, over the doubled pages so it never needs to
 wrap): the ring's share of the recorder's RSS is the window, not twice the ring. The record header is
 u32 len (bit 31 BUSY, bit 30 DISCARD) + u32 page offset, records 8-byte aligned.
+The reader sleeps in an epoll on the map's fd (the kernel signals it on a wakeup); `waker` replaces
+that epoll (anything with poll(timeout_s) and close()), e.g. for a plain file laid out like a ring.
 """
 from __future__ import annotations
 
 import mmap
 import select
-import time
 
 import numpy as np
 
@@ -26,7 +27,8 @@ DISCARD_BIT = np.uint32(1 << 30)
 
 
 class RingReader:
-    def __init__(self, map_fd: int, data_size: int, record_dtype: np.dtype, window_bytes: int = WINDOW_BYTES):
+    def __init__(self, map_fd: int, data_size: int, record_dtype: np.dtype, window_bytes: int = WINDOW_BYTES,
+                 waker=None):
         self.fd = map_fd
         self.page = mmap.PAGESIZE
         self.size = data_size
@@ -44,12 +46,10 @@ class RingReader:
         self._win_off: int | None = None  # data offset of the window (page aligned, < data_size)
         self._win_mm: mmap.mmap | None = None
         self._win: np.ndarray | None = None
-        self._ep = select.epoll()
-        try:
-            self._ep.register(map_fd, select.EPOLLIN)
-        except PermissionError:  # a plain file laid out like a ring (tests): wait() just sleeps
-            self._ep.close()
-            self._ep = None
+        if waker is None:
+            waker = select.epoll()
+            waker.register(map_fd, select.EPOLLIN)
+        self._ep = waker
         self.odd_records = 0  # records of another size (skipped; never expected)
 
     def _bytes(self, start: int, length: int) -> np.ndarray:
@@ -140,14 +140,10 @@ class RingReader:
 
     def wait(self, timeout_s: float) -> None:
         """Sleep until the kernel signals data (or timeout)."""
-        if self._ep is None:
-            time.sleep(timeout_s)
-        else:
-            self._ep.poll(timeout_s)
+        self._ep.poll(timeout_s)
 
     def close(self) -> None:
-        if self._ep is not None:
-            self._ep.close()
+        self._ep.close()
         del self.cons, self.prod
         self._win = None
         self._cons_mm.close()
