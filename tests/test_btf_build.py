@@ -105,6 +105,11 @@ def test_from_dwarf_gives_the_same_btf(built, tmp_path):
                                        output=str(tmp_path / "from-dwarf.btf")))
     assert res.output.read_bytes() == (out / "amdgpu").read_bytes()
     assert res.meta["from_dwarf"] == str(obj.resolve())
+    # the headers package's own vmlinux (ELF) as the base: its .BTF is the kernel's BTF, same result
+    res = btf_build.build(BuildOptions(from_dwarf=str(obj), kernel_build=str(ks.kbuild), base_btf=str(ks.kbuild / "vmlinux"),
+                                       output=str(tmp_path / "from-elf-base.btf")))
+    assert res.output.read_bytes() == (out / "amdgpu").read_bytes()
+    assert res.meta["base_btf"] == str(ks.kbuild / "vmlinux")
 
 
 @pytest.mark.kernel

@@ -22,7 +22,8 @@ def command():
 @click.option("--kernel-build", "kernel_build", type=click.Path(file_okay=False),
               help="The target kernel's build tree (its headers package).  [default: /lib/modules/$(uname -r)/build]")
 @click.option("--base-btf", "base_btf", type=click.Path(dir_okay=False),
-              help="The target kernel's vmlinux BTF.  [default: /sys/kernel/btf/vmlinux]")
+              help="The target kernel's vmlinux BTF, raw or a vmlinux ELF with a .BTF section (e.g. a headers package's "
+                   "vmlinux).  [default: /sys/kernel/btf/vmlinux]")
 @click.option("-o", "--output", "output", type=click.Path(),
               help="BTF file to write (a DIR/ gets DIR/amdgpu and DIR/vmlinux, for --btf DIR). "
                    "Default: the cache the recorder looks in.")

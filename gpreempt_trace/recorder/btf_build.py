@@ -255,18 +255,14 @@ def build(opts: BuildOptions) -> BuildResult:
     t0 = time.monotonic()
     kbuild = Path(opts.kernel_build or f"/lib/modules/{os.uname().release}/build")
     base = Path(opts.base_btf) if opts.base_btf else SYS_VMLINUX
-    try:
-        base_btf = Btf.load(base)
-    except BtfError as e:
-        raise BtfBuildError(f"--base-btf: {e.what}", "pass the target kernel's vmlinux BTF (/sys/kernel/btf/vmlinux on that kernel)") from None
-    if base_btf.base is not None or base_btf.find("task_struct") is None:
-        raise BtfBuildError(f"--base-btf {base}: not a vmlinux BTF (no struct task_struct)", "pass /sys/kernel/btf/vmlinux of the target kernel")
     work_ctx = tempfile.TemporaryDirectory(prefix="gpt-btf-") if not opts.work_dir else None
     work = Path(opts.work_dir or work_ctx.name)  # type: ignore[union-attr]
     work.mkdir(parents=True, exist_ok=True)
     log = work / "build.log"
     log.write_text("")
     try:
+        base_given = base
+        base_btf, base = _base_btf(base, work)
         if opts.from_dwarf:
             _require_tools(("pahole", "objcopy"))
             obj, inputs = _dwarf_object(Path(opts.from_dwarf), work), {}
@@ -302,7 +298,7 @@ def build(opts: BuildOptions) -> BuildResult:
             "kernel_release": release,
             "module": _module_key_for(release),
             "kernel_build": str(kbuild.resolve()) if kbuild.exists() else str(kbuild),
-            "base_btf": str(base),
+            "base_btf": str(base_given),
             "base_btf_sha256": hashlib.sha256(base.read_bytes()).hexdigest(),
             "pahole": ".".join(map(str, pahole_version() or ())) or None,
             "pahole_flags": flags,
@@ -316,6 +312,29 @@ def build(opts: BuildOptions) -> BuildResult:
     finally:
         if work_ctx is not None:
             work_ctx.cleanup()
+
+
+def _base_btf(base: Path, work: Path) -> tuple[Btf, Path]:
+    """The vmlinux BTF: a raw file (/sys/kernel/btf/vmlinux), or a vmlinux ELF (a headers tree's own
+    vmlinux carries the same BTF in its .BTF section)."""
+    try:
+        with base.open("rb") as f:
+            elf = f.read(4) == b"\x7fELF"
+    except OSError:
+        elf = False
+    if elf:
+        raw = work / "vmlinux.btf"
+        r = subprocess.run(["objcopy", f"--dump-section=.BTF={raw}", str(base), str(work / "vmlinux.discard")], capture_output=True, text=True)
+        if r.returncode != 0 or not raw.is_file():
+            raise BtfBuildError(f"--base-btf {base}: an ELF file without a .BTF section", "pass /sys/kernel/btf/vmlinux of the target kernel")
+        base = raw
+    try:
+        base_btf = Btf.load(base)
+    except BtfError as e:
+        raise BtfBuildError(f"--base-btf: {e.what}", "pass the target kernel's vmlinux BTF (/sys/kernel/btf/vmlinux on that kernel)") from None
+    if base_btf.base is not None or base_btf.find("task_struct") is None:
+        raise BtfBuildError(f"--base-btf {base}: not a vmlinux BTF (no struct task_struct)", "pass /sys/kernel/btf/vmlinux of the target kernel")
+    return base_btf, base
 
 
 def coverage(mod: Btf, vmlinux: Btf) -> tuple[list[str], dict[str, int | None], list[str]]:
