@@ -21,7 +21,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "controller_attach": ("controller", "The controller attached to target_tgid, the host pid (scheme A: ptrace + debug trap enabled); container_id: its container (NULL on the host). Every controller marker carries both."),
     "controller_detach": ("controller", "The controller detached from target_tgid; label says why (exit, signal, max-hold, error)."),
     "request_start": ("workload", "An online request is due (open loop: ts_ns = its scheduled time; seq = request number; value_ns = queueing delay until it started)."),
-    "request_end": ("workload", "An online request ends (same seq); value_ns = its latency from the scheduled time (queueing included)."),
+    "request_end": ("workload", "An online request ends (same seq); value_ns = its response time from the scheduled time (queueing included)."),
     "step_start": ("workload", "An offline step starts (seq = step number)."),
     "step_done": ("workload", "An offline step ends (seq = step number); value_ns = its duration."),
     "workload_start": ("workload, launcher", "A workload process starts; launcher (record/snapshot -- CMD): tgid = target_tgid = its pid, label = its command line; workload: tgid = its own pid, label = what it runs."),

@@ -61,7 +61,7 @@ def test_query_list():
     res = run("query", "--list")
     assert res.exit_code == 0
     names = [line.split()[0] for line in res.output.splitlines()]
-    assert {"queues.per_tgid", "preempt.latency", "preempt.collateral", "ioctl.summary", "events.overview"} <= set(names)
+    assert {"queues.per_tgid", "preempt.calls", "preempt.collateral", "ioctl.summary", "events.overview"} <= set(names)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_query_list():
     [
         (["query", "nope", "{r1}"], "Error: unknown query 'nope': available: "),
         (["query", "queues.per_tgid", "{tmp}"], "is not a trace (no meta.json in it or below)"),
-        (["query", "preempt.latency", "{r1}", "--param", "oops"], "Error: bad --param 'oops': write it as --param name=value"),
+        (["query", "preempt.calls", "{r1}", "--param", "oops"], "Error: bad --param 'oops': write it as --param name=value"),
         (["query", "queues.per_tgid", "{r1}", "--format", "parquet"], "Error: --format parquet writes a binary file: add --out FILE.parquet"),
         (["export", "--hive", "{tmp}/h", "{tmp}/absent"], "does not exist"),
     ],

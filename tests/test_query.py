@@ -43,11 +43,11 @@ def test_collateral(runs):
                    (70, 200, 100, 1, True, None), (70, 200, 200, 1, False, None)]
 
 
-def test_preempt_latency_and_param(runs):
-    rows = api.query("preempt.latency", runs).to_pylist()
-    assert [(r["seq"], r["op"], r["scheme"], r["latency_ns"], r["num_queues"]) for r in rows] == [
+def test_preempt_calls_and_param(runs):
+    rows = api.query("preempt.calls", runs).to_pylist()
+    assert [(r["seq"], r["op"], r["scheme"], r["call_ns"], r["num_queues"]) for r in rows] == [
         (1, "preempt", "A", 50, 1), (2, "resume", "A", 60, 0), (3, "preempt", "B", None, 0)]
-    only_b = api.query("preempt.latency", runs, {"scheme": "B"}).to_pylist()
+    only_b = api.query("preempt.calls", runs, {"scheme": "B"}).to_pylist()
     assert [r["seq"] for r in only_b] == [3]
 
 
@@ -74,7 +74,7 @@ def test_bad_inputs(runs, tmp_path):
     with pytest.raises(QueryError, match="unknown query 'nope'.*available: .*queues.per_tgid"):
         api.query("nope", runs)
     with pytest.raises(QueryError, match="has no parameter 'bogus'.*scheme"):
-        api.query("preempt.latency", runs, {"bogus": "1"})
+        api.query("preempt.calls", runs, {"bogus": "1"})
     with pytest.raises(QueryError, match="bad --param 'x'"):
         api.parse_params(["x"])
     with pytest.raises(NotATrace):

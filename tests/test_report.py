@@ -13,9 +13,9 @@ def test_report_sections_and_numbers(tmp_path):
     text = api.report(runs)
     assert text.startswith("# gpreempt-trace report\n")
     assert "| r1 | model=a |" in text and "| r2 | model=b |" in text
-    for title in ("## What fired", "## Queues per process", "## KFD ioctls", "## Preemption latency", "## Collateral preemption"):
+    for title in ("## What fired", "## Queues per process", "## KFD ioctls", "## Controller call times", "## Collateral preemption"):
         assert title in text
-    # the preempt latency row of scheme A: 1 request, p50 = 50 ns (150 - 100)
+    # the preempt call row of scheme A (preempt.call_stats): 1 request, p50 = 50 ns (done 150 - request 100)
     assert any(line.split()[:7] == ["r1", "A", "preempt", "1", "0", "50", "50"] for line in text.splitlines())
     assert "## Queue inventory" not in text  # no snapshots in these traces: the section is left out
 

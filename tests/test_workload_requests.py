@@ -42,13 +42,13 @@ def _two_runs(tmp_path):
 
 def test_requests_overlap_preemptions_exactly(tmp_path):
     rows = api.query("workload.requests", _two_runs(tmp_path)).to_pylist()
-    got = [(r["run_id"], r["scheme"], r["environment"], r["seq"], r["model"], r["latency_ns"], r["queue_delay_ns"],
+    got = [(r["run_id"], r["scheme"], r["environment"], r["seq"], r["model"], r["response_ns"], r["queue_delay_ns"],
             r["preemptions"], r["preempted_ns"]) for r in rows]
     assert got == [
         ("ra", "A", "qemu-tcg", 0, "mlp", 300, 10, 1, 200),    # [900,1200] vs preemption [1000,1500]
         ("ra", "A", "qemu-tcg", 1, "mlp", 400, 0, 0, 0),       # between the two preemptions
         ("ra", "A", "qemu-tcg", 2, "mlp", 200, 5, 1, 100),     # [2900,3100] vs open preemption from 3000
-        ("ra", "A", "qemu-tcg", 3, "mlp", None, 0, 0, 0),      # no end: no latency, no guessed overlap
+        ("ra", "A", "qemu-tcg", 3, "mlp", None, 0, 0, 0),      # no end: no response time, no guessed overlap
         ("rn", "none", None, 0, "gemm", 50, 0, 0, 0),
     ]
 

@@ -10,7 +10,7 @@ from ..report.compare import METRICS
 @opt.traces
 @click.option("--by", "by", default="scheme", show_default=True, metavar="scheme|LABEL",
               help="Group preemptions by scheme, or by the value of a meta.json label (e.g. model).")
-@click.option("--metric", type=click.Choice(METRICS), default="preempt_latency_ns", show_default=True, help="Latency column of preempt.preemption.")
+@click.option("--metric", type=click.Choice(METRICS), default="preempt_latency_ns", show_default=True, help="Column of preempt.preemption: kernel-measured latency (preempt_/resume_latency_ns), the controller's call (preempt_call_ns) or time off (suspended_ns).")
 @click.option("--resamples", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True, help="Bootstrap resamples.")
 @opt.result_output
 def command(traces, by, metric, resamples, fmt, out_file):

@@ -48,7 +48,7 @@ def command():
 @click.option("--in-lab-guest", is_flag=True, hidden=True, help="Set by --lab inside the guest: qemu-tcg labels, KFD runtime, made-up queue ids.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for the traces and the report.")
 def ab(lab, no_report, in_lab_guest, **kw):
-    """Online request latency with no preemption, scheme A and scheme B, and the offline job's cost:
+    """Online request response time with no preemption, scheme A and scheme B, and the offline job's cost:
     doctor first (what cannot run here and why), one trace per scheme and repeat, then the per-scheme
     table (workload.requests), `compare --by scheme` and the HTML report."""
     o = ABOptions(report=not no_report, **kw)

@@ -1,4 +1,4 @@
-"""`gpreempt-trace experiment ab`: the online model's request latency with no preemption, scheme A
+"""`gpreempt-trace experiment ab`: the online model's request response time with no preemption, scheme A
 and scheme B, and what each preemption costs the offline job, from the same runs.
 
 1. doctor: what this machine can do, and a one-line reason for each part it cannot (no /dev/kfd,
@@ -324,7 +324,7 @@ def _analyse(o: ABOptions, res: ABResult, say) -> None:
 
     traces = [str(t) for t in res.traces]
     res.summary = requests_summary(traces)
-    say("online request latency (end - scheduled time) and offline throughput per scheme (workload.requests):")
+    say("online request response time (end - scheduled time) and offline throughput per scheme (workload.requests):")
     table = summary_lines(res.summary, o.environment)
     for line in table:
         say("  " + line)

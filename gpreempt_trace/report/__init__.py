@@ -16,7 +16,7 @@ SECTIONS = (
     ("Queues per process", "queues.per_tgid", None),
     ("KFD ioctls", "ioctl.summary", None),
     ("Queue requests per process (ioctl path)", "ioctl.queue_requests", None),
-    ("Preemption latency", "preempt.latency_stats", None),
+    ("Controller call times (request -> done marker)", "preempt.call_stats", None),
     ("Collateral preemption (unmaps that hit other processes)", "preempt.collateral", None),
     ("Queue inventory (debugfs)", "exp01.inventory", None),
 )
@@ -70,7 +70,7 @@ def build(traces: Sequence[str], max_rows: int = 40) -> str:
 
 
 def plot(traces: Sequence[str], png: str) -> str:
-    """Preempt/resume latency per request over time (one series per run, scheme and op)."""
+    """The controller's preempt/resume call time per request over time (one series per run, scheme and op)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,19 +78,19 @@ def plot(traces: Sequence[str], png: str) -> str:
 
     con = query.connect(traces)
     mods = query.list_modules()
-    query.load_module(con, mods["preempt.latency"])
-    rows = con.sql("SELECT run_id, scheme, op, request_ts_ns, latency_ns FROM preempt_latency WHERE latency_ns IS NOT NULL").fetchall()
+    query.load_module(con, mods["preempt.calls"])
+    rows = con.sql("SELECT run_id, scheme, op, request_ts_ns, call_ns FROM preempt_calls WHERE call_ns IS NOT NULL").fetchall()
     ev = con.sql("SELECT run_id, ts_ns // 100000000 AS bucket, count(*) FROM events GROUP BY ALL ORDER BY ALL").fetchall()
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=False)
     series: dict[tuple, list] = {}
     t0 = min([r[3] for r in rows], default=0)
-    for run_id, scheme, op, ts, lat in rows:
-        series.setdefault((run_id, scheme, op), []).append(((ts - t0) / 1e9, lat / 1e6))
+    for run_id, scheme, op, ts, call in rows:
+        series.setdefault((run_id, scheme, op), []).append(((ts - t0) / 1e9, call / 1e6))
     for (run_id, scheme, op), pts in sorted(series.items()):
         ax1.plot([p[0] for p in pts], [p[1] for p in pts], ".", label=f"{run_id[-8:]} {scheme} {op}")
     ax1.set_xlabel("time since first request (s)")
-    ax1.set_ylabel("latency (ms)")
-    ax1.set_title("preempt / resume latency per request")
+    ax1.set_ylabel("call time (ms)")
+    ax1.set_title("preempt / resume call time per request (controller markers)")
     if series:
         ax1.legend(fontsize=7)
     runs: dict[str, list] = {}

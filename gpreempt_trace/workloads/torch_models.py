@@ -1,8 +1,8 @@
 """Built-in torch workloads (random weights, nothing downloaded) in two roles.
 
 - online: an open-loop request stream at `rate_hz`: request k is due at t0 + k/rate_hz whether or not
-  request k-1 has finished, so queueing delay is part of the latency. Markers: request_start at the
-  due time (value_ns = queueing delay), request_end (value_ns = end - due time = latency).
+  request k-1 has finished, so queueing delay is part of the response time. Markers: request_start at the
+  due time (value_ns = queueing delay), request_end (value_ns = end - due time = response time).
 - offline: a saturating training loop; markers step_start / step_done (value_ns = step duration).
 
 Models: mlp, resnet (ResNet-style CNN), transformer-prefill / transformer-decode (one pre-norm
@@ -14,6 +14,7 @@ the offline job lost come from the same run.
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import statistics
@@ -177,17 +178,17 @@ class WorkloadResult:
     model: str
     device: str
     iterations: int
-    latencies_ns: list[int] = field(default_factory=list)  # online: end - due time; offline: step time
+    times_ns: list[int] = field(default_factory=list)  # online: response time (end - due time); offline: step time
     queue_delays_ns: list[int] = field(default_factory=list)  # online: start - due time
     preempts: int = 0
     resumes: int = 0
     stopped_by: Optional[str] = None  # signal name when stopped early (SIGTERM/SIGINT)
 
     def summary(self) -> str:
-        lat = sorted(self.latencies_ns)
+        lat = sorted(self.times_ns)
         if not lat:
             return f"{self.role} {self.model} on {self.device}: 0 iterations"
-        p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1e6  # noqa: E731
+        p = lambda q: lat[max(0, math.ceil(q * len(lat)) - 1)] / 1e6  # noqa: E731  nearest rank, as SQL's quantile_disc
         what = "requests" if self.role == "online" else "steps"
         line = (f"{self.role} {self.model} on {self.device}: {self.iterations} {what}, "
                 f"p50 {p(0.5):.2f} ms, p99 {p(0.99):.2f} ms, max {lat[-1] / 1e6:.2f} ms, mean {statistics.fmean(lat) / 1e6:.2f} ms")
@@ -334,7 +335,7 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
                 stop.run(step)
                 t1 = clock()
                 marks.add("step_done", ts_ns=t1, seq=seq, value_ns=t1 - t0)
-                res.latencies_ns.append(t1 - t0)
+                res.times_ns.append(t1 - t0)
             else:
                 due = t_start + seq * period_ns if period_ns else clock()
                 if due >= end_ns:
@@ -349,7 +350,7 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
                 next_due = t_start + (seq + 1) * period_ns if period_ns else None
                 # another request is in flight when the next one is already due (open loop)
                 pol.request_end(t1, next_due=next_due if next_due is not None and next_due < end_ns else None)
-                res.latencies_ns.append(t1 - due)
+                res.times_ns.append(t1 - due)
                 res.queue_delays_ns.append(t0 - due)
             seq += 1
             res.iterations = seq

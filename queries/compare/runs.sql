@@ -1,7 +1,9 @@
 -- One row per run with the numbers to put side by side: labels, events, queues created per
--- process, ioctl failures and preemption latency. `gpreempt-trace compare --by KEY` groups on a label.
+-- process, ioctl failures and the controller's call times (preempt.calls: request -> done marker; the
+-- kernel-measured preemption latency is preempt.preemption's). `gpreempt-trace compare --by KEY`
+-- groups on a label.
 -- @include queues.per_tgid
--- @include preempt.latency
+-- @include preempt.calls
 
 CREATE VIEW compare_runs AS
 WITH q AS (
@@ -13,10 +15,10 @@ WITH q AS (
   FROM events GROUP BY run_id
 ), p AS (
   SELECT run_id,
-         CAST(quantile_cont(latency_ns, 0.5) FILTER (WHERE op = 'preempt') AS BIGINT) AS preempt_p50_ns,
-         CAST(quantile_cont(latency_ns, 0.99) FILTER (WHERE op = 'preempt') AS BIGINT) AS preempt_p99_ns,
-         CAST(quantile_cont(latency_ns, 0.5) FILTER (WHERE op = 'resume') AS BIGINT) AS resume_p50_ns
-  FROM preempt_latency GROUP BY run_id
+         quantile_disc(call_ns, 0.5) FILTER (WHERE op = 'preempt') AS preempt_call_p50_ns,
+         quantile_disc(call_ns, 0.99) FILTER (WHERE op = 'preempt') AS preempt_call_p99_ns,
+         quantile_disc(call_ns, 0.5) FILTER (WHERE op = 'resume') AS resume_call_p50_ns
+  FROM preempt_calls GROUP BY run_id
 )
 SELECT
   -- Trace run.
@@ -37,12 +39,12 @@ SELECT
   q.max_per_process,
   -- KFD ioctls that returned an errno.
   coalesce(e.ioctl_errors, 0) AS ioctl_errors,
-  -- Median preempt latency (controller markers).
-  p.preempt_p50_ns,
-  -- 99th percentile preempt latency.
-  p.preempt_p99_ns,
-  -- Median resume latency.
-  p.resume_p50_ns
+  -- Median preempt call time (preempt_request -> preempt_done marker; quantile_disc).
+  p.preempt_call_p50_ns,
+  -- 99th percentile preempt call time (quantile_disc).
+  p.preempt_call_p99_ns,
+  -- Median resume call time (resume_request -> resume_done marker; quantile_disc).
+  p.resume_call_p50_ns
 FROM runs
 LEFT JOIN e ON e.run_id = runs.run_id
 LEFT JOIN q ON q.run_id = runs.run_id

@@ -1,8 +1,8 @@
--- Preempt and resume latency distribution per run, scheme and operation (from preempt.latency).
+-- Controller call time (request -> done marker) per run, scheme and operation (from preempt.calls).
 -- Requests without a done marker count as `missing`.
--- @include preempt.latency
+-- @include preempt.calls
 
-CREATE VIEW preempt_latency_stats AS
+CREATE VIEW preempt_call_stats AS
 SELECT
   -- Trace run.
   run_id,
@@ -14,12 +14,12 @@ SELECT
   count(*) AS requests,
   -- Requests that never got a done marker.
   count(*) FILTER (WHERE done_ts_ns IS NULL) AS missing,
-  -- Median latency.
-  CAST(quantile_cont(latency_ns, 0.5) AS BIGINT) AS p50_ns,
-  -- 99th percentile latency.
-  CAST(quantile_cont(latency_ns, 0.99) AS BIGINT) AS p99_ns,
-  -- Worst latency.
-  max(latency_ns) AS max_ns
-FROM preempt_latency
+  -- Median call time (quantile_disc: an observed call).
+  quantile_disc(call_ns, 0.5) AS p50_ns,
+  -- 99th percentile call time (quantile_disc).
+  quantile_disc(call_ns, 0.99) AS p99_ns,
+  -- Longest call.
+  max(call_ns) AS max_ns
+FROM preempt_calls
 GROUP BY run_id, scheme, op
 ORDER BY run_id, scheme, op;

@@ -1,9 +1,10 @@
--- Preemption and resume latency seen by the controller: each *_request marker paired with its
--- *_done marker by (run_id, seq). Scheme A is KFD debug-trap suspend/resume, scheme B the batch
--- preempt/resume ioctls of the kernel/ series.
+-- The controller's preempt and resume calls: each *_request marker paired with its *_done marker by
+-- (run_id, seq), and the call time between them (`call_ns`). This is not the preemption latency: that
+-- is measured against the kernel's unmap/map in preempt.preemption. Scheme A is KFD debug-trap
+-- suspend/resume, scheme B the batch preempt/resume ioctls of the kernel/ series.
 -- @param scheme % LIKE pattern on the scheme column ('A', 'B' or '%' for all)
 
-CREATE VIEW preempt_latency AS
+CREATE VIEW preempt_calls AS
 WITH req AS (
   SELECT run_id, seq, ts_ns, scheme, target_tgid, gpu_id, queue_ids,
          replace(kind, '_request', '') AS op
@@ -31,8 +32,8 @@ SELECT
   req.ts_ns AS request_ts_ns,
   -- Done time; NULL when no done marker was written (failure or crash).
   done.ts_ns AS done_ts_ns,
-  -- done - request.
-  done.ts_ns - req.ts_ns AS latency_ns,
+  -- done - request: the controller's call time; NULL without a done marker.
+  done.ts_ns - req.ts_ns AS call_ns,
   -- Result text of the done marker (e.g. an errno name).
   done.label AS result
 FROM req

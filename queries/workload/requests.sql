@@ -1,5 +1,5 @@
--- Online request latency next to the preemptions that overlapped each request, and per scheme:
--- latency p50/p99/max and the offline job's steps/s (what preemption cost it). Reads the markers
+-- Online request response time (end - due) next to the preemptions that overlapped each request, and
+-- per scheme: response time p50/p99/max and the offline job's steps/s (what preemption cost it). Reads the markers
 -- of `gpreempt-trace workload` (request_start at the scheduled time, request_end, step_done) and
 -- of the controller (preempt_request, resume_done). A run's scheme is its label `scheme`
 -- ('none' when unlabelled); `environment` is its label `environment` (e.g. qemu-tcg: software-path
@@ -56,8 +56,8 @@ SELECT
   req.due_ns,
   -- End of the request; NULL when no request_end was written (killed mid-request).
   req.end_ns,
-  -- end - due: the latency the client sees, queueing included; NULL without an end.
-  req.end_ns - req.due_ns AS latency_ns,
+  -- end - due: the response time the client sees, queueing included; NULL without an end.
+  req.end_ns - req.due_ns AS response_ns,
   -- Time the request waited after its due time before it started (queueing + any preempt call).
   req.queue_delay_ns,
   -- Preemptions of any target in this run that overlapped [due, end] of the request.
@@ -71,9 +71,9 @@ ORDER BY req.run_id, req.tgid, req.seq;
 
 CREATE VIEW workload_requests_summary AS
 WITH lat AS (
-  SELECT scheme, count(DISTINCT run_id) AS runs, count(*) AS requests, count(latency_ns) AS completed,
-         quantile_disc(latency_ns, 0.5) AS p50_ns, quantile_disc(latency_ns, 0.99) AS p99_ns,
-         max(latency_ns) AS max_ns, count(*) FILTER (WHERE preemptions > 0) AS overlapped,
+  SELECT scheme, count(DISTINCT run_id) AS runs, count(*) AS requests, count(response_ns) AS completed,
+         quantile_disc(response_ns, 0.5) AS p50_ns, quantile_disc(response_ns, 0.99) AS p99_ns,
+         max(response_ns) AS max_ns, count(*) FILTER (WHERE preemptions > 0) AS overlapped,
   FROM workload_requests GROUP BY scheme
 ), win AS (  -- the online stream's span per run: offline throughput is counted while it runs
   SELECT run_id, min(due_ns) AS lo, max(end_ns) AS hi FROM workload_requests GROUP BY run_id
@@ -107,11 +107,11 @@ SELECT
   coalesce(lat.requests, 0) AS requests,
   -- Requests with an end marker.
   coalesce(lat.completed, 0) AS completed,
-  -- Median latency (end - due), a real sample (quantile_disc).
+  -- Median response time (end - due), a real sample (quantile_disc).
   lat.p50_ns,
-  -- 99th percentile latency, a real sample (quantile_disc).
+  -- 99th percentile response time, a real sample (quantile_disc).
   lat.p99_ns,
-  -- Largest latency.
+  -- Largest response time.
   lat.max_ns,
   -- Requests that overlapped at least one preemption.
   coalesce(lat.overlapped, 0) AS overlapped_requests,
