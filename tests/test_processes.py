@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
-from testing.traces import CID_OFFLINE, CID_ONLINE, GA, KFD_FUNCS, Q1_EVENTS, Q1_PROCESSES, proc_read, write_trace
+from testing.traces import CID_OFFLINE, CID_ONLINE, GA, GB, KFD_FUNCS, Q1_EVENTS, Q1_PROCESSES, proc_read, write_trace
 
 from gpreempt_trace import api, query
 from gpreempt_trace.cli import main
@@ -59,6 +59,8 @@ def test_queues_modules_show_the_container(tmp_path):
     assert got == [(100, "online", ON, 0, 10), (100, "online", ON, 0, 95), (100, "online", ON, 1, 20), (200, "offline", OFF, 0, 15)]
     got = [(r["tgid"], r["label"], r["container"], r["queue_id"]) for r in api.query("queues.created", t).to_pylist()]
     assert got == [(100, "online", ON, 0), (100, "online", ON, 0), (100, "online", ON, 1), (200, "offline", OFF, 0)]
+    got = [(r["tgid"], r["gpu_id"], r["created"], r["container"]) for r in api.query("queues.per_tgid", t).to_pylist()]
+    assert got == [(100, GA, 3, ON), (200, GB, 1, OFF)]
     got = [(r["label"], r["containers"], r["processes"], r["queues"]) for r in api.query("queues.counts", t).to_pylist()]
     assert got == [("offline", [OFF], 1, 1), ("online", [ON], 1, 3)]
     # host processes: [] (known: not in a container)

@@ -4,6 +4,11 @@
 
 CREATE VIEW queues_per_tgid AS
 SELECT
+  -- run_id, tgid, gpu_id, created, destroyed, compute_created, sdma_created, queue_ids (below).
+  q.*,
+  -- Container of the process (short id, 12 hex; view processes); NULL on the host or when unknown.
+  p.container
+FROM (SELECT
   -- Trace run.
   run_id,
   -- Process owning the queues (owner_tgid where known, else the caller).
@@ -22,5 +27,6 @@ SELECT
   list_sort(list_distinct(list(queue_id) FILTER (WHERE event = 'queue_create' AND queue_id IS NOT NULL))) AS queue_ids
 FROM events
 WHERE event IN ('queue_create', 'queue_destroy') AND coalesce(ret, 0) >= 0
-GROUP BY run_id, coalesce(owner_tgid, tgid), gpu_id
-ORDER BY run_id, tgid, gpu_id;
+GROUP BY run_id, coalesce(owner_tgid, tgid), gpu_id) q
+LEFT JOIN processes p ON p.run_id = q.run_id AND p.tgid = q.tgid
+ORDER BY q.run_id, q.tgid, q.gpu_id;
