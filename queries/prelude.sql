@@ -7,6 +7,12 @@
 -- schema), so the globs below always match. The tool (query.py) builds events/markers/snapshots
 -- itself (it skips corrupt or mistyped segments with a warning; process_reads too) and runs the rest of
 -- this file as is: `processes`, `runs`, `dbg_trap_ops` and `unmap_filters` are defined here and nowhere else.
+-- Percentiles: every module reports them with quantile_disc (nearest rank: the ceil(q*n)-th smallest
+-- value), never quantile_cont/median. A reported p50/p99 is then a time that was observed (a real call,
+-- unmap or request), of the column's own integer type with no rounding CAST, and the same number
+-- numpy's method="inverted_cdf" gives (compare). An interpolated value between two samples is a time
+-- nothing took, and with few samples (a p99 of 10 calls) it moves with the gap between them.
+-- gpreempt_trace/sql_lint.py enforces it.
 CREATE VIEW events AS
 SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/events/*.parquet'), union_by_name = true);
 CREATE VIEW markers AS

@@ -84,8 +84,9 @@ def test_collateral_per_unmap_and_process(c_run):
     ]  # the unmap on GPU B hit nobody
     con = api.connect(c_run)
     query.load_module(con, query.resolve("preempt.collateral"))
-    per = con.sql("select tgid, unmaps, collateral_unmaps, collateral_off_ns, collateral_max_off_ns from preempt_collateral_per_process").fetchall()
-    assert per == [(100, 3, 2, 17, 9), (200, 2, 1, 7, 7)]
+    per = con.sql("select tgid, unmaps, collateral_unmaps, collateral_off_ns, collateral_p50_off_ns, collateral_max_off_ns "
+                  "from preempt_collateral_per_process").fetchall()
+    assert per == [(100, 3, 2, 17, 8, 9), (200, 2, 1, 7, 7, 7)]  # 100's collateral offs 9, 8: the median is the 1st of 2, 8
 
 
 def test_hw_unmap_failed_fence_wait(c_run):

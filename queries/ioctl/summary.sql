@@ -1,4 +1,4 @@
--- KFD ioctls per run and command: counts, failures and latency percentiles.
+-- KFD ioctls per run and command: counts, failures and call-duration percentiles (quantile_disc).
 -- Unnamed numbers (ROCm's out-of-tree ones, say) keep their raw `ioctl_nr`. One row per path that
 -- saw the calls (`func`: the syscall tracepoint, or a kprobe on kfd_ioctl), so both can be compared.
 
@@ -18,10 +18,10 @@ SELECT
   count(*) FILTER (WHERE ret < 0) AS failed,
   -- Distinct calling processes.
   count(DISTINCT tgid) AS tgids,
-  -- Median duration of the call.
-  CAST(quantile_cont(dur_ns, 0.5) AS BIGINT) AS p50_dur_ns,
-  -- 99th percentile duration.
-  CAST(quantile_cont(dur_ns, 0.99) AS BIGINT) AS p99_dur_ns
+  -- Median duration of the call (quantile_disc: an observed call's).
+  quantile_disc(dur_ns, 0.5) AS p50_dur_ns,
+  -- 99th percentile duration (quantile_disc).
+  quantile_disc(dur_ns, 0.99) AS p99_dur_ns
 FROM events
 WHERE event = 'kfd_ioctl' AND ioctl_nr IS NOT NULL
 GROUP BY run_id, func, ioctl_cmd, ioctl_nr
