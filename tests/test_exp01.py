@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace import api, query
+from gpreempt_trace import api, query, sql_lint
 from gpreempt_trace.cli import main
 from gpreempt_trace.debugfs import MI308X_SAMPLE
 from gpreempt_trace.errors import GptError
@@ -31,7 +31,7 @@ def sample_runs(tmp_path_factory):
 
 def test_lint_clean():
     for name in ("exp01.queues", "exp01.inventory", "exp01.device"):
-        assert query.lint_module(query.resolve(name)) == []
+        assert sql_lint.lint_module(query.resolve(name)) == []
 
 
 def test_inventory_on_the_mi300_fixture(tmp_path):

@@ -1,4 +1,4 @@
-"""Query layer: views over traces, the SQL modules on hand-checkable fixtures, module docs lint."""
+"""Query layer: views over traces, the SQL modules on hand-checkable fixtures (the module linter: test_sql_lint.py)."""
 import json
 import subprocess
 import sys
@@ -86,22 +86,6 @@ def test_bad_inputs(runs, tmp_path):
     bad.write_text("SELECT no_such_column FROM events;")
     with pytest.raises(QueryError, match="failed"):
         api.query(str(bad), runs)
-
-
-@pytest.mark.parametrize("name", sorted(query.list_modules()))
-def test_module_docs_lint(name):
-    assert query.lint_module(query.list_modules()[name]) == []
-
-
-def test_lint_catches_undocumented_column(tmp_path):
-    p = tmp_path / "x.sql"
-    p.write_text("-- Demo.\nCREATE VIEW x AS\nSELECT\n  -- documented\n  a,\n  b AS bee\nFROM t;\n")
-    mod = query._parse_module("x", p)
-    assert query.lint_module(mod) == [f"{p}: x.bee has no comment above it"]
-    p.write_text("CREATE OR REPLACE VIEW y AS SELECT 1 AS one;\n")
-    probs = query.lint_module(query._parse_module("x", p))
-    assert any("no description" in s for s in probs) and any("CREATE OR REPLACE" in s for s in probs)
-    assert any("neither prefixed" in s for s in probs)
 
 
 def test_hive_export_reads_in_plain_duckdb_cli(runs, tmp_path):
