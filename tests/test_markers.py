@@ -2,6 +2,8 @@
 every kind a SQL module reads is in it, and MarkerWriter refuses anything else."""
 from __future__ import annotations
 
+import ast
+import itertools
 import re
 from pathlib import Path
 
@@ -20,16 +22,109 @@ def _package_sources():
     return [p for p in root.rglob("*.py") if p.name != "markers.py" and "debugfs" not in p.parts]
 
 
+# calls whose first argument is a marker kind: MarkerWriter.add, the writers' own _mark wrappers, check_kind
+KIND_CALLS = {"add", "_mark", "check_kind"}
+NUMPY_SORT_KINDS = {"stable", "quicksort", "mergesort", "heapsort"}  # np.argsort(kind=...), not markers
+
+
+class Unresolved(Exception):
+    pass
+
+
+def _strings(node: ast.AST, scope: ast.AST, depth: int = 0) -> set[str]:
+    """Every string `node` can be: a literal, either branch of `a if c else b`, an f-string (each
+    placeholder resolved the same way), or a local name bound by assignments or by a for loop over a
+    literal tuple/list (an element, or one position of each element). Raises Unresolved otherwise."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, ast.IfExp):
+        return _strings(node.body, scope, depth) | _strings(node.orelse, scope, depth)
+    if isinstance(node, ast.JoinedStr):
+        parts = [_strings(v.value if isinstance(v, ast.FormattedValue) else v, scope, depth) for v in node.values]
+        return {"".join(combo) for combo in itertools.product(*parts)}
+    if isinstance(node, ast.Name) and depth < 8:
+        out: set[str] = set()
+        for n in ast.walk(scope):
+            if isinstance(n, ast.Assign) and any(isinstance(x, ast.Name) and x.id == node.id for x in n.targets):
+                out |= _strings(n.value, scope, depth + 1)
+            elif isinstance(n, (ast.For, ast.comprehension)) and isinstance(n.iter, (ast.Tuple, ast.List)):
+                if isinstance(n.target, ast.Name) and n.target.id == node.id:
+                    for e in n.iter.elts:
+                        out |= _strings(e, scope, depth + 1)
+                elif isinstance(n.target, ast.Tuple):
+                    for i, x in enumerate(n.target.elts):
+                        if isinstance(x, ast.Name) and x.id == node.id:
+                            for e in n.iter.elts:
+                                if not isinstance(e, (ast.Tuple, ast.List)):
+                                    raise Unresolved(ast.unparse(node))
+                                out |= _strings(e.elts[i], scope, depth + 1)
+        if out:
+            return out
+    raise Unresolved(ast.unparse(node))
+
+
+def kinds_written(source: str, where: str = "<source>") -> dict[str, str]:
+    """Marker kinds a module's source writes -> where (file:line): the first argument of add/_mark/
+    check_kind, `kind=` keywords and "kind" keys of dict literals. A kind built by an f-string counts
+    with every value its placeholders can take; one whose values cannot be told is an error (a kind
+    the vocabulary check cannot see). A plain name that cannot be resolved is a pass-through (a
+    wrapper's `kind` parameter): its callers are checked."""
+    tree = ast.parse(source)
+    funcs = sorted((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), key=lambda f: f.lineno)
+    out: dict[str, str] = {}
+    for n in ast.walk(tree):
+        exprs = []
+        if isinstance(n, ast.Call):
+            name = n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", None)
+            if name in KIND_CALLS and n.args:
+                exprs.append(n.args[0])
+            exprs += [k.value for k in n.keywords if k.arg == "kind"]
+        elif isinstance(n, ast.Dict):
+            exprs += [v for k, v in zip(n.keys, n.values) if isinstance(k, ast.Constant) and k.value == "kind"]
+        for e in exprs:
+            if not isinstance(e, (ast.Constant, ast.JoinedStr, ast.Name, ast.IfExp)) or \
+                    (isinstance(e, ast.Constant) and not isinstance(e.value, str)):
+                continue
+            scope = next((f for f in reversed(funcs) if f.lineno <= e.lineno <= f.end_lineno), tree)
+            try:
+                values = _strings(e, scope)
+            except Unresolved:
+                if isinstance(e, ast.Name):
+                    continue
+                raise AssertionError(f"{where}:{e.lineno}: cannot tell which marker kinds {ast.unparse(e)} builds")
+            for v in values - NUMPY_SORT_KINDS:
+                out.setdefault(v, f"{where}:{e.lineno}")
+    return out
+
+
+def test_the_scan_sees_literal_and_f_string_kinds():
+    src = """
+def flush(self, res, why):
+    base = "preempt" if res.op == "preempt" else "resume"
+    self._mark(f"{base}_request", 1, label=why)
+    self.markers.add("queue_result", seq=1)
+    rows = [dict(kind=k) for k in ("step_start", "step_done")]
+    for kind, ts in (("request_start", 1), ("request_end", 2)):
+        out.append({"kind": kind, "ts_ns": ts})
+    np.argsort(x, kind="stable")
+
+def _mark(self, kind, ts_ns):
+    self.markers.add(kind, ts_ns=ts_ns)
+"""
+    assert sorted(kinds_written(src)) == ["preempt_request", "queue_result", "request_end", "request_start", "resume_request",
+                                          "step_done", "step_start"]
+    with pytest.raises(AssertionError, match=r"<source>:2: cannot tell which marker kinds f'\{op\}_done' builds"):
+        kinds_written("def f(self, op):\n    self._mark(f'{op}_done')\n")
+
+
 def test_every_kind_written_by_the_package_is_in_the_vocabulary():
-    written = set()
+    written: dict[str, str] = {}
     for p in _package_sources():
-        text = p.read_text()
-        written |= set(re.findall(r"""\bkind\s*=\s*["']([a-z_]+)["']""", text))
-        written |= set(re.findall(r"""["']kind["']\s*:\s*["']([a-z_]+)["']""", text))
-        written |= set(re.findall(r"""\.add\(\s*["']([a-z_]+)["']""", text))
-    numpy_sort_kinds = {"stable", "quicksort", "mergesort", "heapsort"}  # np.argsort(kind=...), not markers
-    unknown = sorted(k for k in written - numpy_sort_kinds if k not in markers.KINDS)
+        written.update(kinds_written(p.read_text(), str(p)))
+    unknown = sorted(f"{k} ({w})" for k, w in written.items() if k not in markers.KINDS)
     assert not unknown, f"marker kinds written but not in markers.KINDS: {unknown}"
+    # the controller's f-string kinds are seen
+    assert {"preempt_request", "preempt_done", "resume_request", "resume_done"} <= written.keys()
 
 
 def test_every_marker_kind_read_by_sql_is_in_the_vocabulary():
