@@ -3,7 +3,8 @@
 The ring reader only copies bytes into a numpy buffer; all decoding happens here, once per batch:
 validity bits become Arrow null masks (a column whose bit is clear in every record of the batch is
 an all-null array without reading its bytes; one whose bit is set in all is built without a mask),
-small enum ids become strings through a lookup table, the queue-id array becomes a list column.
+small enum ids become strings through a lookup table, the queue-id array becomes two list columns
+(the plain ids and the status the KFD wrote back into their flag bits, decoded by uapi.queue_id_status).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import record_layout, schema
+from . import record_layout, schema, uapi
 from .arrays import from_numpy, strings, to_numpy
 
 NameOf = Callable[[int], Optional[str]]
@@ -84,6 +85,8 @@ class EventDecoder:
         self._small = {"event_id": _SmallTable(schema.EVENTS), "func_id": _SmallTable(tuple(func_names)),
                        "qtype_id": _SmallTable(schema.QUEUE_TYPES)}
         self._cols = {c.name: c for c in schema.EVENT_COLUMNS}
+        self._statuses = strings(list(uapi.QUEUE_ID_STATUSES))
+        self._ioctl_event = schema.EVENTS.index("kfd_ioctl")  # its ids are read at entry: no status
         self._run_ids = strings([])
 
     def _run_id_column(self, n: int) -> pa.Array:
@@ -118,8 +121,10 @@ class EventDecoder:
             null = self._null(col.derive or col.name)
             if null is True:
                 arr = pa.nulls(n, field.type)
-            elif col.derive == "qids":
+            elif col.name == "queue_ids":
                 arr = self._queue_ids(rec, null)
+            elif col.name == "queue_id_status":
+                arr = self._queue_id_status(rec, null)
             elif col.derive in self._small:
                 arr = self._small[col.derive](rec[col.derive], null)
             elif col.derive:
@@ -132,13 +137,24 @@ class EventDecoder:
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
     def _queue_ids(self, rec: np.ndarray, null: np.ndarray | None) -> pa.Array:
+        words, offsets, mask = self._qid_words(rec, null)
+        return pa.ListArray.from_arrays(offsets, from_numpy(words & np.uint32(uapi.DBG_QUEUE_ID_MASK), pa.int32()), mask=mask)
+
+    def _queue_id_status(self, rec: np.ndarray, null: np.ndarray | None) -> pa.Array:
+        at_entry = rec["event_id"] == self._ioctl_event
+        if at_entry.any():
+            null = at_entry if null is None else (null | at_entry)
+        words, offsets, mask = self._qid_words(rec, null)
+        return pa.ListArray.from_arrays(offsets, _take_names(self._statuses, uapi.queue_id_status(words), None), mask=mask)
+
+    def _qid_words(self, rec: np.ndarray, null: np.ndarray | None):
+        """The raw queue id words of the known rows, flat, with their list offsets and null mask."""
         null = np.zeros(len(rec), bool) if null is None else null
         counts = np.minimum(rec["num_queues"], schema.MAX_QUEUE_IDS).astype(np.int32)
         counts[null] = 0
         take = np.arange(schema.MAX_QUEUE_IDS)[None, :] < counts[:, None]
-        values = from_numpy(rec["qids"][take], pa.int32())
         offsets = from_numpy(np.concatenate([[0], np.cumsum(counts)]), pa.int32())
-        return pa.ListArray.from_arrays(offsets, values, mask=from_numpy(null, pa.bool_()) if null.any() else None)
+        return rec["qids"][take], offsets, (from_numpy(null, pa.bool_()) if null.any() else None)
 
 
 def _lookup_bytes(vals: np.ndarray, null: np.ndarray | None) -> pa.Array:

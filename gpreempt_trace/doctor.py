@@ -13,9 +13,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import uapi
 from .recorder.plan import FIELDS, MODULE, SYS_BTF, TRACEFS_DIRS, KfdPlan, plan_kfd
 
-AMDKFD_IOC_GET_VERSION = 0x80084B01  # _IOR('K', 0x01, struct kfd_ioctl_get_version_args {u32 major, minor})
+AMDKFD_IOC_GET_VERSION = uapi.GET_VERSION  # _IOR('K', 0x01, struct kfd_ioctl_get_version_args {u32 major, minor})
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import resources, schema
+from . import resources, schema, uapi
 from .errors import QueryError
 from .trace import TABLE_NAMES, find_traces, segment_files
 
@@ -125,6 +125,24 @@ def _good_segments(traces: Sequence[Path], table: str) -> list[str]:
     return out
 
 
+def _read_segments(table: str, files: list[str]) -> str:
+    """SQL reading a table's segments. Events segments of schema_version 1 (no queue_id_status: their
+    queue_ids still carry the KFD's written-back flag bits, negative when INVALID) read as version 2:
+    the plain id and its status, decoded with the same uapi masks as decode.py."""
+    lst = lambda fs: "[" + ", ".join(_sql_literal(f) for f in fs) + "]"  # noqa: E731
+    old = [f for f in files if table == "events" and "queue_id_status" not in pq.read_schema(f).names]
+    if not old:
+        return f"SELECT * FROM read_parquet({lst(files)}, union_by_name=true)"
+    ok, inv, err = uapi.QUEUE_ID_STATUSES
+    status = (f"CASE WHEN q::BIGINT & {uapi.DBG_QUEUE_INVALID_MASK} <> 0 THEN '{inv}' "
+              f"WHEN q::BIGINT & {uapi.DBG_QUEUE_ERROR_MASK} <> 0 THEN '{err}' ELSE '{ok}' END")
+    sql = (f"SELECT * REPLACE (list_transform(queue_ids, lambda q: (q::BIGINT & {uapi.DBG_QUEUE_ID_MASK})::INTEGER) AS queue_ids), "
+           f"CASE WHEN event = 'kfd_ioctl' THEN NULL ELSE list_transform(queue_ids, lambda q: {status}) END AS queue_id_status "
+           f"FROM read_parquet({lst(old)}, union_by_name=true)")
+    new = [f for f in files if f not in old]
+    return sql + (f" UNION ALL BY NAME SELECT * FROM read_parquet({lst(new)}, union_by_name=true)" if new else "")
+
+
 def prelude_statements(skip_tables: bool = True) -> list[str]:
     """The statements of queries/prelude.sql; without the events/markers/snapshots views when
     skip_tables (the tool builds those itself, skipping bad segments)."""
@@ -164,11 +182,7 @@ def connect(paths: Iterable[str], con: duckdb.DuckDBPyConnection | None = None) 
         files = _good_segments(traces, table)
         con.execute(_empty_table_ddl(table))
         if files:
-            lst = "[" + ", ".join(_sql_literal(f) for f in files) + "]"
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM _gpt_empty_{table} "
-                f"UNION ALL BY NAME SELECT * FROM read_parquet({lst}, union_by_name=true)"
-            )
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM _gpt_empty_{table} UNION ALL BY NAME {_read_segments(table, files)}")
         else:
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM _gpt_empty_{table}")
     con.execute("SET VARIABLE traces = " + "[" + ", ".join(_sql_literal(str(t)) for t in traces) + "]")

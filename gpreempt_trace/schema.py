@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from .columns import Column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: events.queue_ids without the KFD's flag bits, which are events.queue_id_status
 
 
 # Logical event names, independent of the hooked function. The kernel record carries the index.
@@ -95,10 +95,11 @@ EVENT_COLUMNS: tuple[Column, ...] = (
     Column("unmap_filter", "s32", pa.int32(), "", "Unmap filter, kernel enum kfd_unmap_queues_filter: 1 all queues, 2 dynamic queues, 3 by PASID (view unmap_filters)."),
     Column("filter_param", "u32", pa.uint32(), "", "Unmap filter parameter (pasid for by-pasid)."),
     Column("grace_period", "u32", pa.uint32(), "", "Preemption grace period (firmware units, 1K cycles)."),
-    Column("dbg_op", "u32", pa.uint32(), "", "DBG_TRAP op (upstream 1.13+: 6 suspend, 7 resume; ROCm 0xc0284b82: 3 suspend, 4 resume)."),
+    Column("dbg_op", "u32", pa.uint32(), "", "DBG_TRAP op: KFD_IOC_DBG_TRAP_* of AMDKFD_IOC_DBG_TRAP (1.13+), or of ROCm's AMDKFD_IOC_DBG_TRAP_DEPRECATED (view dbg_trap_ops names the suspend/resume ones)."),
     Column("target_pid", "s32", pa.int32(), "", "Target process of a DBG_TRAP or scheme-B call."),
     Column("num_queues", "u32", pa.uint32(), "", "Number of queues named by the call."),
-    Column("queue_ids", None, pa.list_(pa.int32()), "", f"Queue ids named by the call (first {MAX_QUEUE_IDS}).", derive="qids"),
+    Column("queue_ids", None, pa.list_(pa.int32()), "", f"Queue ids named by the call (first {MAX_QUEUE_IDS}), without the status bits the KFD writes back into them (queue_id_status).", derive="qids"),
+    Column("queue_id_status", None, pa.list_(pa.string()), "", "Per queue_ids entry, the status the KFD wrote back into the id's flag bits: ok, invalid (KFD_DBG_QUEUE_INVALID_MASK: no such queue, or a new one), error (KFD_DBG_QUEUE_ERROR_MASK: hardware failure). Known on rows that read the ids after the KFD answered (queues_suspend, queues_resume); NULL on kfd_ioctl rows (the caller's ids, read at entry) and in traces of schema_version 1 read without the tool.", derive="qids"),
     # --- kernel-only fields (decoded into the columns above) ---
     Column("event_id", "u16", None, "", "Index into EVENTS.", nullable=False),
     Column("func_id", "u16", None, "", "Index into the recorder's probe table (meta.json attach_plan)."),

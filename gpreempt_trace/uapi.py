@@ -64,6 +64,10 @@ STRUCTS: dict[str, list[tuple[str, str, int | None]]] = {
         ("queue_percentage", "u32", _S), ("queue_priority", "u32", _S),
     ],
     "kfd_ioctl_set_cu_mask_args": [("queue_id", "u32", _S), ("num_cu_mask", "u32", _S), ("cu_mask_ptr", "u64", _S)],
+    "kfd_ioctl_alloc_memory_of_gpu_args": [
+        ("va_addr", "u64", _S), ("size", "u64", _S), ("handle", "u64", _S), ("mmap_offset", "u64", _S),
+        ("gpu_id", "u32", _S), ("flags", "u32", _S),
+    ],
     "kfd_runtime_info": [("r_debug", "u64", _S), ("runtime_state", "u32", _S), ("ttmp_setup", "u32", _S)],
     "kfd_ioctl_runtime_enable_args": [("r_debug", "u64", _S), ("mode_mask", "u32", _S), ("capabilities_mask", "u32", _S)],
     "kfd_queue_snapshot_entry": [
@@ -108,17 +112,77 @@ DBG_TRAP_OPS: dict[int, tuple[str, str, str | None]] = {
 }
 DBG_TRAP_OP = {name: op for op, (name, _, _) in DBG_TRAP_OPS.items()}
 
-# ioctls: name -> (nr, direction, argument struct)
-IOCTLS: dict[str, tuple[int, str, str]] = {
-    "AMDKFD_IOC_GET_VERSION": (0x01, "r", "kfd_ioctl_get_version_args"),
-    "AMDKFD_IOC_CREATE_QUEUE": (0x02, "rw", "kfd_ioctl_create_queue_args"),
-    "AMDKFD_IOC_DESTROY_QUEUE": (0x03, "rw", "kfd_ioctl_destroy_queue_args"),
-    "AMDKFD_IOC_UPDATE_QUEUE": (0x07, "w", "kfd_ioctl_update_queue_args"),
-    "AMDKFD_IOC_SET_CU_MASK": (0x1A, "w", "kfd_ioctl_set_cu_mask_args"),
-    "AMDKFD_IOC_RUNTIME_ENABLE": (0x25, "rw", "kfd_ioctl_runtime_enable_args"),
-    "AMDKFD_IOC_DBG_TRAP": (0x26, "rw", "kfd_ioctl_dbg_trap_args"),
-    "AMDKFD_IOC_DBG_TRAP_DEPRECATED": (0x82, "rw", "rocm_kfd_ioctl_dbg_trap_args"),  # ROCm, out of tree
+# ROCm's DBG_TRAP 0x82 ops that name queues (ROCm thunk source; no header here has them)
+ROCM_DBG_TRAP_OPS = {3: "NODE_SUSPEND", 4: "NODE_RESUME"}
+ROCM_DBG_TRAP_OP = {name: op for op, name in ROCM_DBG_TRAP_OPS.items()}
+
+# Every KFD ioctl by name: (_IOC_NR, the KFD ioctl minor version whose header first has it). The
+# recorder names calls by _IOC_NR (recorder/ioctls.py); the compile check asserts each nr against
+# every header whose minor has it, and that AMDKFD_COMMAND_END is one past the last of them (a header
+# with an ioctl this table lacks fails). Scheme B's are in kernel/uapi_scheme_b.json.
+IOCTL_NRS: dict[str, tuple[int, int | None]] = {
+    "AMDKFD_IOC_GET_VERSION": (0x01, _S),
+    "AMDKFD_IOC_CREATE_QUEUE": (0x02, _S),
+    "AMDKFD_IOC_DESTROY_QUEUE": (0x03, _S),
+    "AMDKFD_IOC_SET_MEMORY_POLICY": (0x04, _S),
+    "AMDKFD_IOC_GET_CLOCK_COUNTERS": (0x05, _S),
+    "AMDKFD_IOC_GET_PROCESS_APERTURES": (0x06, _S),
+    "AMDKFD_IOC_UPDATE_QUEUE": (0x07, _S),
+    "AMDKFD_IOC_CREATE_EVENT": (0x08, _S),
+    "AMDKFD_IOC_DESTROY_EVENT": (0x09, _S),
+    "AMDKFD_IOC_SET_EVENT": (0x0A, _S),
+    "AMDKFD_IOC_RESET_EVENT": (0x0B, _S),
+    "AMDKFD_IOC_WAIT_EVENTS": (0x0C, _S),
+    "AMDKFD_IOC_DBG_REGISTER_DEPRECATED": (0x0D, _S),
+    "AMDKFD_IOC_DBG_UNREGISTER_DEPRECATED": (0x0E, _S),
+    "AMDKFD_IOC_DBG_ADDRESS_WATCH_DEPRECATED": (0x0F, _S),
+    "AMDKFD_IOC_DBG_WAVE_CONTROL_DEPRECATED": (0x10, _S),
+    "AMDKFD_IOC_SET_SCRATCH_BACKING_VA": (0x11, _S),
+    "AMDKFD_IOC_GET_TILE_CONFIG": (0x12, _S),
+    "AMDKFD_IOC_SET_TRAP_HANDLER": (0x13, _S),
+    "AMDKFD_IOC_GET_PROCESS_APERTURES_NEW": (0x14, _S),
+    "AMDKFD_IOC_ACQUIRE_VM": (0x15, _S),
+    "AMDKFD_IOC_ALLOC_MEMORY_OF_GPU": (0x16, _S),
+    "AMDKFD_IOC_FREE_MEMORY_OF_GPU": (0x17, _S),
+    "AMDKFD_IOC_MAP_MEMORY_TO_GPU": (0x18, _S),
+    "AMDKFD_IOC_UNMAP_MEMORY_FROM_GPU": (0x19, _S),
+    "AMDKFD_IOC_SET_CU_MASK": (0x1A, _S),
+    "AMDKFD_IOC_GET_QUEUE_WAVE_STATE": (0x1B, _S),
+    "AMDKFD_IOC_GET_DMABUF_INFO": (0x1C, _S),
+    "AMDKFD_IOC_IMPORT_DMABUF": (0x1D, _S),
+    "AMDKFD_IOC_ALLOC_QUEUE_GWS": (0x1E, _S),
+    "AMDKFD_IOC_SMI_EVENTS": (0x1F, _S),
+    "AMDKFD_IOC_SVM": (0x20, _S),
+    "AMDKFD_IOC_SET_XNACK_MODE": (0x21, _S),
+    "AMDKFD_IOC_CRIU_OP": (0x22, _S),
+    "AMDKFD_IOC_AVAILABLE_MEMORY": (0x23, _S),
+    "AMDKFD_IOC_EXPORT_DMABUF": (0x24, 12),
+    "AMDKFD_IOC_RUNTIME_ENABLE": (0x25, 13),
+    "AMDKFD_IOC_DBG_TRAP": (0x26, 13),
+    "AMDKFD_IOC_CREATE_PROCESS": (0x27, 19),  # newer than both headers here: not checked
+    # ROCm (out of tree, numbers from 0x80; no header here has them)
+    "AMDKFD_IOC_IPC_IMPORT_HANDLE": (0x80, _S),
+    "AMDKFD_IOC_IPC_EXPORT_HANDLE": (0x81, _S),
+    "AMDKFD_IOC_DBG_TRAP_DEPRECATED": (0x82, _S),  # ROCm's pre-upstream DBG_TRAP (0xC0284B82)
+    "AMDKFD_IOC_CROSS_MEMORY_COPY_DEPRECATED": (0x83, _S),
+    "AMDKFD_IOC_RLC_SPM": (0x84, _S),
+    "AMDKFD_IOC_PC_SAMPLE": (0x85, _S),
+    "AMDKFD_IOC_PROFILER": (0x86, _S),
 }
+ROCM_NR_START = 0x80  # nrs from here on are ROCm's own (out of tree)
+
+# ioctls whose argument layout is defined here: name -> (nr, direction, argument struct)
+IOCTLS: dict[str, tuple[int, str, str]] = {name: (IOCTL_NRS[name][0], d, sname) for name, (d, sname) in {
+    "AMDKFD_IOC_GET_VERSION": ("r", "kfd_ioctl_get_version_args"),
+    "AMDKFD_IOC_CREATE_QUEUE": ("rw", "kfd_ioctl_create_queue_args"),
+    "AMDKFD_IOC_DESTROY_QUEUE": ("rw", "kfd_ioctl_destroy_queue_args"),
+    "AMDKFD_IOC_UPDATE_QUEUE": ("w", "kfd_ioctl_update_queue_args"),
+    "AMDKFD_IOC_ALLOC_MEMORY_OF_GPU": ("rw", "kfd_ioctl_alloc_memory_of_gpu_args"),
+    "AMDKFD_IOC_SET_CU_MASK": ("w", "kfd_ioctl_set_cu_mask_args"),
+    "AMDKFD_IOC_RUNTIME_ENABLE": ("rw", "kfd_ioctl_runtime_enable_args"),
+    "AMDKFD_IOC_DBG_TRAP": ("rw", "kfd_ioctl_dbg_trap_args"),
+    "AMDKFD_IOC_DBG_TRAP_DEPRECATED": ("rw", "rocm_kfd_ioctl_dbg_trap_args"),  # ROCm, out of tree
+}.items()}
 
 # constants (C name -> value), checked against the headers that define them
 CONSTANTS: dict[str, tuple[int, int | None]] = {  # name -> (value, since_minor)
@@ -136,8 +200,27 @@ for _k, (_v, _m) in list(CONSTANTS.items()):
     globals()[_k] = _v
 
 DEBUGGER_MIN_MINOR = 13  # KFD ioctl 1.13 added RUNTIME_ENABLE and DBG_TRAP
-DBG_QUEUE_ERROR_MASK = 1 << 30
-DBG_QUEUE_INVALID_MASK = 1 << 31
+DBG_QUEUE_ERROR_MASK = 1 << CONSTANTS["KFD_DBG_QUEUE_ERROR_BIT"][0]
+DBG_QUEUE_INVALID_MASK = 1 << CONSTANTS["KFD_DBG_QUEUE_INVALID_BIT"][0]
+DBG_QUEUE_ID_MASK = DBG_QUEUE_ERROR_MASK - 1  # the queue id: the bits below both flags
+
+# A DBG_TRAP SUSPEND/RESUME_QUEUES writes each id back with its status in the flag bits (the KFD sets
+# INVALID when the queue does not exist or is new, ERROR on a hardware failure). Decoded here only:
+# status index -> name (the events column queue_id_status, the controller's queue results).
+QUEUE_ID_STATUSES = ("ok", "invalid", "error")
+
+
+def queue_id_status(word):
+    """Status index (into QUEUE_ID_STATUSES) of a written-back queue id word: 1 invalid (bit 31),
+    2 error (bit 30), 0 ok; INVALID wins when both are set. Elementwise on numpy uint32 arrays."""
+    invalid = (word >> CONSTANTS["KFD_DBG_QUEUE_INVALID_BIT"][0]) & 1
+    error = (word >> CONSTANTS["KFD_DBG_QUEUE_ERROR_BIT"][0]) & 1
+    return invalid + 2 * error * (1 - invalid)
+
+
+def split_queue_id(word: int) -> tuple[int, str]:
+    """(queue id, status name) of one written-back queue id word."""
+    return word & DBG_QUEUE_ID_MASK, QUEUE_ID_STATUSES[queue_id_status(word)]
 SUSPEND_MAX_QUEUES = 1024  # the KFD refuses num_queues > 1024 (EINVAL)
 
 
@@ -342,6 +425,7 @@ CREATE_QUEUE = request("AMDKFD_IOC_CREATE_QUEUE", 11)  # 0xC0584B02 (1.17: 0xC06
 DESTROY_QUEUE = request("AMDKFD_IOC_DESTROY_QUEUE")  # 0xC0084B03
 UPDATE_QUEUE = request("AMDKFD_IOC_UPDATE_QUEUE")  # 0x40184B07
 SET_CU_MASK = request("AMDKFD_IOC_SET_CU_MASK")  # 0x40104B1A
+ALLOC_MEMORY_OF_GPU = request("AMDKFD_IOC_ALLOC_MEMORY_OF_GPU")  # 0xC0284B16
 RUNTIME_ENABLE = request("AMDKFD_IOC_RUNTIME_ENABLE")  # 0xC0104B25
 DBG_TRAP = request("AMDKFD_IOC_DBG_TRAP")  # 0xC0204B26
 ROCM_DBG_TRAP = request("AMDKFD_IOC_DBG_TRAP_DEPRECATED")  # 0xC0284B82
@@ -394,8 +478,15 @@ def c_header() -> str:
     sb = scheme_b()
     for sname, lay in sb.structs.items():
         emit(_tag(sname), lay)
+    for op, oname in sorted(ROCM_DBG_TRAP_OPS.items()):
+        lines.append(f"#define GPT_UAPI_ROCM_DBG_OP_{oname} {op}")
     for num, qname in UAPI_QUEUE_TYPES.items():  # uapi KFD_IOC_QUEUE_TYPE_* numbers
         lines.append(f"#define GPT_UAPI_QUEUE_TYPE_{qname.upper()} {num}")
+    # uapi queue type -> enum gpt_qtype (gpt_event.h, the index into schema.QUEUE_TYPES); -1: unknown
+    lines.append("#define GPT_UAPI_QTYPE(t) ( \\")
+    for qname in UAPI_QUEUE_TYPES.values():
+        lines.append(f"\t(t) == GPT_UAPI_QUEUE_TYPE_{qname.upper()} ? GPT_QT_{qname.upper()} : \\")
+    lines.append("\t-1)")
     for name, nr, _, _ in [(n, *IOCTLS[n]) for n in IOCTLS]:
         lines.append(f"#define GPT_UAPI_NR_{name.removeprefix('AMDKFD_IOC_')} {nr:#04x}")
     for name, i in sb.ioctls.items():
@@ -432,6 +523,15 @@ def c_checks(minor: int) -> str:
         if sname in OUT_OF_TREE or SINCE_MINOR.get(sname, 0) > minor:
             continue
         out.append(f"_Static_assert({name} == {request(name, minor):#x}u, \"{name}\");")
+    upstream = [(name, nr) for name, (nr, since) in IOCTL_NRS.items()
+                if nr < ROCM_NR_START and (since or 0) <= minor]
+    for name, nr in upstream:
+        out.append(f"_Static_assert(_IOC_NR({name}) == {nr:#04x} && _IOC_TYPE({name}) == {KFD_IOC_TYPE:#x}, \"{name} nr\");")
+    # the table names every ioctl of the header: as many distinct nrs as the header's command range
+    out.append(f"_Static_assert(AMDKFD_COMMAND_START == {min(nr for _, nr in upstream):#04x}, \"AMDKFD_COMMAND_START\");")
+    out.append(f"_Static_assert(AMDKFD_COMMAND_END == {max(nr for _, nr in upstream) + 1:#04x}, \"AMDKFD_COMMAND_END\");")
+    out.append(f"_Static_assert(AMDKFD_COMMAND_END - AMDKFD_COMMAND_START == {len(upstream)}, "
+               "\"every ioctl of the header is in IOCTL_NRS\");")
     for cname, (value, since) in CONSTANTS.items():
         if since is None or since <= minor:
             out.append(f"_Static_assert({cname} == {value}, \"{cname}\");")

@@ -43,8 +43,12 @@ def _reference(rec: np.ndarray, run_id: str) -> list[dict]:
                 row[f.name] = schema.QUEUE_TYPES[i] if i < len(schema.QUEUE_TYPES) else None
             elif c.derive == "ioctl_nr":
                 row[f.name] = IOCTL_NAMES.get(int(r[src]))
-            elif src == "qids":
-                row[f.name] = [int(q) for q in r["qids"][: min(int(r["num_queues"]), schema.MAX_QUEUE_IDS)].astype(np.int32)]
+            elif c.name == "queue_ids":  # the id: the bits below KFD_DBG_QUEUE_ERROR_BIT (30)
+                row[f.name] = [int(q) % (1 << 30) for q in r["qids"][: min(int(r["num_queues"]), schema.MAX_QUEUE_IDS)]]
+            elif c.name == "queue_id_status":  # bit 31 INVALID (wins), bit 30 ERROR; unknown on ioctl rows (read at entry)
+                row[f.name] = None if r["event_id"] == schema.EVENTS.index("kfd_ioctl") else [
+                    "invalid" if int(q) >> 31 else "error" if int(q) >> 30 else "ok"
+                    for q in r["qids"][: min(int(r["num_queues"]), schema.MAX_QUEUE_IDS)]]
             elif c.c and c.c.startswith("char"):
                 row[f.name] = bytes(r[src]).rstrip(b"\0").decode()
             elif f.type == pa.bool_():

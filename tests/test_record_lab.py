@@ -63,7 +63,7 @@ def test_record_debugger_suspend_resume_in_612_lab(lab612):
     assert {k: seen[k] for k in ("runtime_enable", "ptrace_seize", "enable", "suspend", "resume", "disable")} == dict.fromkeys(
         ("runtime_enable", "ptrace_seize", "enable", "suspend", "resume", "disable"), 0)
     assert seen["suspend_ids"] == seen["resume_ids"] == [5 | 1 << 31, 6 | 1 << 31]
-    invalid_ids = [(5 | 1 << 31) - (1 << 32), (6 | 1 << 31) - (1 << 32)]  # the int32 queue_ids column
+    ids, invalid = [5, 6], ["invalid", "invalid"]  # the plain ids in queue_ids, bit 31 in queue_id_status
 
     trace = res.files / "t"
     rows = _rows(trace)
@@ -84,12 +84,12 @@ def test_record_debugger_suspend_resume_in_612_lab(lab612):
 
     sus = one("queues_suspend", "suspend_queues", dbg)
     assert len(sus) == 1
-    assert (sus[0]["target_pid"], sus[0]["num_queues"], sus[0]["grace_period"], sus[0]["ret"], sus[0]["queue_ids"]) == (
-        tgt, 2, 9, 0, invalid_ids)
+    assert (sus[0]["target_pid"], sus[0]["num_queues"], sus[0]["grace_period"], sus[0]["ret"], sus[0]["queue_ids"],
+            sus[0]["queue_id_status"]) == (tgt, 2, 9, 0, ids, invalid)
     res_rows = one("queues_resume", "resume_queues", dbg)
     # RESUME_QUEUES, then DISABLE resumes whatever is left (resume_queues(target, 0, NULL))
-    assert [(r["target_pid"], r["num_queues"], r["ret"], r["queue_ids"], r["grace_period"]) for r in res_rows] == [
-        (tgt, 2, 0, invalid_ids, None), (tgt, 0, 0, None, None)]
+    assert [(r["target_pid"], r["num_queues"], r["ret"], r["queue_ids"], r["queue_id_status"], r["grace_period"])
+            for r in res_rows] == [(tgt, 2, 0, ids, invalid, None), (tgt, 0, 0, None, None, None)]
     rt = one("runtime_enable", "kfd_ioctl_runtime_enable", tgt)
     assert [(r["target_pid"], r["ret"]) for r in rt] == [(tgt, 0)]
     en = one("dbg_trap_enable", "kfd_dbg_trap_enable", dbg)

@@ -1,7 +1,10 @@
 """The KFD uapi contract (gpreempt_trace/uapi.py is the one definition): gcc checks every size, offset,
-request number and constant against the real headers (the system 6.1 header and Debian's 6.12.117 uapi
-header, kept in tests/fixtures/uapi/), the BPF header generated from it is current, the ctypes side is
-generated from the same tables, and scheme B's layout is accepted in one shape only."""
+request number, ioctl nr (the recorder's whole name table) and constant against the real headers (the
+system 6.1 header and Debian's 6.12.117 uapi header, kept in tests/fixtures/uapi/), and fails when a
+number drifts in a header or in uapi.py; no module types a request number of its own; the BPF header
+generated from it is current (queue-type map included), the ctypes side is generated from the same
+tables, the written-back queue id flags are decoded once, and scheme B's layout is accepted in one
+shape only."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +12,7 @@ import ctypes
 import hashlib
 import json
 import lzma
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,6 +39,20 @@ def _header_612(tmp: Path) -> Path:
     return out.parent.parent
 
 
+def _system_minor() -> int:
+    return int(next(line.split()[2] for line in SYSTEM_HEADER.read_text().splitlines() if "KFD_IOCTL_MINOR_VERSION" in line))
+
+
+def _mutated(tmp: Path, header: Path, old: str, new: str) -> Path:
+    """An include folder holding a copy of `header` with one edit (which must apply exactly once)."""
+    text = header.read_text()
+    assert text.count(old) == 1, old
+    out = tmp / "mutated" / "linux" / "kfd_ioctl.h"
+    out.parent.mkdir(parents=True)
+    out.write_text(text.replace(old, new))
+    return out.parent.parent
+
+
 def _compile(tmp: Path, minor: int, include: Path | None) -> subprocess.CompletedProcess:
     # kfd_ioctl.h includes <drm/drm.h> (libdrm-dev) only for the ioctl macros and __u32 types
     shim = tmp / "shim" / "drm"
@@ -49,8 +67,7 @@ def _compile(tmp: Path, minor: int, include: Path | None) -> subprocess.Complete
 @needs_gcc
 @pytest.mark.skipif(not SYSTEM_HEADER.is_file(), reason="linux-libc-dev is not installed")
 def test_layouts_match_the_system_header(tmp_path):
-    minor = int(next(line.split()[2] for line in SYSTEM_HEADER.read_text().splitlines() if "KFD_IOCTL_MINOR_VERSION" in line))
-    res = _compile(tmp_path, minor, None)
+    res = _compile(tmp_path, _system_minor(), None)
     assert res.returncode == 0, res.stderr
 
 
@@ -76,6 +93,80 @@ def test_a_wrong_offset_fails_the_compile_check(tmp_path, monkeypatch):
     assert res.returncode != 0 and "suspend_queues" in res.stderr
 
 
+def test_the_check_names_every_ioctl_of_both_headers(tmp_path):
+    """Every AMDKFD_IOC_* of each header is in uapi.IOCTL_NRS and its nr is asserted (the recorder's names)."""
+    nrs = [nr for nr, _ in uapi.IOCTL_NRS.values()]
+    assert len(set(nrs)) == len(nrs)  # distinct: with the count assert, no nr of a header's range is missing
+    for minor, text in ((17, (_header_612(tmp_path) / "linux" / "kfd_ioctl.h").read_text()),
+                        *([(_system_minor(), SYSTEM_HEADER.read_text())] if SYSTEM_HEADER.is_file() else [])):
+        names = set(re.findall(r"#define (AMDKFD_IOC_\w+)\s", text))
+        assert len(names) >= 35 and names <= set(uapi.IOCTL_NRS), names - set(uapi.IOCTL_NRS)
+        checks = uapi.c_checks(minor)
+        for name in names:
+            assert f"_Static_assert(_IOC_NR({name}) == {uapi.IOCTL_NRS[name][0]:#04x} " in checks, (minor, name)
+        for name in uapi.UAPI_QUEUE_TYPES.values():
+            if f"KFD_IOC_QUEUE_TYPE_{name.upper()}" in text:
+                assert f"_Static_assert(KFD_IOC_QUEUE_TYPE_{name.upper()} == " in checks
+
+
+# a number changed in a copy of a header: (header, edit, what the failing assert names)
+HEADER_MUTATIONS = [
+    ("6.12", ("AMDKFD_IOWR(0x26, struct kfd_ioctl_dbg_trap_args)", "AMDKFD_IOWR(0x28, struct kfd_ioctl_dbg_trap_args)"), "AMDKFD_IOC_DBG_TRAP"),
+    ("6.12", ("AMDKFD_IOWR(0x21, struct kfd_ioctl_set_xnack_mode_args)", "AMDKFD_IOWR(0x2a, struct kfd_ioctl_set_xnack_mode_args)"), "AMDKFD_IOC_SET_XNACK_MODE nr"),
+    ("6.12", ("#define KFD_IOC_QUEUE_TYPE_SDMA_BY_ENG_ID\t0x4", "#define KFD_IOC_QUEUE_TYPE_SDMA_BY_ENG_ID\t0x5"), "KFD_IOC_QUEUE_TYPE_SDMA_BY_ENG_ID"),
+    ("6.12", ("#define KFD_DBG_QUEUE_ERROR_BIT\t\t30", "#define KFD_DBG_QUEUE_ERROR_BIT\t\t29"), "KFD_DBG_QUEUE_ERROR_BIT"),
+    ("6.12", ("#define AMDKFD_COMMAND_END\t\t0x27", "#define AMDKFD_COMMAND_END\t\t0x28"), "AMDKFD_COMMAND_END"),
+    ("system", ("#define KFD_IOC_QUEUE_TYPE_COMPUTE_AQL\t\t0x2", "#define KFD_IOC_QUEUE_TYPE_COMPUTE_AQL\t\t0x6"), "KFD_IOC_QUEUE_TYPE_COMPUTE_AQL"),
+    ("system", ("AMDKFD_IOWR(0x16, struct kfd_ioctl_alloc_memory_of_gpu_args)", "AMDKFD_IOWR(0x17, struct kfd_ioctl_alloc_memory_of_gpu_args)"), "AMDKFD_IOC_ALLOC_MEMORY_OF_GPU"),
+    ("system", ("AMDKFD_IOW(0x0A, struct kfd_ioctl_set_event_args)", "AMDKFD_IOW(0x3A, struct kfd_ioctl_set_event_args)"), "AMDKFD_IOC_SET_EVENT nr"),
+]
+
+
+@needs_gcc
+@pytest.mark.parametrize("which, edit, what", HEADER_MUTATIONS, ids=[m[2] for m in HEADER_MUTATIONS])
+def test_a_number_changed_in_a_header_fails_the_check(tmp_path, which, edit, what):
+    if which == "system" and not SYSTEM_HEADER.is_file():
+        pytest.skip("linux-libc-dev is not installed")
+    header, minor = ((_header_612(tmp_path) / "linux" / "kfd_ioctl.h", 17) if which == "6.12" else (SYSTEM_HEADER, _system_minor()))
+    res = _compile(tmp_path, minor, _mutated(tmp_path, header, *edit))
+    assert res.returncode != 0 and f'"{what}"' in res.stderr, res.stderr
+
+
+# a number changed in the Python source: (attribute of uapi, key, new value, what the failing assert names)
+SOURCE_MUTATIONS = [
+    ("IOCTL_NRS", "AMDKFD_IOC_SVM", (0x2F, None), "AMDKFD_IOC_SVM nr"),
+    ("IOCTL_NRS", "AMDKFD_IOC_DBG_TRAP", (0x27, 13), "AMDKFD_IOC_DBG_TRAP nr"),
+    ("IOCTL_NRS", "AMDKFD_IOC_EXPORT_DMABUF", (0x24, 18), "every ioctl of the header is in IOCTL_NRS"),  # left out at 1.17
+    ("IOCTL_NRS", "AMDKFD_IOC_DBG_TRAP", (0x26, 18), "AMDKFD_COMMAND_END"),  # the last one left out
+    ("CONSTANTS", "KFD_IOC_QUEUE_TYPE_SDMA", (3, None), "KFD_IOC_QUEUE_TYPE_SDMA"),
+    ("CONSTANTS", "KFD_DBG_QUEUE_INVALID_BIT", (29, 13), "KFD_DBG_QUEUE_INVALID_BIT"),
+]
+
+
+@needs_gcc
+@pytest.mark.parametrize("table, key, value, what", SOURCE_MUTATIONS, ids=[m[3] for m in SOURCE_MUTATIONS])
+def test_a_number_changed_in_uapi_py_fails_the_check(tmp_path, monkeypatch, table, key, value, what):
+    monkeypatch.setattr(uapi, table, {**getattr(uapi, table), key: value})
+    res = _compile(tmp_path, 17, _header_612(tmp_path))
+    assert res.returncode != 0 and f'"{what}"' in res.stderr, res.stderr
+
+
+# the request-number literal layout_facts.py looks for: _IOC(dir r/w/rw, size < 256, 'K', nr)
+_REQUEST_LITERAL = re.compile(r"0x[cC8]0[0-9a-fA-F]{2}4[bB][0-9a-fA-F]{2}\b")
+
+
+def test_no_module_types_a_request_number_of_its_own():
+    """Every request number and queue-type value comes from uapi.py: no other module of the package
+    (the recorder, doctor, the synthetic model, the lab's guest code) writes one as a literal."""
+    pkg = Path(uapi.__file__).parent
+    typed = [f"{f.relative_to(pkg)}:{n}" for f in sorted(pkg.rglob("*.py")) if f.name != "uapi.py"
+             for n, line in enumerate(f.read_text().splitlines(), 1) if _REQUEST_LITERAL.search(line)]
+    assert typed == []
+    assert _REQUEST_LITERAL.search(f"{uapi.ROCM_DBG_TRAP:#x} {uapi.GET_VERSION:#x} {uapi.CREATE_QUEUE:#X}")  # the pattern bites
+    src = (resources.tracers() / "ioctl.bpf.c").read_text()
+    assert "GPT_UAPI_QTYPE(" in src and not re.search(r"case\s+GPT_UAPI_QUEUE_TYPE_|op == [0-9]", src)
+
+
 def test_generated_bpf_header_is_current():
     assert (resources.tracers() / uapi.HEADER_NAME).read_text() == uapi.c_header(), \
         "tracers/kfd_uapi.h is stale: run `make codegen`"
@@ -90,8 +181,8 @@ def test_bpf_source_reads_arguments_only_through_generated_offsets():
     src = (resources.tracers() / "ioctl.bpf.c").read_text()
     assert '#include "kfd_uapi.h"' in src
     header = uapi.c_header()
-    used = set(__import__("re").findall(r"GPT_UAPI_[A-Za-z0-9_]+", src))
-    assert used and all(f"#define {m} " in header for m in used)
+    used = set(re.findall(r"GPT_UAPI_[A-Za-z0-9_]+", src))
+    assert used and all(f"#define {m} " in header or f"#define {m}(" in header for m in used)
 
 
 def test_ctypes_classes_are_generated_from_the_same_layouts():
@@ -145,6 +236,31 @@ def test_queue_type_map_is_defined_once_and_names_schema_types():
 
     assert uapi.UAPI_QUEUE_TYPES == {0: "compute", 1: "sdma", 2: "compute_aql", 3: "sdma_xgmi", 4: "sdma_by_eng_id"}
     assert set(uapi.UAPI_QUEUE_TYPES.values()) <= set(schema.QUEUE_TYPES)
-    src = (resources.tracers() / "ioctl.bpf.c").read_text()
-    for name in uapi.UAPI_QUEUE_TYPES.values():
-        assert f"case GPT_UAPI_QUEUE_TYPE_{name.upper()}: GPT_SET(e, qtype_id, GPT_QT_{name.upper()});" in src
+
+
+@needs_gcc
+def test_generated_queue_type_map_gives_the_schema_index(tmp_path):
+    """GPT_UAPI_QTYPE (kfd_uapi.h, what ioctl.bpf.c sets qtype_id with) compiled and run: every uapi
+    KFD_IOC_QUEUE_TYPE_* number gives the index of its name in schema.QUEUE_TYPES, others -1."""
+    from gpreempt_trace import record_layout, schema
+
+    src = tmp_path / "qt.c"
+    src.write_text("\n".join([
+        "#include <stdio.h>", f'#include "{record_layout.HEADER_PATH}"', f'#include "{resources.tracers() / uapi.HEADER_NAME}"',
+        "int main(void) {", "for (unsigned t = 0; t < 9; t++) printf(\"%u %d\\n\", t, GPT_UAPI_QTYPE(t));", "return 0; }", ""]))
+    subprocess.run(["gcc", "-Wall", "-Werror", "-o", tmp_path / "qt", src], check=True)
+    out = subprocess.run([tmp_path / "qt"], capture_output=True, text=True, check=True).stdout
+    got = dict(tuple(map(int, line.split())) for line in out.splitlines())
+    assert got == {0: 0, 1: 1, 2: 5, 3: 4, 4: 6, 5: -1, 6: -1, 7: -1, 8: -1}
+    assert {t: schema.QUEUE_TYPES[i] for t, i in got.items() if i >= 0} == uapi.UAPI_QUEUE_TYPES
+
+
+def test_written_back_queue_ids_are_split_into_id_and_status():
+    """KFD_DBG_QUEUE_INVALID_MASK (bit 31) / ERROR_MASK (bit 30) as the 6.12 KFD writes them back."""
+    assert (uapi.DBG_QUEUE_INVALID_MASK, uapi.DBG_QUEUE_ERROR_MASK) == (0x80000000, 0x40000000)
+    assert [uapi.split_queue_id(w) for w in (5, 0x80000005, 0x40000006, 0xC0000007, 0x3FFFFFFF)] == [
+        (5, "ok"), (5, "invalid"), (6, "error"), (7, "invalid"), (0x3FFFFFFF, "ok")]
+    import numpy as np
+
+    words = np.array([5, 0x80000005, 0x40000006, 0xC0000007], np.uint32)
+    assert [uapi.QUEUE_ID_STATUSES[i] for i in uapi.queue_id_status(words)] == ["ok", "invalid", "error", "invalid"]

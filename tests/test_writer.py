@@ -53,7 +53,7 @@ def test_provenance_and_compression(tmp_path):
     md = pq.read_metadata(tmp_path / "e" / "seg-000000.parquet")
     meta = md.schema.to_arrow_schema().metadata
     assert meta[b"gpreempt_trace.run_id"] == b"run-x"
-    assert meta[b"gpreempt_trace.schema_version"] == b"1"
+    assert meta[b"gpreempt_trace.schema_version"] == b"2"
     assert b"gpreempt_trace.tool_version" in meta
     assert md.row_group(0).column(0).compression == "ZSTD"
     assert pq.read_metadata(tmp_path / "e" / SCHEMA_FILE).num_rows == 0

@@ -3,7 +3,7 @@
 #ifndef GPT_EVENT_H
 #define GPT_EVENT_H
 
-#define GPT_SCHEMA_VERSION 1
+#define GPT_SCHEMA_VERSION 2
 #define GPT_MAX_QUEUE_IDS 16
 #define GPT_EVENT_SIZE 208
 
@@ -108,7 +108,7 @@ struct gpt_event {
 	gpt_s32 unmap_filter; /* @92: Unmap filter, kernel enum kfd_unmap_queues_filter: 1 all queues, 2 dynamic queues, 3 by PASID (view unmap_filters). */
 	gpt_u32 filter_param; /* @96: Unmap filter parameter (pasid for by-pasid). */
 	gpt_u32 grace_period; /* @100: Preemption grace period (firmware units, 1K cycles). */
-	gpt_u32 dbg_op; /* @104: DBG_TRAP op (upstream 1.13+: 6 suspend, 7 resume; ROCm 0xc0284b82: 3 suspend, 4 resume). */
+	gpt_u32 dbg_op; /* @104: DBG_TRAP op: KFD_IOC_DBG_TRAP_* of AMDKFD_IOC_DBG_TRAP (1.13+), or of ROCm's AMDKFD_IOC_DBG_TRAP_DEPRECATED (view dbg_trap_ops names the suspend/resume ones). */
 	gpt_s32 target_pid; /* @108: Target process of a DBG_TRAP or scheme-B call. */
 	gpt_u32 num_queues; /* @112: Number of queues named by the call. */
 	gpt_u32 qids[16]; /* @116: Raw queue id array; num_queues says how many are valid. */

@@ -81,16 +81,12 @@ static __always_inline int gpt_fd_is_kfd(u32 fd)
 #endif
 }
 
-/* uapi KFD_IOC_QUEUE_TYPE_* -> enum gpt_qtype */
+/* uapi KFD_IOC_QUEUE_TYPE_* -> enum gpt_qtype (the map is generated into kfd_uapi.h from uapi.py) */
 static __always_inline void gpt_set_uapi_qtype(struct gpt_event *e, u32 t)
 {
-	switch (t) {
-	case GPT_UAPI_QUEUE_TYPE_COMPUTE: GPT_SET(e, qtype_id, GPT_QT_COMPUTE); break;
-	case GPT_UAPI_QUEUE_TYPE_SDMA: GPT_SET(e, qtype_id, GPT_QT_SDMA); break;
-	case GPT_UAPI_QUEUE_TYPE_COMPUTE_AQL: GPT_SET(e, qtype_id, GPT_QT_COMPUTE_AQL); break;
-	case GPT_UAPI_QUEUE_TYPE_SDMA_XGMI: GPT_SET(e, qtype_id, GPT_QT_SDMA_XGMI); break;
-	case GPT_UAPI_QUEUE_TYPE_SDMA_BY_ENG_ID: GPT_SET(e, qtype_id, GPT_QT_SDMA_BY_ENG_ID); break;
-	}
+	int qt = GPT_UAPI_QTYPE(t);
+	if (qt >= 0)
+		GPT_SET(e, qtype_id, (u8)qt);
 }
 
 /* read up to GPT_MAX_QUEUE_IDS queue ids from a user array, one id per read with constant indices
@@ -179,7 +175,7 @@ static __always_inline void gpt_decode_entry(struct gpt_event *e, u32 cmd, u64 a
 		gpt_read_qids_stride(e, GPT_U64(a, GPT_UAPI_PREEMPT_QUEUES__queue_array_ptr), num,
 				     GPT_UAPI_QUEUE_PREEMPT_ENTRY__SIZE);
 	} else if (nr == GPT_UAPI_NR_DBG_TRAP_DEPRECATED && GPT_IOC_SIZE(cmd) >= GPT_UAPI_ROCM_DBG_TRAP__SIZE) {
-		/* ROCm's pre-upstream DBG_TRAP: NODE_SUSPEND (3) data1 = num, data2 = grace; NODE_RESUME (4) data1 = num */
+		/* ROCm's pre-upstream DBG_TRAP: NODE_SUSPEND data1 = num, data2 = grace; NODE_RESUME data1 = num */
 		GPT_ARGBUF(a, GPT_UAPI_ROCM_DBG_TRAP__SIZE);
 		if (bpf_probe_read_user(a, GPT_UAPI_ROCM_DBG_TRAP__SIZE, (void *)arg))
 			return;
@@ -187,9 +183,9 @@ static __always_inline void gpt_decode_entry(struct gpt_event *e, u32 cmd, u64 a
 		u32 num = GPT_U32(a, GPT_UAPI_ROCM_DBG_TRAP__data1);
 		GPT_SET(e, target_pid, (s32)GPT_U32(a, GPT_UAPI_ROCM_DBG_TRAP__pid));
 		GPT_SET(e, dbg_op, op);
-		if (op == 3 || op == 4) {
+		if (op == GPT_UAPI_ROCM_DBG_OP_NODE_SUSPEND || op == GPT_UAPI_ROCM_DBG_OP_NODE_RESUME) {
 			GPT_SET(e, num_queues, num);
-			if (op == 3)
+			if (op == GPT_UAPI_ROCM_DBG_OP_NODE_SUSPEND)
 				GPT_SET(e, grace_period, GPT_U32(a, GPT_UAPI_ROCM_DBG_TRAP__data2));
 			gpt_read_qids(e, GPT_U64(a, GPT_UAPI_ROCM_DBG_TRAP__ptr), num);
 		}

@@ -297,8 +297,7 @@ class SchemeA(Scheme):
         if res.errno == 0:
             for i, q in enumerate(ids):
                 w = arr[i]
-                r = "invalid" if w & U.DBG_QUEUE_INVALID_MASK else "error" if w & U.DBG_QUEUE_ERROR_MASK else "ok"
-                res.queues.append(QueueResult(q, r, w))
+                res.queues.append(QueueResult(q, U.split_queue_id(w)[1], w))
         return res
 
     def suspend(self, ids: list[int], grace: int) -> CallResult:

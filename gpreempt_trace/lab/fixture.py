@@ -16,9 +16,10 @@ import struct
 import subprocess
 from pathlib import Path
 
+from .. import uapi
 from .errors import LabBroken
 
-AMDKFD_IOC_GET_VERSION = 0x80084B01
+AMDKFD_IOC_GET_VERSION = uapi.GET_VERSION
 COMPRESSED = ("btf/vmlinux", "btf/amdgpu", "kallsyms")
 
 
@@ -51,7 +52,7 @@ def guest_main(out: str) -> None:
     (dest / "facts.txt").write_text(
         f"uname -r: {os.uname().release}\n"
         f"/proc/version: {Path('/proc/version').read_text().strip()}\n"
-        f"kfd ioctl version: {version} (ret={-1 if err else 0} errno={err})  [AMDKFD_IOC_GET_VERSION=0x80084b01 on /dev/kfd]\n"
+        f"kfd ioctl version: {version} (ret={-1 if err else 0} errno={err})  [AMDKFD_IOC_GET_VERSION={AMDKFD_IOC_GET_VERSION:#x} on /dev/kfd]\n"
         f"modprobe amdgpu rc: {mp.returncode}\n")
 
 

@@ -14,10 +14,12 @@ import subprocess
 import sys
 import time
 
+from gpreempt_trace import uapi  # absolute: the guest runs this module with the repo's venv
+
 TRACEFS = "/sys/kernel/tracing"
 # uapi/linux/kfd_ioctl.h (6.1): _IOR('K', 1, 8-byte get_version_args), _IOWR('K', 2, 88-byte create_queue_args)
-AMDKFD_IOC_GET_VERSION = 0x80084B01
-AMDKFD_IOC_CREATE_QUEUE = 0xC0584B02
+AMDKFD_IOC_GET_VERSION = uapi.GET_VERSION
+AMDKFD_IOC_CREATE_QUEUE = uapi.CREATE_QUEUE  # the 1.11 size; 1.17 takes it too (KFD dispatches on the nr)
 CREATE_QUEUE_ARGS = struct.Struct("<4Q6I3Q2I")  # ring_base .. doorbell_offset, ring_size .. queue_id, eop .. ctl_stack_size
 BOGUS_GPU_ID = 0xDEAD
 BCC_TEXT = """
@@ -168,7 +170,7 @@ EXPECTED = {
 }
 COMMON = {  # both kernels
     "modprobe_amdgpu_rc": 0, "dev_kfd": True, "btf_amdgpu": True, "create_queue_bogus_gpu": "EINVAL",
-    "kprobe_kfd_ioctl_cmds": ["0x80084b01", "0xc0584b02"], "kallsyms_kfd_ioctl": ["amdgpu"],
+    "kprobe_kfd_ioctl_cmds": [f"{AMDKFD_IOC_GET_VERSION:#x}", f"{AMDKFD_IOC_CREATE_QUEUE:#x}"], "kallsyms_kfd_ioctl": ["amdgpu"],
     "kallsyms_update_queue": ["amdgpu", "vmlinux"], "probe_update_queue_amdgpu": None, "bcc_kprobe_hits": 1,
 }
 

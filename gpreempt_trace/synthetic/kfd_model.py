@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .. import schema
+from .. import schema, uapi
 
 EVENT_ID = {n: i for i, n in enumerate(schema.EVENTS)}
 QTYPE_ID = {n: i for i, n in enumerate(schema.QUEUE_TYPES)}
@@ -36,11 +36,11 @@ FUNCS = (
     "kfd:kfd_queues_unpreempt", "syscalls:sys_enter_ioctl",
 )
 FUNC_ID = {n: i for i, n in enumerate(FUNCS)}
-# request numbers (names come from recorder.ioctls at decode time)
-CREATE_QUEUE, DESTROY_QUEUE, UPDATE_QUEUE = 0xC0584B02, 0xC0084B03, 0xC0184B07
-DBG_TRAP, ALLOC_MEMORY = 0xC0204B26, 0xC0284B16
-PREEMPT_QUEUES, RESUME_QUEUES = 0xC0184B89, 0xC0184B8A
-DBG_SUSPEND, DBG_RESUME = 6, 7
+# request numbers, from the uapi source (names come from recorder.ioctls at decode time)
+CREATE_QUEUE, DESTROY_QUEUE, UPDATE_QUEUE = uapi.CREATE_QUEUE, uapi.DESTROY_QUEUE, uapi.UPDATE_QUEUE
+DBG_TRAP, ALLOC_MEMORY = uapi.DBG_TRAP, uapi.ALLOC_MEMORY_OF_GPU
+PREEMPT_QUEUES, RESUME_QUEUES = uapi.PREEMPT_QUEUES, uapi.RESUME_QUEUES
+DBG_SUSPEND, DBG_RESUME = uapi.DBG_TRAP_OP["SUSPEND_QUEUES"], uapi.DBG_TRAP_OP["RESUME_QUEUES"]
 UNMAP_FILTER_DYNAMIC = 2
 START_NS = 1_000_000_000
 

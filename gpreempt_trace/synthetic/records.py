@@ -9,7 +9,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .. import record_layout, schema
+from .. import record_layout, schema, uapi
 
 _EVENT_ID = {n: i for i, n in enumerate(schema.EVENTS)}
 _QTYPE_ID = {n: i for i, n in enumerate(schema.QUEUE_TYPES)}
@@ -68,7 +68,7 @@ def bulk_records(n: int, seed: int = 0, tgids: int = 64) -> np.ndarray:
     rec["doorbell_off"] = rec["queue_id"].astype(np.uint32) * 2
     rec["priority"] = 7
     rec["ret"] = 0
-    rec["ioctl_nr"] = 0xC0584B02
+    rec["ioctl_nr"] = uapi.CREATE_QUEUE
     bits = ("dur_ns", "tgid", "tid", "cpu", "comm", "gpu_id", "queue_id", "qtype_id", "doorbell_off", "priority", "ret", "ioctl_nr")
     rec["valid"] = sum(np.uint64(1 << lay.field(b).valid_bit) for b in bits)
     return rec

@@ -47,14 +47,18 @@ WINDOW w AS (PARTITION BY run_id, gpu_id ORDER BY ts_ns ROWS UNBOUNDED PRECEDING
 
 -- calls that name queues of a process: suspend/resume (A), preempt/unpreempt (B); empty list = all
 CREATE VIEW _queues_calls AS
-SELECT run_id, ts_ns, dur_ns, event, gpu_id, coalesce(owner_tgid, target_pid) AS tgid, queue_ids
+SELECT run_id, ts_ns, dur_ns, event, gpu_id, coalesce(owner_tgid, target_pid) AS tgid, queue_ids, queue_id_status
 FROM events
 WHERE event IN ('queues_suspend', 'queues_resume', 'queues_preempt', 'queues_unpreempt') AND coalesce(ret, 0) >= 0
   AND coalesce(owner_tgid, target_pid) IS NOT NULL;
 
 CREATE VIEW _queues_off_marks AS
-WITH named AS (  -- calls naming ids: one row per id (equality join); calls naming none apply to all
-  SELECT run_id, ts_ns, event, gpu_id, tgid, unnest(queue_ids) AS queue_id FROM _queues_calls WHERE len(coalesce(queue_ids, [])) > 0
+WITH named AS (  -- calls naming ids: one row per id (equality join), less the ids the KFD answered
+  -- invalid (no such queue, or a new one: not acted on); calls naming none apply to all
+  SELECT run_id, ts_ns, event, gpu_id, tgid, queue_id FROM (
+    SELECT run_id, ts_ns, event, gpu_id, tgid, unnest(queue_ids) AS queue_id, unnest(queue_id_status) AS status
+    FROM _queues_calls WHERE len(coalesce(queue_ids, [])) > 0)
+  WHERE status IS DISTINCT FROM 'invalid'
 ), calls AS (
   SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns, c.event
   FROM queues_lifecycle_spans s
