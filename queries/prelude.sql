@@ -67,9 +67,35 @@ WITH m AS (
 ), rows AS (
   SELECT run_id, count(*) AS n FROM events GROUP BY run_id
 )
-SELECT m.run_id, m.path, m.host, m.kernel, m.start_ns, m.stop_ns, m.start_wall, m.stop_wall, m.labels, m.synthetic,
-       coalesce(m.counters.events_written, coalesce(rows.n, 0)) AS events_written,
-       m.counters.events_written IS NULL AS events_written_derived,
-       m.counters.events_lost AS events_lost,
-       m.tool_version, m.version AS format_version
+SELECT
+  -- Trace run (meta.json run_id; every row of the trace carries it).
+  m.run_id,
+  -- The trace directory (as given in `traces`, without a trailing /meta.json).
+  m.path,
+  -- Hostname of the recording machine.
+  m.host,
+  -- `uname -r` of the recording machine.
+  m.kernel,
+  -- Start of the run, CLOCK_MONOTONIC ns (the clock of every ts_ns).
+  m.start_ns,
+  -- Stop of the run, CLOCK_MONOTONIC ns; NULL for a run that was killed.
+  m.stop_ns,
+  -- Start as UTC wall-clock time (ISO 8601, ns).
+  m.start_wall,
+  -- Stop as UTC wall-clock time (ISO 8601, ns); NULL for a run that was killed.
+  m.stop_wall,
+  -- --label k=v pairs of the run (e.g. labels['model']).
+  m.labels,
+  -- True when the rows were generated (demo, benchmarks, fixtures), not traced.
+  m.synthetic,
+  -- Kernel events written: meta.json's counter, else counted from the event segments.
+  coalesce(m.counters.events_written, coalesce(rows.n, 0)) AS events_written,
+  -- True when events_written was counted from the segments (meta.json did not know it).
+  m.counters.events_written IS NULL AS events_written_derived,
+  -- Events the ring could not take (counted in the kernel); NULL = unknown, never 0.
+  m.counters.events_lost AS events_lost,
+  -- gpreempt-trace version that wrote the trace.
+  m.tool_version,
+  -- Trace format version (meta.json `version`).
+  m.version AS format_version
 FROM m LEFT JOIN rows ON rows.run_id = m.run_id;

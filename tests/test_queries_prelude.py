@@ -1,5 +1,7 @@
 """The prelude is the one definition of `runs` and `dbg_trap_ops`; bad segments are named and skipped."""
+import json
 import re
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,10 +12,59 @@ from gpreempt_trace import api, query
 from gpreempt_trace.recorder import ioctls
 
 
-def test_runs_view_is_defined_only_in_the_prelude():
-    py = (query.__file__ and open(query.__file__).read())
-    assert not re.search(r"CREATE\s+VIEW\s+runs", py, re.I)
-    assert any(re.search(r"CREATE VIEW runs AS", s) for s in query.prelude_statements())
+def _runs_statement(text: str) -> str:
+    return next(s for s in query._split_statements(text) if re.match(r"\s*(--[^\n]*\n\s*)*CREATE VIEW runs AS", s))
+
+
+def test_connect_takes_runs_from_the_prelude(tmp_path, monkeypatch):
+    """The tool's `runs` is the prelude's: a column added there (and only there) shows up in connect()."""
+    queries = tmp_path / "queries"
+    shutil.copytree(query.QUERIES_DIR, queries)
+    prelude = queries / "prelude.sql"
+    text = prelude.read_text()
+    runs = _runs_statement(text)
+    assert runs.count("  m.version AS format_version\n") == 1
+    prelude.write_text(text.replace(runs, runs.replace("  m.version AS format_version\n",
+                                                       "  m.version AS format_version,\n  -- Only in this copy.\n  42 AS only_here\n")))
+    monkeypatch.setattr(query, "QUERIES_DIR", queries)
+    t = write_trace(tmp_path / "r1", "r1", R1_EVENTS, R1_MARKERS)
+    assert api.connect([str(t)]).sql("select run_id, only_here from runs").fetchall() == [("r1", 42)]
+
+
+def test_runs_row_exact_values(tmp_path):
+    t = write_trace(tmp_path / "r1", "r1", R1_EVENTS, R1_MARKERS, {"model": "a"})
+    meta = json.loads((t / "meta.json").read_text())
+    meta.update(host="h1", kernel="6.12.117+deb12-amd64", start_ns=1_000, stop_ns=5_000, start_wall="2026-12-01T10:00:00.000000001Z",
+                stop_wall="2026-12-01T10:00:00.000004001Z", tool_version="9.9.9",
+                counters={"events_written": 10, "events_lost": 3, "markers_written": 5, "snapshots_written": 0})
+    (t / "meta.json").write_text(json.dumps(meta))
+    con = api.connect([str(t)])
+    cols = [c[0] for c in con.sql("describe runs").fetchall()]
+    assert dict(zip(cols, con.sql("select * from runs").fetchall()[0])) == {
+        "run_id": "r1", "path": str(t), "host": "h1", "kernel": "6.12.117+deb12-amd64", "start_ns": 1_000, "stop_ns": 5_000,
+        "start_wall": "2026-12-01T10:00:00.000000001Z", "stop_wall": "2026-12-01T10:00:00.000004001Z", "labels": {"model": "a"},
+        "synthetic": True, "events_written": 10, "events_written_derived": False, "events_lost": 3, "tool_version": "9.9.9",
+        "format_version": 1}
+
+
+def test_every_runs_column_has_a_comment_above_it(tmp_path):
+    """The outer SELECT of `runs` lists one column per line, each under its `--` comment (the rule of
+    every query module's public view), and those are exactly the columns the view has."""
+    stmt = _runs_statement((query.QUERIES_DIR / "prelude.sql").read_text())
+    select = stmt[stmt.rindex("\nSELECT\n") + len("\nSELECT\n"):stmt.rindex("\nFROM ")]
+    docs, comment = {}, []
+    for line in select.splitlines():
+        line = line.strip()
+        if line.startswith("--"):
+            comment.append(line[2:].strip())
+            continue
+        name = re.split(r"\s+AS\s+", line.rstrip(","), flags=re.I)[-1].split(".")[-1]
+        docs[name] = " ".join(comment)
+        comment = []
+    t = write_trace(tmp_path / "r1", "r1", R1_EVENTS, R1_MARKERS)
+    columns = [c[0] for c in api.connect([str(t)]).sql("describe runs").fetchall()]
+    assert list(docs) == columns
+    assert [c for c, doc in docs.items() if not doc] == []
 
 
 def test_dbg_trap_ops_match_the_uapi_constants(tmp_path):
