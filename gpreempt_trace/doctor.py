@@ -155,6 +155,9 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
                      "" if tfs else ("run as root" if hidden else "mount -t tracefs nodev /sys/kernel/tracing (the ioctl tracepoints need it)")))
     tp = [p.target for p in plan.probes if p.mechanism == "raw_tracepoint"]
     out.append(Check("kfd tracepoints", None, ", ".join(tp) if tp else "none (kernel without the kfd:* tracepoint series): kprobes are planned"))
+    dkms_tp = [p.target for p in plan.probes if p.mechanism == "tracepoint" and p.status == "planned"]
+    out.append(Check("amdkfd tracepoints", None, (", ".join(dkms_tp) + " (ROCm DKMS; read from tracefs format files, no BTF needed)")
+                     if dkms_tp else "none (not a ROCm DKMS module with amdkfd:* tracepoints)"))
 
     dbg = _mounted("debugfs")
     kfd_dbg = _exists(Path("/sys/kernel/debug/kfd"), True)
@@ -223,7 +226,7 @@ def module_checks(plan: KfdPlan, root: str = "/") -> list[Check]:
     elif not info.loaded:
         out.append(Check(f"btf {MODULE}", None, f"not looked for: {MODULE} is not loaded"))
     else:
-        cmd = btf_cache.build_command(info)
+        cmd = btf_cache.build_command(info, root)
         out.append(Check(f"btf {MODULE}", False, f"missing: every KFD struct field would be NULL ({src.get('detail') or 'no BTF'})",
                          f"run `{cmd}` once (needs the amdgpu source, this kernel's headers and pahole; docs/recorder.md 'DKMS hosts')"))
     if info.loaded and kind in ("none", "cache", None):

@@ -345,3 +345,22 @@ def test_dkms_tree_without_config_h_runs_its_configure_in_a_copy(built, tmp_path
     with pytest.raises(GptError, match=r"^the DKMS tree's configure ran but wrote no amd/dkms/config/config.h \(log: "):
         btf_build.build(BuildOptions(source=str(tree2), kernel_build=str(ks.kbuild), base_btf=str(fx / "btf" / "vmlinux"),
                                      output=str(tmp_path / "x.btf")))
+
+
+def test_doctor_on_a_dkms_host_names_the_module_and_the_command():
+    """ROCm's amdgpu-dkms 6.12.12 on EL8 (fixture host: module version and taint, /usr/src layout): no module
+    BTF, nothing built: doctor says which module this is and prints the command with the host's paths."""
+    root = HOSTS / "dkms-6.12.12-el8"
+
+    class P:
+        btf_source = {"kind": "none", "path": None, "detail": "amdgpu has no BTF", "fix": None}
+
+    checks = {c.name: c for c in module_checks(P(), root=str(root))}
+    m = checks["amdgpu module"]
+    assert (m.ok, m.detail) == (True, "loaded, out-of-tree (DKMS) 6.12.12; taint OE; DKMS source "
+                                      f"{root}/usr/src/amdgpu-6.12.12-2147987.el8")
+    b = checks["btf amdgpu"]
+    assert b.ok is False
+    assert b.hint == ("run `gpreempt-trace btf build --source /usr/src/amdgpu-6.12.12-2147987.el8 "
+                      "--kernel-build /lib/modules/4.18.0-553.el8_10.x86_64/build --base-btf /sys/kernel/btf/vmlinux` once "
+                      "(needs the amdgpu source, this kernel's headers and pahole; docs/recorder.md 'DKMS hosts')")

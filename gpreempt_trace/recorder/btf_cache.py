@@ -56,16 +56,20 @@ def read_sidecar(btf_file: Path) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
-def build_command(info=None) -> str:
-    """The exact `btf build` command for this host (what doctor and the recorder print)."""
-    info = info or dkms.module_info(MODULE)
-    release = os.uname().release
+def build_command(info=None, root: str | Path = "/") -> str:
+    """The exact `btf build` command for this host (what doctor and the recorder print); `root` is where
+    the host's files are read from (a fixture tree in tests); the command names the host's own paths."""
+    info = info or dkms.module_info(MODULE, root=root)
+    release = info.kernel_release or os.uname().release
+    r = Path(root)
     parts = ["gpreempt-trace btf build"]
-    src = dkms.source_for(info) if info.loaded else None
+    src = dkms.source_for(info, root=root) if info.loaded else None
     if src is None:
-        for cand in (Path(f"/lib/modules/{release}/source"),):
-            if (cand / "drivers/gpu/drm/amd/amdkfd").is_dir():
-                src = cand
+        cand = r / f"lib/modules/{release}/source"
+        if (cand / "drivers/gpu/drm/amd/amdkfd").is_dir():
+            src = cand
+    if src is not None:
+        src = Path("/") / Path(src).relative_to(r) if Path(src).is_relative_to(r) else src
     parts.append(f"--source {src}" if src else "--source <the amdgpu source: kernel tree or /usr/src/amdgpu-<version>>")
     parts.append(f"--kernel-build /lib/modules/{release}/build")
     parts.append(f"--base-btf {SYS_VMLINUX}")
