@@ -478,6 +478,7 @@ def c_header() -> str:
     sb = scheme_b()
     for sname, lay in sb.structs.items():
         emit(_tag(sname), lay)
+    lines.append(f"#define GPT_UAPI_IOC_TYPE {KFD_IOC_TYPE:#04x} /* 'K' */")
     for op, oname in sorted(ROCM_DBG_TRAP_OPS.items()):
         lines.append(f"#define GPT_UAPI_ROCM_DBG_OP_{oname} {op}")
     for num, qname in UAPI_QUEUE_TYPES.items():  # uapi KFD_IOC_QUEUE_TYPE_* numbers

@@ -37,7 +37,6 @@
 #define GPT_IOC_TYPE(c) (((c) >> 8) & 0xff)
 #define GPT_IOC_NR(c) ((c) & 0xff)
 #define GPT_IOC_SIZE(c) (((c) >> 16) & 0x3fff)
-#define GPT_KFD_TYPE 0x4b /* 'K' */
 
 struct gpt_ioctl_inflight_t {
 	struct gpt_event ev;
@@ -195,7 +194,7 @@ static __always_inline void gpt_decode_entry(struct gpt_event *e, u32 cmd, u64 a
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 {
 	u32 cmd = (u32)args->cmd;
-	if (GPT_IOC_TYPE(cmd) != GPT_KFD_TYPE)
+	if (GPT_IOC_TYPE(cmd) != GPT_UAPI_IOC_TYPE)
 		return 0;
 #ifndef GPT_KFD_RDEV
 	u32 nr = GPT_IOC_NR(cmd);
