@@ -1,11 +1,16 @@
 """KFD uapi: the one definition of the ioctl request numbers and argument layouts the toolkit uses.
 
-Everything else is generated from the tables below:
+Everything else is generated from the tables below (no other module types a request number, nr or
+queue-type value; tests/test_uapi.py checks that too):
 - ctypes classes (`struct("kfd_ioctl_dbg_trap_args")`, the named classes at the bottom), used by the
   controller (gpreempt_trace.control), the workloads and recorder/ioctls.py;
-- tracers/kfd_uapi.h, the offset/size macros tracers/ioctl.bpf.c reads user memory with
-  (`make codegen` rewrites it; tests/test_uapi.py checks it is current);
-- the compile check of tests/test_uapi.py: gcc asserts every sizeof/offsetof/request number/constant
+- tracers/kfd_uapi.h, the offset/size macros tracers/ioctl.bpf.c reads user memory with, and its
+  uapi queue type -> enum gpt_qtype map (`make codegen` rewrites it; tests/test_uapi.py checks it is current);
+- the recorder's ioctl names by _IOC_NR (IOCTL_NRS; recorder/ioctls.py), doctor's GET_VERSION, the
+  synthetic KFD model's and the lab guest's request numbers;
+- the status bits the KFD writes back into DBG_TRAP queue ids, decoded once (queue_id_status,
+  split_queue_id: decode.py's events.queue_id_status, the controller's per-queue results);
+- the compile check of tests/test_uapi.py: gcc asserts every sizeof/offsetof/request number/ioctl nr/constant
   below against the system <linux/kfd_ioctl.h> (6.1, KFD ioctl 1.11) and Debian's 6.12.117 uapi header
   (KFD ioctl 1.17) — each struct against the headers whose minor version has it.
 
