@@ -2,11 +2,15 @@
 the -D flags it hands to kfd.bpf.c, kfd:* tracepoint preference, and the order attach() tries."""
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import pytest
 
+from gpreempt_trace import resources
 from gpreempt_trace.errors import GptError
 from gpreempt_trace.recorder.kallsyms import Kallsyms, split_clone
-from gpreempt_trace.recorder.plan import PROBES, TRACEPOINTS, plan_kfd
+from gpreempt_trace.recorder.plan import PROBES, plan_kfd
 
 KALLSYMS_TINY = """\
 ffffffff81000000 T _stext
@@ -96,8 +100,24 @@ EXPECTED_61 = {
     "kfd_hws_hang": (None, "unavailable"),
     "kfd_signal_reset_event": ("kfd_signal_reset_event", "planned"),
     # Debian's kernel has no kfd:* tracepoints (nor ROCm DKMS's amdkfd:* ones)
-    **{t.probe: (None, "unavailable") for t in TRACEPOINTS},
+    "kfd:kfd_queue_create": (None, "unavailable"),
+    "kfd:kfd_queue_destroy": (None, "unavailable"),
+    "kfd:kfd_queue_update": (None, "unavailable"),
+    "kfd:kfd_queue_evict": (None, "unavailable"),
+    "kfd:kfd_queue_restore": (None, "unavailable"),
+    "kfd:kfd_queue_suspend": (None, "unavailable"),
+    "kfd:kfd_queue_resume": (None, "unavailable"),
+    "kfd:kfd_queues_unmap": (None, "unavailable"),
+    "kfd:kfd_queues_map": (None, "unavailable"),
+    "kfd:kfd_hw_unmap_wait": (None, "unavailable"),
+    "kfd:kfd_queues_preempt": (None, "unavailable"),
+    "kfd:kfd_queues_unpreempt": (None, "unavailable"),
+    "amdkfd:kfd_evict_process_worker_start": (None, "unavailable"),
+    "amdkfd:kfd_evict_process_worker_end": (None, "unavailable"),
+    "amdkfd:kfd_restore_process_worker_start": (None, "unavailable"),
+    "amdkfd:kfd_restore_process_worker_end": (None, "unavailable"),
 }
+KPROBES = [name for name in EXPECTED_61 if ":" not in name]  # the KFD function probes, in plan order
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +128,15 @@ def plan61(kfd_fixture):
 def test_fixture_plan(plan61):
     got = {p.probe: (p.target, p.status) for p in plan61.probes}
     assert got == EXPECTED_61
+    assert [p.probe for p in plan61.probes] == list(EXPECTED_61)  # rows in this order, func_id = row number
     by = {p.probe: p for p in plan61.probes}
     assert by["execute_queues_cpsch"].reason == "inlined in this build; map_queues_cpsch and unmap_queues_cpsch are probed"
     assert by["update_queue"].reason.startswith("name also in vmlinux: using amdgpu:update_queue")
     assert "GCC clone remove_queue_mes.constprop.0" in by["remove_queue_mes"].reason
     assert "6.5" in by["suspend_queues"].reason
-    assert [p.func_id for p in plan61.probes] == list(range(len(PROBES) + len(TRACEPOINTS)))
+    assert [p.func_id for p in plan61.probes] == list(range(len(EXPECTED_61)))
     assert by["kfd:kfd_queues_unmap"].reason == "kernel without the kfd:* tracepoint series"
+    assert by["amdkfd:kfd_evict_process_worker_start"].reason == "kernel without the DKMS amdkfd:* tracepoints"
     assert by["add_queue_mes"].reason == "fires on MES GPUs (gfx11+) only"
     assert any(n.startswith("fentry/fexit not used") for n in plan61.notes)
     assert by["kfd_ioctl"].as_dict() == {"probe": "kfd_ioctl", "event": "kfd_ioctl", "target": "kfd_ioctl",
@@ -142,10 +164,18 @@ def test_fixture_offsets_and_cflags(plan61):
               "-DGPT_ARG_remove_queue_mes_Q=-1", "-DGPT_ARG_remove_queue_mes_QPD=-1"):
         assert f in flags, f
     assert not [f for f in flags if f.startswith("-DGPT_OFF_Q_IS_SUSPENDED") or f.startswith("-DGPT_OFF_PDD_PASID")]
-    # every probe gets every role macro, so kfd.bpf.c always compiles
     assert {"-DGPT_ARG_reset_queues_cpsch_DQM=0", "-DGPT_ARG_reset_queues_cpsch_PASID=1",
             "-DGPT_ARG_kfd_signal_reset_event_DEV=0"} <= flags
-    assert sum(f.startswith("-DGPT_ARG_") for f in flags) == len(PROBES) * 13
+
+
+def test_every_argument_macro_kfd_bpf_c_pastes_is_defined_once(plan61):
+    """kfd.bpf.c pastes GPT_ARG_<probe>_<ROLE> for every role of every probe it declares: each of those
+    is defined exactly once, whatever the probe reads (-1: not an argument), so the program compiles."""
+    roles = set(re.findall(r"GPT_ARG_##P##_(\w+)", (resources.tracers() / "kfd.bpf.c").read_text()))
+    assert {"Q", "QPD", "DQM", "PROC", "GRACE", "CMD", "DEV"} <= roles
+    defined = Counter(f.split("=")[0].removeprefix("-DGPT_ARG_") for f in plan61.cflags if f.startswith("-DGPT_ARG_"))
+    assert set(defined) == {f"{probe}_{role}" for probe in KPROBES for role in roles}
+    assert [m for m, n in defined.items() if n != 1] == []
 
 
 def test_func_id_base_and_probe_selection(kfd_fixture):
@@ -326,7 +356,7 @@ def test_fixture_612_plan_probes_execute_clone_and_its_map_unmap(plan612):
 
 def test_fixture_612_plan_attaches_every_kprobe(plan612):
     kprobes = [p for p in plan612.probes if ":" not in p.probe]  # not the kfd:*/amdkfd:* tracepoint rows
-    assert len(kprobes) == len(PROBES) == 31
+    assert [p.probe for p in kprobes] == KPROBES
     assert [p.probe for p in kprobes if p.status != "planned"] == []
     by = {p.probe: p for p in plan612.probes}
     for name in ("suspend_queues", "resume_queues", "kfd_ioctl_runtime_enable", "kfd_dbg_trap_enable", "kfd_dbg_trap_disable",
