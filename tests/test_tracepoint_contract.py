@@ -82,9 +82,16 @@ def kernel(tmp_path_factory):
 KFD = [t for t in tp.TRACEPOINTS if t.system == "kfd"]  # the series; the DKMS amdkfd:* ones: tests/test_dkms_tracepoints.py
 
 
-def test_the_series_defines_exactly_the_tables_12_tracepoints(kernel):
-    assert set(kernel) == {t.name for t in KFD}
-    assert len(kernel) == 12
+# what kernel/patches adds to kfd_trace.h: per queue (class kfd_queue_class), per runlist/HIQ operation,
+# and the scheme B batch (AMDKFD_IOC_PREEMPT_QUEUES / RESUME_QUEUES)
+SERIES_TRACEPOINTS = ["kfd_queue_create", "kfd_queue_destroy", "kfd_queue_update", "kfd_queue_evict", "kfd_queue_restore",
+          "kfd_queue_suspend", "kfd_queue_resume", "kfd_queues_unmap", "kfd_queues_map", "kfd_hw_unmap_wait",
+          "kfd_queues_preempt", "kfd_queues_unpreempt"]
+
+
+def test_the_series_defines_exactly_the_tables_kfd_tracepoints(kernel):
+    assert sorted(kernel) == sorted(SERIES_TRACEPOINTS)
+    assert [t.name for t in KFD] == SERIES_TRACEPOINTS  # each once, in this order (the plan's rows and func ids follow it)
     assert {t.system for t in tp.TRACEPOINTS} == {"kfd", "amdkfd"}
 
 
