@@ -64,7 +64,7 @@ def report(traces: Sequence[str], out_dir: str | None = None, max_rows: int = 40
 
 
 def plot(traces: Sequence[str], png: str) -> str:
-    """Latency and event-rate plots of the traces, as a PNG file."""
+    """Controller call-time (request -> done marker) and event-rate plots of the traces, as a PNG file."""
     from . import report as _report
 
     return _report.plot(traces, png)
