@@ -172,3 +172,74 @@ def test_unknown_container_is_one_line_and_leaves_no_trace(tmp_path, containers)
                               "--duration", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert (res.returncode, res.stderr.strip().splitlines()) == (1, [line])
         assert not trace.exists()
+
+
+DAEMON = """
+import os, subprocess, sys
+fifo = sys.argv[1]
+while True:
+    with open(fifo) as f:
+        for line in f:
+            target, rounds, done = line.split()
+            code = sys.argv[2].replace('ROUNDS', rounds).replace('DONE', done)
+            subprocess.Popen(['nsenter', '-t', target, '-p', '--', sys.executable, '-c', code])
+"""
+
+
+def test_record_docker_exec_follows_the_process_inside(tmp_path, containers):
+    """`record -- docker exec C CMD`: docker's CLI asks its daemon, runc enters C and forks; the command
+    inside is no descendant of the CLI. Here a fake `docker` on PATH asks a fake daemon (started before
+    the recording, so no descendant of the recorder either), which setns()es into the fake container's
+    pid namespace and forks, as runc does."""
+    a = containers(A, "cgroupfs", 1, 1)
+    fifo = tmp_path / "dockerd.fifo"
+    os.mkfifo(fifo)
+    done, release = tmp_path / "exec.done", tmp_path / "release"
+    inner = "\n".join([
+        "import sys, time",
+        f"sys.path.insert(0, {str(Path(CALLS).parent)!r})",
+        *(f"open({str(d / 'cgroup.procs')!r}, 'w').write('0')" for d in a.dirs),
+        "import io, contextlib, ioctl_calls",
+        "buf = io.StringIO()",
+        "with contextlib.redirect_stdout(buf):",
+        "    ioctl_calls.main(['/dev/null', 'ROUNDS'])",
+        "open('DONE', 'w').write(buf.getvalue())",
+        "time.sleep(600)",
+    ])
+    daemon = subprocess.Popen([sys.executable, "-c", DAEMON, str(fifo), inner])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "docker").write_text(f"""#!/bin/sh
+# fake docker CLI: `docker exec CONTAINER ROUNDS` -> the fake daemon runs it in the container
+[ "$1" = exec ] || exit 2
+echo "{a.init_pid} $3 {done}" > {fifo}
+while [ ! -s {done} ] || [ ! -e {release} ]; do sleep 0.05; done
+cat {done}
+""")
+    (bindir / "docker").chmod(0o755)
+    trace = tmp_path / "t"
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    rec = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null", "--",
+                            "docker", "exec", A[:12], "4"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_recording(trace, rec)
+        a.go()  # the container's pid 1 (running before: not recorded) and a child it starts now (recorded)
+        release.write_text("")  # the fake docker returns once its command is done and this exists
+        out, err = rec.communicate(timeout=120)  # ends when the fake docker returns
+        assert rec.returncode == 0, err
+        assert json.loads(done.read_text())["calls"] == 4 * L
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+        daemon.kill()
+        daemon.wait()
+    con = api.connect([str(trace)])
+    # pid 2 or 3 inside, whichever started first: the child of the container's pid 1 (L calls), the exec'ed command (4 L)
+    assert con.sql("SELECT p.container, count(*) FROM events e JOIN processes p USING (run_id, tgid) "
+                   "GROUP BY p.container, e.tgid ORDER BY 2").fetchall() == [(A[:12], L), (A[:12], 4 * L)]
+    assert con.sql("SELECT list_sort(list(ns_tgid)) FROM processes WHERE container IS NOT NULL").fetchall() == [([2, 3],)]
+    # the launched docker CLI (the launcher's workload markers name it): a host process
+    assert con.sql("SELECT count(*), any_value(container_id), any_value(cgroup) IS NOT NULL FROM processes "
+                   "WHERE container IS NULL").fetchall() == [(1, None, True)]
+    meta = json.loads((trace / "meta.json").read_text())["recorder"]["containers"]
+    assert meta["exec_container"]["id"] == A and meta["containers"] == [] and meta["follow_pidns"] is True

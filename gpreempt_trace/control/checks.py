@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -24,10 +25,21 @@ def uses_kfd(pid: int, kfd_path: str = "/dev/kfd") -> bool:
     """The process has the KFD device open (an fd link) or mapped (/proc/PID/maps)."""
     real = os.path.realpath(kfd_path)
     try:
+        st = os.stat(kfd_path)
+        rdev = st.st_rdev if stat.S_ISCHR(st.st_mode) else None
+    except OSError:
+        rdev = None
+    try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
                 if os.readlink(f"/proc/{pid}/fd/{fd}") in (kfd_path, real):
                     return True
+                # the same device opened in another mount namespace (a container's /dev): the link's text
+                # differs, the character device does not
+                if rdev is not None:
+                    s = os.stat(f"/proc/{pid}/fd/{fd}")
+                    if stat.S_ISCHR(s.st_mode) and s.st_rdev == rdev:
+                        return True
             except OSError:
                 continue
         with open(f"/proc/{pid}/maps") as f:
