@@ -31,6 +31,7 @@ class RunFacts:
     queue_ids: list[Optional[list[int]]] = field(default_factory=list)  # per snapshot; None when not all joined
     doorbells: list[list[int]] = field(default_factory=list)
     mqd_map: list[tuple[int, int, int]] = field(default_factory=list)  # per compute queue-snapshot: (mqd_copies, active_hqds, xccs)
+    container: Optional[str] = None  # the process's container (short id; view processes), None: host or unknown
 
 
 @dataclass
@@ -99,6 +100,7 @@ def _collect(traces: Sequence[str], group_by: str, strict: bool = True) -> tuple
         "FROM exp01_inventory ORDER BY run_id, snapshot_seq, gpu_id").fetchall()
     qrows = con.execute(
         "SELECT run_id, snapshot_seq, tgid, mqd_copies, active_hqds, xccs FROM exp01_queues WHERE queue_type = 'compute'").fetchall()
+    containers = {(r, t): c for r, t, c in con.execute("SELECT run_id, tgid, container FROM processes WHERE container IS NOT NULL").fetchall()}
     notes: list[str] = []
     facts: list[RunFacts] = []
     for run_id, label in runs:
@@ -119,7 +121,7 @@ def _collect(traces: Sequence[str], group_by: str, strict: bool = True) -> tuple
                 how = "new process" if new else "largest"
                 if len(pool) > 1:
                     notes.append(f"run {run_id}: {len(pool)} processes had queues; judged tgid {tgid} (most queues)")
-        f = RunFacts(run_id, label if label is not None else "(all runs)", tgid, how)
+        f = RunFacts(run_id, label if label is not None else "(all runs)", tgid, how, container=containers.get((run_id, tgid)))
         if tgid is not None:
             mine = [r for r in during if r[3] == tgid]
             f.gpu_ids = sorted({r[4] for r in mine})
@@ -149,7 +151,7 @@ def _verdict(group: str, runs: list[RunFacts], schedule: str) -> GroupVerdict:
     sdma = [s for r in seen for s in r.sdma]
     snaps = sum(r.snapshots for r in seen)
     nums.update(compute_min=min(comp), compute_max=max(comp), sdma_min=min(sdma), sdma_max=max(sdma), snapshots=snaps)
-    queues = f"{_span(comp)} compute + {_span(sdma)} SDMA per process (tgid {', '.join(str(r.tgid) for r in seen)}; {len(seen)} run(s), {snaps} snapshot(s) while running)"
+    queues = f"{_span(comp)} compute + {_span(sdma)} SDMA per process (tgid {', '.join(str(r.tgid) + (f' [{r.container}]' if r.container else '') for r in seen)}; {len(seen)} run(s), {snaps} snapshot(s) while running)"
 
     id_sets = [tuple(i) for r in seen for i in r.queue_ids if i is not None]
     ids_known = len(id_sets) == snaps

@@ -83,6 +83,7 @@ def test_exp01_shows_the_container(tmp_path):
     assert [(r["tgid"], r["container"], r["compute_queues"]) for r in inv] == [(5001, ON, 2), (5002, None, 1)]
     qs = query.run("exp01.queues", [str(t)]).to_pylist()
     assert {(r["tgid"], r["container"]) for r in qs} == {(5001, ON), (5002, None)}
+    assert api.exp01([str(t)]).groups[0].queues.startswith(f"2 compute + 1 SDMA per process (tgid 5001 [{ON}]; 1 run(s)")
 
 
 def test_perfetto_and_report_name_the_container(tmp_path):
