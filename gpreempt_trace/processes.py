@@ -94,11 +94,14 @@ class ProcessLog:
         tgid, ts = tgid[ok], ts[ok]
         if not len(tgid):
             return
-        order = np.argsort(tgid, kind="stable")
-        tg, tss = tgid[order], ts[order]
-        uniq, start = np.unique(tg, return_index=True)
-        first = np.minimum.reduceat(tss, start)
-        last = np.maximum.reduceat(tss, start)
+        # runs of one tgid first (events come in bursts per process: linear, and few runs are left to sort)
+        runs = np.flatnonzero(np.concatenate(([True], tgid[1:] != tgid[:-1])))
+        rt, rf, rl = tgid[runs], np.minimum.reduceat(ts, runs), np.maximum.reduceat(ts, runs)
+        order = np.argsort(rt, kind="stable")
+        rt, rf, rl = rt[order], rf[order], rl[order]
+        uniq, start = np.unique(rt, return_index=True)
+        first = np.minimum.reduceat(rf, start)
+        last = np.maximum.reduceat(rl, start)
         known = self.seen
         new = [i for i, t in enumerate(uniq.tolist()) if t not in known]
         if len(new) != len(uniq):
