@@ -77,11 +77,15 @@ def _rows(trace: Path) -> list[dict]:
 
 
 def _by_role(rows: list[dict], pids: dict[int, str]) -> list[tuple]:
-    """Rows with pids named by role and without what differs run to run (times, cpu, tid, run id)."""
+    """Rows with pids named by role, PASIDs by order of appearance (KFD gives each new process the next
+    one), and without what differs run to run (times, cpu, tid, run id)."""
     drop = {"ts_ns", "dur_ns", "cpu", "tid", "run_id"}
+    pasids: dict[int, str] = {}
     out = []
     for r in rows:
-        out.append(tuple(sorted((k, pids.get(v, v) if k in ("tgid", "target_pid", "owner_tgid") else v)
+        if r.get("pasid") is not None:
+            pasids.setdefault(r["pasid"], f"pasid#{len(pasids)}")
+        out.append(tuple(sorted((k, pids.get(v, v) if k in ("tgid", "target_pid", "owner_tgid") else pasids[v] if k == "pasid" else v)
                                 for k, v in r.items() if k not in drop and v is not None)))
     return out
 
