@@ -49,6 +49,14 @@ def wait_for(cond, timeout_s=10.0):
     return False
 
 
+def status(sock):
+    c = Client(sock)
+    try:
+        return c.status()
+    finally:
+        c.close()
+
+
 def proc_status(pid):
     text = Path(f"/proc/{pid}/status").read_text()
     return {k: v.strip() for k, _, v in (ln.partition(":") for ln in text.splitlines())}
@@ -130,25 +138,37 @@ def test_client_disconnect_while_holding_resumes(tmp_path, target):
     c = Client(ctl.sock)
     c.preempt()
     c.close()
-    assert wait_for(lambda: ctl.names()[-1] == "RESUME_QUEUES", 5)
+    assert wait_for(lambda: ctl.names()[-1] == "RESUME_QUEUES", 30)
     assert Client(ctl.sock).status()["held"] is None
     ctl.p.send_signal(signal.SIGTERM)
     ctl.wait()
     assert ctl.after("RESUME_QUEUES") == ["DISABLE"]
 
 
-def test_keep_survives_disconnect_and_max_hold_resumes(tmp_path, target):
-    ctl = Ctl(tmp_path, target, max_hold=400)
+def test_keep_survives_disconnect(tmp_path, target):
+    ctl = Ctl(tmp_path, target)  # max-hold 60 s
     c = Client(ctl.sock)
-    t0 = time.monotonic()
-    c.preempt(keep=True)
+    assert c.preempt(keep=True)["ok"]
     c.close()
-    time.sleep(0.1)
-    assert ctl.names()[-1] == "SUSPEND_QUEUES"
-    assert wait_for(lambda: ctl.names()[-1] == "RESUME_QUEUES", 5)
-    assert time.monotonic() - t0 >= 0.4
+    # the service handles the closed connection before a request of a connection opened after it
+    # (one loop, connections in the order they came), so this status is answered after the disconnect
+    st = Client(ctl.sock).status()
+    assert st["held"] == [1, 7] and ctl.names()[-1] == "SUSPEND_QUEUES"
     ctl.p.send_signal(signal.SIGTERM)
     ctl.wait()
+    assert ctl.after("SUSPEND_QUEUES") == ["RESUME_QUEUES", "DISABLE"]  # resumed on the way out, not before
+
+
+def test_max_hold_resumes_a_kept_hold(tmp_path, target):
+    ctl = Ctl(tmp_path, target, max_hold=400)
+    c = Client(ctl.sock)
+    assert c.preempt(keep=True)["ok"]
+    c.close()  # nobody will ask for the resume
+    assert wait_for(lambda: ctl.names()[-1] == "RESUME_QUEUES", 30)
+    assert Client(ctl.sock).status()["held"] is None
+    ctl.p.send_signal(signal.SIGTERM)
+    ctl.wait()
+    assert ctl.after("SUSPEND_QUEUES") == ["RESUME_QUEUES", "DISABLE"]
 
 
 def test_exception_in_service_loop_resumes_and_detaches(tmp_path, target):
@@ -165,16 +185,22 @@ def test_signals_reach_the_held_target_and_group_stop_is_kept(tmp_path, target):
     ctl = Ctl(tmp_path, target)
     Client(ctl.sock).preempt(keep=True)
     target.p.send_signal(signal.SIGUSR1)
-    assert wait_for(lambda: target.count("usr1") == 1, 2)
+    assert wait_for(lambda: target.count("usr1") == 1, 30)
     target.p.send_signal(signal.SIGSTOP)
-    assert wait_for(lambda: target.state() in "Tt", 2)  # stopped as the user asked (group-stop, LISTENed)
+    assert wait_for(lambda: status(ctl.sock)["signals_passed"] == 2, 30)  # SIGSTOP passed on
+    assert wait_for(lambda: target.state() in "Tt", 30)  # ... and the target in its group-stop
     n = target.count("tick")
-    time.sleep(0.3)
-    assert target.count("tick") == n
+    # two requests: the second is answered after a service pass that saw the group-stop (the loop answers
+    # requests, then restarts stops), so by then the stop was LISTENed, or wrongly continued
+    c = Client(ctl.sock)
+    c.status()
+    c.status()
+    c.close()
+    assert target.state() in "Tt" and target.count("tick") == n  # stopped as the user asked
     target.p.send_signal(signal.SIGCONT)
-    assert wait_for(lambda: target.count("tick") > n, 2)
+    assert wait_for(lambda: target.count("tick") > n, 30)
     target.p.send_signal(signal.SIGUSR1)
-    assert wait_for(lambda: target.count("usr1") == 2, 2)
+    assert wait_for(lambda: target.count("usr1") == 2, 30)
     st = Client(ctl.sock).status()
     assert st["signals_passed"] >= 3 and st["alive"] and st["held"] == [1, 7]
     ctl.p.send_signal(signal.SIGTERM)
@@ -185,10 +211,10 @@ def test_signals_reach_the_held_target_and_group_stop_is_kept(tmp_path, target):
 def test_forked_children_of_the_target_are_not_kept_traced(tmp_path, target):
     ctl = Ctl(tmp_path, target)
     target.p.send_signal(signal.SIGUSR2)
-    assert wait_for(lambda: "forked" in target.text(), 3)
+    assert wait_for(lambda: "forked" in target.text(), 30)
     child = int(next(ln.split()[1] for ln in target.text().splitlines() if ln.startswith("forked")))
     try:
-        assert wait_for(lambda: proc_status(child)["TracerPid"] == "0" and proc_status(child)["Name"] == "sleep", 3)
+        assert wait_for(lambda: proc_status(child)["TracerPid"] == "0" and proc_status(child)["Name"] == "sleep", 30)
         assert target.tracer() == ctl.p.pid
     finally:
         os.kill(child, signal.SIGKILL)
@@ -206,17 +232,21 @@ def test_target_exit_while_held_ends_the_service(tmp_path, target):
     assert ctl.names()[-1] == "SUSPEND_QUEUES"  # nothing to resume on a gone process
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 0.15, 0.4, 0.8, 1.5])
-def test_controller_sigkill_at_any_step_leaves_target_running(tmp_path, target, delay_s):
-    """kill -9 at startup, during attach, while holding: the kernel lets the ptrace go, the target runs."""
-    sock = str(tmp_path / "k.sock")
+@pytest.mark.parametrize("step", ["startup", "attach", "holding"])
+def test_controller_sigkill_at_any_step_leaves_target_running(tmp_path, target, step):
+    """kill -9 at startup (before it has done anything), in the middle of attach (seized, inside DBG_TRAP
+    ENABLE), while holding: the kernel lets the ptrace go, the target runs."""
+    sock, log = str(tmp_path / "k.sock"), tmp_path / "k.log"
     o = {"pid": target.p.pid, "socket": sock, "kfd_path": "/dev/null", "queues": [1], "unchecked_ids": True}
-    p = subprocess.Popen([sys.executable, str(HERE / "testing" / "control_child.py"), str(tmp_path / "k.log"), json.dumps(o)],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    time.sleep(delay_s)
-    if delay_s >= 1.5:
+    p = subprocess.Popen([sys.executable, str(HERE / "testing" / "control_child.py"), str(log), json.dumps(o),
+                          "block-in-enable" if step == "attach" else ""], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    if step == "attach":
+        assert wait_for(lambda: log.exists() and "AMDKFD_IOC_DBG_TRAP:ENABLE" in log.read_text(), 30)
+        assert target.tracer() == p.pid
+    elif step == "holding":
         assert p.stdout.readline().strip() == b"READY"
-        Client(sock).preempt(keep=True)
+        assert Client(sock).preempt(keep=True)["ok"]
+        assert target.tracer() == p.pid
     p.kill()
     p.wait()
     assert target.runs_untraced()

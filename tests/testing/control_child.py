@@ -5,13 +5,16 @@ it is issued, so a test that kills this process at any step sees exactly what wa
     python tests/testing/control_child.py LOG '{"pid": ..., "socket": ..., "scheme": "A", ...}' [fail-spec]
 
 fail-spec `raise-after-suspend`: the scripted KFD raises a Python exception on the first debugger
-event after a SUSPEND (the service loop's exception path).
+event after a SUSPEND (the service loop's exception path). `block-in-enable`: DBG_TRAP ENABLE (the
+target is ptrace-seized by then) is logged and never returns: the process sits in the middle of attach
+until it is killed.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -31,6 +34,8 @@ def main() -> int:
         op = name.partition(":")[2]
         if op == "ENABLE":
             state["wr"] = arg.enable.dbg_fd
+            if fail == "block-in-enable":
+                threading.Event().wait()  # until SIGKILL
         if op in ("SUSPEND_QUEUES", "RESUME_QUEUES") or name.endswith("PREEMPT_QUEUES"):
             if op == "SUSPEND_QUEUES" and fail == "raise-after-suspend":
                 os.write(state["wr"], b".")  # "KFD raised an event"
