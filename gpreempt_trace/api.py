@@ -139,13 +139,6 @@ def workload(role: str, **kw):
     return run(role, **kw)
 
 
-def demo(out_dir: str = "out/demo", record: bool = True, say=print):
-    """The main job on embedded defaults (see gpreempt_trace.demo)."""
-    from . import demo as _demo
-
-    return _demo.run(out_dir, record, say)
-
-
 def compare(traces: Sequence[str], by: str = "scheme", metric: str = "preempt_latency_ns", resamples: int = 1000):
     """Preemption latency per value of `by` ('scheme' or a label key) side by side, differences of
     median and p99 with bootstrap CIs, a Mann-Whitney test and a one-line verdict (CompareResult)."""
@@ -181,17 +174,3 @@ def preempt_run(options, io=None):
     from .control import run
 
     return run(options, io=io)
-
-
-def experiment_ab(options, say=print):
-    """`experiment ab` (gpreempt_trace.experiment.ab.ABOptions); returns an ABResult."""
-    from .experiment import ab
-
-    return ab.run(options, say)
-
-
-def experiment_ab_lab(options, say=print):
-    """`experiment ab --lab`: the same driver inside the Debian 6.12 lab guest (experiment.lab)."""
-    from .experiment import lab
-
-    return lab.run(options, say)

@@ -8,6 +8,7 @@ import pytest
 
 from gpreempt_trace import api, uapi
 from gpreempt_trace.errors import GptError
+from gpreempt_trace.experiment import lab as lab_driver
 from gpreempt_trace.experiment.ab import ABOptions
 
 pytestmark = pytest.mark.lab
@@ -18,7 +19,7 @@ def test_experiment_ab_in_the_6_12_lab(lab612, tmp_path):
     out = tmp_path / "lab"
     lines: list[str] = []
     try:
-        res = api.experiment_ab_lab(ABOptions(str(out), online="gemm", offline="gemm", schemes=("none", "A", "B"),
+        res = lab_driver.run(ABOptions(str(out), online="gemm", offline="gemm", schemes=("none", "A", "B"),
                                               backend="numpy", duration_s=5, rate_hz=2, batch=1), say=lines.append)
     except GptError as e:
         pytest.fail(f"{e.line()}\n" + "\n".join(lines[-60:]))

@@ -1,6 +1,6 @@
 import click
 
-from .. import api
+from .. import demo
 
 
 @click.command("demo")
@@ -11,4 +11,4 @@ def command(out_dir, no_record):
     """Run the main job on embedded defaults: doctor, experiment 1 on an MI308X-like debugfs capture,
     a SYNTHETIC scheme A/B pair, compare, an HTML report, a Perfetto export, and a few seconds of the
     eBPF recorder around a CPU torch workload. Fails naming the step when a step fails."""
-    api.demo(out_dir, record=not no_record, say=click.echo)
+    demo.run(out_dir, not no_record, click.echo)

@@ -1,6 +1,5 @@
 import click
 
-from .. import api
 from ..experiment.ab import SCHEMES, ABOptions
 from ..workloads.policy import POLICIES
 from ..workloads.torch_models import ALIASES, MODELS
@@ -57,6 +56,10 @@ def ab(lab, no_report, in_lab_guest, **kw):
 
         o.environment, o.open_kfd, o.unchecked_ids = ENVIRONMENT, True, LAB_QUEUE_IDS
     if lab:
-        api.experiment_ab_lab(o, say=click.echo)
+        from ..experiment import lab as lab_driver
+
+        lab_driver.run(o, click.echo)
     else:
-        api.experiment_ab(o, say=click.echo)
+        from ..experiment import ab as ab_driver
+
+        ab_driver.run(o, click.echo)
