@@ -38,7 +38,13 @@ def connect(traces: Sequence[str]):
 
 
 def export_hive(traces: Iterable[str], dest: str) -> list[Path]:
-    """Copy each trace to DEST/run_id=<run_id>/ (hive layout); returns the new paths."""
+    """Copy each trace to DEST/run_id=<run_id>/ (hive layout); returns the new paths. A segment that
+    `query` would skip (corrupt, mistyped, a required column missing) is named in the same warning and
+    left out of the copy, so DuckDB and Spark read the export as a whole."""
+    from .query import _good_segments
+    from .trace import TABLE_NAMES
+    from .writer import SCHEMA_FILE
+
     out = []
     root = Path(dest)
     for t in find_traces(traces):
@@ -46,7 +52,15 @@ def export_hive(traces: Iterable[str], dest: str) -> list[Path]:
         target = root / f"run_id={run_id}"
         if target.exists():
             raise GptError(f"{target} already exists", "export each run once, or pick another --hive folder")
-        shutil.copytree(t, target, ignore=shutil.ignore_patterns(".*.tmp"))
+        keep = {Path(f) for table in TABLE_NAMES for f in _good_segments([t], table)}
+
+        def ignore(d, names, t=t, keep=keep):
+            here = Path(d)
+            table = here.parent == t and here.name in TABLE_NAMES
+            return [n for n in names if (n.startswith(".") and n.endswith(".tmp"))
+                    or (table and n.endswith(".parquet") and n != SCHEMA_FILE and here / n not in keep)]
+
+        shutil.copytree(t, target, ignore=ignore)
         out.append(target)
     return out
 

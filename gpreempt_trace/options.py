@@ -1,7 +1,24 @@
 """Shared click option decorators, so every command spells an option the same way."""
 from __future__ import annotations
 
+import math
+
 import click
+
+MAX_SECONDS = 10 ** 7  # ~4 months: bounds every duration option (time arithmetic never overflows)
+MAX_RATE_HZ = 1e6  # requests per second
+HOUR_MS = 3_600_000
+
+
+class Number(click.FloatRange):
+    """A float in a range that is never NaN or infinite (FloatRange lets `nan` through: every comparison
+    with it is false): a one-line usage error otherwise."""
+
+    def convert(self, value, param, ctx):
+        v = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value} is not a finite number in the range {self._describe_range()}.", param, ctx)
+        return super().convert(v, param, ctx)
 
 
 def _compose(*decorators):

@@ -101,8 +101,12 @@ def _sql_literal(v: str) -> str:
 
 
 def _segment_mismatch(f: Path, expected: pa.Schema) -> str | None:
-    """Why a segment cannot be read as its table (a column of another type), or None."""
+    """Why a segment cannot be read as its table (a column of another type, or a required one missing:
+    it would read as NULLs), or None."""
     got = pq.read_schema(f)
+    missing = [fld.name for fld in expected if not fld.nullable and got.get_field_index(fld.name) < 0]
+    if missing:
+        return f"no column {', '.join(missing)}, which every row needs"
     for fld in got:
         i = expected.get_field_index(fld.name)
         if i >= 0 and not fld.type.equals(expected.field(i).type):
@@ -250,8 +254,8 @@ def run(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None 
         if not stmts:
             raise QueryError(f"query file {mod.path} is empty", "write at least one SELECT")
         try:
-            for s in stmts[:-1]:
-                con.execute(s)
+            for s in stmts[:-1]:  # for their effect (tables, variables); sql() leaves no pending result
+                con.sql(s)
             return _arrow(con.sql(stmts[-1]), f"query {mod.path}")
         except duckdb.Error as e:
             raise QueryError(f"query {mod.path} failed: {str(e).splitlines()[0]}", "check the SQL") from None

@@ -41,7 +41,7 @@ def new_run_id() -> str:
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")  # NaN is not JSON
     os.replace(tmp, path)
 
 
@@ -82,6 +82,8 @@ class TraceWriter:
         synthetic: bool = False,
         run_id: str | None = None,
     ) -> "TraceWriter":
+        if not os.fspath(path).strip():  # Path("") is "." : the current directory
+            raise GptError("output path is empty", "give the trace directory to write with -o, e.g. -o runs/a")
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise GptError(f"output {p} exists and is not a directory", "choose a new path with -o")
@@ -167,17 +169,81 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not mp.exists():
         raise NotATrace(f"{p} is not a trace (no {META})", "give a trace directory or a folder of traces")
     try:
-        meta = json.loads(mp.read_text())
-    except (OSError, ValueError) as e:
-        raise NotATrace(f"{mp} is not valid JSON ({e.__class__.__name__})", "restore it from the recorder's output") from None
+        text = mp.read_bytes()
+    except OSError as e:
+        raise NotATrace(f"cannot read {mp}: {e.strerror or e}", "make it a readable file (check its type, owner and permissions)") from None
+    try:
+        meta = json.loads(text, parse_constant=_no_constant)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
+        why = f"{e.msg}, line {e.lineno}" if isinstance(e, json.JSONDecodeError) else str(e).split(":")[0]
+        raise NotATrace(f"{mp} is not valid JSON ({why})", "restore it from the recorder's output") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise NotATrace(f"{mp} is not a gpreempt-trace meta file", f"expected \"format\": \"{FORMAT}\"")
     v = meta.get("version")
-    if not isinstance(v, int):
+    if not isinstance(v, int) or isinstance(v, bool):
         raise NotATrace(f"{mp} has no integer version", "the file is damaged")
     if v > VERSION:
         raise NewerFormat(f"{p} is trace format v{v}, this tool reads up to v{VERSION}", "upgrade gpreempt-trace")
+    sv = meta.get("schema_version", schema.SCHEMA_VERSION)
+    if _is_int(sv) and sv > schema.SCHEMA_VERSION:
+        raise NewerFormat(f"{p} has schema version {sv}, this tool reads up to {schema.SCHEMA_VERSION}", "upgrade gpreempt-trace")
+    _check_meta_fields(mp, meta)
     return meta
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_JSON_TYPE = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+
+
+def _check_meta_fields(mp: Path, meta: dict) -> None:
+    """The documented fields (docs/trace-format.md) have their documented types: a reader fails here, in
+    one line naming the field, rather than deep inside a report. Unknown keys are left alone."""
+    def bad(key: str, expected: str):
+        v = meta[key] if "." not in key else meta["counters"][key.split(".", 1)[1]]
+        shown = json.dumps(v)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        shown = "" if v is None else f" ({shown})"
+        return NotATrace(f"{mp}: \"{key}\" is {_JSON_TYPE.get(type(v), 'a value')}{shown}, expected {expected}",
+                         "the file is damaged: restore it from the recorder's output")
+
+    rid = meta.get("run_id")
+    if "run_id" not in meta:
+        raise NotATrace(f"{mp} has no \"run_id\"", "the file is damaged: restore it from the recorder's output")
+    if not isinstance(rid, str) or not rid.strip() or "/" in rid or "\0" in rid or rid in (".", ".."):
+        raise bad("run_id", "a non-empty string without '/'")
+    if "schema_version" in meta and not (_is_int(meta["schema_version"]) and meta["schema_version"] >= 1):
+        raise bad("schema_version", "an integer >= 1")
+    for key in ("host", "kernel", "clock", "start_wall", "stop_wall", "tool_version"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad(key, "a string or null")
+    for key in ("start_ns", "stop_ns"):
+        if meta.get(key) is not None and not (_is_int(meta[key]) and 0 <= meta[key] < 2 ** 63):
+            raise bad(key, "a CLOCK_MONOTONIC time in ns (an integer >= 0) or null")
+    if meta.get("synthetic") is not None and not isinstance(meta["synthetic"], bool):
+        raise bad("synthetic", "true or false")
+    labels = meta.get("labels")
+    if labels is not None and not (isinstance(labels, dict) and all(isinstance(x, str) for x in labels.values())):
+        raise bad("labels", "an object of strings (key -> value)")
+    for key in ("attach_plan",):
+        if meta.get(key) is not None and not (isinstance(meta[key], list) and all(isinstance(x, dict) for x in meta[key])):
+            raise bad(key, "a list of objects")
+    if meta.get("func_names") is not None and not (isinstance(meta["func_names"], list) and all(isinstance(x, str) for x in meta["func_names"])):
+        raise bad("func_names", "a list of strings")
+    counters = meta.get("counters")
+    if counters is None:
+        return
+    if not isinstance(counters, dict):
+        raise bad("counters", "an object of counts")
+    for k, v in counters.items():
+        if v is not None and not (_is_int(v) and 0 <= v < 2 ** 63):
+            raise bad(f"counters.{k}", "a count (an integer >= 0) or null (unknown)")
 
 
 def find_traces(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -208,6 +274,9 @@ def segment_files(trace: Path, table: str, warn: bool = True) -> list[Path]:
     and skipped."""
     d = trace / table
     if not d.is_dir():
+        if d.exists() or d.is_symlink():  # absent is "no rows" (older traces); anything else is damage
+            raise NotATrace(f"{d} is not a folder: the trace's {table} cannot be read",
+                            f"restore {table}/ from the recorder's output, or remove it to read the trace as having no {table} rows")
         return []
     good = []
     for f in sorted(d.glob("*.parquet")):

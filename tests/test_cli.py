@@ -120,7 +120,7 @@ def test_console_script_error_has_no_traceback(tmp_path):
 @pytest.mark.parametrize("args, line", [
     (["nosuch"], "Error: No such command 'nosuch': see 'gpreempt-trace --help'"),
     (["report", "--max-rows", "-5", "x"], "Error: Invalid value for '--max-rows': -5 is not in the range 1<=x<=1000000: see 'gpreempt-trace report --help'"),
-    (["workload", "online", "--batch", "0"], "Error: Invalid value for '--batch': 0 is not in the range x>=1: see 'gpreempt-trace workload --help'"),
+    (["workload", "online", "--batch", "0"], "Error: Invalid value for '--batch': 0 is not in the range 1<=x<=1024: see 'gpreempt-trace workload --help'"),
     (["preempt", "run", "--pid", "1", "--hold", "-1"], "Error: Invalid value for '--hold': -1 is not in the range 0<=x<=3600000: see 'gpreempt-trace preempt run --help'"),
 ])
 def test_usage_errors_are_one_line_naming_the_help_to_read(args, line):

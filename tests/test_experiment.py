@@ -48,7 +48,7 @@ def test_schemes_and_numbers_are_checked_at_the_cli(tmp_path):
     for args, msg in ((["--schemes", "none,C"], "give a comma-separated list of none, A, B"),
                       (["--repeat", "0"], "'--repeat': 0 is not in the range"),
                       (["--duration", "-1"], "'--duration': -1.0 is not in the range"),
-                      (["--rate", "0"], "'--rate': 0.0 is not in the range x>0")):
+                      (["--rate", "0"], "'--rate': 0.0 is not in the range 0<x<=1000000.0")):
         res = CliRunner().invoke(main, ["experiment", "ab", *args, "-o", str(tmp_path / "x")])
         assert res.exit_code == 2 and msg in res.output
 

@@ -49,12 +49,12 @@ def test_aliases_and_api_checks():
 
 
 @pytest.mark.parametrize("args, msg", [
-    (["--duration", "-1"], "'--duration': -1.0 is not in the range x>0"),
-    (["--duration", "0"], "'--duration': 0.0 is not in the range x>0"),
-    (["--rate", "-5"], "'--rate': -5.0 is not in the range x>=0"),
-    (["--batch", "0"], "'--batch': 0 is not in the range x>=1"),
-    (["--iterations", "0"], "'--iterations': 0 is not in the range x>=1"),
-    (["--burst-gap-ms", "-1"], "'--burst-gap-ms': -1.0 is not in the range x>=0"),
+    (["--duration", "-1"], "'--duration': -1.0 is not in the range 0<x<=10000000"),
+    (["--duration", "0"], "'--duration': 0.0 is not in the range 0<x<=10000000"),
+    (["--rate", "-5"], "'--rate': -5.0 is not in the range 0<=x<=1000000.0"),
+    (["--batch", "0"], "'--batch': 0 is not in the range 1<=x<=1024"),
+    (["--iterations", "0"], "'--iterations': 0 is not in the range 1<=x<=9223372036854775807"),
+    (["--burst-gap-ms", "-1"], "'--burst-gap-ms': -1.0 is not in the range 0<=x<=3600000"),
 ])
 def test_bad_numbers_are_usage_errors(args, msg):
     res = CliRunner().invoke(main, ["workload", "online", *args])

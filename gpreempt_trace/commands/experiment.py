@@ -2,7 +2,8 @@ import click
 
 from ..experiment.ab import SCHEMES, ABOptions
 from ..workloads.policy import POLICIES
-from ..workloads.torch_models import ALIASES, MODELS
+from .. import options as opt
+from ..workloads.torch_models import ALIASES, MAX_BATCH, MAX_THREADS, MODELS
 
 _models = click.Choice(MODELS + tuple(ALIASES))
 
@@ -15,6 +16,18 @@ def _schemes(ctx, param, value):
     return got
 
 
+def _queues(ctx, param, value):
+    """Checked as `preempt serve` will check it, so a typo fails before any run starts (kept as text)."""
+    from ..control.service import parse_queues
+    from ..errors import GptError
+
+    try:
+        parse_queues(value)
+    except GptError as e:
+        raise click.BadParameter(e.line()) from None
+    return value
+
+
 @click.group("experiment")
 def command():
     """Scripted experiments over the built-in workloads and the preemption controller."""
@@ -25,23 +38,23 @@ def command():
 @click.option("--offline", type=_models, default="resnet", show_default=True, help="Offline (batch) model.")
 @click.option("--schemes", default="none,A,B", show_default=True, callback=_schemes, help="Schemes to run, comma-separated.")
 @click.option("--repeat", type=click.IntRange(min=1, max=1000), default=1, show_default=True, help="Runs per scheme.")
-@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True, max=86400), default=10.0, show_default=True,
+@click.option("--duration", "duration_s", type=opt.Number(min=0, min_open=True, max=86400), default=10.0, show_default=True,
               help="Seconds of online requests per run.")
-@click.option("--rate", "rate_hz", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+@click.option("--rate", "rate_hz", type=opt.Number(min=0, min_open=True, max=opt.MAX_RATE_HZ), default=20.0, show_default=True,
               help="Online requests per second (open loop).")
-@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Samples per request or step.")
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=8, show_default=True, help="Samples per request or step.")
 @click.option("--policy", type=click.Choice([p for p in POLICIES if p != "none"]), default="per-request", show_default=True,
               help="Preempt policy of the online job under schemes A and B.")
-@click.option("--burst-gap-ms", type=click.FloatRange(min=0), default=20.0, show_default=True, help="burst policy: idle gap before resuming.")
+@click.option("--burst-gap-ms", type=opt.Number(min=0, max=opt.HOUR_MS), default=20.0, show_default=True, help="burst policy: idle gap before resuming.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Device of both workloads.")
-@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads per workload.")
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), help="torch CPU threads per workload.")
 @click.option("--backend", type=click.Choice(["torch", "numpy"]), default="torch", show_default=True,
               help="Workload backend (numpy: mlp/gemm on the CPU, for the TCG lab where torch imports take minutes).")
-@click.option("--queues", default="all", show_default=True, help="Offline queue ids the controller preempts (ids or all).")
+@click.option("--queues", default="all", show_default=True, callback=_queues, help="Offline queue ids the controller preempts (ids or all).")
 @click.option("--record", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Run the eBPF recorder around each run (auto: when BPF and a KFD to record exist).")
 @click.option("--lab", is_flag=True, help="Run inside the Debian 6.12 QEMU lab guest (real KFD, scheme A; TCG times, not hardware).")
-@click.option("--warmup-timeout", "warmup_timeout_s", type=click.FloatRange(min=1, max=86400), default=300, show_default=True,
+@click.option("--warmup-timeout", "warmup_timeout_s", type=opt.Number(min=1, max=86400), default=300, show_default=True,
               help="Seconds a job may take to start (import torch, warm up) before the run fails.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--in-lab-guest", is_flag=True, hidden=True, help="Set by --lab inside the guest: qemu-tcg labels, KFD runtime, made-up queue ids.")

@@ -22,17 +22,43 @@ SECTIONS = (
 )
 
 
-def _runs_section(traces: Sequence[Path]) -> list[str]:
+def run_rows(con) -> dict[str, dict]:
+    """The `runs` view by run_id, each with `events_readable`: the rows the events view holds (segments
+    skipped with a warning are not in it). The Markdown and the HTML report both count from here."""
+    runs = {r["run_id"]: dict(r, events_readable=0) for r in query._arrow(con.sql("SELECT * FROM runs")).to_pylist()}
+    for rid, n in con.sql("SELECT run_id, count(*) FROM events GROUP BY run_id").fetchall():
+        if rid in runs:
+            runs[rid]["events_readable"] = n
+    return runs
+
+
+def events_text(r: dict) -> str:
+    """Events of one run (a run_rows row): what was written, and what can be read when that differs."""
+    ev, readable = r.get("events_written"), r.get("events_readable", 0)
+    if ev is None:
+        return "unknown"
+    if r.get("events_written_derived"):
+        return f"{ev:,} (counted from the segments: meta.json does not know)"
+    if readable != ev:
+        return f"{ev:,} written, {readable:,} readable (segments skipped: see the warnings)"
+    return f"{ev:,}"
+
+
+def lost_text(lost) -> str:
+    return "unknown" if lost is None else f"{lost:,}"
+
+
+def _runs_section(traces: Sequence[Path], runs: dict[str, dict]) -> list[str]:
     lines = ["| run_id | labels | kernel | duration | events | lost | probes attached | synthetic |", "|---|---|---|---|---|---|---|---|"]
     for t in traces:
         m = read_meta(t)
-        c = m.get("counters") or {}
+        r = runs.get(m["run_id"], {})
         dur = f"{(m['stop_ns'] - m['start_ns']) / 1e9:.2f} s" if m.get("stop_ns") and m.get("start_ns") else "unfinished"
         plan = m.get("attach_plan") or []
         att = sum(1 for p in plan if p.get("status") == "attached")
         labels = ", ".join(f"{k}={v}" for k, v in (m.get("labels") or {}).items())
-        lines.append(f"| {m['run_id']} | {labels} | {m.get('kernel')} | {dur} | {c.get('events_written', 0)} | "
-                     f"{c.get('events_lost', 0)} | {att}/{len(plan)} | {m.get('synthetic')} |")
+        lines.append(f"| {m['run_id']} | {labels} | {m.get('kernel')} | {dur} | {events_text(r)} | "
+                     f"{lost_text(r.get('events_lost'))} | {att}/{len(plan)} | {m.get('synthetic')} |")
     return lines
 
 
@@ -52,7 +78,7 @@ def build(traces: Sequence[str], max_rows: int = 40) -> str:
     paths = find_traces(traces)
     mods = query.list_modules()
     con = query.connect([str(p) for p in paths])
-    md = ["# gpreempt-trace report", "", "## Runs", "", *_runs_section(paths), ""]
+    md = ["# gpreempt-trace report", "", "## Runs", "", *_runs_section(paths, run_rows(con)), ""]
     plan = _plan_section(paths)
     if plan:
         md += ["## Probes that did not attach", "", *plan, ""]

@@ -18,6 +18,7 @@ import pyarrow as pa
 from .. import query
 from ..errors import GptError
 from ..trace import find_traces, read_meta
+from . import events_text, lost_text, run_rows
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;max-width:1300px;color:#222}
@@ -112,12 +113,12 @@ def _meta_cards(paths: Sequence[Path], runs: dict) -> str:
         ev = r.get("events_written")
         # snapshots or markers only: no recorder ran, so there is no kernel event to lose
         unrecorded = not plan and not synth and lost is None and not ev
-        ev_txt = "unknown" if ev is None else f"{ev:,}" + (" (counted from the segments: meta.json does not know)" if r.get("events_written_derived") else "")
+        ev_txt = events_text(r)
         rows = [
             ("run_id", m.get("run_id")), ("path", str(t)), ("synthetic", "YES — generated data, not a measurement" if synth else "no (recorded)"),
             ("kernel", m.get("kernel")), ("host", m.get("host")), ("format version", m.get("version")),
             ("labels", ", ".join(f"{k}={v}" for k, v in (m.get("labels") or {}).items()) or "none"),
-            ("duration", dur), ("events", ev_txt), ("events lost", "none (no recorder ran)" if unrecorded else "unknown" if lost is None else f"{lost:,}"),
+            ("duration", dur), ("events", ev_txt), ("events lost", "none (no recorder ran)" if unrecorded else lost_text(lost)),
             ("attach plan", f"{len(att)} of {len(plan)} probes attached" if plan else ("none (synthetic trace)" if synth else "not recorded")),
         ]
         body = "".join(f"<tr><th class='l'>{_esc(k)}</th><td class='l'>{_esc(v)}</td></tr>" for k, v in rows)
@@ -150,7 +151,7 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
     # views are recomputed at every reference: compute the shared ones once (inner first). Not
     # preempt_preemption: its per-queue results are not shown, and the two reads of it cost less than them.
     query.materialize(con, "preempt_preemption_timings", "queues_lifecycle_spans", "queues_lifecycle_states", "queues_lifecycle")
-    runs = {r["run_id"]: r for r in _sql(con, "SELECT * FROM runs").to_pylist()}
+    runs = run_rows(con)
     lost_all = {rid: r["events_lost"] for rid, r in runs.items()}
     any_synth = any(r["synthetic"] for r in runs.values())
     plots = _Plots(out)

@@ -124,6 +124,10 @@ def pick_device(device: str, torch) -> str:
     return device
 
 
+MAX_BATCH = 1024  # samples per request or step: 1024 resnet images are ~0.5 GB per activation already
+MAX_THREADS = 1024
+
+
 @dataclass
 class WorkloadOptions:
     """Options of `gpreempt-trace workload` (fields named like the flags)."""
@@ -154,8 +158,8 @@ class WorkloadOptions:
             raise GptError(f"--duration {self.duration_s}: must be > 0", "give the run time in seconds")
         if not self.rate_hz >= 0:
             raise GptError(f"--rate {self.rate_hz}: must be >= 0", "give requests per second (0 = back to back)")
-        if self.batch < 1:
-            raise GptError(f"--batch {self.batch}: must be >= 1", "give a positive number of samples")
+        if not 1 <= self.batch <= MAX_BATCH:
+            raise GptError(f"--batch {self.batch}: must be 1 to {MAX_BATCH}", "give the samples per request or step")
         if self.max_iterations is not None and self.max_iterations < 1:
             raise GptError(f"--iterations {self.max_iterations}: must be >= 1", "give a positive number")
         if self.burst_gap_ms < 0:

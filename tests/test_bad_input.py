@@ -1,0 +1,178 @@
+"""Bad input (issue 24 item 5): each case of the sweep is a one-line error naming the thing and the fix
+with a non-zero exit (no traceback, no `internal error`), or — for a damaged segment among good ones —
+a warning naming it while the rest reads; "unknown" is never printed as 0."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+
+import pytest
+from click.testing import CliRunner
+from testing import bad_traces as B
+from testing.traces import set_counters, two_runs
+
+from gpreempt_trace.cli import main
+
+
+def run(*args, **kw):
+    return CliRunner().invoke(main, [str(a) for a in args], prog_name="gpreempt-trace", **kw)
+
+
+def one_line(res, code: int) -> str:
+    """The single line the command printed, after checking the exit code and that nothing else came."""
+    assert res.exit_code == code, res.output
+    assert "Traceback" not in res.output and "internal error" not in res.output, res.output
+    lines = res.output.splitlines()
+    assert len(lines) == 1, res.output
+    return lines[0]
+
+
+@pytest.fixture
+def r1(tmp_path):
+    return two_runs(tmp_path / "runs")[0]
+
+
+# ---- meta.json --------------------------------------------------------------------------------------
+def test_meta_with_wrong_typed_fields_is_one_line_for_report_and_query(r1):
+    B.edit_meta(r1, counters="x", labels=[1])
+    for args in (["report", r1], ["report", r1, "-o", r1.parent / "rep"], ["query", "events.overview", r1]):
+        assert one_line(run(*args), 1) == (f'Error: {r1}/meta.json: "labels" is a list ([1]), expected an object of strings (key -> value): '
+                                           "the file is damaged: restore it from the recorder's output")
+    B.edit_meta(r1, labels={}, start_ns="a")
+    assert one_line(run("report", r1), 1) == (f'Error: {r1}/meta.json: "start_ns" is a string ("a"), expected a CLOCK_MONOTONIC time in ns '
+                                              "(an integer >= 0) or null: the file is damaged: restore it from the recorder's output")
+
+
+def test_meta_without_run_id_is_one_line_for_report_and_query(r1):
+    B.edit_meta(r1, run_id=B.DELETE)
+    line = f"Error: {r1}/meta.json has no \"run_id\": the file is damaged: restore it from the recorder's output"
+    assert one_line(run("report", r1), 1) == line
+    assert one_line(run("report", r1, "-o", r1.parent / "rep"), 1) == line
+    assert one_line(run("query", "events.overview", r1), 1) == line
+
+
+def test_newer_schema_version_is_refused(r1):
+    B.edit_meta(r1, schema_version=99)
+    assert one_line(run("query", "events.overview", r1), 1) == f"Error: {r1} has schema version 99, this tool reads up to 2: upgrade gpreempt-trace"
+
+
+def test_unreadable_meta_names_the_cause_not_json(r1, monkeypatch):
+    real = pathlib.Path.read_bytes
+
+    def denied(self):
+        if self.name == "meta.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", denied)
+    assert one_line(run("query", "events.overview", r1), 1) == \
+        f"Error: cannot read {r1}/meta.json: Permission denied: make it a readable file (check its type, owner and permissions)"
+    monkeypatch.undo()
+    (r1 / "meta.json").unlink()
+    (r1 / "meta.json").mkdir()
+    assert one_line(run("query", "events.overview", r1), 1) == \
+        f"Error: cannot read {r1}/meta.json: Is a directory: make it a readable file (check its type, owner and permissions)"
+
+
+def test_nan_in_meta_is_not_json(r1):
+    (r1 / "meta.json").write_text('{"format": "gpreempt-trace", "version": 1, "run_id": "r1", "start_ns": NaN}')
+    assert one_line(run("query", "events.overview", r1), 1) == \
+        f"Error: {r1}/meta.json is not valid JSON (NaN is not a JSON number): restore it from the recorder's output"
+
+
+# ---- segments and table folders ---------------------------------------------------------------------
+@pytest.mark.parametrize("table, column", [("events", "run_id"), ("events", "event"), ("events", "ts_ns"), ("markers", "kind")])
+def test_a_segment_missing_a_required_column_is_skipped_with_a_warning(r1, table, column):
+    seg, = B.edit_segments(r1, table, B.drop_column(column))
+    res = run("query", "events.overview", r1, "--format", "csv")
+    assert res.exit_code == 0, res.output
+    assert f"warning: skipping segment {seg} (no column {column}, which every row needs)" in res.output.splitlines()
+    assert "internal error" not in res.output
+
+
+def test_report_on_rows_without_run_id_counts_what_is_readable(r1):
+    """Was KeyError: None. Both reports: meta.json's count next to the rows that can be read."""
+    seg, = B.edit_segments(r1, "events", B.drop_column("run_id"))
+    res = run("report", r1)
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0] == f"warning: skipping segment {seg} (no column run_id, which every row needs)"
+    assert "| r1 | model=a | " in res.output and " | 10 written, 0 readable (segments skipped: see the warnings) | unknown | 0/0 | True |" in res.output
+    res = run("report", r1, "-o", r1.parent / "rep")
+    assert res.exit_code == 0, res.output
+    assert "<td class='l'>10 written, 0 readable (segments skipped: see the warnings)</td>" in (r1.parent / "rep" / "index.html").read_text()
+
+
+def test_markdown_report_says_unknown_for_a_killed_run_as_the_html_one_does(tmp_path):
+    r1, r2 = two_runs(tmp_path)
+    set_counters(r2, events_written=None, events_lost=None)
+    B.edit_meta(r2, stop_ns=None)
+    md = run("report", r1, r2)
+    assert md.exit_code == 0, md.output
+    assert "| r2 | model=b | " in md.output and " | unfinished | 1 (counted from the segments: meta.json does not know) | unknown | 0/0 | True |" in md.output
+    assert "None" not in md.output
+    run("report", r1, r2, "-o", tmp_path / "rep")
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "<td class='l'>1 (counted from the segments: meta.json does not know)</td>" in page and "<td class='l'>unknown</td>" in page
+
+
+def test_export_perfetto_on_a_segment_without_event_skips_it(r1, tmp_path):
+    seg, = B.edit_segments(r1, "events", B.drop_column("event"))
+    res = run("export", "--perfetto", "-o", tmp_path / "x.pftrace", r1)
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == [f"warning: skipping segment {seg} (no column event, which every row needs)", f"{tmp_path}/x.pftrace"]
+
+
+def test_export_hive_leaves_out_what_query_skips(r1, tmp_path):
+    seg, = B.edit_segments(r1, "events", B.retype_column("tgid"))
+    res = run("export", "--hive", tmp_path / "hive", r1)
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0] == f"warning: skipping segment {seg} (column tgid is string, expected int32)"
+    assert sorted(p.name for p in (tmp_path / "hive" / "run_id=r1" / "events").iterdir()) == ["schema.parquet"]
+    assert (tmp_path / "hive" / "run_id=r1" / "markers" / "seg-000000.parquet").is_file()
+
+
+@pytest.mark.parametrize("table", ["events", "markers"])
+def test_a_table_folder_that_is_a_file_is_an_error_not_zero_rows(r1, table):
+    shutil.rmtree(r1 / table)
+    (r1 / table).write_text("x")
+    assert one_line(run("query", "events.overview", r1), 1) == (
+        f"Error: {r1}/{table} is not a folder: the trace's {table} cannot be read: restore {table}/ from the recorder's output, "
+        f"or remove it to read the trace as having no {table} rows")
+
+
+def test_a_sql_file_of_two_statements_returns_the_last(r1, tmp_path):
+    f = tmp_path / "two.sql"
+    f.write_text("SELECT count(*) AS n FROM events;\nCREATE TEMP TABLE x AS SELECT 41 AS a;\nSELECT a + 1 AS b FROM x;\n")
+    res = run("query", f, r1, "--format", "csv")
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == ['"b"', "42"]
+    f.write_text("SELECT 1; SELECT 2 AS two")
+    assert run("query", f, r1, "--format", "csv").output.splitlines() == ['"two"', "2"]
+
+
+# ---- numbers and paths at the CLI -------------------------------------------------------------------
+def test_synth_lost_nan_is_a_usage_error_and_writes_nothing(tmp_path):
+    assert one_line(run("synth", "--scheme", "A", "--lost", "nan", "-o", tmp_path / "t"), 2) == \
+        "Error: Invalid value for '--lost': nan is not a finite number in the range 0.0<=x<1.0: see 'gpreempt-trace synth --help'"
+    assert not (tmp_path / "t").exists()
+
+
+def test_synth_to_an_empty_path_writes_nothing_here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert one_line(run("synth", "--scheme", "A", "--events", "1000", "-o", ""), 1) == \
+        "Error: output path is empty: give the trace directory to write with -o, e.g. -o runs/a"
+    assert os.listdir(tmp_path) == []
+
+
+def test_workload_batch_has_an_upper_bound():
+    assert one_line(run("workload", "online", "--batch", "1000000000"), 2) == \
+        "Error: Invalid value for '--batch': 1000000000 is not in the range 1<=x<=1024: see 'gpreempt-trace workload --help'"
+
+
+def test_experiment_queues_are_checked_before_any_run(tmp_path):
+    assert one_line(run("experiment", "ab", "--queues", "abc", "-o", tmp_path / "x"), 2) == (
+        "Error: Invalid value for '--queues': --queues 'abc' is not `all` or a comma-separated list of queue ids: e.g. --queues 0,1,2: "
+        "see 'gpreempt-trace experiment ab --help'")
+    assert not (tmp_path / "x").exists()
