@@ -46,3 +46,23 @@ def test_scheme_a_by_container_on_the_real_6_12_kfd(lab612):
             [host, 1, CID, "docker", f"/system.slice/docker-{CID}.scope"]]
     assert r["tracer_after"] == "0"  # detached: nothing left suspended or traced
     assert r["target_rc"] == 0 and r["target_log_tail"][-1] == "bye" and r["cgroup_removed"]
+
+
+def test_record_by_container_on_cgroup_v2(lab612):
+    """`record --container` in the 6.12 guest (cgroup v2): the target's own KFD calls and the KFD's
+    suspend/resume of its queues (owner = the target) are recorded and attributed to the container; the
+    controller (a host process) is not recorded."""
+    res = lab612.run(".venv/bin/python tests/testing/lab_container_scenario.py $OUT/c --record", timeout_s=1500)
+    assert res.rc == 0, res.output[-4000:]
+    r = _result(res)
+    print(json.dumps({k: v for k, v in r.items() if k.startswith("rec")}, indent=1))
+    host = r["host_pid"]
+    assert r["rec_started"] and r["rec_run"]["rc"] == 0 and r["rec_toggled"] and r["rec_rc"] == 0, r
+    # only the container's process (the controller, a host process, is not in it): the debugger's enable/
+    # disable and KFD's suspend/resume of its queues (owner = the target; the resume of DISABLE too), its
+    # two RUNTIME_ENABLE calls (ioctl path + the kfd_ioctl probe each) and the runtime_enable probe
+    assert sorted(map(tuple, r["rec_events"])) == [
+        ("dbg_trap_disable", host, 1), ("dbg_trap_enable", host, 1), ("kfd_ioctl", host, 4), ("queues_resume", host, 2),
+        ("queues_suspend", host, 1), ("runtime_enable", host, 2)]
+    assert r["rec_processes"] == [[host, 1, CID, "docker", f"/system.slice/docker-{CID}.scope"]]
+    assert r["rec_containers_meta"]["containers"][0]["id"] == CID and r["rec_containers_meta"]["follow_pidns"] is True

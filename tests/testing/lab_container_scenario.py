@@ -41,6 +41,47 @@ def gpt(*args: str, timeout_s: float = 900) -> dict:
     return {"rc": r.returncode, "stderr": r.stderr.strip().splitlines()[-12:], "s": round(time.monotonic() - t, 1)}
 
 
+def record_by_container(work: Path, host: int, target: subprocess.Popen, log: Path) -> dict:
+    """`record --container <12 hex>` (KFD probes + ioctl path) while the controller suspends/resumes the target
+    and the target toggles its runtime (SIGUSR2): only the container's process is recorded, attributed."""
+    import signal
+
+    from lab_preempt_scenarios import wait_for
+
+    from gpreempt_trace import api
+
+    res: dict = {}
+    t3 = work / "t3"
+    reclog = open(work / "record.log", "w")
+    t = time.monotonic()
+    rec = subprocess.Popen([*GPT, "record", "-o", str(t3), "--probes", "kfd,ioctl", "--container", CID[:12]],
+                           stdout=reclog, stderr=subprocess.STDOUT)
+
+    def recording() -> bool:
+        try:
+            return bool(json.loads((t3 / "meta.json").read_text()).get("recorder", {}).get("recording_since_ns"))
+        except (OSError, ValueError):
+            return False
+
+    res["rec_started"] = wait_for(lambda: recording() or rec.poll() is not None, 900, "record")
+    res["rec_start_s"] = round(time.monotonic() - t, 1)
+    res["rec_run"] = gpt("preempt", "run", "--container", CID[:12], "--hold", "50", "--queues", "1,7", "--unchecked-ids", "-o", str(t3))
+    n = sum(1 for ln in log.read_text(errors="replace").splitlines() if ln.startswith("runtime"))
+    os.kill(host, signal.SIGUSR2)  # the target's RUNTIME_ENABLE disable + enable: its own KFD ioctls (not `target`: that is unshare)
+    res["rec_toggled"] = wait_for(lambda: sum(1 for ln in log.read_text(errors="replace").splitlines() if ln.startswith("runtime")) >= n + 2,
+                                  60, "toggle")
+    time.sleep(1)
+    rec.send_signal(signal.SIGINT)
+    res["rec_rc"] = rec.wait(600)
+    res["rec_log"] = (work / "record.log").read_text(errors="replace").strip().splitlines()[-3:]
+    con = api.connect([str(t3)])
+    res["rec_events"] = con.sql("SELECT event, coalesce(owner_tgid, tgid) AS who, count(*) FROM events GROUP BY ALL ORDER BY ALL").fetchall()
+    res["rec_processes"] = con.sql("SELECT p.tgid, p.ns_tgid, p.container_id, p.container_runtime, p.cgroup FROM processes p "
+                                   "WHERE p.tgid IN (SELECT DISTINCT coalesce(owner_tgid, tgid) FROM events) ORDER BY 1").fetchall()
+    res["rec_containers_meta"] = json.loads((t3 / "meta.json").read_text())["recorder"].get("containers")
+    return res
+
+
 def main() -> int:
     from lab_preempt_scenarios import TARGET, wait_for
 
@@ -74,6 +115,8 @@ def main() -> int:
         res["by_ns_pid"] = gpt("preempt", "run", "--container", CID, "--ns-pid", "1", "--hold", "50", "--queues", "1,7",
                                "--unchecked-ids", "-o", str(t2))
         res["tracer_after"] = status_field(host, "TracerPid")
+        if "--record" in sys.argv:
+            res.update(record_by_container(work, host, target, log))
         from gpreempt_trace import api
 
         for name, t in (("t1", t1), ("t2", t2)):
