@@ -10,6 +10,15 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     here = Path(__file__).resolve().parent
     names = sorted(p.stem for p in here.glob("bench_*.py"))
+    short = [n.removeprefix("bench_") for n in names]
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: python -m bench [NAME ...]\n\nRun every bench/bench_*.py main() in name order, or only those named.\n"
+              f"Names: {', '.join(short)}")
+        return 0
+    unknown = [a for a in argv if a not in short and a not in names]
+    if unknown:
+        print(f"error: unknown bench {unknown[0]!r}: choose from {', '.join(short)} (or none for all)", file=sys.stderr)
+        return 2
     if argv:
         names = [n for n in names if n.removeprefix("bench_") in argv or n in argv]
     rc = 0

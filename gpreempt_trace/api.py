@@ -158,7 +158,7 @@ def compare(traces: Sequence[str], by: str = "scheme", metric: str = "preempt_la
     median and p99 with bootstrap CIs, a Mann-Whitney test and a one-line verdict (CompareResult)."""
     from .report.compare import CompareOptions, compare as _compare
 
-    return _compare(CompareOptions(traces, by or "scheme", metric, resamples))
+    return _compare(CompareOptions(traces, "scheme" if by is None else by, metric, resamples))
 
 
 def export_perfetto(trace: str, out_file: str):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import click
 
@@ -19,6 +20,24 @@ class Number(click.FloatRange):
         if not math.isfinite(v):
             self.fail(f"{value} is not a finite number in the range {self._describe_range()}.", param, ctx)
         return super().convert(v, param, ctx)
+
+
+class SocketPath(click.Path):
+    """A Unix socket path: not empty, and short enough for sockaddr_un (107 bytes)."""
+
+    MAX = 107
+
+    def __init__(self):
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        n = len(os.fsencode(v))
+        if n == 0:
+            self.fail("the socket path is empty: give the path `preempt serve --socket` listens on.", param, ctx)
+        if n > self.MAX:
+            self.fail(f"{v} is {n} bytes, longer than a Unix socket path can be ({self.MAX}): pick a shorter path (e.g. under /tmp or /run).", param, ctx)
+        return v
 
 
 def _compose(*decorators):

@@ -176,3 +176,187 @@ def test_experiment_queues_are_checked_before_any_run(tmp_path):
         "Error: Invalid value for '--queues': --queues 'abc' is not `all` or a comma-separated list of queue ids: e.g. --queues 0,1,2: "
         "see 'gpreempt-trace experiment ab --help'")
     assert not (tmp_path / "x").exists()
+
+
+# ---- the controller's socket ------------------------------------------------------------------------
+@pytest.fixture
+def fake_service(tmp_path):
+    """A Unix socket that answers every request line with `answer` (None: never answers)."""
+    import socket
+    import threading
+
+    servers = []
+
+    def start(answer: bytes | None) -> str:
+        path = str(tmp_path / f"s{len(servers)}")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen()
+        held = []
+
+        def serve():
+            while True:
+                try:
+                    c, _ = srv.accept()
+                except OSError:
+                    return
+                held.append(c)
+                try:
+                    c.recv(65536)
+                    if answer is not None:
+                        c.sendall(answer)
+                except OSError:
+                    pass
+
+        threading.Thread(target=serve, daemon=True).start()
+        servers.append((srv, held))
+        return path
+
+    yield start
+    for srv, held in servers:
+        srv.close()
+        for c in held:
+            c.close()
+
+
+@pytest.mark.parametrize("op", ["suspend", "resume", "status"])
+def test_a_socket_answering_non_utf8_is_one_line(fake_service, op):
+    s = fake_service(b"\xff\xfe\n")
+    name = {"suspend": "preempt"}.get(op, op)
+    assert one_line(run("preempt", op, "--socket", s), 1) == (
+        f"Error: {s} answered {name} with b'\\xff\\xfe', not a preempt service answer (a JSON object with \"ok\": true|false): "
+        "give the socket of `gpreempt-trace preempt serve`")
+
+
+def test_ok_maybe_is_not_success(fake_service):
+    s = fake_service(b'{"ok": "maybe"}\n')
+    assert one_line(run("preempt", "status", "--socket", s), 1) == (
+        f"Error: {s} answered status with b'{{\"ok\": \"maybe\"}}', not a preempt service answer (a JSON object with \"ok\": true|false): "
+        "give the socket of `gpreempt-trace preempt serve`")
+
+
+def test_a_silent_controller_fails_after_the_timeout(fake_service):
+    import time
+
+    s = fake_service(None)
+    t0 = time.monotonic()
+    assert one_line(run("preempt", "resume", "--socket", s, "--timeout", "0.3"), 1) == (
+        f"Error: preempt service at {s} did not answer resume within 0.3 s: check that `preempt serve` is running and not stopped, "
+        "or allow a slow one more time (preempt --timeout, workload --controller-timeout)")
+    assert time.monotonic() - t0 < 3
+
+
+def test_workload_with_a_silent_controller_fails_after_its_timeout(fake_service):
+    import time
+
+    s = fake_service(None)
+    t0 = time.monotonic()
+    res = run("workload", "online", "--backend", "numpy", "--duration", "0.5", "--preempt-policy", "per-request",
+              "--controller-socket", s, "--controller-timeout", "0.3")
+    assert res.exit_code == 1, res.output
+    assert res.output.splitlines()[-1] == (
+        f"Error: preempt service at {s} did not answer preempt within 0.3 s: check that `preempt serve` is running and not stopped, "
+        "or allow a slow one more time (preempt --timeout, workload --controller-timeout)")
+    assert "Traceback" not in res.output and "internal error" not in res.output
+    assert time.monotonic() - t0 < 5  # was 30 s per call
+
+
+def test_default_client_timeout_is_short():
+    from gpreempt_trace.control import Client
+
+    assert Client("/nonexistent").timeout_s == 5.0
+    assert "[default: 5.0" in run("preempt", "status", "--help").output
+
+
+def test_a_socket_path_too_long_for_sockaddr_un(tmp_path):
+    long = str(tmp_path / ("a" * 120))
+    n = len(long.encode())
+    for args, cmd in ((["preempt", "serve", "--pid", "1", "--dry-run", "--socket", long], "preempt serve"),
+                      (["workload", "online", "--controller-socket", long], "workload")):
+        opt = "--socket" if cmd == "preempt serve" else "--controller-socket"
+        assert one_line(run(*args), 2) == (f"Error: Invalid value for '{opt}': {long} is {n} bytes, longer than a Unix socket path can be (107): "
+                                           f"pick a shorter path (e.g. under /tmp or /run): see 'gpreempt-trace {cmd} --help'")
+    from gpreempt_trace.control.service import _bind
+    from gpreempt_trace.errors import GptError
+
+    with pytest.raises(GptError) as e:
+        _bind(long)
+    assert e.value.line() == f"socket path {long} is {n} bytes, longer than a Unix socket path can be (107): pick a shorter --socket path (e.g. under /tmp or /run)"
+
+
+# ---- other commands ---------------------------------------------------------------------------------
+def test_compare_by_empty_is_a_usage_error(r1):
+    assert one_line(run("compare", "--by", "", r1), 2) == \
+        "Error: Invalid value for '--by': empty: give scheme or a meta.json label key (e.g. --by model): see 'gpreempt-trace compare --help'"
+
+
+def test_doctor_btf_given_a_file_says_so(tmp_path):
+    f = tmp_path / "vmlinux"
+    f.write_bytes(b"\x9f\xeb")
+    assert one_line(run("doctor", "--btf", f), 1) == (
+        f"Error: --btf {f} is a file, not a directory: pass the directory holding it (files vmlinux and amdgpu, like /sys/kernel/btf); "
+        "`btf build -o DIR/` writes one")
+
+
+def test_bench_help_and_unknown_names():
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.splitlines()[0] == "usage: python -m bench [NAME ...]", p
+    assert "Names: control, debugfs, lab, query, recorder, writer" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "bench", "nope"], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == ["error: unknown bench 'nope': choose from control, debugfs, lab, query, recorder, writer (or none for all)"]
+
+
+# ---- record: SIGTERM during its start-up ------------------------------------------------------------
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="recording needs root")
+
+
+@root_only
+def test_sigterm_while_planning_leaves_no_trace(tmp_path, monkeypatch):
+    import signal
+
+    from gpreempt_trace.recorder import runtime
+
+    real = runtime.Recorder.build
+
+    def build(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the probes are planned
+        return real(self)
+
+    monkeypatch.setattr(runtime.Recorder, "build", build)
+    before = signal.getsignal(signal.SIGTERM)
+    res = run("record", "-o", tmp_path / "t", "--probes", "ioctl", "--kfd-path", "/dev/null", "--duration", "5")
+    assert one_line(res, 143) == ("Error: record stopped by SIGTERM during start-up (planning the probes): no trace was written: "
+                                  "run it again and stop it once it records (its status line, or recorder.recording_since_ns in meta.json)")
+    assert not (tmp_path / "t").exists()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+@root_only
+def test_sigterm_while_compiling_closes_the_trace(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    t = tmp_path / "t"
+    p = subprocess.Popen([sys.executable, "-m", "gpreempt_trace.cli", "record", "-o", str(t), "--probes", "ioctl", "--kfd-path", "/dev/null",
+                          "--duration", "60"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 120
+    while not (t / "meta.json").exists():  # the trace exists from here; the BPF compile (seconds) comes next
+        assert p.poll() is None and time.monotonic() < end, p.communicate()
+        time.sleep(0.005)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert err.splitlines() == [f"Error: record stopped by SIGTERM during start-up (compiling the BPF program): {t} is closed and holds no events: "
+                                "run it again and stop it once it records (its status line, or recorder.recording_since_ns in meta.json)"]
+    meta = json.loads((t / "meta.json").read_text())
+    assert meta["stop_ns"] is not None and meta["recorder"]["stop_reason"] == "SIGTERM during start-up (compiling the BPF program)"
+    assert meta["counters"]["events_written"] == 0
+    assert run("query", "events.overview", t, "--format", "csv").exit_code == 0

@@ -6,9 +6,15 @@ from ..output import render
 from ..report.compare import METRICS
 
 
+def _by(ctx, param, value):
+    if not value.strip():
+        raise click.BadParameter("empty: give scheme or a meta.json label key (e.g. --by model)")
+    return value
+
+
 @click.command("compare")
 @opt.traces
-@click.option("--by", "by", default="scheme", show_default=True, metavar="scheme|LABEL",
+@click.option("--by", "by", default="scheme", show_default=True, metavar="scheme|LABEL", callback=_by,
               help="Group preemptions by scheme, or by the value of a meta.json label (e.g. model).")
 @click.option("--metric", type=click.Choice(METRICS), default="preempt_latency_ns", show_default=True, help="Column of preempt.preemption: kernel-measured latency (preempt_/resume_latency_ns), the controller's call (preempt_call_ns) or time off (suspended_ns).")
 @click.option("--resamples", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True, help="Bootstrap resamples.")

@@ -41,7 +41,9 @@ def _queues(value: str):
         raise click.BadParameter(str(e), param_hint="--queues") from None
 
 
-socket_option = click.option("--socket", "socket_path", type=click.Path(dir_okay=False), help="Unix socket of the service.")
+timeout_option = click.option("--timeout", "timeout_s", type=opt.Number(min=0, min_open=True, max=3600), default=5.0, show_default=True,
+                              metavar="S", help="Fail when the service does not answer within S seconds.")
+socket_option = click.option("--socket", "socket_path", type=opt.SocketPath(), help="Unix socket of the service.")
 
 
 @click.group("preempt", context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,32 +94,35 @@ def run_cmd(ctx, queues, **flags):
         ctx.exit(1)
 
 
-def _client_call(op: str, socket_path: str, **kw):
+def _client_call(op: str, socket_path: str, timeout_s: float, **kw):
     from ..control import Client
 
-    with Client(socket_path) as c:
+    with Client(socket_path, timeout_s=timeout_s) as c:
         ans = getattr(c, op)(**kw)
     click.echo(json.dumps(ans))
 
 
 @command.command("suspend")
-@click.option("--socket", "socket_path", required=True, type=click.Path(dir_okay=False), help="Unix socket of `preempt serve`.")
+@click.option("--socket", "socket_path", required=True, type=opt.SocketPath(), help="Unix socket of `preempt serve`.")
 @click.option("--queues", default=None, help="Override the service's --queues for this request.")
 @click.option("--grace", type=U32, default=None, help="Override the service's --grace.")
-def suspend_cmd(socket_path, queues, grace):
+@timeout_option
+def suspend_cmd(socket_path, queues, grace, timeout_s):
     """Ask the service to preempt (held until `resume` or --max-hold)."""
-    _client_call("preempt", socket_path, queues=None if queues is None else _queues(queues), grace=grace, keep=True)
+    _client_call("preempt", socket_path, timeout_s, queues=None if queues is None else _queues(queues), grace=grace, keep=True)
 
 
 @command.command("resume")
-@click.option("--socket", "socket_path", required=True, type=click.Path(dir_okay=False), help="Unix socket of `preempt serve`.")
-def resume_cmd(socket_path):
+@click.option("--socket", "socket_path", required=True, type=opt.SocketPath(), help="Unix socket of `preempt serve`.")
+@timeout_option
+def resume_cmd(socket_path, timeout_s):
     """Ask the service to resume what it holds."""
-    _client_call("resume", socket_path)
+    _client_call("resume", socket_path, timeout_s)
 
 
 @command.command("status")
-@click.option("--socket", "socket_path", required=True, type=click.Path(dir_okay=False), help="Unix socket of `preempt serve`.")
-def status_cmd(socket_path):
+@click.option("--socket", "socket_path", required=True, type=opt.SocketPath(), help="Unix socket of `preempt serve`.")
+@timeout_option
+def status_cmd(socket_path, timeout_s):
     """The service's target, held queues and counters, as JSON."""
-    _client_call("status", socket_path)
+    _client_call("status", socket_path, timeout_s)

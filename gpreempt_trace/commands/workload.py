@@ -23,7 +23,9 @@ from ..workloads.torch_models import ALIASES, MAX_BATCH, MAX_THREADS, MODELS, Wo
 @click.option("--iterations", "max_iterations", type=click.IntRange(min=1, max=2 ** 63 - 1), help="Stop after this many requests/steps.")
 @click.option("--preempt-policy", type=click.Choice(POLICIES), default="none", show_default=True,
               help="Online: preempt the offline job per request, or per burst of requests (needs --controller-socket).")
-@click.option("--controller-socket", type=click.Path(dir_okay=False), help="Socket of `gpreempt-trace preempt serve`.")
+@click.option("--controller-socket", type=opt.SocketPath(), help="Socket of `gpreempt-trace preempt serve`.")
+@click.option("--controller-timeout", "controller_timeout_s", type=opt.Number(min=0, min_open=True, max=3600), default=5.0, show_default=True,
+              metavar="S", help="Fail a controller call that goes unanswered this many seconds.")
 @click.option("--burst-gap-ms", type=opt.Number(min=0, max=opt.HOUR_MS), default=20.0, show_default=True,
               help="burst policy: resume after the online side was idle this long.")
 @click.option("--open-kfd", is_flag=True, help="Open /dev/kfd and RUNTIME_ENABLE first, as a ROCm process does (lab).")

@@ -20,6 +20,9 @@ from contextlib import contextmanager
 
 from ..errors import GptError
 
+TIMEOUT_S = 5.0  # a service that answers nothing for this long is stopped or hung (its calls take ms)
+MAX_ANSWER = 1 << 20  # bytes of one answer line
+
 
 class ControlError(GptError):
     """The service refused or failed a request; `.answer` holds its reply."""
@@ -30,7 +33,7 @@ class ControlError(GptError):
 
 
 class Client:
-    def __init__(self, socket_path: str, timeout_s: float | None = 30.0):
+    def __init__(self, socket_path: str, timeout_s: float | None = TIMEOUT_S):
         self.path = str(socket_path)
         self.timeout_s = timeout_s
         self._sock: socket.socket | None = None
@@ -69,15 +72,31 @@ class Client:
         try:
             self._sock.sendall(msg)
             while b"\n" not in self._buf:
+                if len(self._buf) > MAX_ANSWER:
+                    break
                 chunk = self._sock.recv(65536)
                 if not chunk:
                     raise ConnectionError("the service closed the connection")
                 self._buf += chunk
+        except TimeoutError:
+            self.close()
+            raise ControlError(f"preempt service at {self.path} did not answer {op} within {self.timeout_s:g} s",
+                               "check that `preempt serve` is running and not stopped, or allow a slow one more time "
+                               "(preempt --timeout, workload --controller-timeout)") from None
         except OSError as e:
             self.close()
             raise ControlError(f"preempt service at {self.path}: {e}", "is `preempt serve` still running?") from None
         line, _, self._buf = self._buf.partition(b"\n")
-        return json.loads(line)
+        try:
+            ans = json.loads(line.decode())
+        except ValueError:  # not UTF-8 (UnicodeDecodeError) or not JSON
+            ans = None
+        if not isinstance(ans, dict) or not isinstance(ans.get("ok"), bool):
+            self.close()
+            shown = repr(line[:60]) + ("..." if len(line) > 60 else "")
+            raise ControlError(f"{self.path} answered {op} with {shown}, not a preempt service answer (a JSON object with \"ok\": true|false)",
+                               "give the socket of `gpreempt-trace preempt serve`")
+        return ans
 
     def _checked(self, op: str, **kw) -> dict:
         ans = self.request(op, **kw)

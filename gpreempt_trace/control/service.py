@@ -174,7 +174,13 @@ def _signals_stop():
 
 
 # ---- the service ----------------------------------------------------------------------------------
+SOCKET_PATH_MAX = 107  # bytes: sockaddr_un.sun_path is 108 with its NUL
+
+
 def _bind(path: str) -> socket.socket:
+    if len(os.fsencode(path)) > SOCKET_PATH_MAX:
+        raise GptError(f"socket path {path} is {len(os.fsencode(path))} bytes, longer than a Unix socket path can be ({SOCKET_PATH_MAX})",
+                       "pick a shorter --socket path (e.g. under /tmp or /run)")
     p = Path(path)
     if p.exists() or p.is_symlink():
         if not stat.S_ISSOCK(p.lstat().st_mode):
@@ -193,7 +199,7 @@ def _bind(path: str) -> socket.socket:
         s.bind(path)
     except OSError as e:
         s.close()
-        raise GptError(f"cannot listen on {path}: {e.strerror}", "pick a --socket path on a local file system (e.g. under /tmp or /run)") from None
+        raise GptError(f"cannot listen on {path}: {e.strerror or e}", "pick a --socket path on a local file system (e.g. under /tmp or /run)") from None
     os.chmod(path, 0o600)
     s.listen(16)
     s.setblocking(False)

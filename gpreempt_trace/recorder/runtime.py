@@ -411,20 +411,30 @@ class Recorder:
         ring for at most stop_drain_s, close the segments and write meta.json. `progress` is called about
         twice a second (the CLI's live status line)."""
         o = self.o
-        self._check()
-        prog = self.build()
-        tw = TraceWriter.create(o.output, o.labels)
+        # SIGINT/SIGTERM only set a flag from here on: during start-up it is read at each step (_starting),
+        # which ends the run in one line with the trace closed (or none written yet)
+        handlers = self._install_signals()
+        try:
+            self._check()
+            prog = self.build()
+            self._starting("planning the probes", None)
+            tw = TraceWriter.create(o.output, o.labels)
+        except BaseException:
+            self._restore_signals(handlers)
+            raise
         t0 = time.monotonic()
         bpf = ring = snap = launcher = None
         self._plog = ProcessLog(tw, "recorder")  # /proc facts of every process its events name (issue 21)
         events = 0
         lost = None
         exit_code = None
-        handlers = {}
         try:
             snap = self._snapshotter(tw)  # fails early (one line) when debugfs/KFD is absent
+            self._starting("opening debugfs", tw)
             bpf = self._bpf = self._compile(prog)
+            self._starting("compiling the BPF program", tw)
             self._attach(bpf, prog)
+            self._starting("attaching the probes", tw)
             tw.meta["attach_plan"] = [r if isinstance(r, dict) else r.as_dict() for r in prog.rows]
             tw.meta["func_names"] = prog.func_names
             tw.meta["recorder"] = self._meta(prog)
@@ -457,7 +467,6 @@ class Recorder:
             writer = tw.writer("events", background=True, group_ms=EVENTS_GROUP_MS)
             if snap:
                 snap.take("baseline")
-            handlers = self._install_signals()
             self._lost_now()  # opens gpt_lost: every map is open now (BCC builds their key/leaf readers lazily)
             # after the maps were opened, and before the command runs: its first calls do not compete with
             # this one-off work (gc, heap trim) for the CPU
@@ -648,6 +657,19 @@ class Recorder:
                 warnings.warn(f"cannot read the kernel's loss counter gpt_lost ({e.__class__.__name__}: {e}); "
                               "events lost are reported as unknown", stacklevel=2)
             return None
+
+    def _starting(self, step: str, tw: TraceWriter | None) -> None:
+        """A start-up step is done: a SIGINT/SIGTERM that came during it ends the run here (exit 128+N),
+        before anything is started that would have to be stopped again."""
+        if not self._stop_reason:
+            return
+        sig = self._stop_reason
+        self._stop_why = f"{sig} during start-up ({step})"
+        where = "no trace was written" if tw is None else f"{tw.path} is closed and holds no events"
+        e = GptError(f"record stopped by {sig} during start-up ({step}): {where}",
+                     "run it again and stop it once it records (its status line, or recorder.recording_since_ns in meta.json)")
+        e.exit_code = 128 + signal.Signals[sig].value
+        raise e
 
     def _install_signals(self) -> dict:
         def stop(signum, _frame):

@@ -21,12 +21,12 @@ from ..errors import GptError
 POLICIES = ("none", "per-request", "burst")
 
 
-def open_client(socket: str):
+def open_client(socket: str, timeout_s: Optional[float] = None):
     try:
         from ..control import Client
     except ImportError as e:
         raise GptError(f"the controller client is not available ({e})", "this build has no gpreempt_trace.control") from None
-    return Client(socket)
+    return Client(socket) if timeout_s is None else Client(socket, timeout_s=timeout_s)
 
 
 class Policy:
@@ -45,11 +45,11 @@ class Policy:
         self.calls: list[tuple[str, int, int]] = []  # (op, call start ns, call end ns)
 
     @classmethod
-    def make(cls, mode: str, socket: Optional[str], gap_ms: float = 20.0, client=None, **kw) -> "Policy":
+    def make(cls, mode: str, socket: Optional[str], gap_ms: float = 20.0, client=None, timeout_s: Optional[float] = None, **kw) -> "Policy":
         if mode != "none" and client is None:
             if not socket:
                 raise GptError(f"preempt policy {mode} needs --controller-socket", "start `gpreempt-trace preempt serve` first")
-            client = open_client(socket)
+            client = open_client(socket, timeout_s)
         return cls(mode, client, gap_ms, **kw)
 
     # -- the controller calls

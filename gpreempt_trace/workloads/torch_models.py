@@ -143,6 +143,7 @@ class WorkloadOptions:
     max_iterations: Optional[int] = None
     preempt_policy: str = "none"  # none | per-request | burst (online role only)
     controller_socket: Optional[str] = None
+    controller_timeout_s: float = 5.0  # how long a controller call may go unanswered (control.client.TIMEOUT_S)
     burst_gap_ms: float = 20.0
     open_kfd: bool = False  # open /dev/kfd and RUNTIME_ENABLE first (so scheme A can attach in the lab)
     threads: Optional[int] = None  # torch intra-op threads (CPU); None = torch's default
@@ -315,7 +316,7 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
 
     stop = _StopSignals()
     pol = Policy.make(o.preempt_policy, o.controller_socket, o.burst_gap_ms, client=client, clock=clock,
-                      sleep=stop.sleep)
+                      sleep=stop.sleep, timeout_s=o.controller_timeout_s)
     marks = MarkerWriter(o.trace, "workload")
     res = WorkloadResult(o.role, o.model, dev, 0)
 
