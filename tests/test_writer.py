@@ -65,7 +65,7 @@ def test_markers_from_rows(tmp_path):
     tw.close()
     rows = pq.read_table(tmp_path / "t" / "markers" / "seg-000000.parquet").to_pylist()
     assert rows == [dict(run_id=tw.run_id, ts_ns=5, source="controller", kind="preempt_request", tgid=None, target_tgid=None,
-                         gpu_id=None, scheme="A", queue_ids=[1, 2], seq=1, label=None, value_ns=None)]
+                         gpu_id=None, scheme="A", queue_ids=[1, 2], seq=1, label=None, value_ns=None, container_id=None)]
     meta = json.loads((tmp_path / "t" / "meta.json").read_text())
     assert meta["counters"]["markers_written"] == 1 and meta["labels"] == {"model": "m"}
     assert meta["format"] == "gpreempt-trace" and meta["version"] == 1 and meta["clock"] == "CLOCK_MONOTONIC"
