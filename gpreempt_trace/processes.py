@@ -8,16 +8,18 @@ last_seen_ts_ns and the facts read again (NULL for a process that has exited, or
 belongs to another process). The `processes` view (queries/prelude.sql) folds these rows into one
 per (run_id, tgid).
 
-Facts of a process that is not on this host now (imported debugfs captures) are not read: NULL.
+Facts of a process that is not on this host now (imported debugfs captures) are not read: NULL; nor
+are they when the writer runs outside the host's pid namespace (its /proc numbers other processes).
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Iterable, Optional
 
 import numpy as np
 
-from .containers import PROC, ProcessFacts, read_process
+from .containers import INIT_PIDNS_INO, PROC, ProcessFacts, pidns_inode, read_process
 
 TABLE = "process_reads"
 
@@ -43,7 +45,10 @@ class ProcessLog:
     def __init__(self, tw, source: str, read: bool = True, proc: str = PROC):
         self.tw = tw
         self.source = source
-        self.read = read
+        # pids in rows are host pids: a writer outside the host's pid namespace (a container without
+        # --pid=host) would read another process under the same number, so it reads nothing (NULL facts)
+        own = pidns_inode(os.getpid()) if proc == PROC else INIT_PIDNS_INO
+        self.read = read and own in (None, INIT_PIDNS_INO)
         self.proc = proc
         self.seen: dict[int, list] = {}  # tgid -> [first_ts, last_ts, start_ticks at the first read]
         self.rows_written = 0

@@ -114,3 +114,23 @@ def test_process_log_reads_proc_once_and_again_at_the_end(tmp_path):
         (me, 20, None, True, me), (gone, 30, None, False, None), (me, None, 70, True, me), (gone, None, 30, False, None)]
     assert con.sql("SELECT tgid, first_seen_ts_ns, last_seen_ts_ns, container_id, cgroup IS NOT NULL FROM processes ORDER BY tgid").fetchall() == [
         (me, 20, 70, None, True), (gone, 30, 30, None, False)]
+
+
+def test_outside_the_host_pid_namespace_nothing_is_read(tmp_path):
+    """A writer in its own pid namespace (a container without --pid=host): its /proc numbers other processes
+    than the host pids in the rows, so every fact stays NULL rather than a wrong one."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from gpreempt_trace.trace import TraceWriter; from gpreempt_trace.processes import ProcessLog; "
+            "tw = TraceWriter.create(sys.argv[1], run_id='ns'); log = ProcessLog(tw, 'recorder'); "
+            "log.see(1, 10); log.see(2, 11); log.finish(); tw.close(); print(log.read)")
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("unshare --pid needs root")
+    out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code, str(tmp_path / "t")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+    con = api.connect([str(tmp_path / "t")])
+    assert con.sql("SELECT tgid, ns_tgid, pidns, cgroup, comm, first_seen_ts_ns, last_seen_ts_ns FROM processes ORDER BY tgid").fetchall() == [
+        (1, None, None, None, None, 10, 10), (2, None, None, None, None, 11, 11)]
