@@ -230,6 +230,11 @@ def resolve_container(spec: str, proc: str = PROC, by_container: Optional[dict[s
     spec = spec.strip()
     if not spec:
         raise GptError("--container is empty", "give a container id (docker ps --no-trunc) or a name")
+    if proc == PROC:
+        own = pidns_inode(os.getpid())
+        if own not in (None, INIT_PIDNS_INO):  # this /proc shows one pid namespace's processes, the kernel's pids are the host's
+            raise GptError(f"--container {spec}: this runs in pid namespace pid:[{own}], not the host's",
+                           "run gpreempt-trace on the host, or in its container with docker run --pid=host (gpreempt-trace doctor)")
     running = processes_by_container(proc) if by_container is None else by_container
     if _ID_SPEC.fullmatch(spec):
         low = spec.lower()

@@ -215,3 +215,17 @@ def test_doctor_in_a_new_pid_namespace_for_real():
 ])
 def test_exec_target(cmd, target):
     assert C.exec_target(cmd) == target
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/unshare"), reason="needs root and unshare")
+def test_container_outside_the_host_pid_namespace_is_one_line():
+    import subprocess
+    import sys
+
+    code = ("from gpreempt_trace.containers import resolve_container; from gpreempt_trace.errors import GptError\n"
+            "try:\n    resolve_container('ab' * 6)\nexcept GptError as e:\n    print(e.line())")
+    out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    ns = out.stdout.split("pid:[")[1].split("]")[0] if "pid:[" in out.stdout else "?"
+    assert out.stdout.strip() == (f"--container abababababab: this runs in pid namespace pid:[{ns}], not the host's: run gpreempt-trace "
+                                  "on the host, or in its container with docker run --pid=host (gpreempt-trace doctor)"), out.stderr
+    assert ns != str(C.INIT_PIDNS_INO)
