@@ -78,7 +78,8 @@ class GptGroup(click.Group):
                 names.insert(0, c.info_name)
                 c = c.parent
             where = " ".join(["gpreempt-trace", *names, "--help"])
-            raise CliError(f"{e.format_message().rstrip('.')}: see '{where}'", e.exit_code) from None
+            msg = " ".join(e.format_message().split())  # one line: click lays out some (choices) over several
+            raise CliError(f"{msg.rstrip('.')}: see '{where}'", e.exit_code) from None
         except click.ClickException:
             raise
         except Exception as e:  # noqa: BLE001 - a bug must still end in one line, not a traceback

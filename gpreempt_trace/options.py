@@ -22,6 +22,15 @@ class Number(click.FloatRange):
         return super().convert(v, param, ctx)
 
 
+class Path(click.Path):
+    """click.Path that refuses an empty value (pathlib reads "" as ".", the current directory)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("the path is empty: give a file or directory name.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class SocketPath(click.Path):
     """A Unix socket path: not empty, and short enough for sockaddr_un (107 bytes)."""
 
@@ -50,18 +59,18 @@ def _compose(*decorators):
 
 
 def output_trace(required: bool = True):
-    return click.option("-o", "--output", "output", required=required, type=click.Path(file_okay=False), help="Trace directory to write.")
+    return click.option("-o", "--output", "output", required=required, type=Path(file_okay=False), help="Trace directory to write.")
 
 
 labels = click.option("--label", "labels", multiple=True, metavar="K=V", help="Label stored in meta.json (repeatable), e.g. model=resnet50.")
-traces = click.argument("traces", nargs=-1, required=True, type=click.Path())
+traces = click.argument("traces", nargs=-1, required=True, type=Path())
 output_format = click.option(
     "--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True, help="Output format."
 )
-out_file = click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the result to this file (required for parquet).")
-btf_dir = click.option("--btf", "btf_dir", type=click.Path(), help="Directory laid out like /sys/kernel/btf (files vmlinux, amdgpu).")
-kallsyms = click.option("--kallsyms", "kallsyms", type=click.Path(), help="A /proc/kallsyms copy to plan against instead of the running kernel.")
-debugfs = click.option("--debugfs", "debugfs_dir", type=click.Path(), help="Read a saved capture (files mqds, hqds, rls) instead of the live debugfs.")
+out_file = click.option("--out", "out_file", type=Path(dir_okay=False), help="Write the result to this file (required for parquet).")
+btf_dir = click.option("--btf", "btf_dir", type=Path(), help="Directory laid out like /sys/kernel/btf (files vmlinux, amdgpu).")
+kallsyms = click.option("--kallsyms", "kallsyms", type=Path(), help="A /proc/kallsyms copy to plan against instead of the running kernel.")
+debugfs = click.option("--debugfs", "debugfs_dir", type=Path(), help="Read a saved capture (files mqds, hqds, rls) instead of the live debugfs.")
 json_flag = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 command_args = click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 

@@ -161,9 +161,29 @@ def test_synth_lost_nan_is_a_usage_error_and_writes_nothing(tmp_path):
 
 def test_synth_to_an_empty_path_writes_nothing_here(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert one_line(run("synth", "--scheme", "A", "--events", "1000", "-o", ""), 1) == \
-        "Error: output path is empty: give the trace directory to write with -o, e.g. -o runs/a"
+    assert one_line(run("synth", "--scheme", "A", "--events", "1000", "-o", ""), 2) == \
+        "Error: Invalid value for '-o' / '--output': the path is empty: give a file or directory name: see 'gpreempt-trace synth --help'"
+    from gpreempt_trace import api
+    from gpreempt_trace.errors import GptError
+
+    with pytest.raises(GptError) as e:  # the library too (record, snapshot, synth write through TraceWriter.create)
+        api.synth("", "A", 1000)
+    assert e.value.line() == "output path is empty: give the trace directory to write with -o, e.g. -o runs/a"
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("args, opt", [(["report", "{r1}", "-o", ""], "'-o' / '--output'"), (["query", "events.overview", "{r1}", "--out", ""], "'--out'"),
+                                       (["doctor", "--btf", ""], "'--btf'"), (["doctor", "--kallsyms", ""], "'--kallsyms'")])
+def test_an_empty_path_is_a_usage_error_not_the_current_directory(r1, tmp_path, monkeypatch, args, opt):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    res = run(*[a.format(r1=r1) for a in args])
+    assert one_line(res, 2) == f"Error: Invalid value for {opt}: the path is empty: give a file or directory name: see 'gpreempt-trace {args[0]} --help'"
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_usage_error_listing_choices_is_one_line():
+    assert one_line(run("synth", "-o", "x"), 2) == "Error: Missing option '--scheme'. Choose from: A, B: see 'gpreempt-trace synth --help'"
 
 
 def test_workload_batch_has_an_upper_bound():

@@ -1,10 +1,11 @@
 import click
 
 from .. import demo
+from .. import options as opt
 
 
 @click.command("demo")
-@click.option("-o", "--output", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", "out_dir", default="out/demo", show_default=True, type=opt.Path(file_okay=False),
               help="Folder for the demo's traces and report (replaced on each run).")
 @click.option("--no-record", is_flag=True, help="Skip the eBPF recording step (it needs root/BPF); said so in the output.")
 def command(out_dir, no_record):

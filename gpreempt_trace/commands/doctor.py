@@ -12,7 +12,7 @@ from .. import options
 @options.kallsyms
 @options.btf_dir
 @click.option("--probe", "probes", multiple=True, metavar="NAME", help="Only plan these KFD probes (repeatable).")
-@click.option("--tracefs", "tracefs", type=click.Path(file_okay=False), hidden=True, help="tracefs root to look for kfd:* tracepoints in.")
+@click.option("--tracefs", "tracefs", type=options.Path(file_okay=False), hidden=True, help="tracefs root to look for kfd:* tracepoints in.")
 @options.json_flag
 def command(kallsyms, btf_dir, probes, tracefs, as_json):
     """Check what the running (or a given) kernel lets the recorder attach.

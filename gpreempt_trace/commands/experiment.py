@@ -58,7 +58,7 @@ def command():
               help="Seconds a job may take to start (import torch, warm up) before the run fails.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--in-lab-guest", is_flag=True, hidden=True, help="Set by --lab inside the guest: qemu-tcg labels, KFD runtime, made-up queue ids.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for the traces and the report.")
+@click.option("-o", "--output", required=True, type=opt.Path(file_okay=False), help="Folder for the traces and the report.")
 def ab(lab, no_report, in_lab_guest, **kw):
     """Online request response time with no preemption, scheme A and scheme B, and the offline job's cost:
     doctor first (what cannot run here and why), one trace per scheme and repeat, then the per-scheme

@@ -5,9 +5,9 @@ from .. import options as opt
 
 
 @click.command("export")
-@click.option("--hive", "dest", type=click.Path(file_okay=False), help="Root of a hive-style runs folder (DEST/run_id=…/).")
+@click.option("--hive", "dest", type=opt.Path(file_okay=False), help="Root of a hive-style runs folder (DEST/run_id=…/).")
 @click.option("--perfetto", "perfetto", is_flag=True, help="Write one trace as a Perfetto protobuf trace to -o FILE.")
-@click.option("-o", "--output", "out_file", type=click.Path(dir_okay=False), help="Output file for --perfetto.")
+@click.option("-o", "--output", "out_file", type=opt.Path(dir_okay=False), help="Output file for --perfetto.")
 @opt.traces
 def command(dest, perfetto, out_file, traces):
     """Copy TRACES into DEST/run_id=<id>/ so DuckDB or Spark read them as one data set (--hive), or

@@ -27,7 +27,7 @@ def _target_options(f):
         click.option("--grace", type=U32, default=0, show_default=True, help="Scheme A: SUSPEND_QUEUES grace period in GPU cycles (0: KFD default). Scheme B: only the default exists."),
         click.option("--unchecked-ids", is_flag=True, help="Send --queues as given and report the kernel's per-queue INVALID/ERROR bits."),
         opt.output_trace(required=False),
-        click.option("--kfd-path", default="/dev/kfd", show_default=True, type=click.Path(dir_okay=False),
+        click.option("--kfd-path", default="/dev/kfd", show_default=True, type=opt.Path(dir_okay=False),
                      help="The KFD device (another path only in tests)."),
     ]):
         f = d(f)

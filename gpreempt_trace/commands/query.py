@@ -7,7 +7,7 @@ from ..output import render
 
 @click.command("query")
 @click.argument("name", required=False)
-@click.argument("traces", nargs=-1, type=click.Path())
+@click.argument("traces", nargs=-1, type=opt.Path())
 @click.option("--list", "list_", is_flag=True, help="List the available query modules.")
 @click.option("--param", "params", multiple=True, metavar="K=V", help="Set a module parameter (repeatable).")
 @opt.result_output

@@ -52,7 +52,7 @@ class Seconds(click.FloatRange):
                    "ID: the full id, a unique prefix of at least 12 hex digits, or a name (through the docker or podman CLI).")
 @opt.labels
 @click.option("--duration", "duration_s", type=Seconds(), metavar="S", help="Stop after S seconds.")
-@click.option("--btf", "btf_dir", type=click.Path(exists=True, file_okay=False), help="Directory laid out like /sys/kernel/btf (files vmlinux, amdgpu).")
+@click.option("--btf", "btf_dir", type=opt.Path(exists=True, file_okay=False), help="Directory laid out like /sys/kernel/btf (files vmlinux, amdgpu).")
 @opt.kallsyms
 @click.option("--kfd-path", default="/dev/kfd", show_default=True, metavar="PATH", help="Device whose ioctls the ioctl path records (e.g. /dev/null in tests).")
 @click.option("--ringbuf-mb", type=PowerOfTwo(RINGBUF_MB_MAX), default=32, show_default=True,

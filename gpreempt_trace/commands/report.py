@@ -6,7 +6,7 @@ from .. import options as opt
 
 @click.command("report")
 @opt.traces
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+@click.option("-o", "--output", "out_dir", type=opt.Path(file_okay=False),
               help="Write a self-contained HTML report (index.html + PNG plots) into this folder.")
 @click.option("--max-rows", type=click.IntRange(min=1, max=1_000_000), default=40, show_default=True, help="Rows shown per table.")
 def command(traces, out_dir, max_rows):

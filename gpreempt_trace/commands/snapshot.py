@@ -18,7 +18,7 @@ kind word (mqd/hqd/rls) form one snapshot; baseline*/final*/after* set the phase
 @click.command("import", help=IMPORT_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @opt.output_trace()
 @opt.labels
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=opt.Path())
 def import_command(output, labels, files):
     res = api.snapshot_import(output, list(files), parse_labels(labels))
     click.echo(f"{res.trace}: {res.snapshots} snapshots, {res.rows} rows (run {res.run_id}{', appended' if res.appended else ''})")

@@ -19,7 +19,7 @@ from ..workloads.torch_models import ALIASES, MAX_BATCH, MAX_THREADS, MODELS, Wo
               help="auto picks the GPU when torch sees one (ROCm torch calls it cuda).")
 @click.option("--stream-priority", type=click.Choice(["high", "normal", "low"]), default="normal", show_default=True,
               help="Run on a stream of this priority (ROCm maps it to the KFD queue priority).")
-@click.option("--trace", type=click.Path(file_okay=False), help="Add request/step markers to this trace (e.g. the one `record` writes).")
+@click.option("--trace", type=opt.Path(file_okay=False), help="Add request/step markers to this trace (e.g. the one `record` writes).")
 @click.option("--iterations", "max_iterations", type=click.IntRange(min=1, max=2 ** 63 - 1), help="Stop after this many requests/steps.")
 @click.option("--preempt-policy", type=click.Choice(POLICIES), default="none", show_default=True,
               help="Online: preempt the offline job per request, or per burst of requests (needs --controller-socket).")
@@ -32,7 +32,7 @@ from ..workloads.torch_models import ALIASES, MAX_BATCH, MAX_THREADS, MODELS, Wo
 @click.option("--backend", type=click.Choice(["torch", "numpy"]), default="torch", show_default=True,
               help="numpy: mlp/gemm on the CPU without torch (imports in seconds where torch takes minutes, e.g. the lab).")
 @click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), help="torch CPU threads (default: torch's choice).")
-@click.option("--ready-file", type=click.Path(dir_okay=False), help="Write this file once warmed up (experiments wait for it).")
+@click.option("--ready-file", type=opt.Path(dir_okay=False), help="Write this file once warmed up (experiments wait for it).")
 def command(**kw):
     """Run a built-in torch workload in the ROLE online (an open-loop request stream at --rate) or
     offline (training steps back to back), e.g. under `gpreempt-trace record -- gpreempt-trace workload online`."""
