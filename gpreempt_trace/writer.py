@@ -162,6 +162,12 @@ class SegmentWriter:
         self.rows_written += self._seg_rows
         self.segments_closed += 1
 
+    def cut(self) -> None:
+        """Close the open segment now, with every row handed to the writer so far (flight recorder: a
+        saved window ends at a segment boundary)."""
+        self._flush_group()
+        self._close_segment()
+
     def close(self) -> None:
         self._flush_group()
         self._close_segment()

@@ -5,6 +5,8 @@ import click
 
 from .. import api
 from .. import options as opt
+from ..errors import GptError
+from ..recorder import flight
 from ..recorder.runtime import RINGBUF_MB_MAX, Progress, RecordOptions
 from ..trace import parse_labels
 
@@ -39,6 +41,30 @@ class Seconds(click.FloatRange):
         return super().convert(v, param, ctx)
 
 
+class KeepType(click.ParamType):
+    """--keep: a time (10m) or a size (2GiB), checked by recorder/flight.py (a one-line usage error)."""
+
+    name = "time|size"
+
+    def convert(self, value, param, ctx):
+        try:
+            flight.parse_keep(value)
+        except GptError as e:
+            self.fail(f"{e.what}: {e.hint}.", param, ctx)
+        return value
+
+
+class TriggerType(click.ParamType):
+    name = "list"
+
+    def convert(self, value, param, ctx):
+        try:
+            flight.parse_triggers(value)
+        except GptError as e:
+            self.fail(f"{e.what}: {e.hint}.", param, ctx)
+        return value
+
+
 @click.command("record", context_settings={"ignore_unknown_options": False})
 @opt.output_trace()
 @click.option("--probes", default=None, metavar="kfd,ioctl",
@@ -57,6 +83,15 @@ class Seconds(click.FloatRange):
 @click.option("--kfd-path", default="/dev/kfd", show_default=True, metavar="PATH", help="Device whose ioctls the ioctl path records (e.g. /dev/null in tests).")
 @click.option("--ringbuf-mb", type=PowerOfTwo(RINGBUF_MB_MAX), default=32, show_default=True,
               help=f"Ring buffer size in MiB (a power of two from 1 to {RINGBUF_MB_MAX}).")
+@click.option("--keep", type=KeepType(), metavar="TIME|SIZE",
+              help="Flight recorder: keep only the newest segments on disk, the last TIME (10m, 1h) or SIZE (2GiB); "
+                   "older ones are deleted whole and counted in meta.json.")
+@click.option("--trigger", "triggers", type=TriggerType(), metavar="LIST",
+              help="Save the kept window plus --after seconds as OUT/triggered/<UTC time>-<cause>/ when a row of one of "
+                   "these comes: queue_reset, hws_hang, preempt_over=T (a preemption whose kernel-measured dur_ns "
+                   "exceeds T, e.g. 5ms). SIGUSR1 saves one too (cause signal). Recording goes on.")
+@click.option("--after", "after_s", type=click.FloatRange(min=0, max=MAX_SECONDS), default=5.0, show_default=True, metavar="S",
+              help="Seconds a saved window runs past its trigger.")
 @click.option("--snapshot-interval", "snapshot_interval_s", type=Seconds(), metavar="S", help="Also snapshot KFD debugfs every S seconds.")
 @opt.debugfs
 @click.option("--print-bpf", is_flag=True, help="Print the BPF program and its cflags, and exit.")

@@ -37,7 +37,7 @@ from ..launcher import Launcher
 from ..processes import ProcessLog
 from ..trace import META, TraceWriter, already_a_trace
 from ..writer import DEFAULT_SEGMENT_S
-from . import ioctls
+from . import flight, ioctls
 from .ring import RingReader
 
 TRACERS = resources.tracers()
@@ -90,6 +90,9 @@ class RecordOptions:
     snapshot_interval_s: float | None = None
     debugfs_dir: str | None = None
     stop_drain_s: float = STOP_DRAIN_S
+    keep: str | None = None  # --keep 10m | 2GiB: flight recorder, only the newest segments stay (recorder/flight.py)
+    triggers: str | None = None  # --trigger queue_reset,hws_hang,preempt_over=5ms: save the kept window
+    after_s: float = 5.0  # --after: seconds a saved window runs past its trigger
 
     def __post_init__(self):
         if self.probes is None or isinstance(self.probes, str):
@@ -121,6 +124,7 @@ class RecordResult:
     attach_plan: list[dict]
     missed: int | None = None  # meta counters.events_missed
     unread_at_stop: int = 0  # of `lost`: left in the ring when the stop deadline passed
+    saved: list = field(default_factory=list)  # flight recorder: the trace directories saved under OUT/triggered
 
     def summary_line(self) -> str:
         lost = "lost: unknown (the kernel's loss counter could not be read)" if self.lost is None else f"{self.lost} lost"
@@ -131,6 +135,8 @@ class RecordResult:
             line += " (hint: raise --ringbuf-mb or narrow the filter with -p)"
         if self.missed:
             line += f"; {self.missed} program runs skipped by the kernel (another BPF program was active on that CPU)"
+        if self.saved:
+            line += f"; {len(self.saved)} window{'s' if len(self.saved) > 1 else ''} saved under {self.path / 'triggered'}"
         return line
 
 
@@ -304,6 +310,8 @@ class Recorder:
         self._bpf = None
         self._containers = None  # ContainerFilter of --container (set by _check)
         self._guard = None  # OffsetGuard once recording
+        self._flight = None  # FlightRecorder (recorder/flight.py) once recording
+        self._save_requests = 0  # SIGUSR1s received: each saves the kept window (cause "signal")
 
     # ---- building -------------------------------------------------------------------------------
     def build(self) -> Program:
@@ -386,6 +394,12 @@ class Recorder:
             raise GptError(f"--snapshot-interval {o.snapshot_interval_s} is not positive", "give seconds, e.g. --snapshot-interval 1")
         if o.btf_dir is not None and not Path(o.btf_dir).is_dir():
             raise GptError(f"--btf {o.btf_dir} is not a directory", "give a directory laid out like /sys/kernel/btf")
+        if o.keep is not None:
+            flight.parse_keep(o.keep)
+        if o.triggers is not None:
+            flight.parse_triggers(o.triggers)
+        if not o.after_s >= 0:
+            raise GptError(f"--after {o.after_s} is not a number of seconds >= 0", "give e.g. --after 5")
         p = Path(o.output)
         if (p / META).exists():  # one run per trace: a second record never touches the first one's meta
             raise already_a_trace(p)
@@ -465,6 +479,10 @@ class Recorder:
             self._guard = _offset_guard(prog)
             # Parquet encoding overlaps the ring reads and decoding
             writer = tw.writer("events", background=True, group_ms=EVENTS_GROUP_MS)
+            self._flight = flight.FlightRecorder(
+                tw, flight.parse_keep(o.keep) if o.keep else None, flight.parse_triggers(o.triggers) if o.triggers else None,
+                o.after_s, lost=self._lost_now)
+            tw.meta["recorder"]["flight"] = self._flight.meta()
             if snap:
                 snap.take("baseline")
             self._lost_now()  # opens gpt_lost: every map is open now (BCC builds their key/leaf readers lazily)
@@ -481,6 +499,7 @@ class Recorder:
             if snap:
                 snap.take("after")
         finally:
+            usr1 = {s: handlers.pop(s) for s in (signal.SIGUSR1,) if s in handlers}  # restored once the trace is closed
             self._restore_signals(handlers)
             if launcher is not None:
                 launcher.close()  # stops a command still running (an error above), closes its markers
@@ -504,13 +523,19 @@ class Recorder:
             self._plog.finish()  # those still alive read again; gone ones: NULL facts
             if snap is not None:
                 snap.plog.finish()
+            if self._flight is not None:
+                for w in tw.writers.values():
+                    w.close()  # a save still pending ends with every row written (tw.close closes them again: no-op)
+                self._flight.close(time.monotonic_ns())
             tw.close()
             if bpf is not None:
                 bpf.cleanup()
+            self._restore_signals(usr1)
         seg = tw.writers["events"].segments_closed if "events" in tw.writers else 0
         rows = tw.meta.get("attach_plan", [])
         return RecordResult(tw.path, tw.meta["counters"]["events_written"], seg, lost, exit_code,
-                            time.monotonic() - t0, rows, tw.meta["counters"].get("events_missed"), self._unread)
+                            time.monotonic() - t0, rows, tw.meta["counters"].get("events_missed"), self._unread,
+                            list(self._flight.saved) if self._flight is not None else [])
 
     def _attach(self, bpf, prog: Program) -> None:
         for r in prog.rows:  # BCC attached the TRACEPOINT_PROBEs while loading
@@ -580,20 +605,32 @@ class Recorder:
         exit_code = None
         stop_pos = None  # ring producer position when the stop began: later records are after the run
         stop_by = 0.0  # monotonic deadline of the final drain
+        fl_signals = 0  # SIGUSR1s served
+        last_flight = 0.0  # the flight recorder's last tick (one per DECODE_EVERY_S, or when a save is due)
         while True:
             n = ring.read_into(batch[pending_n:], until=stop_pos)
             pending_n += n
             total += n
             now = time.monotonic()
-            if pending_n and (pending_n >= BATCH_RECORDS or now - last_decode >= DECODE_EVERY_S or stop_pos is not None):
+            fl, now_ns = self._flight, time.monotonic_ns()
+            if pending_n and (pending_n >= BATCH_RECORDS or now - last_decode >= DECODE_EVERY_S or stop_pos is not None
+                              or (fl is not None and fl.due(now_ns))):  # a saved window is cut after what was read
                 self._check_offsets(batch[:pending_n])
                 tbl = decoder.decode(batch[:pending_n])
                 self._plog.see_table(tbl)  # a process's first event: its /proc facts are read now
                 writer.append_table(tbl)
+                if fl is not None:
+                    fl.check(tbl, now_ns)  # --trigger: a decoded row starts a save
                 pending_n, last_decode = 0, now
             elif not pending_n and now - last_decode >= DECODE_EVERY_S:
                 last_decode = now  # nothing to decode: the next read is one period from now
             tw.tick()
+            if fl is not None and (now - last_flight >= DECODE_EVERY_S or fl.due(now_ns) or self._save_requests > fl_signals):
+                while self._save_requests > fl_signals:  # SIGUSR1: save the kept window
+                    fl_signals += 1
+                    fl.trigger("signal", {"signal": "SIGUSR1"}, now_ns)
+                fl.tick(now_ns)  # retention; link, cut and finish a pending save
+                last_flight = now
             if now - last_release >= RELEASE_EVERY_S:
                 release_freed_memory()
                 last_release = now
@@ -676,12 +713,19 @@ class Recorder:
             self._signals += 1
             self._stop_reason = self._stop_reason or signal.Signals(signum).name
 
+        def save(_signum, _frame):
+            self._save_requests += 1  # served by the record loop (one during start-up: once recording)
+
         old = {}
         for s in (signal.SIGINT, signal.SIGTERM):
             try:
                 old[s] = signal.signal(s, stop)
             except ValueError:  # not the main thread
                 pass
+        try:
+            old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, save)  # its default action killed record (exit 138)
+        except ValueError:
+            pass
         return old
 
     def _restore_signals(self, old: dict) -> None:
