@@ -380,3 +380,14 @@ def test_sigterm_while_compiling_closes_the_trace(tmp_path):
     assert meta["stop_ns"] is not None and meta["recorder"]["stop_reason"] == "SIGTERM during start-up (compiling the BPF program)"
     assert meta["counters"]["events_written"] == 0
     assert run("query", "events.overview", t, "--format", "csv").exit_code == 0
+
+
+def test_workload_with_a_controller_answering_non_utf8_is_one_error_line(fake_service):
+    s = fake_service(b"\xff\xfe\n")
+    res = run("workload", "online", "--backend", "numpy", "--duration", "0.5", "--preempt-policy", "per-request", "--controller-socket", s)
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output and "internal error" not in res.output
+    lines = res.output.splitlines()
+    assert [ln for ln in lines if ln.startswith("Error:")] == [lines[-1]]
+    assert lines[-1] == (f"Error: {s} answered preempt with b'\\xff\\xfe', not a preempt service answer (a JSON object with \"ok\": true|false): "
+                         "give the socket of `gpreempt-trace preempt serve`")

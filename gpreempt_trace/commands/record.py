@@ -90,7 +90,7 @@ class TriggerType(click.ParamType):
               help="Save the kept window plus --after seconds as OUT/triggered/<UTC time>-<cause>/ when a row of one of "
                    "these comes: queue_reset, hws_hang, preempt_over=T (a preemption whose kernel-measured dur_ns "
                    "exceeds T, e.g. 5ms). SIGUSR1 saves one too (cause signal). Recording goes on.")
-@click.option("--after", "after_s", type=click.FloatRange(min=0, max=MAX_SECONDS), default=5.0, show_default=True, metavar="S",
+@click.option("--after", "after_s", type=opt.Number(min=0, max=MAX_SECONDS), default=5.0, show_default=True, metavar="S",
               help="Seconds a saved window runs past its trigger.")
 @click.option("--snapshot-interval", "snapshot_interval_s", type=Seconds(), metavar="S", help="Also snapshot KFD debugfs every S seconds.")
 @opt.debugfs

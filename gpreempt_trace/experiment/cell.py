@@ -49,6 +49,9 @@ class CellSpec:
         return "none" if self.scheme == "none" else self.policy
 
 
+LAB_CONTROLLER_TIMEOUT_S = 60  # workload --controller-timeout in the lab guest (the default, 5 s, is for hardware)
+
+
 @dataclass
 class CellResult:
     trace: str
@@ -183,6 +186,8 @@ class Cell:
                 self._start("controller", _cli(*ctl))
                 self._wait_for("controller service", sock.exists, "controller", s.warmup_timeout_s)
                 online += ["--controller-socket", str(sock), "--burst-gap-ms", str(s.burst_gap_ms)]
+                if s.open_kfd:  # the lab guest (QEMU TCG): a ptrace + DBG_TRAP call may take seconds there
+                    online += ["--controller-timeout", str(LAB_CONTROLLER_TIMEOUT_S)]
             self._snapshot("during")
             p = self._start("online", _cli(*online))
             try:
