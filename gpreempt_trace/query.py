@@ -8,8 +8,10 @@ module (dots become underscores).
 """
 from __future__ import annotations
 
+import os
 import re
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -20,7 +22,7 @@ import pyarrow.parquet as pq
 
 from . import resources, schema, uapi
 from .errors import QueryError
-from .trace import TABLE_NAMES, find_traces, segment_files
+from .trace import TABLE_NAMES, find_traces, hold_for_reading, segment_files
 
 QUERIES_DIR = resources.queries()
 PRELUDE = "prelude"  # queries/prelude.sql: the plain-duckdb setup, not a module
@@ -182,6 +184,10 @@ def connect(paths: Iterable[str], con: duckdb.DuckDBPyConnection | None = None) 
     con = con or duckdb.connect()
     con.execute("SET parquet_metadata_cache = true")  # every view that reads a table binds its files again
     con.execute("SET enable_progress_bar = false")  # DuckDB drew one bar per long query on stderr, even into logs
+    for t in traces:  # a flight recorder (record --keep) deletes none of its segments while the connection lives
+        fd = hold_for_reading(t)
+        if fd is not None:
+            weakref.finalize(con, os.close, fd)
     for table in TABLE_NAMES:
         files = _good_segments(traces, table)
         con.execute(_empty_table_ddl(table))

@@ -1,6 +1,7 @@
 """Trace directory format v1 (docs/trace-format.md): meta.json + events/ markers/ snapshots/ process_reads/."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -321,6 +322,25 @@ def table_on_disk(trace: str | os.PathLike, table: str) -> TableOnDisk:
             out.min_ts_ns = st.min if out.min_ts_ns is None else min(out.min_ts_ns, st.min)
             out.max_ts_ns = st.max if out.max_ts_ns is None else max(out.max_ts_ns, st.max)
     return out
+
+
+READERS_LOCK = ".readers.lock"  # record --keep deletes segments only while no reader holds this file shared
+
+
+def hold_for_reading(trace: str | os.PathLike) -> int | None:
+    """Hold a trace's readers lock, shared, when it has one (a flight recorder writes it: `record --keep`
+    deletes old segments only under an exclusive lock, so none a reader listed vanishes before it is
+    read). Returns the file descriptor to close when done reading, or None when there is no lock."""
+    try:
+        fd = os.open(Path(trace) / READERS_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def disk_counters(trace: str | os.PathLike) -> dict[str, int]:

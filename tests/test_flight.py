@@ -238,3 +238,20 @@ def test_a_saved_window_opens_in_every_query_the_report_and_perfetto(tmp_path):
     # deleted from the run after the save, is still in it
     assert json.loads((saved / "meta.json").read_text())["start_ns"] == 0
     assert not (r.tw.path / "events" / r.names[0]).exists() and (saved / "events" / r.names[0]).exists()
+
+
+def test_retention_never_deletes_a_segment_while_a_reader_has_the_trace_open(tmp_path):
+    """A query connection holds the trace's readers lock (shared) from before it lists the segments until
+    it is closed: retention waits (deletions_deferred) and deletes the same segments afterwards."""
+    import gc
+
+    r = Run(tmp_path / "t", keep=F.Keep(seconds=1.0))
+    names = [r.second(k) for k in range(4)]
+    con = query.connect([str(r.tw.path)])
+    r.fl.tick(10 * S)  # every segment is old, but a reader listed them
+    assert r.on_disk() == names and r.fl.deferred == 1
+    assert con.execute("SELECT count(*) FROM events").fetchone() == (12,)  # what it listed still reads
+    del con
+    gc.collect()
+    r.fl.tick(10 * S)
+    assert r.on_disk() == [] and r.fl.segments_deleted == 4 and r.fl.deferred == 1

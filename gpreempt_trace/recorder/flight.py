@@ -30,7 +30,7 @@ be later than stop_ns.
 from __future__ import annotations
 
 import copy
-import json
+import fcntl
 import os
 import re
 import time
@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import GptError
-from ..trace import COUNTER_OF_TABLE, META, TABLE_NAMES, _write_json_atomic
+from ..trace import COUNTER_OF_TABLE, META, READERS_LOCK, TABLE_NAMES, _write_json_atomic
 from ..writer import SCHEMA_FILE
 
 TRIGGERED = "triggered"
@@ -200,6 +200,10 @@ class FlightRecorder:
         self.pending: Save | None = None
         self.saved: list[Path] = []
         self._wall_offset = time.time_ns() - time.monotonic_ns()
+        self.deferred = 0  # retention passes skipped because a reader (query, report) held the trace
+        self._lock_fd = None
+        if keep is not None:  # readers hold it shared (trace.hold_for_reading); deletion takes it exclusively
+            self._lock_fd = os.open(self.path / READERS_LOCK, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     # -- the record loop's entry points ---------------------------------------------------------------
     def check(self, tbl: pa.Table, now_ns: int) -> int:
@@ -283,10 +287,13 @@ class FlightRecorder:
         c["segments_deleted"] = self.segments_deleted
         c["bytes_deleted"] = self.bytes_deleted
         self.tw.meta.setdefault("recorder", {})["flight"] = self.meta()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def meta(self) -> dict:
         return {"keep": self.keep.as_dict() if self.keep else None, "triggers": self.triggers.as_dict(),
-                "after_s": self.after_ns / 1e9, "deleted_upto_ns": self.deleted_upto_ns,
+                "after_s": self.after_ns / 1e9, "deleted_upto_ns": self.deleted_upto_ns, "deletions_deferred": self.deferred,
                 "saved": [str(p.relative_to(self.path)) for p in self.saved]}
 
     # -- internals ----------------------------------------------------------------------------------------
@@ -363,6 +370,20 @@ class FlightRecorder:
             return
         order = sorted((s for s in self.kept.values() if s.table in KEEP_TABLES), key=lambda s: (s.max_ts_ns, s.table, s.name))
         total = sum(s.bytes for s in self.kept.values())
+        if not order or (order[0].max_ts_ns >= now_ns - int(self.keep.seconds * 1e9) if self.keep.seconds is not None
+                         else total <= self.keep.bytes):
+            return  # nothing to delete
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a reader listed the segments and has not finished: delete on a later tick
+            self.deferred += 1
+            return
+        try:
+            self._delete(order, total, now_ns)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _delete(self, order: list[Segment], total: int, now_ns: int) -> None:
         for seg in order:
             if self.keep.seconds is not None:
                 if seg.max_ts_ns >= now_ns - int(self.keep.seconds * 1e9):
