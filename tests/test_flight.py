@@ -34,7 +34,7 @@ def test_keep_and_trigger_parsing():
     assert F.parse_triggers("queue_reset,hws_hang,preempt_over=5ms") == F.Triggers(("queue_reset", "hws_hang"), 5 * MS)
     assert F.parse_triggers("preempt_over=250us") == F.Triggers((), 250_000)
     for bad in ("", "0", "-1m", "10 parsecs", "GiB", "nan"):
-        with pytest.raises(GptError, match="is not a time or a size"):
+        with pytest.raises(GptError, match="is not a positive time or size"):
             F.parse_keep(bad)
     for bad, msg in (("gpu_reset", "unknown trigger 'gpu_reset'"), ("preempt_over", "unknown trigger 'preempt_over'"),
                      ("preempt_over=5", "'5' is not a duration"), ("queue_reset=1", "unknown trigger"), (",", "no trigger given")):
@@ -255,3 +255,25 @@ def test_retention_never_deletes_a_segment_while_a_reader_has_the_trace_open(tmp
     gc.collect()
     r.fl.tick(10 * S)
     assert r.on_disk() == [] and r.fl.segments_deleted == 4 and r.fl.deferred == 1
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--keep", "10parsecs"], "Error: Invalid value for '--keep': '10parsecs' is not a positive time or size: give e.g. --keep 10m "
+                              "(s, m, h, d) or --keep 2GiB (MB, GB, MiB, GiB)"),
+    (["--keep", "0"], "Error: Invalid value for '--keep': '0' is not a positive time or size: give e.g. --keep 10m "
+                      "(s, m, h, d) or --keep 2GiB (MB, GB, MiB, GiB)"),
+    (["--trigger", "gpu_reset"], "Error: Invalid value for '--trigger': unknown trigger 'gpu_reset': choose from queue_reset, "
+                                 "hws_hang, preempt_over=T (e.g. 5ms)"),
+    (["--trigger", "preempt_over=5"], "Error: Invalid value for '--trigger': '5' is not a duration: give a number and a unit: "
+                                      "ns, us, ms, s (e.g. 5ms)"),
+    (["--after", "-1"], "Error: Invalid value for '--after': -1.0 is not in the range 0<=x<=10000000"),
+])
+def test_bad_flight_options_are_a_one_line_usage_error(tmp_path, args, line):
+    from click.testing import CliRunner
+
+    from gpreempt_trace.cli import main
+
+    res = CliRunner().invoke(main, ["record", "-o", str(tmp_path / "t"), "--kfd-path", "/dev/null", *args])
+    assert res.exit_code == 2
+    assert res.output.splitlines() == [line + ": see 'gpreempt-trace record --help'"]
+    assert not (tmp_path / "t").exists()

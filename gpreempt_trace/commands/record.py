@@ -50,7 +50,7 @@ class KeepType(click.ParamType):
         try:
             flight.parse_keep(value)
         except GptError as e:
-            self.fail(f"{e.what}: {e.hint}.", param, ctx)
+            self.fail(f"{e.what.removeprefix('--keep ')}: {e.hint}.", param, ctx)
         return value
 
 

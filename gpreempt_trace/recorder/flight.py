@@ -83,7 +83,7 @@ def parse_keep(text: str) -> Keep:
         v = int(float(m.group(1)) * _SIZE_UNITS[unit])
         if v > 0:
             return Keep(bytes=v)
-    raise GptError(f"--keep {text!r} is not a time or a size", "give e.g. --keep 10m (s, m, h, d) or --keep 2GiB (MB, GB, MiB, GiB)")
+    raise GptError(f"--keep {text!r} is not a positive time or size", "give e.g. --keep 10m (s, m, h, d) or --keep 2GiB (MB, GB, MiB, GiB)")
 
 
 def parse_duration_ns(text: str) -> int:
