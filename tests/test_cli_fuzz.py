@@ -137,7 +137,16 @@ def cases(seed: int) -> list[tuple[str, list[str], str]]:
                     continue
                 out.append((f"{' '.join(path)} {name} {v!r}", [*path, *base, name, v], "bad"))
                 singles.setdefault(path, []).append((name, v))
-            if p.required:  # left out: one line naming it
+        for p in cmd.params:  # positional arguments: a trace that is none (absent, a file, an empty folder, "")
+            if isinstance(p, click.Argument) and p.name == "traces" and "{trace}" in base:
+                for v in ("{absent}", "{file}", "{dir}", ""):
+                    out.append((f"{' '.join(path)} {p.name}={v!r}", [*path, *[v if a == "{trace}" else a for a in base]], "bad"))
+            if isinstance(p, click.Argument) and p.name == "name":
+                for v in ("nope", "", "{file}", "{absent}.sql", "{badsql}"):
+                    out.append((f"{' '.join(path)} {p.name}={v!r}", [*path, v, *base[1:]], "bad"))
+        for p in cmd.params:
+            if p.required and isinstance(p, click.Option):  # left out: one line naming it
+                name = max(p.opts, key=len)
                 drop = [a for i, a in enumerate(base) if a not in p.opts and (i == 0 or base[i - 1] not in p.opts)]
                 out.append((f"{' '.join(path)} without {name}", [*path, *drop], "bad"))
     rng = random.Random(seed)
@@ -157,8 +166,9 @@ def world(tmp_path_factory):
     trace, trace2 = two_runs(root / "runs")
     (root / "a_file").write_text("x")
     (root / "a_dir").mkdir()
+    (root / "bad.sql").write_text("SELECT FROM WHERE;")
     return {"root": root, "trace": str(trace), "trace2": str(trace2), "nosock": str(root / "no.sock"),
-            "file": str(root / "a_file"), "dir": str(root / "a_dir"), "absent": str(root / "absent" / "x")}
+            "file": str(root / "a_file"), "badsql": str(root / "bad.sql"), "dir": str(root / "a_dir"), "absent": str(root / "absent" / "x")}
 
 
 def _fill(argv: list[str], world: dict, work: Path, t: Path | None) -> list[str]:
