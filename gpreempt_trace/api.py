@@ -58,6 +58,7 @@ def export_hive(traces: Iterable[str], dest: str) -> list[Path]:
             here = Path(d)
             table = here.parent == t and here.name in TABLE_NAMES
             return [n for n in names if (n.startswith(".") and n.endswith(".tmp"))
+                    or (here == t and n in ("triggered", ".readers.lock"))  # flight recorder windows: traces of their own
                     or (table and n.endswith(".parquet") and n != SCHEMA_FILE and here / n not in keep)]
 
         shutil.copytree(t, target, ignore=ignore)

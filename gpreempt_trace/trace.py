@@ -262,6 +262,10 @@ def find_traces(paths: Iterable[str | os.PathLike]) -> list[Path]:
         if not p.is_dir():
             raise NotATrace(f"{p} is not a trace directory", "give a directory written by `gpreempt-trace record`")
         found = sorted(m.parent for m in p.rglob(META))
+        # a trace inside another's directory (a flight recorder's triggered/<window>/, same run_id) is read
+        # only when named itself: found under the folder above, its rows would count twice
+        roots = set(found)
+        found = [f for f in found if not any(a in roots for a in f.parents)]
         if not found:
             raise NotATrace(f"{p} is not a trace (no {META} in it or below)", "give a trace directory or a folder of traces")
         for f in found:

@@ -277,3 +277,20 @@ def test_bad_flight_options_are_a_one_line_usage_error(tmp_path, args, line):
     assert res.exit_code == 2
     assert res.output.splitlines() == [line + ": see 'gpreempt-trace record --help'"]
     assert not (tmp_path / "t").exists()
+
+
+def test_saved_windows_are_read_only_when_named(tmp_path):
+    """A folder holding a flight recorder's trace finds the run once (not its windows below it, which
+    carry the same run_id); the hive export copies the run without triggered/ or the readers lock."""
+    r = Run(tmp_path / "runs" / "t", keep=F.Keep(seconds=100.0))
+    r.second(0)
+    r.fl.trigger("signal", {"signal": "SIGUSR1"}, 1 * S)
+    r.fl.close(1 * S)
+    r.tw.close()
+    saved = r.fl.saved[0]
+    assert T.find_traces([tmp_path / "runs"]) == [r.tw.path]
+    assert T.find_traces([saved]) == [saved]
+    assert T.find_traces([tmp_path / "runs", saved]) == [r.tw.path, saved]
+    out = api.export_hive([str(r.tw.path)], str(tmp_path / "hive"))
+    assert sorted(p.name for p in out[0].iterdir()) == ["events", "markers", "meta.json", "process_reads", "snapshots"]
+    assert query.run("events.overview", [str(tmp_path / "runs")]).num_rows == query.run("events.overview", [str(saved)]).num_rows
