@@ -391,3 +391,17 @@ def test_workload_with_a_controller_answering_non_utf8_is_one_error_line(fake_se
     assert [ln for ln in lines if ln.startswith("Error:")] == [lines[-1]]
     assert lines[-1] == (f"Error: {s} answered preempt with b'\\xff\\xfe', not a preempt service answer (a JSON object with \"ok\": true|false): "
                          "give the socket of `gpreempt-trace preempt serve`")
+
+
+@pytest.mark.parametrize("value", ["", " , "])
+def test_record_empty_probes_is_not_the_default(tmp_path, value):
+    assert one_line(run("record", "-o", tmp_path / "t", "--probes", value, "--duration", "1"), 1) == \
+        "Error: no probe group given: choose from kfd,ioctl"
+    assert not (tmp_path / "t").exists()
+
+
+@root_only
+def test_record_empty_kfd_path_is_named(tmp_path):
+    assert one_line(run("record", "-o", tmp_path / "t", "--probes", "ioctl", "--kfd-path", "", "--duration", "1"), 1) == \
+        "Error: --kfd-path is empty: give the KFD device node (/dev/kfd) with --kfd-path"
+    assert not (tmp_path / "t").exists()

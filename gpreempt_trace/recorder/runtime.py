@@ -225,7 +225,7 @@ def release_compiler_memory(maps: str = "/proc/self/maps") -> int:
 
 
 def parse_probes(spec: str | tuple[str, ...] | None) -> tuple[tuple[str, ...], bool]:
-    if not spec:
+    if spec is None:  # not given: both ("" is bad input, not the default)
         return PROBE_GROUPS, False
     items = spec if isinstance(spec, tuple) else tuple(s.strip() for s in spec.split(",") if s.strip())
     for p in items:
@@ -238,6 +238,8 @@ def parse_probes(spec: str | tuple[str, ...] | None) -> tuple[tuple[str, ...], b
 
 def kernel_rdev(path: str) -> int:
     """The kernel-internal dev_t (MAJOR << 20 | MINOR) of a character device, as inode->i_rdev holds it."""
+    if not path:
+        raise GptError("--kfd-path is empty", "give the KFD device node (/dev/kfd) with --kfd-path")
     try:
         st = os.stat(path)
     except FileNotFoundError:
