@@ -485,6 +485,7 @@ class Recorder:
                 tw, flight.parse_keep(o.keep) if o.keep else None, flight.parse_triggers(o.triggers) if o.triggers else None,
                 o.after_s, lost=self._lost_now)
             tw.meta["recorder"]["flight"] = self._flight.meta()
+            tw.save_meta()
             if snap:
                 snap.take("baseline")
             self._lost_now()  # opens gpt_lost: every map is open now (BCC builds their key/leaf readers lazily)
