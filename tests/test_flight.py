@@ -294,3 +294,23 @@ def test_saved_windows_are_read_only_when_named(tmp_path):
     out = api.export_hive([str(r.tw.path)], str(tmp_path / "hive"))
     assert sorted(p.name for p in out[0].iterdir()) == ["events", "markers", "meta.json", "process_reads", "snapshots"]
     assert query.run("events.overview", [str(tmp_path / "runs")]).num_rows == query.run("events.overview", [str(saved)]).num_rows
+
+
+def test_a_table_folder_unchanged_for_a_second_is_not_listed_again(tmp_path, monkeypatch):
+    import time
+
+    r = Run(tmp_path / "t", keep=F.Keep(seconds=100.0))
+    a = r.second(0)
+    d = r.tw.path / "events"
+    listed = []
+    real = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p: listed.append(os.path.basename(p)) or real(p))
+    past = time.time_ns() - 10 * S
+    os.utime(d, ns=(past, past))
+    r.fl.tick(1 * S)
+    assert ("events", a) in r.fl.kept and listed.count("events") == 1
+    r.fl.tick(1 * S + 100 * MS)  # unchanged for more than a second: not listed
+    assert listed.count("events") == 1
+    b = r.second(1)  # a segment closed: the folder's mtime moved
+    r.fl.tick(2 * S)
+    assert listed.count("events") == 2 and ("events", b) in r.fl.kept

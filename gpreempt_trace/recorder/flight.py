@@ -200,6 +200,7 @@ class FlightRecorder:
         self.pending: Save | None = None
         self.saved: list[Path] = []
         self._wall_offset = time.time_ns() - time.monotonic_ns()
+        self._dir_mtime: dict[str, int] = {}  # table folder -> its mtime at the last scan
         self.deferred = 0  # retention passes skipped because a reader (query, report) held the trace
         self._lock_fd = None
         if keep is not None:  # readers hold it shared (trace.hold_for_reading); deletion takes it exclusively
@@ -301,6 +302,13 @@ class FlightRecorder:
         for table in TABLE_NAMES:
             d = self.path / table
             try:
+                # a folder unchanged since the last scan (its mtime moves on every rename and unlink) is not
+                # listed again: days of segments are not read 10 times a second; within 1 s of a change it
+                # is (a coarse mtime could hide a second change in the same tick)
+                mtime = d.stat().st_mtime_ns
+                if self._dir_mtime.get(table) == mtime and time.time_ns() - mtime > 10 ** 9:
+                    continue
+                self._dir_mtime[table] = mtime
                 names = [e.name for e in os.scandir(d) if e.name.endswith(".parquet") and not e.name.startswith(".")
                          and e.name != SCHEMA_FILE]
             except OSError:
