@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,6 +377,33 @@ class ContainerFilter:
                 "pidns": sorted(self.pidns), "shares_host_pidns": self.shares_host_pidns}
 
 
+def uses_kfd(pid: int, kfd_path: str = "/dev/kfd") -> bool:
+    """The process has the KFD device open (an fd link) or mapped (/proc/PID/maps)."""
+    real = os.path.realpath(kfd_path)
+    try:
+        st = os.stat(kfd_path)
+        rdev = st.st_rdev if stat.S_ISCHR(st.st_mode) else None
+    except OSError:
+        rdev = None
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in (kfd_path, real):
+                    return True
+                # the same device opened in another mount namespace (a container's /dev): the link's text
+                # differs, the character device does not
+                if rdev is not None:
+                    s = os.stat(f"/proc/{pid}/fd/{fd}")
+                    if stat.S_ISCHR(s.st_mode) and s.st_rdev == rdev:
+                        return True
+            except OSError:
+                continue
+        with open(f"/proc/{pid}/maps") as f:
+            return any(line.rstrip().endswith((" " + kfd_path, " " + real)) for line in f)
+    except OSError:
+        return False
+
+
 # ---- preempt --container ID [--ns-pid N]: the controller's target ----------------------------------------
 
 def ns_pid_of(tgid: int, proc: str = PROC) -> Optional[int]:
@@ -387,8 +415,6 @@ def resolve_target(spec: str, ns_pid: Optional[int] = None, kfd_path: str = "/de
     """The host pid of the controller's target in container `spec`: the process whose in-container pid
     is `ns_pid`, else the one process of the container with `kfd_path` open. KFD's DBG_TRAP takes the
     pid in the CALLER's pid namespace: a controller on the host must name the host pid."""
-    from .control.checks import uses_kfd
-
     c = resolve_container(spec, proc)
 
     def desc(t: int) -> str:
@@ -418,52 +444,3 @@ def resolve_target(spec: str, ns_pid: Optional[int] = None, kfd_path: str = "/de
 # ---- doctor: is gpreempt-trace itself running in a container? -------------------------------------------
 
 INIT_PIDNS_INO = 0xEFFFFFFC  # PROC_PID_INIT_INO: the inode of the initial (host) pid namespace, on every kernel
-CAPS_NEEDED = {21: "SYS_ADMIN", 38: "PERFMON", 39: "BPF", 19: "SYS_PTRACE"}  # bit -> docker --cap-add name
-# what a tools container needs: the host's pids and /proc, BPF and ptrace, the kernel's debugfs, tracefs,
-# BTF, modules/headers (BCC) and the KFD device
-DOCKER_RUN = ("docker run --rm -it --pid=host --privileged "
-              "-v /sys/kernel/debug:/sys/kernel/debug -v /sys/kernel/tracing:/sys/kernel/tracing "
-              "-v /sys/kernel/btf:/sys/kernel/btf:ro -v /lib/modules:/lib/modules:ro -v /usr/src:/usr/src:ro "
-              "--device /dev/kfd IMAGE gpreempt-trace ...")
-DOCKER_RUN_CAPS = ("without --privileged: --cap-add SYS_ADMIN --cap-add BPF --cap-add PERFMON --cap-add SYS_PTRACE "
-                   "--security-opt seccomp=unconfined --security-opt apparmor=unconfined, and the same --pid=host, -v and --device")
-
-
-def container_checks(proc: str = PROC, root: str = "/", release: Optional[str] = None) -> list:
-    """doctor's checks for running gpreempt-trace inside a container: the host's pid namespace, the
-    kernel's debugfs, tracefs, BTF and modules, the capabilities; every failure says the docker run flags."""
-    from .doctor import Check
-
-    r = Path(root)
-    release = release or os.uname().release
-    ns = pidns_inode(os.getpid(), proc) if proc == PROC else pidns_inode(1, proc)
-    own = parse_cgroup(_read(f"{proc}/self/cgroup") or "")
-    # (/.dockerenv alone proves nothing: VM images built with docker keep it)
-    in_ct = (ns is not None and ns != INIT_PIDNS_INO) or bool(own.container_id)
-    if not in_ct:
-        return [Check("container", None, "not in a container (the host's pid namespace, no container cgroup)")]
-    what = [f"container {own.container_id[:SHORT_ID]}" if own.container_id else "a container"]
-    out = []
-    hint = f"run it on the host, or in a tools container: {DOCKER_RUN}"
-    if ns is not None and ns != INIT_PIDNS_INO:
-        out.append(Check("container pid ns", False, f"pid:[{ns}] is not the host's (pid:[{INIT_PIDNS_INO}]): the kernel's pids in every event "
-                         "and -p/--container/--pid name host processes this /proc does not show", hint))
-    else:
-        what.append("host pid namespace")
-    debug = r / "sys/kernel/debug"
-    try:
-        missing = [] if debug.is_dir() and any(debug.iterdir()) else [f"{debug} (debugfs)"]
-    except OSError:
-        missing = [f"{debug} (debugfs)"]
-    missing += [str(p) for p in (r / "sys/kernel/btf/vmlinux", r / f"lib/modules/{release}") if not p.exists()]
-    if not (r / "sys/kernel/tracing/events").is_dir() and not (r / "sys/kernel/debug/tracing/events").is_dir():
-        missing.append(str(r / "sys/kernel/tracing"))
-    if missing:
-        out.append(Check("container mounts", False, "missing: " + ", ".join(missing), hint))
-    status = _read(f"{proc}/self/status") or ""
-    caps = next((int(ln.split()[1], 16) for ln in status.splitlines() if ln.startswith("CapEff:")), 0)
-    lacking = [n for b, n in CAPS_NEEDED.items() if not caps >> b & 1]
-    if lacking:
-        out.append(Check("container caps", False, "missing " + ", ".join(f"CAP_{n}" for n in lacking), f"{hint}; {DOCKER_RUN_CAPS}"))
-    out.insert(0, Check("container", not out, "running in " + ", ".join(what) + ("" if out else ": it sees what the host sees")))
-    return out

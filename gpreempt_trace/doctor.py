@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import uapi
+from .containers import INIT_PIDNS_INO, PROC, SHORT_ID, _read, parse_cgroup, pidns_inode
 from .recorder.plan import FIELDS, MODULE, SYS_BTF, TRACEFS_DIRS, KfdPlan, plan_kfd
 
 AMDKFD_IOC_GET_VERSION = uapi.GET_VERSION  # _IOR('K', 0x01, struct kfd_ioctl_get_version_args {u32 major, minor})
@@ -186,7 +187,6 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
                      "" if attachable else f"nothing to attach: see the plan below ({MODULE} loaded? kprobes?)"))
     if attachable and not kp:
         out[-1] = Check("kfd probes", False, f"{len(attachable)} planned, but kprobes are unavailable", "use a kernel with CONFIG_KPROBES=y")
-    from .containers import container_checks  # issue 21: gpreempt-trace itself running in a container
     out += container_checks()
     return out
 
@@ -234,6 +234,56 @@ def module_checks(plan: KfdPlan, root: str = "/") -> list[Check]:
         out.append(Check("btf build tools", None if not missing else (False if kind == "none" else None),
                          "pahole, make, gcc, ld, objcopy present" if not missing else "missing: " + ", ".join(missing),
                          "" if not missing else "install them to run btf build"))
+    return out
+
+
+# ---- gpreempt-trace itself running in a container (issue 21) ----------------------------------------------
+CAPS_NEEDED = {21: "SYS_ADMIN", 38: "PERFMON", 39: "BPF", 19: "SYS_PTRACE"}  # bit -> docker --cap-add name
+# what a tools container needs: the host's pids and /proc, BPF and ptrace, the kernel's debugfs, tracefs,
+# BTF, modules/headers (BCC) and the KFD device
+DOCKER_RUN = ("docker run --rm -it --pid=host --privileged "
+              "-v /sys/kernel/debug:/sys/kernel/debug -v /sys/kernel/tracing:/sys/kernel/tracing "
+              "-v /sys/kernel/btf:/sys/kernel/btf:ro -v /lib/modules:/lib/modules:ro -v /usr/src:/usr/src:ro "
+              "--device /dev/kfd IMAGE gpreempt-trace ...")
+DOCKER_RUN_CAPS = ("without --privileged: --cap-add SYS_ADMIN --cap-add BPF --cap-add PERFMON --cap-add SYS_PTRACE "
+                   "--security-opt seccomp=unconfined --security-opt apparmor=unconfined, and the same --pid=host, -v and --device")
+
+
+def container_checks(proc: str = PROC, root: str = "/", release: str | None = None) -> list[Check]:
+    """doctor's checks for running gpreempt-trace inside a container: the host's pid namespace, the
+    kernel's debugfs, tracefs, BTF and modules, the capabilities; every failure says the docker run flags."""
+    r = Path(root)
+    release = release or os.uname().release
+    ns = pidns_inode(os.getpid(), proc) if proc == PROC else pidns_inode(1, proc)
+    own = parse_cgroup(_read(f"{proc}/self/cgroup") or "")
+    # (/.dockerenv alone proves nothing: VM images built with docker keep it)
+    in_ct = (ns is not None and ns != INIT_PIDNS_INO) or bool(own.container_id)
+    if not in_ct:
+        return [Check("container", None, "not in a container (the host's pid namespace, no container cgroup)")]
+    what = [f"container {own.container_id[:SHORT_ID]}" if own.container_id else "a container"]
+    out = []
+    hint = f"run it on the host, or in a tools container: {DOCKER_RUN}"
+    if ns is not None and ns != INIT_PIDNS_INO:
+        out.append(Check("container pid ns", False, f"pid:[{ns}] is not the host's (pid:[{INIT_PIDNS_INO}]): the kernel's pids in every event "
+                         "and -p/--container/--pid name host processes this /proc does not show", hint))
+    else:
+        what.append("host pid namespace")
+    debug = r / "sys/kernel/debug"
+    try:
+        missing = [] if debug.is_dir() and any(debug.iterdir()) else [f"{debug} (debugfs)"]
+    except OSError:
+        missing = [f"{debug} (debugfs)"]
+    missing += [str(p) for p in (r / "sys/kernel/btf/vmlinux", r / f"lib/modules/{release}") if not p.exists()]
+    if not (r / "sys/kernel/tracing/events").is_dir() and not (r / "sys/kernel/debug/tracing/events").is_dir():
+        missing.append(str(r / "sys/kernel/tracing"))
+    if missing:
+        out.append(Check("container mounts", False, "missing: " + ", ".join(missing), hint))
+    status = _read(f"{proc}/self/status") or ""
+    caps = next((int(ln.split()[1], 16) for ln in status.splitlines() if ln.startswith("CapEff:")), 0)
+    lacking = [n for b, n in CAPS_NEEDED.items() if not caps >> b & 1]
+    if lacking:
+        out.append(Check("container caps", False, "missing " + ", ".join(f"CAP_{n}" for n in lacking), f"{hint}; {DOCKER_RUN_CAPS}"))
+    out.insert(0, Check("container", not out, "running in " + ", ".join(what) + ("" if out else ": it sees what the host sees")))
     return out
 
 

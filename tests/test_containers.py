@@ -8,6 +8,7 @@ import os
 import pytest
 
 from gpreempt_trace import containers as C
+from gpreempt_trace import doctor
 from gpreempt_trace.errors import GptError
 
 ID = "3f4e1c0a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
@@ -168,7 +169,7 @@ def test_resolve_name_through_cli(procs, monkeypatch):
 # ---- doctor: gpreempt-trace itself in a container -------------------------------------------------------
 
 def test_doctor_on_the_host_says_not_in_a_container():
-    assert [(c.name, c.ok, c.detail) for c in C.container_checks()] == [
+    assert [(c.name, c.ok, c.detail) for c in doctor.container_checks()] == [
         ("container", None, "not in a container (the host's pid namespace, no container cgroup)")]
 
 
@@ -179,17 +180,17 @@ def test_doctor_in_a_bare_container_names_every_gap_and_the_docker_run_flags(tmp
     (proc / "1" / "status").write_text("Name:\tpython\nNSpid:\t1\nCapEff:\t00000000a80425fb\n")  # docker's default set
     root = tmp_path / "root"
     (root / "sys/kernel/debug").mkdir(parents=True)  # an empty mount point: debugfs not mounted
-    got = [(c.name, c.ok, c.detail, c.hint) for c in C.container_checks(proc=str(proc), root=str(root), release="6.12.0")]
-    hint = "run it on the host, or in a tools container: " + C.DOCKER_RUN
+    got = [(c.name, c.ok, c.detail, c.hint) for c in doctor.container_checks(proc=str(proc), root=str(root), release="6.12.0")]
+    hint = "run it on the host, or in a tools container: " + doctor.DOCKER_RUN
     assert got == [
         ("container", False, f"running in container {ID[:12]}", ""),
         ("container pid ns", False, "pid:[4026532999] is not the host's (pid:[4026531836]): the kernel's pids in every event "
                                     "and -p/--container/--pid name host processes this /proc does not show", hint),
         ("container mounts", False, f"missing: {root}/sys/kernel/debug (debugfs), {root}/sys/kernel/btf/vmlinux, {root}/lib/modules/6.12.0, "
                                     f"{root}/sys/kernel/tracing", hint),
-        ("container caps", False, "missing CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF, CAP_SYS_PTRACE", hint + "; " + C.DOCKER_RUN_CAPS),
+        ("container caps", False, "missing CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF, CAP_SYS_PTRACE", hint + "; " + doctor.DOCKER_RUN_CAPS),
     ]
-    assert "--pid=host --privileged" in C.DOCKER_RUN and "--device /dev/kfd" in C.DOCKER_RUN
+    assert "--pid=host --privileged" in doctor.DOCKER_RUN and "--device /dev/kfd" in doctor.DOCKER_RUN
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/unshare"), reason="needs root and unshare")
@@ -198,7 +199,7 @@ def test_doctor_in_a_new_pid_namespace_for_real():
     import subprocess
     import sys
 
-    code = ("import json; from gpreempt_trace.containers import container_checks; "
+    code = ("import json; from gpreempt_trace.doctor import container_checks; "
             "print(json.dumps([(c.name, c.ok) for c in container_checks()]))")
     out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     # root with every capability and the host's mounts: only the pid namespace is wrong

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-import stat
 import tempfile
 from pathlib import Path
 
+from ..containers import uses_kfd  # noqa: F401  (a /proc fact; the controller's checks use it)
 from ..errors import GptError, PermissionProblem
 
 YAMA = Path("/proc/sys/kernel/yama/ptrace_scope")
@@ -19,33 +19,6 @@ def proc_status(pid: int) -> dict[str, str]:
     except (FileNotFoundError, ProcessLookupError):
         raise GptError(f"no process {pid}", "give the TGID of the running offline process (--pid)") from None
     return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
-
-
-def uses_kfd(pid: int, kfd_path: str = "/dev/kfd") -> bool:
-    """The process has the KFD device open (an fd link) or mapped (/proc/PID/maps)."""
-    real = os.path.realpath(kfd_path)
-    try:
-        st = os.stat(kfd_path)
-        rdev = st.st_rdev if stat.S_ISCHR(st.st_mode) else None
-    except OSError:
-        rdev = None
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in (kfd_path, real):
-                    return True
-                # the same device opened in another mount namespace (a container's /dev): the link's text
-                # differs, the character device does not
-                if rdev is not None:
-                    s = os.stat(f"/proc/{pid}/fd/{fd}")
-                    if stat.S_ISCHR(s.st_mode) and s.st_rdev == rdev:
-                        return True
-            except OSError:
-                continue
-        with open(f"/proc/{pid}/maps") as f:
-            return any(line.rstrip().endswith((" " + kfd_path, " " + real)) for line in f)
-    except OSError:
-        return False
 
 
 def check_target(pid: int, scheme: str, kfd_path: str = "/dev/kfd") -> dict[str, str]:
