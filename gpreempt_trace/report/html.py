@@ -141,43 +141,52 @@ def _sql(con, sql: str, params=None) -> pa.Table:
 
 def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
     paths = find_traces(traces)
+    out = _out_folder(out_dir)
+    con = _connect(paths)
+    runs = run_rows(con)
+    lost_all = {rid: r["events_lost"] for rid, r in runs.items()}
+    plots = _Plots(out)
+    body = ["<h1>gpreempt-trace report</h1>"]
+    if any(r["synthetic"] for r in runs.values()):
+        body.append("<div class='synthetic'>Contains SYNTHETIC data (gpreempt-trace synth): model output, not measurements.</div>")
+    body += ["<h2>Traces</h2>", _meta_cards(paths, runs)]
+    body += _latency_section(con, plots, lost_all, paths, max_rows)
+    body.append("<h2>Queues on the hardware around a preemption</h2>")
+    body.append(_timeline(con, plots, lost_all))
+    body += _queue_counts_section(con, plots, lost_all, max_rows)
+    body += _collateral_section(con, plots, lost_all, max_rows)
+    body += _processes_section(con, max_rows)
+    body += _overview_section(con, max_rows)
+    return _write_page(out, body)
+
+
+def _out_folder(out_dir: str) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise GptError(f"{out} exists and is not a folder", "give a folder with -o")
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _connect(paths):
+    """DuckDB over the traces with the report's modules loaded and the shared views computed once."""
     con = query.connect([str(p) for p in paths])
     for name in ("preempt.summary", "queues.counts", "preempt.collateral", "events.overview"):
         query.load_module(con, query.resolve(name), {"scheme": "%"})
     # views are recomputed at every reference: compute the shared ones once (inner first). Not
     # preempt_preemption: its per-queue results are not shown, and the two reads of it cost less than them.
     query.materialize(con, "preempt_preemption_timings", "queues_lifecycle_spans", "queues_lifecycle_states", "queues_lifecycle")
-    runs = run_rows(con)
-    lost_all = {rid: r["events_lost"] for rid, r in runs.items()}
-    any_synth = any(r["synthetic"] for r in runs.values())
-    plots = _Plots(out)
-    body = ["<h1>gpreempt-trace report</h1>"]
-    if any_synth:
-        body.append("<div class='synthetic'>Contains SYNTHETIC data (gpreempt-trace synth): model output, not measurements.</div>")
-    body += ["<h2>Traces</h2>", _meta_cards(paths, runs)]
+    return con
 
-    # 1. latency CDF per scheme
+
+def _latency_section(con, plots, lost_all, paths, max_rows) -> list[str]:
+    """1. latency CDF per scheme, preempt.summary, and compare's verdict when two schemes have latencies."""
     pre = _sql(con, "SELECT run_id, scheme, label, preempt_latency_ns, resume_latency_ns FROM preempt_preemption")
-    body.append("<h2>Preemption latency (CDF per scheme)</h2>")
+    body = ["<h2>Preemption latency (CDF per scheme)</h2>"]
     rows = pre.to_pylist()
     have = [r for r in rows if r["preempt_latency_ns"] is not None or r["resume_latency_ns"] is not None]
     if have:
-        import numpy as np
-
-        fig, axes = plots.plt.subplots(1, 2, figsize=(12, 4))
-        for ax, col, title in ((axes[0], "preempt_latency_ns", "request → queues off (end of unmap)"),
-                               (axes[1], "resume_latency_ns", "resume request → queues back (end of map)")):
-            for sch in sorted({r["scheme"] or "?" for r in have}):
-                v = np.sort([r[col] for r in have if (r["scheme"] or "?") == sch and r[col] is not None]) / 1e3
-                if len(v):
-                    ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"scheme {sch} (n={len(v)})")
-            ax.set_xlabel("µs"), ax.set_ylabel("fraction of preemptions"), ax.set_title(title), ax.grid(alpha=.3)
-            ax.legend(loc="lower right")
-        body.append(plots.save(fig, "latency_cdf.png"))
+        body.append(_latency_cdf_plot(plots, have))
         body.append(_lost_note({r: lost_all[r] for r in sorted({x["run_id"] for x in have})}))
     elif rows:
         body.append(_missing(f"{len(rows)} preempt requests, but none matched a kernel queues_unmap/queues_map on the request's GPU: "
@@ -192,20 +201,38 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
         body.append("<p><code>gpreempt-trace query preempt.summary</code></p>" + table_html(summ, max_rows))
     schemes = {r["scheme"] for r in have if r["preempt_latency_ns"] is not None}
     if len(schemes) >= 2:
-        from .compare import CompareOptions, compare
+        body.append(_verdict_html(paths, max_rows))
+    return body
 
-        try:
-            res = compare(CompareOptions([str(p) for p in paths]))
-            body.append(f"<p class='verdict'>{_esc(res.verdict)}</p>" + table_html(res.diffs.drop_columns(["verdict"]), max_rows))
-        except GptError as e:
-            body.append(f"<p>{_esc(e.line())}</p>")
 
-    # 2. per-queue timeline around a preemption
-    body.append("<h2>Queues on the hardware around a preemption</h2>")
-    body.append(_timeline(con, plots, lost_all))
+def _latency_cdf_plot(plots, have) -> str:
+    import numpy as np
 
-    # 3. queue counts per model
-    body.append("<h2>Queues per model</h2>")
+    fig, axes = plots.plt.subplots(1, 2, figsize=(12, 4))
+    for ax, col, title in ((axes[0], "preempt_latency_ns", "request → queues off (end of unmap)"),
+                           (axes[1], "resume_latency_ns", "resume request → queues back (end of map)")):
+        for sch in sorted({r["scheme"] or "?" for r in have}):
+            v = np.sort([r[col] for r in have if (r["scheme"] or "?") == sch and r[col] is not None]) / 1e3
+            if len(v):
+                ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"scheme {sch} (n={len(v)})")
+        ax.set_xlabel("µs"), ax.set_ylabel("fraction of preemptions"), ax.set_title(title), ax.grid(alpha=.3)
+        ax.legend(loc="lower right")
+    return plots.save(fig, "latency_cdf.png")
+
+
+def _verdict_html(paths, max_rows) -> str:
+    from .compare import CompareOptions, compare
+
+    try:
+        res = compare(CompareOptions([str(p) for p in paths]))
+        return f"<p class='verdict'>{_esc(res.verdict)}</p>" + table_html(res.diffs.drop_columns(["verdict"]), max_rows)
+    except GptError as e:
+        return f"<p>{_esc(e.line())}</p>"
+
+
+def _queue_counts_section(con, plots, lost_all, max_rows) -> list[str]:
+    """3. queue counts per model."""
+    body = ["<h2>Queues per model</h2>"]
     counts = _sql(con, "SELECT * FROM queues_counts")
     if counts.num_rows:
         import numpy as np
@@ -226,38 +253,54 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
         body.append(_missing("No queue creation in these traces. queue_create rows come from the KFD probes (create_queue_cpsch) "
                              "or the kfd:kfd_queue_create tracepoint: record with them attached while the model starts "
                              "(gpreempt-trace record -o DIR -- python model.py)."))
+    return body
 
-    # 4. collateral
-    body.append("<h2>Collateral preemption</h2>")
+
+def _collateral_section(con, plots, lost_all, max_rows) -> list[str]:
+    """4. collateral preemption per process."""
+    body = ["<h2>Collateral preemption</h2>"]
     coll = _sql(con, "SELECT * FROM preempt_collateral_per_process")
     cc = [r for r in coll.to_pylist() if r["collateral_unmaps"]]
     if cc:
-        fig, (ax, ax2) = plots.plt.subplots(1, 2, figsize=(max(10, 2.4 * len(cc)), 3.8))
-        names = [f"{r['label'] or r['tgid']}\n{_short(r['run_id'])}" for r in cc]
-        ax.bar(range(len(cc)), [r["collateral_unmaps"] for r in cc], color="#e67e22")
-        ax.set_xticks(range(len(cc)), names, fontsize=8)
-        ax.set_ylabel("unmaps caused by another process"), ax.set_title("collateral unmaps per process")
-        ax2.bar(range(len(cc)), [(r["collateral_off_ns"] or 0) / 1e6 for r in cc], color="#c0392b")
-        for i, r in enumerate(cc):
-            if r["collateral_off_ns"] is None:
-                ax2.text(i, 0, "unknown\n(no queues_map rows)", ha="center", va="bottom", fontsize=8)
-        ax2.set_xticks(range(len(cc)), names, fontsize=8)
-        ax2.set_ylabel("ms off the hardware"), ax2.set_title("time off the GPU through them (unmap → next map)")
-        body.append(plots.save(fig, "collateral.png"))
+        body.append(_collateral_plot(plots, cc))
         body.append(_lost_note({r: lost_all[r] for r in sorted({x["run_id"] for x in cc})}))
         body.append("<p><code>gpreempt-trace query preempt.collateral</code> (per unmap); per process:</p>" + table_html(coll, max_rows))
     else:
         body.append(_missing("No collateral preemption found: it needs queues_unmap rows (unmap_queues_cpsch probe or kfd:kfd_queues_unmap) "
                              "and queue_create rows of at least two processes on one GPU. Record both models and the controller together."))
+    return body
 
+
+def _collateral_plot(plots, cc) -> str:
+    fig, (ax, ax2) = plots.plt.subplots(1, 2, figsize=(max(10, 2.4 * len(cc)), 3.8))
+    names = [f"{r['label'] or r['tgid']}\n{_short(r['run_id'])}" for r in cc]
+    ax.bar(range(len(cc)), [r["collateral_unmaps"] for r in cc], color="#e67e22")
+    ax.set_xticks(range(len(cc)), names, fontsize=8)
+    ax.set_ylabel("unmaps caused by another process"), ax.set_title("collateral unmaps per process")
+    ax2.bar(range(len(cc)), [(r["collateral_off_ns"] or 0) / 1e6 for r in cc], color="#c0392b")
+    for i, r in enumerate(cc):
+        if r["collateral_off_ns"] is None:
+            ax2.text(i, 0, "unknown\n(no queues_map rows)", ha="center", va="bottom", fontsize=8)
+    ax2.set_xticks(range(len(cc)), names, fontsize=8)
+    ax2.set_ylabel("ms off the hardware"), ax2.set_title("time off the GPU through them (unmap → next map)")
+    return plots.save(fig, "collateral.png")
+
+
+def _processes_section(con, max_rows) -> list[str]:
     procs = _sql(con, "SELECT run_id, tgid, ns_tgid, container, container_runtime, comm, cgroup FROM processes ORDER BY run_id, tgid")
-    if procs.num_rows:  # traces from before issue 21, and synthetic ones, have none
-        body.append("<h2>Processes and containers</h2><p>Host pid (tgid), pid in its container (ns_tgid), container short id "
-                    "(<code>gpreempt-trace query</code> over the <code>processes</code> view).</p>" + table_html(procs, max_rows))
+    if not procs.num_rows:  # traces from before issue 21, and synthetic ones, have none
+        return []
+    return ["<h2>Processes and containers</h2><p>Host pid (tgid), pid in its container (ns_tgid), container short id "
+            "(<code>gpreempt-trace query</code> over the <code>processes</code> view).</p>" + table_html(procs, max_rows)]
 
+
+def _overview_section(con, max_rows) -> list[str]:
     ov = _sql(con, "SELECT * FROM events_overview")
-    body.append("<h2>What fired</h2>")
-    body.append(table_html(ov, max_rows) if ov.num_rows else _missing("No kernel events in these traces (markers or snapshots only)."))
+    return ["<h2>What fired</h2>",
+            table_html(ov, max_rows) if ov.num_rows else _missing("No kernel events in these traces (markers or snapshots only).")]
+
+
+def _write_page(out: Path, body: list[str]) -> Path:
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>gpreempt-trace report</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
     index = out / "index.html"
     index.write_text(page)
