@@ -290,19 +290,9 @@ _EXEC_VALUE_OPTS = {"-e", "--env", "--env-file", "-u", "--user", "-w", "--workdi
 
 def pidns_offsets(btf_path: str | os.PathLike) -> tuple[Optional[dict[str, int]], Optional[str]]:
     """BTF offsets of PIDNS_WALK, or (None, why)."""
-    from .recorder.btf import Btf
+    from .recorder.btf import field_offsets
 
-    try:
-        btf = Btf.load(Path(btf_path))
-    except (OSError, GptError) as e:
-        return None, f"no usable BTF at {btf_path} ({getattr(e, 'what', None) or e.__class__.__name__})"
-    out = {}
-    for macro, fpath in PIDNS_WALK.items():
-        f = btf.field(fpath)
-        if f is None or f.bit_size:
-            return None, f"{fpath} not found in {btf_path}"
-        out[macro] = f.offset
-    return out, None
+    return field_offsets(btf_path, PIDNS_WALK)
 
 
 def exec_target(cmd: Iterable[str]) -> Optional[str]:

@@ -361,3 +361,19 @@ class Btf:
             return False
         b, rel = found
         return rel == 0 or b._strs[rel - 1] == 0
+
+
+def field_offsets(path: "str | Path", fields: dict[str, str]) -> "tuple[dict[str, int] | None, str | None]":
+    """{macro: byte offset} of whole (non-bitfield) struct members in the BTF file at `path`, or
+    (None, why) when the file or one member is unusable."""
+    try:
+        btf = Btf.load(Path(path))
+    except (OSError, GptError) as e:
+        return None, f"no usable BTF at {path} ({getattr(e, 'what', None) or e.__class__.__name__})"
+    out = {}
+    for macro, fpath in fields.items():
+        f = btf.field(fpath)
+        if f is None or f.bit_size:
+            return None, f"{fpath} not found in {path}"
+        out[macro] = f.offset
+    return out, None

@@ -254,20 +254,9 @@ def kernel_rdev(path: str) -> int:
 
 def fd_walk_offsets(btf_dir: str | None) -> tuple[dict[str, int] | None, str | None]:
     """BTF offsets for the fd -> inode walk of the running kernel; (None, why) when unresolvable."""
-    from .btf import Btf
+    from .btf import field_offsets
 
-    path = (Path(btf_dir) if btf_dir else SYS_BTF) / "vmlinux"
-    try:
-        btf = Btf.load(path)
-    except (OSError, GptError) as e:
-        return None, f"no usable BTF at {path} ({getattr(e, 'what', None) or e.__class__.__name__})"
-    out = {}
-    for macro, fpath in FD_WALK.items():
-        f = btf.field(fpath)
-        if f is None or f.bit_size:
-            return None, f"{fpath} not found in {path}"
-        out[macro] = f.offset
-    return out, None
+    return field_offsets((Path(btf_dir) if btf_dir else SYS_BTF) / "vmlinux", FD_WALK)
 
 
 def _ensure_tracefs() -> None:
