@@ -304,13 +304,7 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
     `client` (tests) replaces the controller Client the policy would open on controller_socket."""
     o = role if isinstance(role, WorkloadOptions) else WorkloadOptions(role, **kw)
     o.check()
-    kfd_fd = open_kfd_runtime() if o.open_kfd else None
-    try:
-        dev, step = (_numpy_step if o.backend == "numpy" else _torch_step)(o)
-    except BaseException:
-        if kfd_fd is not None:
-            os.close(kfd_fd)
-        raise
+    kfd_fd, dev, step = _open(o)
 
     from .policy import Policy
 
@@ -322,64 +316,105 @@ def run(role: str | WorkloadOptions, client=None, clock=time.monotonic_ns, **kw)
 
     pid = os.getpid()
     try:
-        step()  # warm-up (allocations, first-call kernel selection) before the clock starts
-        if o.ready_file:
-            with open(o.ready_file, "w") as f:
-                f.write(f"{pid}\n")
-        marks.add("workload_start", target_tgid=pid,
-                  label=f"role={o.role} model={o.model} device={dev} policy={o.preempt_policy}"
-                        + (f" rate_hz={o.rate_hz:g}" if o.role == "online" else ""))
-        t_start = clock()
-        end_ns = t_start + int(o.duration_s * 1e9)
-        period_ns = int(1e9 / o.rate_hz) if o.role == "online" and o.rate_hz > 0 else 0
-        seq = 0
-        while clock() < end_ns and (o.max_iterations is None or seq < o.max_iterations):
-            if o.role == "offline":
-                t0 = clock()
-                marks.add("step_start", ts_ns=t0, seq=seq)
-                stop.run(step)
-                t1 = clock()
-                marks.add("step_done", ts_ns=t1, seq=seq, value_ns=t1 - t0)
-                res.times_ns.append(t1 - t0)
-            else:
-                due = t_start + seq * period_ns if period_ns else clock()
-                if due >= end_ns:
-                    break
-                pol.wait_until(due)  # idle: sleeps; burst policy resumes when its gap expires
-                t0 = clock()
-                pol.request_start(due)
-                marks.add("request_start", ts_ns=due, seq=seq, value_ns=t0 - due, label=o.model)
-                stop.run(step)
-                t1 = clock()
-                marks.add("request_end", ts_ns=t1, seq=seq, value_ns=t1 - due, label=o.model)
-                next_due = t_start + (seq + 1) * period_ns if period_ns else None
-                # another request is in flight when the next one is already due (open loop)
-                pol.request_end(t1, next_due=next_due if next_due is not None and next_due < end_ns else None)
-                res.times_ns.append(t1 - due)
-                res.queue_delays_ns.append(t0 - due)
-            seq += 1
-            res.iterations = seq
-            marks.tick()
-            stop.check()
+        _warm_up(o, step, marks, dev, pid)
+        _iterate(o, step, pol, marks, stop, res, clock)
     except _Stopped as e:
         res.stopped_by = str(e)
     finally:
-        stop.hold()  # a second signal now is noted, not raised: the resume and the last markers below must run
-        try:
-            pol.close()  # never leave the offline job preempted
-        finally:
-            try:
-                res.preempts, res.resumes = pol.preempts, pol.resumes
-                marks.add("workload_exit", target_tgid=pid, value_ns=res.iterations,
-                          label=f"role={o.role} model={o.model}" + (f" stopped_by={res.stopped_by}" if res.stopped_by else ""))
-                marks.close()
-                if kfd_fd is not None:
-                    os.close(kfd_fd)
-            finally:
-                # the caller's handlers only now: restored before the exit marker, the SIGTERM that
-                # `experiment` sends right after a Ctrl-C killed the job before it wrote workload_exit
-                stop.restore()
+        _wind_down(o, pol, marks, stop, res, kfd_fd, pid)
     return res
+
+
+def _open(o: WorkloadOptions):
+    """(the /dev/kfd fd or None, device, one request/step as a function); the fd is closed on an error."""
+    kfd_fd = open_kfd_runtime() if o.open_kfd else None
+    try:
+        dev, step = (_numpy_step if o.backend == "numpy" else _torch_step)(o)
+    except BaseException:
+        if kfd_fd is not None:
+            os.close(kfd_fd)
+        raise
+    return kfd_fd, dev, step
+
+
+def _warm_up(o: WorkloadOptions, step, marks, dev: str, pid: int) -> None:
+    """One step before the clock starts (allocations, first-call kernel selection), the ready file, the
+    workload_start marker."""
+    step()
+    if o.ready_file:
+        with open(o.ready_file, "w") as f:
+            f.write(f"{pid}\n")
+    marks.add("workload_start", target_tgid=pid,
+              label=f"role={o.role} model={o.model} device={dev} policy={o.preempt_policy}"
+                    + (f" rate_hz={o.rate_hz:g}" if o.role == "online" else ""))
+
+
+def _iterate(o: WorkloadOptions, step, pol, marks, stop, res: WorkloadResult, clock) -> None:
+    """Steps (offline) or requests (online, open loop at rate_hz) until the duration or max_iterations."""
+    t_start = clock()
+    end_ns = t_start + int(o.duration_s * 1e9)
+    period_ns = int(1e9 / o.rate_hz) if o.role == "online" and o.rate_hz > 0 else 0
+    seq = 0
+    while clock() < end_ns and (o.max_iterations is None or seq < o.max_iterations):
+        if o.role == "offline":
+            res.times_ns.append(_offline_step(step, marks, stop, clock, seq))
+        elif not _online_request(o, step, pol, marks, stop, res, clock, seq, t_start, period_ns, end_ns):
+            break
+        seq += 1
+        res.iterations = seq
+        marks.tick()
+        stop.check()
+
+
+def _offline_step(step, marks, stop, clock, seq: int) -> int:
+    """One training step between step_start/step_done markers; returns its time."""
+    t0 = clock()
+    marks.add("step_start", ts_ns=t0, seq=seq)
+    stop.run(step)
+    t1 = clock()
+    marks.add("step_done", ts_ns=t1, seq=seq, value_ns=t1 - t0)
+    return t1 - t0
+
+
+def _online_request(o: WorkloadOptions, step, pol, marks, stop, res: WorkloadResult, clock, seq: int,
+                    t_start: int, period_ns: int, end_ns: int) -> bool:
+    """Request seq at its due time, with the policy's calls around it; False when it would be due after the end."""
+    due = t_start + seq * period_ns if period_ns else clock()
+    if due >= end_ns:
+        return False
+    pol.wait_until(due)  # idle: sleeps; burst policy resumes when its gap expires
+    t0 = clock()
+    pol.request_start(due)
+    marks.add("request_start", ts_ns=due, seq=seq, value_ns=t0 - due, label=o.model)
+    stop.run(step)
+    t1 = clock()
+    marks.add("request_end", ts_ns=t1, seq=seq, value_ns=t1 - due, label=o.model)
+    next_due = t_start + (seq + 1) * period_ns if period_ns else None
+    # another request is in flight when the next one is already due (open loop)
+    pol.request_end(t1, next_due=next_due if next_due is not None and next_due < end_ns else None)
+    res.times_ns.append(t1 - due)
+    res.queue_delays_ns.append(t0 - due)
+    return True
+
+
+def _wind_down(o: WorkloadOptions, pol, marks, stop, res: WorkloadResult, kfd_fd, pid: int) -> None:
+    """After the loop, a signal or an error: resume the offline job, write workload_exit, close the
+    markers and /dev/kfd, then give the caller's signal handlers back."""
+    stop.hold()  # a second signal now is noted, not raised: the resume and the last markers below must run
+    try:
+        pol.close()  # never leave the offline job preempted
+    finally:
+        try:
+            res.preempts, res.resumes = pol.preempts, pol.resumes
+            marks.add("workload_exit", target_tgid=pid, value_ns=res.iterations,
+                      label=f"role={o.role} model={o.model}" + (f" stopped_by={res.stopped_by}" if res.stopped_by else ""))
+            marks.close()
+            if kfd_fd is not None:
+                os.close(kfd_fd)
+        finally:
+            # the caller's handlers only now: restored before the exit marker, the SIGTERM that
+            # `experiment` sends right after a Ctrl-C killed the job before it wrote workload_exit
+            stop.restore()
 
 
 class _StopSignals:
