@@ -176,12 +176,12 @@ def synth(dest: str, scheme: str = "A", events: int = 10_000, seed: int = 0, **p
     return synthetic.generate(dest, scheme, events, seed, **params)
 
 
-def preempt_serve(options, io=None, on_ready=None) -> str:
+def preempt_serve(options, io=None, on_ready=None, say=None) -> str:
     """The preemption controller as a service (control.PreemptOptions); returns why it stopped.
-    Clients: gpreempt_trace.control.Client(socket)."""
+    Clients: gpreempt_trace.control.Client(socket). `say(line)`: its status lines (default: logged)."""
     from .control import serve
 
-    return serve(options, io=io, on_ready=on_ready)
+    return serve(options, io=io, on_ready=on_ready, say=say)
 
 
 def preempt_run(options, io=None):

@@ -68,7 +68,8 @@ def command():
 @click.option("--dry-run", is_flag=True, help="Issue no ioctl and no ptrace; print each ioctl it would issue.")
 def serve_cmd(queues, socket_path, **flags):
     """Attach to --pid and answer preempt/resume/status on a Unix socket until SIGINT/SIGTERM."""
-    why = api.preempt_serve(PreemptOptions(queues=_queues(queues), socket=socket_path, **flags))
+    why = api.preempt_serve(PreemptOptions(queues=_queues(queues), socket=socket_path, **flags),
+                            say=lambda line: click.echo(line, err=True))
     click.echo(f"stopped: {why}", err=True)
 
 

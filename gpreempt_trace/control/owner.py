@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import queue
 import select
-import sys
 import threading
 import time
 from concurrent.futures import Future
+from typing import Callable
 
 from ..errors import GptError
 from ..markers import MarkerWriter
@@ -36,7 +36,7 @@ class Controller:
         self.detach_why = "exit"
         self.thread = threading.Thread(target=self._main, name="gpt-controller", daemon=True)
         self.markers: MarkerWriter | None = None
-        self.report_queues = False  # serve: per-queue results to stderr
+        self.say: Callable[[str], None] | None = None  # serve: a line per queue the kernel did not act on, per failed call
         self.readers: dict = {}  # fd -> callback(fd), run on the owner thread (the socket service)
 
     # ---- caller side -----------------------------------------------------------------------------
@@ -215,13 +215,12 @@ class Controller:
         if pending is None:
             return
         res, seq, why = pending
-        if self.report_queues:  # one stderr line per queue the kernel did not act on
+        if self.say is not None:  # one line per queue the kernel did not act on
             for q in res.queues:
                 if q.result != "ok":
-                    print(f"{res.op} seq {seq}: queue {q.queue_id} {q.result} (kernel wrote {q.raw & 0xFFFFFFFF:#010x})",
-                          file=sys.stderr, flush=True)
+                    self.say(f"{res.op} seq {seq}: queue {q.queue_id} {q.result} (kernel wrote {q.raw & 0xFFFFFFFF:#010x})")
             if not res.ok:
-                print(f"{res.op} seq {seq} failed: {res.label}", file=sys.stderr, flush=True)
+                self.say(f"{res.op} seq {seq} failed: {res.label}")
         if self.markers is None or not res.issued:
             return
         res: CallResult

@@ -9,24 +9,27 @@ process with PR_SET_PDEATHSIG for scheme B (watchdog.py).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
 import stat
 import statistics
-import sys
 import threading
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import GptError
 from . import checks
 from . import io as P
 from .owner import Controller
 from .schemes import SchemeA, SchemeB
+
+log = logging.getLogger(__name__)
 
 MAX_HOLD_DEFAULT_MS = 10_000
 
@@ -296,20 +299,24 @@ class Service:
         return ans
 
 
-def serve(opts: PreemptOptions, io: P.Io | None = None, on_ready=None, watchdog: bool | None = None) -> str:
+def serve(opts: PreemptOptions, io: P.Io | None = None, on_ready=None, watchdog: bool | None = None,
+          say: Callable[[str], None] | None = None) -> str:
     """Attach and answer requests on opts.socket until SIGINT/SIGTERM or the target exits. Returns
-    why it stopped. `on_ready(status)` is called once the socket listens."""
+    why it stopped. `on_ready(status)` is called once the socket listens. `say(line)` gets the
+    "serving ..." line and one line per queue the kernel did not act on (the CLI: stderr); without
+    it they are logged (INFO)."""
+    say = say or log.info
     resolve_target(opts)
     path = opts.socket or default_socket(opts.pid)
     sock = _bind(path)  # a taken socket path is refused before anything is attached
     with _signals_stop():
         try:
             with controller(opts, io, watchdog) as ctl:
-                ctl.report_queues = True
+                ctl.say = say
                 svc = Service(ctl, path, sock)
                 st = ctl.status()
-                print(f"serving scheme {opts.scheme} on pid {opts.pid} (queues {st['queues'] or 'none known'}, "
-                      f"max hold {opts.max_hold} ms) at {path}", file=sys.stderr, flush=True)
+                say(f"serving scheme {opts.scheme} on pid {opts.pid} (queues {st['queues'] or 'none known'}, "
+                    f"max hold {opts.max_hold} ms) at {path}")
                 if on_ready:
                     on_ready(st)
                 try:
