@@ -280,6 +280,22 @@ class Program:
     rows: list  # ProbeAttach-like rows (ioctl rows are dicts)
 
 
+@dataclass
+class _Run:
+    """What one Recorder.run has started so far: set-up fills it in step by step, so the close (which runs
+    after an error too) sees exactly what has to be stopped and counted."""
+    tw: TraceWriter
+    prog: Program
+    t0: float
+    bpf: object | None = None
+    ring: RingReader | None = None
+    snap: object | None = None
+    launcher: Launcher | None = None
+    events: int = 0
+    lost: int | None = None
+    exit_code: int | None = None
+
+
 def _offset_guard(prog: "Program"):
     from .plausibility import OffsetGuard
 
@@ -415,118 +431,152 @@ class Recorder:
         """Record until the command exits, --duration passes or SIGINT/SIGTERM arrives; then drain the
         ring for at most stop_drain_s, close the segments and write meta.json. `progress` is called about
         twice a second (the CLI's live status line)."""
-        o = self.o
         # SIGINT/SIGTERM only set a flag from here on: during start-up it is read at each step (_starting),
         # which ends the run in one line with the trace closed (or none written yet)
         handlers = self._install_signals()
         try:
-            self._check()
-            prog = self.build()
-            self._starting("planning the probes", None)
-            tw = TraceWriter.create(o.output, o.labels)
+            prog, tw = self._prepare()
         except BaseException:
             self._restore_signals(handlers)
             raise
-        t0 = time.monotonic()
-        bpf = ring = snap = launcher = None
+        r = _Run(tw, prog, time.monotonic())
         self._plog = ProcessLog(tw, "recorder")  # /proc facts of every process its events name (issue 21)
-        events = 0
-        lost = None
-        exit_code = None
         try:
-            snap = self._snapshotter(tw)  # fails early (one line) when debugfs/KFD is absent
-            self._starting("opening debugfs", tw)
-            bpf = self._bpf = self._compile(prog)
-            self._starting("compiling the BPF program", tw)
-            self._attach(bpf, prog)
-            self._starting("attaching the probes", tw)
-            tw.meta["attach_plan"] = [r if isinstance(r, dict) else r.as_dict() for r in prog.rows]
-            tw.meta["func_names"] = prog.func_names
-            tw.meta["recorder"] = self._meta(prog)
-            tw.save_meta()
-            tgids = bpf[b"gpt_tgids"]
-            for t in o.tgids:
-                tgids[tgids.Key(t)] = tgids.Leaf(1)
-            if self._containers is not None:
-                for t in self._containers.tgids:
-                    tgids[tgids.Key(t)] = tgids.Leaf(1)
-                if "-DGPT_FOLLOW_PIDNS" in prog.cflags:
-                    pidns = bpf[b"gpt_pidns"]
-                    for ns in self._containers.pidns:
-                        pidns[pidns.Key(ns)] = pidns.Leaf(1)
-                self._containers.rescan()  # a process that joined while the probes attached
-                for t in self._containers.tgids:
-                    tgids[tgids.Key(t)] = tgids.Leaf(1)
-                tw.meta["recorder"]["containers"] = dict(self._containers.meta(), follow_pidns="-DGPT_FOLLOW_PIDNS" in prog.cflags)
-            if prog.ioctl_filter == "known_numbers":
-                known = bpf[b"gpt_ioctl_known"]
-                for nr in ioctls.known_nrs():
-                    known[known.Key(nr)] = known.Leaf(1)
-            tw.meta["recorder"]["recording_since_ns"] = time.monotonic_ns()  # probes attached, filters set
-            tw.save_meta()
-            dtype = record_layout.numpy_dtype()
-            ring = RingReader(bpf[b"gpt_events"].map_fd, o.ringbuf_mb * 1024 * 1024, dtype)
-            decoder = EventDecoder(tw.run_id, prog.func_names, ioctls.ioctl_name)
-            self._guard = _offset_guard(prog)
-            # Parquet encoding overlaps the ring reads and decoding
-            writer = tw.writer("events", background=True, group_ms=EVENTS_GROUP_MS)
-            self._flight = flight.FlightRecorder(
-                tw, flight.parse_keep(o.keep) if o.keep else None, flight.parse_triggers(o.triggers) if o.triggers else None,
-                o.after_s, lost=self._lost_now)
-            tw.meta["recorder"]["flight"] = self._flight.meta()
-            tw.save_meta()
-            if snap:
-                snap.take("baseline")
-            self._lost_now()  # opens gpt_lost: every map is open now (BCC builds their key/leaf readers lazily)
-            # after the maps were opened, and before the command runs: its first calls do not compete with
-            # this one-off work (gc, heap trim) for the CPU
-            release_compiler_memory()
-            if o.cmd:
-                # held at the launcher's gate until its pid is in the tgid filter: no early call is missed
-                launcher = Launcher(o.cmd, trace=tw.path)
-                pid = launcher.start(hold=True)
-                tgids[tgids.Key(pid)] = tgids.Leaf(1)
-                launcher.release()
-            events, exit_code = self._loop(ring, decoder, writer, tw, launcher, snap, time.monotonic(), progress)
-            if snap:
-                snap.take("after")
+            decoder, writer = self._start(r)
+            self._launch(r)
+            r.events, r.exit_code = self._loop(r.ring, decoder, writer, tw, r.launcher, r.snap, time.monotonic(), progress)
+            if r.snap:
+                r.snap.take("after")
         finally:
-            usr1 = {s: handlers.pop(s) for s in (signal.SIGUSR1,) if s in handlers}  # restored once the trace is closed
-            self._restore_signals(handlers)
-            if launcher is not None:
-                launcher.close()  # stops a command still running (an error above), closes its markers
-                exit_code = launcher.exit_code if exit_code is None else exit_code
-                tw.add_rows_written("markers", launcher.markers_written)
-            counters = tw.meta.setdefault("counters", {})
-            if bpf is not None:
-                lost = self._lost_now()
-                if lost is not None:
-                    lost += self._unread
-                counters["events_lost"] = lost  # None: the kernel's counter could not be read (unknown, not 0)
-                counters["events_unread_at_stop"] = self._unread
-                counters["events_missed"] = prog_misses(bpf)
-                counters["events_received"] = events
-            if ring is not None:
-                counters["ring_odd_records"] = ring.odd_records
-                ring.close()
-            tw.meta.setdefault("recorder", {})["stop_reason"] = self._stop_why
-            if self._guard is not None:
-                tw.meta["recorder"]["btf_plausibility"] = self._guard.as_dict()
-            self._plog.finish()  # those still alive read again; gone ones: NULL facts
-            if snap is not None:
-                snap.plog.finish()
-            if self._flight is not None:
-                for w in tw.writers.values():
-                    w.close()  # a save still pending ends with every row written (tw.close closes them again: no-op)
-                self._flight.close(time.monotonic_ns())
-            tw.close()
-            if bpf is not None:
-                bpf.cleanup()
-            self._restore_signals(usr1)
+            self._close(r, handlers)
+        return self._result(r)
+
+    def _prepare(self) -> tuple[Program, TraceWriter]:
+        """Check the options, build the program and create the trace directory."""
+        self._check()
+        prog = self.build()
+        self._starting("planning the probes", None)
+        return prog, TraceWriter.create(self.o.output, self.o.labels)
+
+    def _start(self, r: _Run):
+        """Open debugfs, compile, attach, set the kernel filters and open the ring, decoder, writer and
+        flight recorder: everything up to the first read. Returns (decoder, events writer)."""
+        o, tw, prog = self.o, r.tw, r.prog
+        r.snap = self._snapshotter(tw)  # fails early (one line) when debugfs/KFD is absent
+        self._starting("opening debugfs", tw)
+        r.bpf = self._bpf = self._compile(prog)
+        self._starting("compiling the BPF program", tw)
+        self._attach(r.bpf, prog)
+        self._starting("attaching the probes", tw)
+        tw.meta["attach_plan"] = [x if isinstance(x, dict) else x.as_dict() for x in prog.rows]
+        tw.meta["func_names"] = prog.func_names
+        tw.meta["recorder"] = self._meta(prog)
+        tw.save_meta()
+        self._set_filters(r.bpf, prog, tw)
+        tw.meta["recorder"]["recording_since_ns"] = time.monotonic_ns()  # probes attached, filters set
+        tw.save_meta()
+        dtype = record_layout.numpy_dtype()
+        r.ring = RingReader(r.bpf[b"gpt_events"].map_fd, o.ringbuf_mb * 1024 * 1024, dtype)
+        decoder = EventDecoder(tw.run_id, prog.func_names, ioctls.ioctl_name)
+        self._guard = _offset_guard(prog)
+        # Parquet encoding overlaps the ring reads and decoding
+        writer = tw.writer("events", background=True, group_ms=EVENTS_GROUP_MS)
+        self._flight = flight.FlightRecorder(
+            tw, flight.parse_keep(o.keep) if o.keep else None, flight.parse_triggers(o.triggers) if o.triggers else None,
+            o.after_s, lost=self._lost_now)
+        tw.meta["recorder"]["flight"] = self._flight.meta()
+        tw.save_meta()
+        if r.snap:
+            r.snap.take("baseline")
+        self._lost_now()  # opens gpt_lost: every map is open now (BCC builds their key/leaf readers lazily)
+        # after the maps were opened, and before the command runs: its first calls do not compete with
+        # this one-off work (gc, heap trim) for the CPU
+        release_compiler_memory()
+        return decoder, writer
+
+    def _set_filters(self, bpf, prog: Program, tw: TraceWriter) -> None:
+        """The kernel-side filters: -p tgids, the --container processes and pid namespaces, the known
+        AMDKFD_IOC_* numbers when the ioctl path cannot filter on the device."""
+        o = self.o
+        tgids = bpf[b"gpt_tgids"]
+        for t in o.tgids:
+            tgids[tgids.Key(t)] = tgids.Leaf(1)
+        if self._containers is not None:
+            for t in self._containers.tgids:
+                tgids[tgids.Key(t)] = tgids.Leaf(1)
+            if "-DGPT_FOLLOW_PIDNS" in prog.cflags:
+                pidns = bpf[b"gpt_pidns"]
+                for ns in self._containers.pidns:
+                    pidns[pidns.Key(ns)] = pidns.Leaf(1)
+            self._containers.rescan()  # a process that joined while the probes attached
+            for t in self._containers.tgids:
+                tgids[tgids.Key(t)] = tgids.Leaf(1)
+            tw.meta["recorder"]["containers"] = dict(self._containers.meta(), follow_pidns="-DGPT_FOLLOW_PIDNS" in prog.cflags)
+        if prog.ioctl_filter == "known_numbers":
+            known = bpf[b"gpt_ioctl_known"]
+            for nr in ioctls.known_nrs():
+                known[known.Key(nr)] = known.Leaf(1)
+
+    def _launch(self, r: _Run) -> None:
+        """Start the command after --, if any: held at the launcher's gate until its pid is in the tgid
+        filter, so no early call is missed."""
+        if not self.o.cmd:
+            return
+        r.launcher = Launcher(self.o.cmd, trace=r.tw.path)
+        pid = r.launcher.start(hold=True)
+        tgids = r.bpf[b"gpt_tgids"]
+        tgids[tgids.Key(pid)] = tgids.Leaf(1)
+        r.launcher.release()
+
+    def _close(self, r: _Run, handlers: dict) -> None:
+        """After the loop or an error: stop the command, count, close the trace and the BPF program, put the
+        signal handlers back (SIGUSR1's once the trace is closed)."""
+        usr1 = {s: handlers.pop(s) for s in (signal.SIGUSR1,) if s in handlers}  # restored once the trace is closed
+        self._restore_signals(handlers)
+        tw = r.tw
+        if r.launcher is not None:
+            r.launcher.close()  # stops a command still running (an error above), closes its markers
+            r.exit_code = r.launcher.exit_code if r.exit_code is None else r.exit_code
+            tw.add_rows_written("markers", r.launcher.markers_written)
+        self._count(r)
+        if r.ring is not None:
+            r.ring.close()
+        tw.meta.setdefault("recorder", {})["stop_reason"] = self._stop_why
+        if self._guard is not None:
+            tw.meta["recorder"]["btf_plausibility"] = self._guard.as_dict()
+        self._plog.finish()  # those still alive read again; gone ones: NULL facts
+        if r.snap is not None:
+            r.snap.plog.finish()
+        if self._flight is not None:
+            for w in tw.writers.values():
+                w.close()  # a save still pending ends with every row written (tw.close closes them again: no-op)
+            self._flight.close(time.monotonic_ns())
+        tw.close()
+        if r.bpf is not None:
+            r.bpf.cleanup()
+        self._restore_signals(usr1)
+
+    def _count(self, r: _Run) -> None:
+        """meta.json counters: events lost (kernel drops + unread at stop), missed, received, odd ring records."""
+        counters = r.tw.meta.setdefault("counters", {})
+        if r.bpf is not None:
+            lost = self._lost_now()
+            if lost is not None:
+                lost += self._unread
+            r.lost = lost
+            counters["events_lost"] = lost  # None: the kernel's counter could not be read (unknown, not 0)
+            counters["events_unread_at_stop"] = self._unread
+            counters["events_missed"] = prog_misses(r.bpf)
+            counters["events_received"] = r.events
+        if r.ring is not None:
+            counters["ring_odd_records"] = r.ring.odd_records
+
+    def _result(self, r: _Run) -> RecordResult:
+        tw = r.tw
         seg = tw.writers["events"].segments_closed if "events" in tw.writers else 0
         rows = tw.meta.get("attach_plan", [])
-        return RecordResult(tw.path, tw.meta["counters"]["events_written"], seg, lost, exit_code,
-                            time.monotonic() - t0, rows, tw.meta["counters"].get("events_missed"), self._unread,
+        return RecordResult(tw.path, tw.meta["counters"]["events_written"], seg, r.lost, r.exit_code,
+                            time.monotonic() - r.t0, rows, tw.meta["counters"].get("events_missed"), self._unread,
                             list(self._flight.saved) if self._flight is not None else [])
 
     def _attach(self, bpf, prog: Program) -> None:
