@@ -27,6 +27,7 @@ class Check:
     ok: bool | None  # None: informational
     detail: str
     hint: str = ""
+    value: object = None  # what was measured, for callers (e.g. /dev/kfd: the KFD ioctl version (major, minor))
 
     def as_dict(self) -> dict:
         return {"name": self.name, "ok": self.ok, "detail": self.detail, "hint": self.hint or None}
@@ -129,6 +130,57 @@ def kfd_ioctl_version(dev: str = "/dev/kfd") -> tuple[int, int]:
         os.close(fd)
 
 
+KFD_DEV = "/dev/kfd"
+
+
+def kfd_device_check(dev: str = KFD_DEV) -> Check:
+    """/dev/kfd and its KFD ioctl version (value: (major, minor)); a failure's detail says why in one sentence."""
+    if not _exists(Path(dev)):
+        return Check("/dev/kfd", False, f"no {dev}: no AMD GPU with the amdgpu/KFD driver on this machine",
+                     f"load {MODULE} on a machine with a supported AMD GPU")
+    try:
+        major, minor = kfd_ioctl_version(dev)
+    except PermissionError:
+        return Check("/dev/kfd", False, f"{dev}: permission denied", "run as root or join the render group")
+    except OSError as e:
+        return Check("/dev/kfd", False, f"{dev} GET_VERSION failed: {e.strerror}", "check dmesg for amdgpu/KFD init errors")
+    return Check("/dev/kfd", True, f"KFD ioctl version {major}.{minor}", value=(major, minor))
+
+
+def scheme_a_check(kfd: Check) -> Check:
+    """Scheme A (KFD debugger suspend/resume) needs KFD ioctl 1.DEBUGGER_MIN_MINOR or later."""
+    if not kfd.ok:
+        return Check("scheme A", False, kfd.detail, kfd.hint)
+    major, minor = kfd.value
+    if minor < uapi.DEBUGGER_MIN_MINOR:
+        return Check("scheme A", False, f"KFD ioctl {major}.{minor} < 1.{uapi.DEBUGGER_MIN_MINOR}: no debugger ABI "
+                     "(scheme A needs kernel 6.5+ or ROCm's amdgpu DKMS)", "boot kernel 6.5+ or install ROCm's amdgpu DKMS")
+    return Check("scheme A", True, f"KFD ioctl {major}.{minor}: debugger ABI (suspend/resume queues)")
+
+
+def scheme_b_check(kfd: Check, dev: str = KFD_DEV) -> Check:
+    """The kernel/ series' PREEMPT_QUEUES ioctl probed with an empty request: ENOTTY = not there."""
+    import errno
+
+    name, hint = "scheme B ioctls", "apply the kernel/ series (kernel/README.md)"
+    if not kfd.ok:
+        return Check(name, False, kfd.detail, kfd.hint)
+    try:
+        size = uapi.ioc_size(uapi.PREEMPT_QUEUES)
+        fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    except (OSError, Exception) as e:  # noqa: BLE001 - no scheme B uapi or no device: say which
+        return Check(name, False, f"cannot probe scheme B ({e})", hint)
+    try:
+        fcntl.ioctl(fd, uapi.PREEMPT_QUEUES, bytearray(size))
+        return Check(name, True, "scheme B ioctls present")
+    except OSError as e:
+        if e.errno == errno.ENOTTY:
+            return Check(name, False, "this kernel has no scheme B ioctls (ENOTTY: the kernel/ series is not applied)", hint)
+        return Check(name, True, f"scheme B ioctls present (empty probe: {errno.errorcode.get(e.errno, e.errno)})")
+    finally:
+        os.close(fd)
+
+
 def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
     out: list[Check] = []
     caps = _caps()
@@ -166,16 +218,8 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
                      (f"mounted at {dbg[0]}" if dbg else "not mounted") + ("; kfd/ present" if kfd_dbg else "; no kfd/ directory"),
                      "" if dbg and kfd_dbg else ("mount -t debugfs none /sys/kernel/debug" if not dbg else f"kfd/ appears when {MODULE} is loaded (CONFIG_DEBUG_FS=y)")))
 
-    if not _exists(Path("/dev/kfd")):
-        out.append(Check("/dev/kfd", False, "missing", f"no KFD device: load {MODULE} on a machine with a supported AMD GPU"))
-    else:
-        try:
-            major, minor = kfd_ioctl_version()
-            out.append(Check("/dev/kfd", True, f"KFD ioctl version {major}.{minor}"))
-        except PermissionError:
-            out.append(Check("/dev/kfd", False, "permission denied", "run as root or join the render group"))
-        except OSError as e:
-            out.append(Check("/dev/kfd", False, f"GET_VERSION failed: {e.strerror}", "check dmesg for amdgpu/KFD init errors"))
+    kfd = kfd_device_check()
+    out += [kfd, scheme_a_check(kfd), scheme_b_check(kfd)]
 
     lock = Path("/sys/kernel/security/lockdown")
     if _exists(lock) and os.access(lock, os.R_OK):

@@ -95,62 +95,29 @@ class ABResult:
     interrupted: bool = False
 
 
-def _kfd_version() -> tuple[Optional[tuple[int, int]], str]:
-    from ..doctor import kfd_ioctl_version
-
-    if not os.path.exists("/dev/kfd"):
-        return None, "no /dev/kfd: no AMD GPU with the amdgpu/KFD driver on this machine"
-    try:
-        return kfd_ioctl_version(), ""
-    except OSError as e:
-        return None, f"/dev/kfd GET_VERSION failed: {e.strerror}"
-
-
-def _scheme_b_present() -> tuple[bool, str]:
-    """Probe the kernel/ series' PREEMPT_QUEUES ioctl with an empty request: ENOTTY = not there."""
-    import errno
-    import fcntl
-
-    from .. import uapi
-
-    try:
-        size = uapi.ioc_size(uapi.PREEMPT_QUEUES)
-        fd = os.open("/dev/kfd", os.O_RDWR | os.O_CLOEXEC)
-    except (OSError, Exception) as e:  # noqa: BLE001 - no scheme B uapi or no device: say which
-        return False, f"cannot probe scheme B ({e})"
-    try:
-        fcntl.ioctl(fd, uapi.PREEMPT_QUEUES, bytearray(size))
-        return True, "scheme B ioctls present"
-    except OSError as e:
-        if e.errno == errno.ENOTTY:
-            return False, "this kernel has no scheme B ioctls (ENOTTY: the kernel/ series is not applied)"
-        return True, f"scheme B ioctls present (empty probe: {errno.errorcode.get(e.errno, e.errno)})"
-    finally:
-        os.close(fd)
-
-
 def plan(o: ABOptions, doctor=None) -> Plan:
-    """What can run here, each part with the reason (from doctor and /dev/kfd)."""
+    """What can run here, each part with the reason: read from doctor's report (its /dev/kfd, scheme A,
+    scheme B ioctls, privileges, tracefs, kprobes and debugfs checks and its probe plan)."""
     from .. import api
-    from ..uapi import DEBUGGER_MIN_MINOR
 
     doc = doctor or api.doctor()
     by = {c.name: c for c in doc.checks}
+
+    def failed(name: str) -> str | None:  # None: the check passed; else why not
+        c = by.get(name)
+        return None if c is not None and c.ok else (c.detail if c is not None else f"doctor did not check {name}")
+
     checks: list[Capability] = []
-    ver, why_kfd = _kfd_version()
-    kfd = ver is not None
+    why_kfd = failed("/dev/kfd")
+    kfd = why_kfd is None
+    ver = by["/dev/kfd"].value if kfd else None
     checks.append(Capability("/dev/kfd", kfd, f"KFD ioctl {ver[0]}.{ver[1]}" if kfd else why_kfd))
 
     skipped: dict[str, str] = {}
-    if not kfd:
-        skipped["A"] = skipped["B"] = why_kfd
-    else:
-        if ver[1] < DEBUGGER_MIN_MINOR:
-            skipped["A"] = (f"KFD ioctl {ver[0]}.{ver[1]} < 1.{DEBUGGER_MIN_MINOR}: no debugger ABI "
-                            "(scheme A needs kernel 6.5+ or ROCm's amdgpu DKMS)")
-        ok_b, why_b = _scheme_b_present()
-        if not ok_b:
-            skipped["B"] = why_b
+    for scheme, check in (("A", "scheme A"), ("B", "scheme B ioctls")):
+        why = failed(check)
+        if why is not None:
+            skipped[scheme] = why
 
     priv = by.get("privileges")
     tracefs = by.get("tracefs")
@@ -170,13 +137,8 @@ def plan(o: ABOptions, doctor=None) -> Plan:
         raise GptError(f"--record yes: the recorder cannot run here ({why_rec})", "use --record auto")
     checks.append(Capability("recorder", record, why_rec))
 
-    try:
-        from ..debugfs import ensure_live
-
-        ensure_live()
-        snaps, why_snap = True, "KFD debugfs readable"
-    except Exception as e:  # noqa: BLE001 - GptError or OSError: not readable, say why
-        snaps, why_snap = False, f"KFD debugfs not readable: {getattr(e, 'what', e)}"
+    why_dbg = failed("debugfs")
+    snaps, why_snap = (True, "KFD debugfs readable") if why_dbg is None else (False, f"KFD debugfs not readable: {why_dbg}")
     checks.append(Capability("debugfs snapshots", snaps, why_snap))
     schemes = [s for s in o.schemes if s not in skipped]
     return Plan(checks, schemes, {s: skipped[s] for s in o.schemes if s in skipped}, record, why_rec, snaps, kfd)
