@@ -16,7 +16,6 @@ recorder finish its segments and keeps every trace written so far.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
