@@ -176,16 +176,18 @@ def synth(dest: str, scheme: str = "A", events: int = 10_000, seed: int = 0, **p
     return synthetic.generate(dest, scheme, events, seed, **params)
 
 
-def preempt_serve(options, io=None, on_ready=None, say=None) -> str:
+def preempt_serve(options, io=None, on_ready=None, say=None, show_ioctl=None) -> str:
     """The preemption controller as a service (control.PreemptOptions); returns why it stopped.
-    Clients: gpreempt_trace.control.Client(socket). `say(line)`: its status lines (default: logged)."""
+    Clients: gpreempt_trace.control.Client(socket). `say(line)`: its status lines; `show_ioctl(line)`:
+    --dry-run's ioctls (both default: logged)."""
     from .control import serve
 
-    return serve(options, io=io, on_ready=on_ready, say=say)
+    return serve(options, io=io, on_ready=on_ready, say=say, show_ioctl=show_ioctl)
 
 
-def preempt_run(options, io=None):
-    """One-shot preempt/hold/resume cycles (control.RunOptions); returns control.RunResult."""
+def preempt_run(options, io=None, show_ioctl=None):
+    """One-shot preempt/hold/resume cycles (control.RunOptions); returns control.RunResult.
+    `show_ioctl(line)`: --dry-run's ioctls (default: logged)."""
     from .control import run
 
-    return run(options, io=io)
+    return run(options, io=io, show_ioctl=show_ioctl)

@@ -69,7 +69,7 @@ def command():
 def serve_cmd(queues, socket_path, **flags):
     """Attach to --pid and answer preempt/resume/status on a Unix socket until SIGINT/SIGTERM."""
     why = api.preempt_serve(PreemptOptions(queues=_queues(queues), socket=socket_path, **flags),
-                            say=lambda line: click.echo(line, err=True))
+                            say=lambda line: click.echo(line, err=True), show_ioctl=click.echo)
     click.echo(f"stopped: {why}", err=True)
 
 
@@ -85,7 +85,7 @@ def serve_cmd(queues, socket_path, **flags):
 def run_cmd(ctx, queues, **flags):
     """One-shot: preempt, hold, resume, --repeat times. Exit 0 only when every cycle was carried out
     and every queue resumed."""
-    res = api.preempt_run(RunOptions(queues=_queues(queues), **flags))
+    res = api.preempt_run(RunOptions(queues=_queues(queues), **flags), show_ioctl=click.echo)
     for cycle, op, qid, result, raw in res.bad_queues:
         click.echo(f"cycle {cycle} {op}: queue {qid} {result} (kernel wrote {raw & 0xFFFFFFFF:#010x})", err=True)
     for cycle, op, what in res.failures:

@@ -1,7 +1,7 @@
 """The controller's system-call layer, injectable: KFD ioctls and ptrace.
 
 `SysIo` issues the real calls (libc ioctl/ptrace through ctypes, os.waitpid). `DryRunIo` issues none and
-prints one line per ioctl (name, request number, argument bytes as lowercase hex). `ScriptedIo` (tests,
+hands one line per ioctl to its `say` (the CLI prints them; default: logged) (name, request number, argument bytes as lowercase hex). `ScriptedIo` (tests,
 bench) records every call with its exact bytes and answers from a script. The schemes (scheme_a.py,
 scheme_b.py) only talk to an Io.
 """
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
-import sys
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 # ptrace requests and options (asm-generic / x86-64 values from <sys/ptrace.h>)
 PTRACE_CONT, PTRACE_DETACH, PTRACE_GETEVENTMSG = 7, 17, 0x4201
@@ -99,14 +101,14 @@ def default_answer(name: str, arg, minor: int) -> int:
 
 
 class DryRunIo(Io):
-    """Issues nothing: prints one line per ioctl; ptrace and waitpid do nothing."""
+    """Issues nothing: `say(line)` gets one line per ioctl (default: logged at INFO); ptrace and waitpid do nothing."""
 
-    def __init__(self, out=None, minor: int = 17):
-        self.out = out or sys.stdout
+    def __init__(self, say: Callable[[str], None] | None = None, minor: int = 17):
+        self.say = say or log.info
         self.minor = minor
 
     def ioctl(self, name, request, arg, refs=()):
-        print(ioctl_line(name, request, arg), file=self.out, flush=True)
+        self.say(ioctl_line(name, request, arg))
         return default_answer(name, arg, self.minor)
 
     def ptrace(self, request, pid, addr=0, data=0):

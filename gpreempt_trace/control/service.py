@@ -99,9 +99,11 @@ def resolve_target(opts: PreemptOptions) -> None:
 
 # ---- building a controller ------------------------------------------------------------------------
 @contextmanager
-def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | None = None):
+def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | None = None,
+               show_ioctl: Callable[[str], None] | None = None):
     """Checks, lock, trace, attach; yields a started Controller; always resumes and detaches.
-    `watchdog` (scheme B): start the PDEATHSIG watchdog (default: when the real ioctls are used)."""
+    `watchdog` (scheme B): start the PDEATHSIG watchdog (default: when the real ioctls are used).
+    `show_ioctl(line)`: --dry-run's line per ioctl it would issue (default: logged)."""
     if opts.scheme not in ("A", "B"):
         raise GptError(f"--scheme {opts.scheme!r}", "use A or B")
     queues = parse_queues(opts.queues)
@@ -117,7 +119,7 @@ def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | No
         lock = checks.TargetLock(opts.pid).acquire()
     if watchdog is None:
         watchdog = io is None and not opts.dry_run
-    io = io or (P.DryRunIo() if opts.dry_run else P.SysIo(opts.kfd_path))
+    io = io or (P.DryRunIo(show_ioctl) if opts.dry_run else P.SysIo(opts.kfd_path))
     guard = None
     try:
         if opts.output:
@@ -300,18 +302,18 @@ class Service:
 
 
 def serve(opts: PreemptOptions, io: P.Io | None = None, on_ready=None, watchdog: bool | None = None,
-          say: Callable[[str], None] | None = None) -> str:
+          say: Callable[[str], None] | None = None, show_ioctl: Callable[[str], None] | None = None) -> str:
     """Attach and answer requests on opts.socket until SIGINT/SIGTERM or the target exits. Returns
     why it stopped. `on_ready(status)` is called once the socket listens. `say(line)` gets the
     "serving ..." line and one line per queue the kernel did not act on (the CLI: stderr); without
-    it they are logged (INFO)."""
+    it they are logged (INFO). `show_ioctl`: see controller()."""
     say = say or log.info
     resolve_target(opts)
     path = opts.socket or default_socket(opts.pid)
     sock = _bind(path)  # a taken socket path is refused before anything is attached
     with _signals_stop():
         try:
-            with controller(opts, io, watchdog) as ctl:
+            with controller(opts, io, watchdog, show_ioctl) as ctl:
                 ctl.say = say
                 svc = Service(ctl, path, sock)
                 st = ctl.status()
@@ -357,13 +359,15 @@ class RunResult:
                 f"resume call p50 {p50(self.resume_us)}; {len(self.bad_queues)} queue results not ok")
 
 
-def run(opts: RunOptions, io: P.Io | None = None, watchdog: bool | None = None) -> RunResult:
+def run(opts: RunOptions, io: P.Io | None = None, watchdog: bool | None = None,
+        show_ioctl: Callable[[str], None] | None = None) -> RunResult:
     """Preempt, hold, resume, repeat. Exit 0 (RunResult.ok) only when every cycle was carried out and
-    every queue resumed (with --unchecked-ids the kernel's per-queue bits are reported, not failures)."""
+    every queue resumed (with --unchecked-ids the kernel's per-queue bits are reported, not failures).
+    `show_ioctl`: see controller()."""
     res = RunResult(0, opts.repeat, [], [], [], [])
     with _signals_stop():
         try:
-            with controller(opts, io, watchdog) as ctl:
+            with controller(opts, io, watchdog, show_ioctl) as ctl:
                 for cycle in range(opts.repeat):
                     if cycle:
                         time.sleep(opts.interval / 1000)
