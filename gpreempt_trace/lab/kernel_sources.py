@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import subprocess
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GptError
+
+_log = logging.getLogger(__name__)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "kernels"
 AMD = "drivers/gpu/drm/amd"
@@ -69,8 +72,8 @@ def _sha256(p: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(abi: str, fixtures: Path = FIXTURES, log=print) -> KernelSources:
-    """Download (once), verify and unpack the pinned packages of a fixture ABI."""
+def fetch(abi: str, fixtures: Path = FIXTURES, log=_log.info) -> KernelSources:
+    """Download (once), verify and unpack the pinned packages of a fixture ABI. `log(line)`: progress (default: logged)."""
     return fetch_packages(abi, pins(abi, fixtures), log)
 
 
@@ -87,7 +90,7 @@ def packages_for(abi: str, version: str) -> list[tuple[str | None, str, str]]:
             *[(None, n, version) for n in names]]
 
 
-def fetch_packages(abi: str, pinned: list[tuple[str | None, str, str]], log=print) -> KernelSources:
+def fetch_packages(abi: str, pinned: list[tuple[str | None, str, str]], log=_log.info) -> KernelSources:
     """Download (once), verify (where a sha256 is pinned) and unpack packages into the cache."""
     root = cache_dir()
     debs = root / "debs"
@@ -152,7 +155,7 @@ def main(argv: list[str]) -> int:
     abis = argv or sorted(p.parent.name for p in FIXTURES.glob("*/packages.sha256"))
     try:
         for abi in abis:
-            ks = fetch(abi)
+            ks = fetch(abi, log=print)  # the command line (python -m): progress on stdout
             print(f"kernel-sources: {abi}: source {ks.source}, kbuild {ks.kbuild}")
     except GptError as e:
         print(f"kernel-sources: {e.line()}", file=sys.stderr)
