@@ -209,7 +209,7 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
     tp = [p.target for p in plan.probes if p.mechanism == "raw_tracepoint"]
     out.append(Check("kfd tracepoints", None, ", ".join(tp) if tp else "none (kernel without the kfd:* tracepoint series): kprobes are planned"))
     dkms_tp = [p.target for p in plan.probes if p.mechanism == "tracepoint" and p.status == "planned"]
-    out.append(Check("amdkfd tracepoints", None, (", ".join(dkms_tp) + " (ROCm DKMS; read from tracefs format files, no BTF needed)")
+    out.append(Check("dkms tracepoints", None, (", ".join(dkms_tp) + " (ROCm DKMS; read from tracefs format files, no BTF needed)")
                      if dkms_tp else "none (not a ROCm DKMS module with amdkfd:* tracepoints)"))
 
     dbg = _mounted("debugfs")
