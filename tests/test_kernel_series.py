@@ -276,7 +276,7 @@ def test_patched_amdgpu_answers_in_the_lab(lab612):
         timeout_s=900, modules=())
     assert out.rc == 0, out.output[-3000:]
     events = {ln.split()[1] for ln in out.output.splitlines() if ln.startswith("EVENT kfd_")}  # not enable/filter
-    assert events == {t.name for t in TRACEPOINTS}
+    assert events == {t.name for t in TRACEPOINTS if t.system == "kfd"}  # the series's own (amdkfd:* are ROCm DKMS's)
     r = json.loads(next(ln for ln in out.output.splitlines() if ln.startswith("RESULT "))[7:])
     got = {k: v[0] if isinstance(v, list) and v[0] else v for k, v in r.items()}
     assert got == {

@@ -6,6 +6,7 @@ and a hard timeout. Tests that need no guest (host checks, bad input) run everyw
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -295,3 +296,12 @@ def test_fixture_skips_with_the_reason_without_qemu(tmp_path):
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SKIPPED" in res.stdout and "lab unavailable: cannot run the QEMU lab, missing qemu-system-x86_64" in res.stdout
+
+
+def test_pick_abi_612_is_the_abi_kernel_check_builds_for():
+    """kernel/check.sh builds the patched amdgpu.ko against the newest /usr/src/linux-headers-6.12.*-amd64;
+    the 6.12 guest must boot that ABI or the module is refused (vermagic)."""
+    hdrs = sorted(Path("/usr/src").glob("linux-headers-6.12.*-amd64"), key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)])
+    if not hdrs or lab_build._which("apt-cache") is None:
+        pytest.skip("no 6.12 headers installed here (make setup installs them)")
+    assert lab_build.pick_abi("6.12") == hdrs[-1].name.removeprefix("linux-headers-")

@@ -116,8 +116,10 @@ def series_of(abi: str) -> str:
 def pick_abi(kernel: str = DEFAULT_KERNEL) -> str:
     """The kernel ABI to boot for series `kernel`: $GPT_LAB_KERNEL when it is of that series, else
     (6.1) the one the installed linux-headers-amd64 depends on (so the installed headers match, for
-    BCC), else the one its apt candidate depends on, else the newest ABI of the series apt knows;
-    always one apt can still download."""
+    BCC), else the one its apt candidate depends on; (6.12) the newest installed linux-headers-6.12.*
+    (make setup pins the one of the fixtures: the kernel series is built against it and its amdgpu.ko
+    must load in the guest); else the newest ABI of the series apt knows; always one apt can still
+    download."""
     check_kernel(kernel)
     wanted = os.environ.get("GPT_LAB_KERNEL")
     if wanted and series_of(wanted) == kernel:
@@ -131,6 +133,13 @@ def pick_abi(kernel: str = DEFAULT_KERNEL) -> str:
             m = re.search(rf"linux-headers-({pattern})\b", deps)
             if m and _apt_has(f"linux-image-{m.group(1)}"):
                 return m.group(1)
+    if kernel == "6.12":
+        listed = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", "linux-headers-6.12.*-amd64"],
+                                capture_output=True, text=True).stdout
+        installed = re.findall(rf"^linux-headers-({pattern}) install ok installed$", listed, flags=re.M)
+        for abi in sorted(installed, key=lambda a: [int(x) for x in re.findall(r"\d+", a)], reverse=True):
+            if _apt_has(f"linux-image-{abi}"):
+                return abi
     names = subprocess.run(["apt-cache", "search", "--names-only", rf"^linux-image-{pattern}$"],
                            capture_output=True, text=True).stdout
     abis = re.findall(rf"^linux-image-({pattern}) ", names, flags=re.M)
