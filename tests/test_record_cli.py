@@ -24,6 +24,7 @@ from gpreempt_trace.trace import segment_files
 from gpreempt_trace.recorder.runtime import STOP_DRAIN_S
 
 from testing import ioctl_calls as W
+from testing.recording import wait_recording
 
 REPO = Path(__file__).resolve().parent.parent
 GPT = [sys.executable, "-m", "gpreempt_trace.cli"]
@@ -75,20 +76,6 @@ def _one_line_error(res) -> str:
 def _read(trace: Path, table: str) -> list[dict]:
     files = segment_files(trace, table)  # every writer's segments (the launcher's markers: laun<pid>-*)
     return pa.concat_tables([pq.read_table(f) for f in files]).sort_by("ts_ns").to_pylist() if files else []
-
-
-def _wait_recording(trace: Path, proc: subprocess.Popen, timeout_s: float = 240) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            if "recording_since_ns" in json.loads((trace / "meta.json").read_text()).get("recorder", {}):
-                return
-        except (OSError, ValueError):
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"recorder exited early: {proc.communicate()}")
-        time.sleep(0.05)
-    raise AssertionError("recorder did not start")
 
 
 def test_print_bpf_needs_no_privileges_and_writes_nothing(tmp_path):
@@ -232,7 +219,7 @@ def test_pid_filter_records_only_that_process(tmp_path):
     rec = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null", "-p", str(target.pid)],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_recording(trace, rec)
+        wait_recording(trace, rec)
         for p in (target, other):
             p.communicate("go\n", timeout=60)
     finally:
@@ -252,7 +239,7 @@ def test_signal_flushes_and_closes(tmp_path, sig):
     target = subprocess.Popen([sys.executable, "-c", GATE, CALLS, "/dev/null", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     rec = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null", "-p", str(target.pid)],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_recording(trace, rec)
+    wait_recording(trace, rec)
     target.communicate("go\n", timeout=60)
     rec.send_signal(sig)
     _, err = rec.communicate(timeout=60)
@@ -312,7 +299,7 @@ def test_command_exit_stops_record_while_a_pid_keeps_the_ring_busy(tmp_path):
     try:
         rec = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null",
                                 "-p", str(busy.pid), "--", "sleep", "1"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_recording(trace, rec)
+        wait_recording(trace, rec)
         _go(busy)  # the command (`sleep 1`) runs from now on, busy keeps issuing ioctls
         _, err = rec.communicate(timeout=300)
         assert busy.poll() is None  # it kept issuing ioctls all along
@@ -337,7 +324,7 @@ def test_a_signal_stops_record_in_bounded_time_under_a_busy_pid(tmp_path, sig):
     try:
         rec = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null",
                                 "-p", str(busy.pid)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_recording(trace, rec)
+        wait_recording(trace, rec)
         _go(busy)
         time.sleep(1)
         t_sig = time.monotonic_ns()
@@ -378,7 +365,7 @@ def test_kill_9_at_random_points_loses_at_most_one_second_of_events(tmp_path):
                                 sys.executable, "-c", BUSY, str(KILL_RATE), f"count={counter}"], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            _wait_recording(trace, rec)
+            wait_recording(trace, rec)
             end = time.monotonic() + 120
             while T.table_on_disk(trace, "events").rows == 0 and time.monotonic() < end:  # the command runs
                 time.sleep(0.01)

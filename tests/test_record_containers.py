@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from testing import ioctl_calls as W
+from testing.recording import wait_recording
 from testing.fake_container import FakeContainer
 
 from gpreempt_trace import api
@@ -34,22 +35,6 @@ pytestmark = [
     pytest.mark.skipif(not Path("/sys/fs/cgroup/pids/cgroup.procs").exists() or shutil.which("unshare") is None,
                        reason="needs cgroup v1 pids hierarchy and unshare"),
 ]
-
-
-def _wait_recording(trace: Path, proc: subprocess.Popen, timeout_s: float = 240) -> None:
-    import time
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            if "recording_since_ns" in json.loads((trace / "meta.json").read_text()).get("recorder", {}):
-                return
-        except (OSError, ValueError):
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"recorder exited early: {proc.communicate()}")
-        time.sleep(0.05)
-    raise AssertionError("recorder did not start")
 
 
 def _record(trace: Path, *args: str) -> subprocess.Popen:
@@ -110,7 +95,7 @@ def test_container_filter_records_that_container_only(tmp_path, containers):
     rec = _record(trace, "--container", A[:12])
     entered = None
     try:
-        _wait_recording(trace, rec)
+        wait_recording(trace, rec)
         a.go(), b.go()
         _go(host)
         entered = _enter(a, 5)
@@ -143,7 +128,7 @@ def test_attribution_per_container_and_host(tmp_path, containers):
     trace = tmp_path / "t"
     rec = _record(trace, "-p", str(host.pid), "--container", A, "--container", B[:20])
     try:
-        _wait_recording(trace, rec)
+        wait_recording(trace, rec)
         a.go(), b.go()
         _go(host)
     finally:
@@ -222,7 +207,7 @@ cat {done}
     rec = subprocess.Popen([*GPT, "record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null", "--",
                             "docker", "exec", A[:12], "4"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        _wait_recording(trace, rec)
+        wait_recording(trace, rec)
         a.go()  # the container's pid 1 (running before: not recorded) and a child it starts now (recorded)
         release.write_text("")  # the fake docker returns once its command is done and this exists
         out, err = rec.communicate(timeout=120)  # ends when the fake docker returns
