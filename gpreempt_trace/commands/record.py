@@ -41,27 +41,17 @@ class Seconds(click.FloatRange):
         return super().convert(v, param, ctx)
 
 
-class KeepType(click.ParamType):
-    """--keep: a time (10m) or a size (2GiB), checked by recorder/flight.py (a one-line usage error)."""
+class FlightValue(click.ParamType):
+    """A --keep / --trigger value, checked by its recorder/flight.py parser: its error is a one-line usage error."""
 
-    name = "time|size"
-
-    def convert(self, value, param, ctx):
-        try:
-            flight.parse_keep(value)
-        except GptError as e:
-            self.fail(f"{e.what.removeprefix('--keep ')}: {e.hint}.", param, ctx)
-        return value
-
-
-class TriggerType(click.ParamType):
-    name = "list"
+    def __init__(self, name: str, parse, prefix: str = ""):
+        self.name, self._parse, self._prefix = name, parse, prefix
 
     def convert(self, value, param, ctx):
         try:
-            flight.parse_triggers(value)
+            self._parse(value)
         except GptError as e:
-            self.fail(f"{e.what}: {e.hint}.", param, ctx)
+            self.fail(f"{e.what.removeprefix(self._prefix)}: {e.hint}.", param, ctx)
         return value
 
 
@@ -83,10 +73,10 @@ class TriggerType(click.ParamType):
 @click.option("--kfd-path", default="/dev/kfd", show_default=True, metavar="PATH", help="Device whose ioctls the ioctl path records (e.g. /dev/null in tests).")
 @click.option("--ringbuf-mb", type=PowerOfTwo(RINGBUF_MB_MAX), default=32, show_default=True,
               help=f"Ring buffer size in MiB (a power of two from 1 to {RINGBUF_MB_MAX}).")
-@click.option("--keep", type=KeepType(), metavar="TIME|SIZE",
+@click.option("--keep", type=FlightValue("time|size", flight.parse_keep, "--keep "), metavar="TIME|SIZE",
               help="Flight recorder: keep only the newest segments on disk, the last TIME (10m, 1h) or SIZE (2GiB); "
                    "older ones are deleted whole and counted in meta.json.")
-@click.option("--trigger", "triggers", type=TriggerType(), metavar="LIST",
+@click.option("--trigger", "triggers", type=FlightValue("list", flight.parse_triggers), metavar="LIST",
               help="Save the kept window plus --after seconds as OUT/triggered/<UTC time>-<cause>/ when a row of one of "
                    "these comes: queue_reset, hws_hang, preempt_over=T (a preemption whose kernel-measured dur_ns "
                    "exceeds T, e.g. 5ms). SIGUSR1 saves one too (cause signal). Recording goes on.")
