@@ -90,6 +90,9 @@ def test_exact_offsets_612(built):
         "Q_PROCESS": 264, "Q_DEVICE": 272, "DEV_ID": 36, "PROC_PASID": 160, "PROC_LEAD_THREAD": 96, "TASK_TGID": 2436,
         "QPD_DQM": 0, "QPD_PQM": 8, "PQM_PROCESS": 0, "PDD_QPD": 16, "DQM_DEV": 312, "PM_DQM": 0}
     assert chosen["PDD_PASID"] is None
+    line = _res.summary_line()
+    assert f"for 6.12.117+deb12-amd64, 23 of {len(plan.FIELDS)} recorder fields, 32 probed functions) in " in line, line
+    assert line.endswith("; not in this driver: PDD_PASID")
 
 
 @pytest.mark.kernel

@@ -76,7 +76,9 @@ class BuildResult:
     missing_funcs: list[str] = field(default_factory=list)  # probed functions without a BTF FUNC
 
     def summary_line(self) -> str:
-        n = len(self.meta.get("fields", {}))
+        from .plan import FIELDS
+
+        n = len(FIELDS)  # the recorder's fields (meta "fields" holds every path tried, alternatives included)
         line = (f"wrote {self.output} ({self.output.stat().st_size} bytes, for {self.meta['kernel_release']}, "
                 f"{n - len(self.missing_fields)} of {n} recorder fields, {len(self.meta.get('functions', {}))} probed functions) "
                 f"in {self.seconds:.1f} s")
