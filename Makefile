@@ -42,10 +42,10 @@ kernel-sources: $(SETUP)
 	$(PY) -m gpreempt_trace.lab.kernel_sources
 
 docs: $(SETUP)
-	$(PY) -m gpreempt_trace.docgen
+	$(PY) -m gpreempt_trace.codegen.docgen
 
 codegen: $(SETUP)
-	$(PY) -m gpreempt_trace.generated
+	$(PY) -m gpreempt_trace.codegen.headers
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,5 +1,5 @@
 """Only what pyproject.toml cannot say: the package list is found (gpreempt_trace.*) AND extended by the
-top-level data folders, which ship inside the package under these names (see gpreempt_trace/resources.py).
+top-level data folders, which ship inside the package under these names (see gpreempt_trace/contracts/resources.py).
 Their files are chosen by [tool.setuptools.package-data] in pyproject.toml."""
 from setuptools import find_packages, setup
 

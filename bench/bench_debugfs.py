@@ -6,8 +6,8 @@ import tempfile
 import time
 
 from gpreempt_trace.debugfs import MI308X_SAMPLE, parse_capture, read_capture_dir
-from gpreempt_trace.snapshot import Snapshotter
-from gpreempt_trace.trace import TraceWriter
+from gpreempt_trace.debugfs.snapshot import Snapshotter
+from gpreempt_trace.trace.directory import TraceWriter
 
 
 def main() -> int:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-GPT = [sys.executable, "-m", "gpreempt_trace.cli"]
+GPT = [sys.executable, "-m", "gpreempt_trace.cli.main"]
 REPS = int(os.environ.get("GPT_BENCH_REPS", "3"))
 CALLS = int(os.environ.get("GPT_BENCH_CALLS", "300000"))
 RATES = [int(r) for r in os.environ.get("GPT_BENCH_RATES", "25000,50000,100000,200000,400000,1000000").split(",")]
@@ -145,10 +145,10 @@ def userspace_capacity(tmp: Path, n: int = 1048576) -> float:
     events segment writer with its background encoder thread, in batches of 65536 as the runtime does."""
     import numpy as np
 
-    from gpreempt_trace import record_layout
-    from gpreempt_trace.decode import EventDecoder
+    from gpreempt_trace.recorder import record_layout
+    from gpreempt_trace.recorder.decode import EventDecoder
     from gpreempt_trace.recorder import ioctls
-    from gpreempt_trace.writer import SegmentWriter
+    from gpreempt_trace.trace.writer import SegmentWriter
 
     lay = record_layout.layout()
     rec = np.zeros(n, record_layout.numpy_dtype(lay))

@@ -7,7 +7,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpreempt_trace import api, decode, trace
+from gpreempt_trace import api
+from gpreempt_trace.recorder import decode
+from gpreempt_trace.trace import directory as trace
 from gpreempt_trace.synthetic import records as synth
 
 BATCH = 65536

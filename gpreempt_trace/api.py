@@ -8,13 +8,13 @@ from typing import Iterable, Sequence
 import pyarrow as pa
 
 from .errors import GptError
-from .trace import find_traces, parse_labels, read_meta  # noqa: F401  (re-exported)
+from .trace.directory import find_traces, parse_labels, read_meta  # noqa: F401  (re-exported)
 
 
 def _query():
     """query.py, imported when first used: DuckDB adds ~65 MiB of shared-library pages to processes
     that never query (the recorder, workloads, the controller)."""
-    from . import query
+    from .sql import query
 
     return query
 
@@ -41,9 +41,9 @@ def export_hive(traces: Iterable[str], dest: str) -> list[Path]:
     """Copy each trace to DEST/run_id=<run_id>/ (hive layout); returns the new paths. A segment that
     `query` would skip (corrupt, mistyped, a required column missing) is named in the same warning and
     left out of the copy, so DuckDB and Spark read the export as a whole."""
-    from .query import _good_segments
-    from .trace import TABLE_NAMES
-    from .writer import SCHEMA_FILE
+    from .sql.query import _good_segments
+    from .trace.directory import TABLE_NAMES
+    from .trace.writer import SCHEMA_FILE
 
     out = []
     root = Path(dest)
@@ -87,7 +87,7 @@ def plot(traces: Sequence[str], png: str) -> str:
 
 def doctor(kallsyms: str | None = None, btf_dir: str | None = None, probes: list[str] | None = None, tracefs: str | None = None):
     """The recorder's attach plan and system checks (running kernel, or offline kallsyms/BTF)."""
-    from .doctor import run_doctor
+    from .doctor.report import run_doctor
 
     return run_doctor(kallsyms=kallsyms, btf_dir=btf_dir, probes=probes, tracefs=tracefs)
 
@@ -125,7 +125,7 @@ def snapshot(opts, interval_s: float = 1.0, count: int | None = None, labels: di
     (returns SnapshotResult; .exit_code is the workload's). `opts` is a snapshot.SnapshotOptions (fields
     named like the flags of `snapshot`), or the output path with the other arguments. debugfs_dir reads
     a saved capture."""
-    from .snapshot import SnapshotOptions, run_snapshot
+    from .debugfs.snapshot import SnapshotOptions, run_snapshot
 
     if not isinstance(opts, SnapshotOptions):
         opts = SnapshotOptions(str(opts), interval_s, count, dict(labels or {}), debugfs_dir, tuple(cmd), phase)
@@ -134,7 +134,7 @@ def snapshot(opts, interval_s: float = 1.0, count: int | None = None, labels: di
 
 def snapshot_import(output: str, paths: Sequence[str], labels: dict[str, str] | None = None):
     """Ingest saved debugfs captures (capture folders, or files like baseline_hqds_*.txt) as snapshots."""
-    from .snapshot import run_import
+    from .debugfs.snapshot import run_import
 
     return run_import(output, paths, labels)
 
@@ -142,7 +142,7 @@ def snapshot_import(output: str, paths: Sequence[str], labels: dict[str, str] | 
 def exp01(traces: Sequence[str], group_by: str | None = None, schedule: str = "unknown"):
     """Experiment 1 verdicts (queues per model, ids, stability, MQD->HQD) and the scheme recommendation.
     group_by None: label "model" when the runs have it, else all runs as one group."""
-    from .exp01 import exp01 as _exp01
+    from .experiment.exp01 import exp01 as _exp01
 
     return _exp01(traces, group_by, schedule)
 
@@ -164,7 +164,7 @@ def compare(traces: Sequence[str], by: str = "scheme", metric: str = "preempt_la
 
 def export_perfetto(trace: str, out_file: str):
     """Write one trace as a Perfetto protobuf trace (open it in ui.perfetto.dev); returns the Path."""
-    from .export_perfetto import export
+    from .report.perfetto import export
 
     return export(trace, out_file)
 

@@ -12,7 +12,7 @@
 -- unmap or request), of the column's own integer type with no rounding CAST, and the same number
 -- numpy's method="inverted_cdf" gives (compare). An interpolated value between two samples is a time
 -- nothing took, and with few samples (a p99 of 10 calls) it moves with the gap between them.
--- gpreempt_trace/sql_lint.py enforces it.
+-- gpreempt_trace/sql/lint.py enforces it.
 CREATE VIEW events AS
 SELECT * FROM read_parquet(list_transform(getvariable('traces'), lambda t: t || '/events/*.parquet'), union_by_name = true);
 CREATE VIEW markers AS

@@ -139,7 +139,7 @@ def test_the_checks_catch_a_cycle_and_an_upward_import(tmp_path):
 
 @pytest.mark.parametrize("module, stage", [("gpreempt_trace.recorder.runtime", "record"), ("gpreempt_trace.recorder.plan", "probe"),
                                            ("gpreempt_trace.debugfs.parse", "debugfs"), ("gpreempt_trace", "contracts"),
-                                           ("gpreempt_trace.commands.record", "CLI and code generation")])
+                                           ("gpreempt_trace.cli.commands.record", "CLI and code generation")])
 def test_stage_of(module, stage):
     table = stages()
     assert table[stage_of(module, table)][0] == stage

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gpreempt_trace import arrays, schema
+from gpreempt_trace.trace import arrays, schema
 
 
 @pytest.mark.parametrize("values,typ", [
@@ -51,11 +51,11 @@ def test_table_from_rows_equals_from_pylist():
 
 DATA_PATH = """
 import sys, numpy as np
-from gpreempt_trace import record_layout
-from gpreempt_trace.decode import EventDecoder
+from gpreempt_trace.recorder import record_layout
+from gpreempt_trace.recorder.decode import EventDecoder
 from gpreempt_trace.recorder import ioctls
-from gpreempt_trace.trace import TraceWriter
-from gpreempt_trace.markers import MarkerWriter
+from gpreempt_trace.trace.directory import TraceWriter
+from gpreempt_trace.trace.markers import MarkerWriter
 tw = TraceWriter.create(sys.argv[1], {})
 rec = np.zeros(100, record_layout.numpy_dtype())
 lay = record_layout.layout()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from testing import bad_traces as B
 from testing.traces import set_counters, two_runs
 
-from gpreempt_trace.cli import main
+from gpreempt_trace.cli.main import main
 
 
 def run(*args, **kw):
@@ -365,7 +365,7 @@ def test_sigterm_while_compiling_closes_the_trace(tmp_path):
 
     repo = pathlib.Path(__file__).resolve().parent.parent
     t = tmp_path / "t"
-    p = subprocess.Popen([sys.executable, "-m", "gpreempt_trace.cli", "record", "-o", str(t), "--probes", "ioctl", "--kfd-path", "/dev/null",
+    p = subprocess.Popen([sys.executable, "-m", "gpreempt_trace.cli.main", "record", "-o", str(t), "--probes", "ioctl", "--kfd-path", "/dev/null",
                           "--duration", "60"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 120
     while not (t / "meta.json").exists():  # the trace exists from here; the BPF compile (seconds) comes next

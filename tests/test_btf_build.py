@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace.cli import main
-from gpreempt_trace.doctor import render_text, run_doctor
+from gpreempt_trace.cli.main import main
+from gpreempt_trace.doctor.report import render_text, run_doctor
 from gpreempt_trace.errors import GptError
-from gpreempt_trace.doctor import module_checks
+from gpreempt_trace.doctor.checks import module_checks
 from gpreempt_trace.recorder import btf_build, dkms, plan
 from gpreempt_trace.recorder.btf import Btf
 from gpreempt_trace.recorder.btf_build import BuildOptions

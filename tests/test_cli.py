@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 from testing.traces import two_runs
 
-from gpreempt_trace import __version__, docgen
-from gpreempt_trace.cli import COMMANDS, main
+from gpreempt_trace import __version__
+from gpreempt_trace.codegen import docgen
+from gpreempt_trace.cli.main import COMMANDS, main
 
 def run(*args):
     return CliRunner().invoke(main, list(args), prog_name="gpreempt-trace")

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from testing import bad_traces as B
 from testing.traces import two_runs
 
-from gpreempt_trace.cli import main
+from gpreempt_trace.cli.main import main
 
 SEED = int(os.environ.get("GPT_FUZZ_SEED", "24"))
 COUNT = int(os.environ.get("GPT_FUZZ_COUNT", "300"))
@@ -52,7 +52,7 @@ BASE: dict[tuple[str, ...], list[str]] = {
 # root or long: only parse-time refusals, and the entry point is a tripwire
 GUARDED = {("record",), ("snapshot",), ("preempt", "serve"), ("preempt", "run"), ("workload",), ("experiment", "ab"), ("demo",), ("btf", "build")}
 TRIPWIRES = ["gpreempt_trace.api.record", "gpreempt_trace.api.snapshot", "gpreempt_trace.api.preempt_serve", "gpreempt_trace.api.preempt_run",
-             "gpreempt_trace.api.workload", "gpreempt_trace.api.btf_build", "gpreempt_trace.demo.run",
+             "gpreempt_trace.api.workload", "gpreempt_trace.api.btf_build", "gpreempt_trace.experiment.demo.run",
              "gpreempt_trace.experiment.ab.run", "gpreempt_trace.experiment.lab.run"]
 # the trace readers, for malformed traces
 READERS = [["query", "events.overview", "{t}"], ["query", "queues.per_tgid", "{t}", "--format", "json"], ["report", "{t}"],

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from testing.traces import KFD_FUNCS, P2_EVENTS, P2_MARKERS, two_runs, write_trace
 
 from gpreempt_trace import api, synthetic
-from gpreempt_trace.cli import main
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.errors import GptError
 from gpreempt_trace.report.compare import bootstrap_diff, rank_test
 

@@ -1,4 +1,4 @@
-"""gpreempt_trace.containers: /proc/PID/cgroup of every container layout (issue 21), process facts, and
+"""gpreempt_trace.trace.containers: /proc/PID/cgroup of every container layout (issue 21), process facts, and
 `--container` resolution. The cgroup texts are whole /proc/PID/cgroup files in the kernel's format
 (v1: `hierarchy-id:controllers:path`, v2: `0::path`) as docker, podman, containerd and CRI-O leave them."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from gpreempt_trace import containers as C
-from gpreempt_trace import doctor
+from gpreempt_trace.trace import containers as C
+from gpreempt_trace.doctor import checks as doctor
 from gpreempt_trace.errors import GptError
 
 ID = "3f4e1c0a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
@@ -199,7 +199,7 @@ def test_doctor_in_a_new_pid_namespace_for_real():
     import subprocess
     import sys
 
-    code = ("import json; from gpreempt_trace.doctor import container_checks; "
+    code = ("import json; from gpreempt_trace.doctor.checks import container_checks; "
             "print(json.dumps([(c.name, c.ok) for c in container_checks()]))")
     out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     # root with every capability and the host's mounts: only the pid namespace is wrong
@@ -223,7 +223,7 @@ def test_container_outside_the_host_pid_namespace_is_one_line():
     import subprocess
     import sys
 
-    code = ("from gpreempt_trace.containers import resolve_container; from gpreempt_trace.errors import GptError\n"
+    code = ("from gpreempt_trace.trace.containers import resolve_container; from gpreempt_trace.errors import GptError\n"
             "try:\n    resolve_container('ab' * 6)\nexcept GptError as e:\n    print(e.line())")
     out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     ns = out.stdout.split("pid:[")[1].split("]")[0] if "pid:[" in out.stdout else "?"

@@ -3,7 +3,7 @@ exact request numbers and argument bytes of every call, in order, for scheme A a
 per-queue INVALID/ERROR bits, the runtime handshake, queue-id checks, max-hold and markers.
 
 Expected values are the kernel's numbers written out here (uapi kfd_ioctl.h, ptrace.h, the scheme B
-series' header), never read back from gpreempt_trace.uapi or control.io, the code under test."""
+series' header), never read back from gpreempt_trace.contracts.uapi or control.io, the code under test."""
 from __future__ import annotations
 
 import errno
@@ -211,7 +211,7 @@ def scripted_clock(monkeypatch, *ns):
 
 
 def test_controller_markers_pair_request_and_done(tmp_path, monkeypatch):
-    from gpreempt_trace.trace import TraceWriter
+    from gpreempt_trace.trace.directory import TraceWriter
 
     owner = TraceWriter.create(tmp_path / "t")
     ctl = Controller(SchemeA(P.ScriptedIo(FakeKfd(queues=(3, 5))), PID), str(tmp_path / "t"), max_hold_ms=None, queues=[3, 5])
@@ -245,7 +245,7 @@ def test_controller_markers_pair_request_and_done(tmp_path, monkeypatch):
 
 def test_max_hold_resumes_on_its_own(tmp_path):
     """Nobody asks for the resume: the controller issues it itself once max-hold has passed."""
-    from gpreempt_trace.trace import TraceWriter
+    from gpreempt_trace.trace.directory import TraceWriter
 
     owner = TraceWriter.create(tmp_path / "t")
     sio = P.ScriptedIo(FakeKfd(queues=(3,)))

@@ -221,8 +221,8 @@ def test_dkms_hqds_have_20_active_cp_hqds_on_4_xccs():
 
 
 def test_unknown_line_in_a_capture_is_a_named_warning(tmp_path):
-    from gpreempt_trace.snapshot import Snapshotter
-    from gpreempt_trace.trace import TraceWriter
+    from gpreempt_trace.debugfs.snapshot import Snapshotter
+    from gpreempt_trace.trace.directory import TraceWriter
 
     cap = tmp_path / "cap"
     cap.mkdir()

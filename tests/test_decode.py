@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gpreempt_trace import decode, record_layout, schema
+from gpreempt_trace.recorder import decode, record_layout
+from gpreempt_trace.trace import schema
 
 FUNCS = ["sys_enter_ioctl", "kfd_ioctl", "queues_unmap"]
 IOCTL_NAMES = {0xC0584B02: "AMDKFD_IOC_CREATE_QUEUE", 0x80084B01: "AMDKFD_IOC_GET_VERSION"}
@@ -149,7 +150,7 @@ def test_one_name_per_column_batches_equal_reference(comm):
 
 
 def test_a_repeated_name_column_is_exact_for_empty_null_and_zero_rows():
-    from gpreempt_trace.decode import _repeated
+    from gpreempt_trace.recorder.decode import _repeated
 
     assert _repeated("ab", 3).to_pylist() == ["ab", "ab", "ab"]
     assert _repeated("", 2).to_pylist() == ["", ""]

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from gpreempt_trace import api
-from gpreempt_trace.cli import main
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.errors import GptError
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the recording step needs root (BPF)")

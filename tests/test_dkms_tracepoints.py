@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpreempt_trace import record_layout, resources
-from gpreempt_trace.decode import EventDecoder
+from gpreempt_trace.recorder import record_layout
+from gpreempt_trace.contracts import resources
+from gpreempt_trace.recorder.decode import EventDecoder
 from gpreempt_trace.recorder import tpformat
 from gpreempt_trace.recorder import tracepoints as tp
 from gpreempt_trace.recorder.plan import TRACEPOINTS, find_dkms_tracepoints, plan_kfd

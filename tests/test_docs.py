@@ -1,5 +1,5 @@
 """Documentation generated from the schema and the CLI stays current (`make docs` regenerates)."""
-from gpreempt_trace import docgen
+from gpreempt_trace.codegen import docgen
 
 
 def test_trace_format_tables_current():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace.cli import main
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.recorder.plan import PROBES, TRACEPOINTS
 
 

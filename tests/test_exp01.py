@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace import api, query, sql_lint
-from gpreempt_trace.cli import main
+from gpreempt_trace import api
+from gpreempt_trace.sql import query, lint as sql_lint
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.debugfs import MI308X_SAMPLE
 from gpreempt_trace.errors import GptError
-from gpreempt_trace.snapshot import Snapshotter
-from gpreempt_trace.trace import TraceWriter
+from gpreempt_trace.debugfs.snapshot import Snapshotter
+from gpreempt_trace.trace.directory import TraceWriter
 
 FIX = Path(__file__).parent / "fixtures" / "debugfs"
 MI300 = FIX / "v6.5-mi300-4xcc"

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace import api, trace
-from gpreempt_trace.cli import main
+from gpreempt_trace import api
+from gpreempt_trace.trace import directory as trace
+from gpreempt_trace.cli.main import main
 
 pytest.importorskip("torch")
 no_kfd = pytest.mark.skipif(os.path.exists("/dev/kfd"), reason="this test states what a machine without /dev/kfd does")
@@ -62,7 +63,7 @@ def test_only_unavailable_schemes_is_an_error(tmp_path):
 
 def test_ctrl_c_stops_every_process_and_keeps_the_trace(tmp_path):
     out = tmp_path / "ab"
-    p = subprocess.Popen([sys.executable, "-m", "gpreempt_trace.cli", "experiment", "ab", *ARGS, "--schemes", "none",
+    p = subprocess.Popen([sys.executable, "-m", "gpreempt_trace.cli.main", "experiment", "ab", *ARGS, "--schemes", "none",
                           "--duration", "60", "--no-report", "--record", "no", "-o", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from gpreempt_trace import api, uapi
+from gpreempt_trace import api
+from gpreempt_trace.contracts import uapi
 from gpreempt_trace.errors import GptError
 from gpreempt_trace.experiment import lab as lab_driver
 from gpreempt_trace.experiment.ab import ABOptions

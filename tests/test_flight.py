@@ -12,9 +12,10 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from gpreempt_trace import api, query
-from gpreempt_trace import trace as T
-from gpreempt_trace.decode import EventDecoder
+from gpreempt_trace import api
+from gpreempt_trace.sql import query
+from gpreempt_trace.trace import directory as T
+from gpreempt_trace.recorder.decode import EventDecoder
 from gpreempt_trace.errors import GptError
 from gpreempt_trace.recorder import flight as F
 from gpreempt_trace.recorder import ioctls
@@ -271,7 +272,7 @@ def test_retention_never_deletes_a_segment_while_a_reader_has_the_trace_open(tmp
 def test_bad_flight_options_are_a_one_line_usage_error(tmp_path, args, line):
     from click.testing import CliRunner
 
-    from gpreempt_trace.cli import main
+    from gpreempt_trace.cli.main import main
 
     res = CliRunner().invoke(main, ["record", "-o", str(tmp_path / "t"), "--kfd-path", "/dev/null", *args])
     assert res.exit_code == 2

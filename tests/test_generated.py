@@ -1,8 +1,9 @@
-"""`make codegen` (gpreempt_trace.generated) owns every generated header: --check names a stale one and
+"""`make codegen` (gpreempt_trace.codegen.headers) owns every generated header: --check names a stale one and
 fails, a rewrite makes it current, and the checked-in headers are current."""
 from __future__ import annotations
 
-from gpreempt_trace import generated, record_layout
+from gpreempt_trace.codegen import headers as generated
+from gpreempt_trace.recorder import record_layout
 
 
 def test_checked_in_headers_are_current():

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace.cli import main
-from gpreempt_trace.trace import segment_files
+from gpreempt_trace.cli.main import main
+from gpreempt_trace.trace.directory import segment_files
 from gpreempt_trace.recorder import ioctls as I
 
 from testing import ioctl_calls as W

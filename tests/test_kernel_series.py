@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gpreempt_trace.recorder.tracepoints import TRACEPOINTS
-from gpreempt_trace.schema import EVENT_COLUMNS
+from gpreempt_trace.trace.schema import EVENT_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL = REPO / "kernel"

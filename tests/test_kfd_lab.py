@@ -21,7 +21,8 @@ REPO = Path.cwd()
 os.environ["BCC_KERNEL_SOURCE"] = str(REPO / "tracers" / "stub")
 import numpy as np
 from bcc import BPF
-from gpreempt_trace import record_layout, schema
+from gpreempt_trace.recorder import record_layout
+from gpreempt_trace.trace import schema
 from gpreempt_trace.recorder.plan import plan_kfd
 
 plan = plan_kfd()
@@ -91,7 +92,7 @@ def test_doctor_live_in_lab(lab_kernel, kernel_fixture):
     assert checks["amdgpu module"]["ok"] is True and checks["btf amdgpu"]["ok"] is True
     assert checks["/dev/kfd"]["detail"] == {"6.1": "KFD ioctl version 1.11", "6.12": "KFD ioctl version 1.17"}[lab_kernel.series]
     assert all(p["reason"] for p in out["probes"] if p["status"] != "planned")  # every probe explained
-    from gpreempt_trace.doctor import run_doctor
+    from gpreempt_trace.doctor.report import run_doctor
 
     fx = kernel_fixture(FIXTURES[lab_kernel.series])
     offline = run_doctor(fx / "kallsyms", fx / "btf").as_dict()

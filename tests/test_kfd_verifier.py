@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from gpreempt_trace import resources
+from gpreempt_trace.contracts import resources
 from gpreempt_trace.recorder.plan import PROBES, TRACEPOINTS, plan_kfd
 
 pytestmark = pytest.mark.bpf

@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from gpreempt_trace import launcher, query
+from gpreempt_trace.trace import launcher
+from gpreempt_trace.sql import query
 from gpreempt_trace.errors import GptError
-from gpreempt_trace.launcher import Launcher
-from gpreempt_trace.trace import TraceWriter
+from gpreempt_trace.trace.launcher import Launcher
+from gpreempt_trace.trace.directory import TraceWriter
 
 
 def _markers(t):

@@ -1,4 +1,4 @@
-"""The marker vocabulary is one list (gpreempt_trace.markers.KINDS): every kind the package writes and
+"""The marker vocabulary is one list (gpreempt_trace.trace.markers.KINDS): every kind the package writes and
 every kind a SQL module reads is in it, and MarkerWriter refuses anything else."""
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gpreempt_trace import markers, resources, trace
-from gpreempt_trace.query import connect
+from gpreempt_trace.trace import markers, directory as trace
+from gpreempt_trace.contracts import resources
+from gpreempt_trace.sql.query import connect
 
 
 
@@ -144,7 +145,7 @@ def test_marker_writer_refuses_unknown_kind_and_writes_known_ones(tmp_path):
     tw = trace.TraceWriter.create(tmp_path / "t", run_id="r")
     tw.close()
     with markers.MarkerWriter(tmp_path / "t", "controller") as mw:
-        with pytest.raises(ValueError, match="'preempt_begin' is not in gpreempt_trace.markers.KINDS"):
+        with pytest.raises(ValueError, match="'preempt_begin' is not in gpreempt_trace.trace.markers.KINDS"):
             mw.add("preempt_begin")
         mw.add("preempt_request", ts_ns=5, seq=1, scheme="A", target_tgid=42, queue_ids=[3])
     rows = connect([str(tmp_path / "t")]).execute(

@@ -5,8 +5,8 @@ from click.testing import CliRunner
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 from testing.traces import C1_EVENTS, C1_MARKERS, GA, KFD_FUNCS, set_counters, write_trace
 
-from gpreempt_trace.cli import main
-from gpreempt_trace.export_perfetto import _queue_slices
+from gpreempt_trace.cli.main import main
+from gpreempt_trace.report.perfetto import _queue_slices
 
 
 def _decode(path):

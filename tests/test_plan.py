@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from gpreempt_trace import resources
+from gpreempt_trace.contracts import resources
 from gpreempt_trace.errors import GptError
 from gpreempt_trace.recorder.kallsyms import Kallsyms, split_clone
 from gpreempt_trace.recorder.plan import PROBES, plan_kfd

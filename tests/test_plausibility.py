@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpreempt_trace import record_layout, schema
-from gpreempt_trace.decode import EventDecoder, empty_records
+from gpreempt_trace.recorder import record_layout
+from gpreempt_trace.trace import schema
+from gpreempt_trace.recorder.decode import EventDecoder, empty_records
 from gpreempt_trace.recorder.plausibility import CHECKS, OffsetGuard
 
 LAY = record_layout.layout()

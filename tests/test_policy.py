@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from gpreempt_trace import api, trace
+from gpreempt_trace import api
+from gpreempt_trace.trace import directory as trace
 from gpreempt_trace.errors import GptError
 from gpreempt_trace.workloads.policy import Policy
 

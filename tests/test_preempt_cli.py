@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from gpreempt_trace import api
-from gpreempt_trace.cli import main
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.control import checks
 from gpreempt_trace.control import io as P
 from gpreempt_trace.control.service import RunOptions
@@ -163,7 +163,7 @@ def test_yama_scope_3_and_sched_policy_2_are_refused(tmp_path, monkeypatch):
 @root_only
 def test_not_root_is_refused(tmp_path):
     env = dict(os.environ, HOME=str(tmp_path))
-    res = subprocess.run([sys.executable, "-m", "gpreempt_trace.cli", "preempt", "run", "--pid", "1", "--hold", "1"],
+    res = subprocess.run([sys.executable, "-m", "gpreempt_trace.cli.main", "preempt", "run", "--pid", "1", "--hold", "1"],
                          capture_output=True, text=True, preexec_fn=lambda: os.setuid(65534), env=env, cwd="/")
     if "Permission denied" in res.stderr and "gpreempt_trace" in res.stderr:
         pytest.skip("the repo is not readable by nobody here")

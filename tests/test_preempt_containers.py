@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from testing.fake_container import FakeContainer
 
 from gpreempt_trace import api
-from gpreempt_trace.cli import main
-from gpreempt_trace.containers import resolve_target
+from gpreempt_trace.cli.main import main
+from gpreempt_trace.trace.containers import resolve_target
 from gpreempt_trace.control import checks
 from gpreempt_trace.control import io as P
 from gpreempt_trace.control.service import RunOptions

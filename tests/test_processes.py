@@ -9,10 +9,11 @@ import numpy as np
 from click.testing import CliRunner
 from testing.traces import CID_OFFLINE, CID_ONLINE, GA, GB, KFD_FUNCS, Q1_EVENTS, Q1_PROCESSES, proc_read, write_trace
 
-from gpreempt_trace import api, query
-from gpreempt_trace.cli import main
-from gpreempt_trace.processes import ProcessLog
-from gpreempt_trace.trace import TraceWriter
+from gpreempt_trace import api
+from gpreempt_trace.sql import query
+from gpreempt_trace.cli.main import main
+from gpreempt_trace.trace.processes import ProcessLog
+from gpreempt_trace.trace.directory import TraceWriter
 
 MI300 = Path(__file__).parent / "fixtures" / "debugfs" / "v6.5-mi300-4xcc"
 ON, OFF = CID_ONLINE[:12], CID_OFFLINE[:12]
@@ -122,7 +123,7 @@ def test_outside_the_host_pid_namespace_nothing_is_read(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from gpreempt_trace.trace import TraceWriter; from gpreempt_trace.processes import ProcessLog; "
+    code = ("import sys; from gpreempt_trace.trace.directory import TraceWriter; from gpreempt_trace.trace.processes import ProcessLog; "
             "tw = TraceWriter.create(sys.argv[1], run_id='ns'); log = ProcessLog(tw, 'recorder'); "
             "log.see(1, 10); log.see(2, 11); log.finish(); tw.close(); print(log.read)")
     if os.geteuid() != 0:

@@ -5,7 +5,8 @@ adds is recomputed here the straightforward way, every (unmap, queue) pair teste
 import pytest
 from testing.traces import COLL_FUNCS, random_collateral_events, write_trace
 
-from gpreempt_trace import api, query
+from gpreempt_trace import api
+from gpreempt_trace.sql import query
 
 NAMED = ("queues_suspend", "queues_resume", "queues_preempt", "queues_unpreempt")
 CAUSES = ("queue_create", "queue_destroy", "queue_update", *NAMED, "process_evict", "process_restore")

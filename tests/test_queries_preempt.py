@@ -3,7 +3,8 @@ import pytest
 from testing.traces import (C1_EVENTS, C1_MARKERS, GA, KFD_FUNCS, P1_EVENTS, P1_MARKERS, P2_EVENTS, P2_MARKERS, set_counters,
                            write_trace)
 
-from gpreempt_trace import api, query
+from gpreempt_trace import api
+from gpreempt_trace.sql import query
 from gpreempt_trace.errors import QueryError
 
 

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from testing.traces import R1_EVENTS, R1_MARKERS, set_counters, write_trace
 
-from gpreempt_trace import api, query
+from gpreempt_trace import api
+from gpreempt_trace.sql import query
 from gpreempt_trace.recorder import ioctls
 
 

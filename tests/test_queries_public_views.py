@@ -4,7 +4,8 @@ import pytest
 from testing.traces import (C1_EVENTS, C1_MARKERS, GA, GB, KFD_FUNCS, P1_EVENTS, P1_MARKERS, P2_EVENTS, P2_MARKERS, Q1_EVENTS,
                            set_counters, two_runs, write_trace)
 
-from gpreempt_trace import api, query
+from gpreempt_trace import api
+from gpreempt_trace.sql import query
 
 
 def _load(traces, *modules, params=None):

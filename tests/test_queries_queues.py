@@ -1,7 +1,8 @@
 """queues.lifecycle and queues.counts on hand-checkable traces (exact ns)."""
 from testing.traces import GA, GB, KFD_FUNCS, Q1_EVENTS, write_trace
 
-from gpreempt_trace import api, query
+from gpreempt_trace import api
+from gpreempt_trace.sql import query
 
 
 def test_lifecycle_one_row_per_queue_with_counts(tmp_path):

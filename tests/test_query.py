@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from testing.traces import GPU, two_runs
 
-from gpreempt_trace import api, query
+from gpreempt_trace import api
+from gpreempt_trace.sql import query
 from gpreempt_trace.errors import NotATrace, QueryError
 
 
@@ -134,8 +135,8 @@ def test_ioctl_queue_requests_counts_the_tracepoint_path_once(tmp_path):
 def test_no_modules_found_is_an_error_not_an_empty_list(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from gpreempt_trace import query
-    from gpreempt_trace.cli import main
+    from gpreempt_trace.sql import query
+    from gpreempt_trace.cli.main import main
 
     monkeypatch.setattr(query, "QUERIES_DIR", tmp_path)
     monkeypatch.setattr(query.list_modules, "__defaults__", (tmp_path,))

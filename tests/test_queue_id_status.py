@@ -7,7 +7,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gpreempt_trace import api, schema
+from gpreempt_trace import api
+from gpreempt_trace.trace import schema
 from testing.traces import write_trace
 
 FUNCS = ["suspend_queues", "resume_queues", "syscalls:sys_enter_ioctl"]
@@ -68,7 +69,7 @@ def test_old_and_new_traces_together(tmp_path):
 def test_lifecycle_leaves_out_the_ids_the_kfd_answered_invalid(tmp_path):
     """A suspend naming queue 0 and queue 1, answered 0 ok and 1 INVALID (e.g. created after the
     debugger's snapshot): only queue 0 is suspended; queue 1 was not acted on."""
-    from gpreempt_trace import query
+    from gpreempt_trace.sql import query
     from testing.traces import GA, KFD_FUNCS
 
     def call(ts, event, func, ids):

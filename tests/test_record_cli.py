@@ -18,16 +18,16 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace import trace as T
-from gpreempt_trace.cli import main
-from gpreempt_trace.trace import segment_files
+from gpreempt_trace.trace import directory as T
+from gpreempt_trace.cli.main import main
+from gpreempt_trace.trace.directory import segment_files
 from gpreempt_trace.recorder.runtime import STOP_DRAIN_S
 
 from testing import ioctl_calls as W
 from testing.recording import wait_recording
 
 REPO = Path(__file__).resolve().parent.parent
-GPT = [sys.executable, "-m", "gpreempt_trace.cli"]
+GPT = [sys.executable, "-m", "gpreempt_trace.cli.main"]
 CALLS = str(REPO / "tests" / "testing" / "ioctl_calls.py")
 # a python that waits for a line on stdin, then runs ioctl_calls.py with the remaining arguments
 GATE = "import sys, runpy; sys.stdin.readline(); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"

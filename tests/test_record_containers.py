@@ -21,7 +21,7 @@ from testing.fake_container import FakeContainer
 from gpreempt_trace import api
 
 REPO = Path(__file__).resolve().parent.parent
-GPT = [sys.executable, "-m", "gpreempt_trace.cli"]
+GPT = [sys.executable, "-m", "gpreempt_trace.cli.main"]
 CALLS = str(REPO / "tests" / "testing" / "ioctl_calls.py")
 # a host process: waits for a line, issues argv[1] rounds on /dev/null, prints its result, stays until the next line
 HOST = ("import sys; sys.path.insert(0, {!r}); import ioctl_calls; sys.stdin.readline(); ioctl_calls.main(['/dev/null', sys.argv[1]]); "

@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gpreempt_trace import query
-from gpreempt_trace import trace as T
+from gpreempt_trace.sql import query
+from gpreempt_trace.trace import directory as T
 
 from testing import ioctl_calls as W
 
 REPO = Path(__file__).resolve().parent.parent
-GPT = [sys.executable, "-m", "gpreempt_trace.cli"]
+GPT = [sys.executable, "-m", "gpreempt_trace.cli.main"]
 # issues ioctl_calls' rounds on /dev/null: one line "N" on stdin -> N rounds, then prints "done"
 PHASES = (f"import sys; sys.path.insert(0, {str(REPO / 'tests' / 'testing')!r}); import ioctl_calls as W\n"
           "for line in sys.stdin:\n    W.issue('/dev/null', int(line))\n    print('done', flush=True)\n")

@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace.cli import main
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.recorder import ioctls
 
 # thread A: 5 calls, then stays alive (holding the only slot) while the main thread makes 5 calls (lost);

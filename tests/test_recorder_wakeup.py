@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace import record_layout
-from gpreempt_trace.cli import main
+from gpreempt_trace.recorder import record_layout
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.recorder import runtime
 
 MiB = 1 << 20

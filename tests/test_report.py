@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from testing.traces import set_counters, two_runs
 
 from gpreempt_trace import api, synthetic
-from gpreempt_trace.cli import main
+from gpreempt_trace.cli.main import main
 
 
 def test_report_sections_and_numbers(tmp_path):
@@ -67,7 +67,7 @@ def test_report_newer_format_is_one_line(tmp_path):
 
 
 def test_a_run_without_recorder_is_not_called_lossy(tmp_path):
-    from gpreempt_trace import markers, trace
+    from gpreempt_trace.trace import markers, directory as trace
 
     tw = trace.TraceWriter.create(tmp_path / "snap")  # what `snapshot` alone writes: no recorder, no kernel events
     with markers.MarkerWriter(str(tmp_path / "snap"), "snapshot") as m:

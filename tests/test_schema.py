@@ -5,7 +5,8 @@ import subprocess
 import pyarrow as pa
 import pytest
 
-from gpreempt_trace import decode, record_layout, schema
+from gpreempt_trace.recorder import decode, record_layout
+from gpreempt_trace.trace import schema
 from gpreempt_trace.synthetic import records as synth
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace import query
-from gpreempt_trace.cli import main
+from gpreempt_trace.sql import query
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.debugfs.capture import LIVE_DIR
 from gpreempt_trace.errors import GptError
-from gpreempt_trace.snapshot import SNAPSHOT_META, Snapshotter
-from gpreempt_trace.trace import TraceWriter, read_meta
-from gpreempt_trace.writer import SCHEMA_FILE
+from gpreempt_trace.debugfs.snapshot import SNAPSHOT_META, Snapshotter
+from gpreempt_trace.trace.directory import TraceWriter, read_meta
+from gpreempt_trace.trace.writer import SCHEMA_FILE
 
 FIX = Path(__file__).parent / "fixtures" / "debugfs"
 MI300 = FIX / "v6.5-mi300-4xcc"

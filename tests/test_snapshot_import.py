@@ -5,8 +5,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from gpreempt_trace import query
-from gpreempt_trace.cli import main
+from gpreempt_trace.sql import query
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.debugfs import MI308X_SAMPLE, collect_imports
 
 FIX = Path(__file__).parent / "fixtures" / "debugfs"

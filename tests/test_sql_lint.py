@@ -1,9 +1,9 @@
-"""gpreempt_trace.sql_lint: each rule fails on a tiny bad module, and the real queries/ pass them all."""
+"""gpreempt_trace.sql.lint: each rule fails on a tiny bad module, and the real queries/ pass them all."""
 from pathlib import Path
 
 import pytest
 
-from gpreempt_trace import query, sql_lint
+from gpreempt_trace.sql import query, lint as sql_lint
 
 PKG = Path(sql_lint.__file__).parent
 TESTS = Path(__file__).parent

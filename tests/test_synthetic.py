@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from gpreempt_trace import api, synthetic
-from gpreempt_trace.cli import main
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.synthetic.model_trace import ground_truth
 
 TRUTH_COLS = ["run_id", "seq", "scheme", "target_tgid", "label", "gpu_id", "queue_ids", "request_ts_ns",

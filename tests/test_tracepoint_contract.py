@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gpreempt_trace import resources, schema
+from gpreempt_trace.contracts import resources
+from gpreempt_trace.trace import schema
 from gpreempt_trace.recorder import tracepoints as tp
 from gpreempt_trace.recorder.plan import TRACEPOINTS as PLAN_TRACEPOINTS, plan_kfd
 

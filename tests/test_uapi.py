@@ -1,4 +1,4 @@
-"""The KFD uapi contract (gpreempt_trace/uapi.py is the one definition): gcc checks every size, offset,
+"""The KFD uapi contract (gpreempt_trace/contracts/uapi.py is the one definition): gcc checks every size, offset,
 request number, ioctl nr (the recorder's whole name table) and constant against the real headers (the
 system 6.1 header and Debian's 6.12.117 uapi header, kept in tests/fixtures/uapi/), and fails when a
 number drifts in a header or in uapi.py; no module types a request number of its own; the BPF header
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gpreempt_trace import resources, uapi
+from gpreempt_trace.contracts import resources, uapi
 from gpreempt_trace.recorder import ioctls
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "uapi"
@@ -232,7 +232,7 @@ def test_scheme_b_other_shapes_are_refused(mutate, what):
 
 
 def test_queue_type_map_is_defined_once_and_names_schema_types():
-    from gpreempt_trace import schema
+    from gpreempt_trace.trace import schema
 
     assert uapi.UAPI_QUEUE_TYPES == {0: "compute", 1: "sdma", 2: "compute_aql", 3: "sdma_xgmi", 4: "sdma_by_eng_id"}
     assert set(uapi.UAPI_QUEUE_TYPES.values()) <= set(schema.QUEUE_TYPES)
@@ -242,7 +242,8 @@ def test_queue_type_map_is_defined_once_and_names_schema_types():
 def test_generated_queue_type_map_gives_the_schema_index(tmp_path):
     """GPT_UAPI_QTYPE (kfd_uapi.h, what ioctl.bpf.c sets qtype_id with) compiled and run: every uapi
     KFD_IOC_QUEUE_TYPE_* number gives the index of its name in schema.QUEUE_TYPES, others -1."""
-    from gpreempt_trace import record_layout, schema
+    from gpreempt_trace.recorder import record_layout
+    from gpreempt_trace.trace import schema
 
     src = tmp_path / "qt.c"
     src.write_text("\n".join([

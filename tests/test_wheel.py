@@ -46,7 +46,7 @@ def gpt(installed, *args, timeout=300):
 
 def test_installed_package_is_the_wheel_not_the_repo(installed):
     _, py, cwd = installed
-    where = subprocess.run([str(py), "-c", "import gpreempt_trace, gpreempt_trace.resources as r; "
+    where = subprocess.run([str(py), "-c", "import gpreempt_trace, gpreempt_trace.contracts.resources as r; "
                             "print(gpreempt_trace.__file__); print(r.tracers()); print(r.queries()); print(r.scheme_b_uapi())"],
                            cwd=cwd, capture_output=True, text=True, check=True).stdout.split()
     assert all("site-packages" in w and str(REPO) not in w for w in where), where

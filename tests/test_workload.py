@@ -3,8 +3,9 @@ trace that another process owns; bad options are one-line errors."""
 import pytest
 from click.testing import CliRunner
 
-from gpreempt_trace import api, trace
-from gpreempt_trace.cli import main
+from gpreempt_trace import api
+from gpreempt_trace.trace import directory as trace
+from gpreempt_trace.cli.main import main
 from gpreempt_trace.errors import GptError
 from gpreempt_trace.workloads.torch_models import MODELS, WorkloadOptions
 
@@ -86,7 +87,7 @@ def test_a_signal_while_a_marker_is_written_completes_the_marker_then_stops(tmp_
     import os
     import signal
 
-    from gpreempt_trace import markers
+    from gpreempt_trace.trace import markers
 
     real_add = markers.MarkerWriter.add
 
@@ -114,7 +115,7 @@ def test_a_second_signal_while_the_exit_marker_is_written_is_held(tmp_path, monk
     import os
     import signal
 
-    from gpreempt_trace import markers
+    from gpreempt_trace.trace import markers
 
     real_add = markers.MarkerWriter.add
     delivered = []

@@ -1,7 +1,7 @@
 """Query module workload.requests on a tiny hand-built pair of traces, exact values."""
 from gpreempt_trace import api
-from gpreempt_trace.markers import MarkerWriter
-from gpreempt_trace.trace import TraceWriter
+from gpreempt_trace.trace.markers import MarkerWriter
+from gpreempt_trace.trace.directory import TraceWriter
 
 ONLINE, OFFLINE = 10, 20
 
@@ -55,7 +55,7 @@ def test_requests_overlap_preemptions_exactly(tmp_path):
 
 def test_summary_per_scheme_exactly(tmp_path):
     con = api.connect(_two_runs(tmp_path))
-    from gpreempt_trace import query
+    from gpreempt_trace.sql import query
 
     query.load_module(con, query.list_modules()["workload.requests"])
     rows = con.execute("SELECT * FROM workload_requests_summary").fetchall()

@@ -10,10 +10,11 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from gpreempt_trace import decode, trace
+from gpreempt_trace.recorder import decode
+from gpreempt_trace.trace import directory as trace
 from gpreempt_trace.synthetic import records as synth
 from gpreempt_trace.errors import GptError, NewerFormat, NotATrace
-from gpreempt_trace.writer import SCHEMA_FILE, SegmentWriter
+from gpreempt_trace.trace.writer import SCHEMA_FILE, SegmentWriter
 
 
 def _events(n, start=0):
@@ -75,7 +76,8 @@ def test_markers_from_rows(tmp_path):
 CRASHER = textwrap.dedent(
     """
     import sys, time
-    from gpreempt_trace import decode, trace
+    from gpreempt_trace.recorder import decode
+    from gpreempt_trace.trace import directory as trace
     from gpreempt_trace.synthetic import records as synth
     tw = trace.TraceWriter.create(sys.argv[1])
     w = tw.writer("events", rows_per_group=100, group_ms=1e9, segment_s=3600)
@@ -207,7 +209,7 @@ def test_a_row_is_in_a_closed_segment_one_segment_age_after_it_arrived(tmp_path)
     """The kill -9 bound at the writer: with the default ages, whatever was appended at t is in a closed
     (renamed, readable) segment at the first tick at or after t + DEFAULT_SEGMENT_S, the rows pending in
     a row group included; until then it is in the open segment or pending."""
-    from gpreempt_trace import writer
+    from gpreempt_trace.trace import writer
 
     w = SegmentWriter(tmp_path / "e", "events", "run-x")
     t = time.monotonic_ns()
@@ -226,7 +228,7 @@ def test_a_row_is_in_a_closed_segment_one_segment_age_after_it_arrived(tmp_path)
 def test_docs_quote_the_row_group_and_segment_ages_of_the_code():
     from pathlib import Path
 
-    from gpreempt_trace import writer
+    from gpreempt_trace.trace import writer
 
     docs = Path(__file__).resolve().parent.parent / "docs"
     for name in ("trace-format.md", "recorder.md"):

@@ -14,7 +14,7 @@
  * -D knobs: GPT_IOCTL_FUNC_ID, GPT_KFD_RDEV, GPT_OFF_task_struct__files, GPT_OFF_files_struct__fdt,
  * GPT_OFF_fdtable__max_fds, GPT_OFF_fdtable__fd, GPT_OFF_file__f_inode, GPT_OFF_inode__i_rdev,
  * GPT_NR_PREEMPT_QUEUES / GPT_NR_RESUME_QUEUES (scheme B nrs, from kernel/uapi_scheme_b.json).
- * Argument offsets and sizes come from kfd_uapi.h, generated from gpreempt_trace/uapi.py (the one
+ * Argument offsets and sizes come from kfd_uapi.h, generated from gpreempt_trace/contracts/uapi.py (the one
  * definition; its ctypes classes are generated from the same tables).
  */
 #include "common.h"

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..containers import uses_kfd  # noqa: F401  (a /proc fact; the controller's checks use it)
+from ..trace.containers import uses_kfd  # noqa: F401  (a /proc fact; the controller's checks use it)
 from ..errors import GptError, PermissionProblem
 
 YAMA = Path("/proc/sys/kernel/yama/ptrace_scope")

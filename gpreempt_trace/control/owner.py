@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from typing import Callable
 
 from ..errors import GptError
-from ..markers import MarkerWriter
+from ..trace.markers import MarkerWriter
 from .schemes import CallResult, Scheme
 
 POLL_S = 0.001  # while a target is ptraced: how often stops are checked (signals pass within ~1 ms)

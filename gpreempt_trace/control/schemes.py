@@ -14,7 +14,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from .. import uapi as U
+from ..contracts import uapi as U
 from ..errors import GptError
 from . import io as P
 

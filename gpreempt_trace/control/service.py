@@ -92,7 +92,7 @@ def resolve_target(opts: PreemptOptions) -> None:
         return
     if opts.pid is not None:
         raise GptError("give --pid or --container, not both", "--pid is the host pid; --container ID [--ns-pid N] finds it")
-    from ..containers import resolve_target as by_container
+    from ..trace.containers import resolve_target as by_container
 
     opts.pid, _c = by_container(opts.container, opts.ns_pid, opts.kfd_path)
 
@@ -123,7 +123,7 @@ def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | No
     guard = None
     try:
         if opts.output:
-            from ..trace import META, TraceWriter
+            from ..trace.directory import META, TraceWriter
 
             if not (Path(opts.output) / META).exists():
                 owner_trace = TraceWriter.create(opts.output, labels={"controller": f"scheme {opts.scheme}"})
@@ -133,7 +133,7 @@ def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | No
             from .watchdog import start_watchdog
 
             guard = start_watchdog(opts.pid, opts.kfd_path)
-        from ..containers import container_of
+        from ..trace.containers import container_of
 
         ctl = Controller(scheme, opts.output, opts.max_hold, opts.grace, queues, container_id=container_of(opts.pid))
         ctl.start()

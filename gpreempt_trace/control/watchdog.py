@@ -46,7 +46,7 @@ def start_watchdog(pid: int, kfd_path: str) -> Watchdog:
 
 
 def resume_all(pid: int, kfd_path: str) -> int:
-    from .. import uapi as U
+    from ..contracts import uapi as U
 
     sb = U.scheme_b()
     a = U.PreemptQueuesArgs(pid=pid, num_queues=0, grace_period=sb.constants["KFD_PREEMPT_GRACE_PERIOD_DEFAULT"],

@@ -179,7 +179,7 @@ def _run_cell(o: ABOptions, p: Plan, scheme: str, k: int, trace: Path, say) -> d
         r = api.record(str(trace), probes=("ioctl", "kfd") if p.kfd else ("ioctl",), kfd_path="/dev/kfd", labels=labels, cmd=cmd)
         rc, rec_line = r.exit_code, r.summary_line()
     else:
-        from ..trace import TraceWriter
+        from ..trace.directory import TraceWriter
 
         tw = TraceWriter.create(trace, labels)
         try:
@@ -207,7 +207,7 @@ def _wait_quietly(proc: subprocess.Popen) -> int:
 
 def requests_summary(traces: list[str]) -> list[dict]:
     """The per-scheme rows of workload.requests (workload_requests_summary)."""
-    from .. import query
+    from ..sql import query
 
     con = query.connect(traces)
     query.load_module(con, query.list_modules()["workload.requests"])

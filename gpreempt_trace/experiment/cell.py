@@ -70,7 +70,7 @@ class _Interrupted(Exception):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gpreempt_trace.cli", *args]
+    return [sys.executable, "-m", "gpreempt_trace.cli.main", *args]
 
 
 def _workload_args(spec: CellSpec, role: str, model: str) -> list[str]:
@@ -164,8 +164,8 @@ class Cell:
         tw = None
         try:
             if s.snapshots:
-                from ..snapshot import Snapshotter
-                from ..trace import TraceWriter
+                from ..debugfs.snapshot import Snapshotter
+                from ..trace.directory import TraceWriter
 
                 tw = TraceWriter.join(s.trace, prefix=f"exps{os.getpid()}")
                 self.snap = Snapshotter(tw)

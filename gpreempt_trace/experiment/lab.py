@@ -29,7 +29,7 @@ GUEST_WARMUP_S = 1200.0  # importing torch under TCG takes minutes on a loaded h
 
 
 def guest_argv(o: ABOptions, out: str) -> list[str]:
-    a = [".venv/bin/python", "-m", "gpreempt_trace.cli", "experiment", "ab", "--in-lab-guest", "--no-report",
+    a = [".venv/bin/python", "-m", "gpreempt_trace.cli.main", "experiment", "ab", "--in-lab-guest", "--no-report",
          "--online", o.online, "--offline", o.offline, "--schemes", ",".join(o.schemes), "--repeat", str(o.repeat),
          "--duration", str(o.duration_s), "--rate", str(o.rate_hz), "--batch", str(o.batch), "--policy", o.policy,
          "--burst-gap-ms", str(o.burst_gap_ms), "--device", "cpu", "--threads", str(o.threads or 1), "--backend", o.backend,

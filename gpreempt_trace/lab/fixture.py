@@ -16,7 +16,7 @@ import struct
 import subprocess
 from pathlib import Path
 
-from .. import uapi
+from ..contracts import uapi
 from .errors import LabBroken
 
 AMDKFD_IOC_GET_VERSION = uapi.GET_VERSION

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from gpreempt_trace import uapi  # absolute: the guest runs this module with the repo's venv
+from gpreempt_trace.contracts import uapi  # absolute: the guest runs this module with the repo's venv
 
 TRACEFS = "/sys/kernel/tracing"
 # uapi/linux/kfd_ioctl.h (6.1): _IOR('K', 1, 8-byte get_version_args), _IOWR('K', 2, 88-byte create_queue_args)

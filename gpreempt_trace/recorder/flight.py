@@ -43,8 +43,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import GptError
-from ..trace import COUNTER_OF_TABLE, META, READERS_LOCK, TABLE_NAMES, _write_json_atomic
-from ..writer import SCHEMA_FILE
+from ..trace.directory import COUNTER_OF_TABLE, META, READERS_LOCK, TABLE_NAMES, _write_json_atomic
+from ..trace.writer import SCHEMA_FILE
 
 TRIGGERED = "triggered"
 KEEP_TABLES = ("events", "markers", "snapshots")  # retention deletes from these; process_reads stays whole

@@ -1,6 +1,6 @@
 """The KFD ioctl table of the recorder: AMDKFD_IOC_* names by request number.
 
-The argument layouts and request numbers are defined once, in gpreempt_trace/uapi.py (which also
+The argument layouts and request numbers are defined once, in gpreempt_trace/contracts/uapi.py (which also
 generates tracers/kfd_uapi.h, the offsets tracers/ioctl.bpf.c reads); this module re-exports the names
 its callers use. Names are looked up by _IOC_NR within type 'K' (KFD dispatches on the nr alone and
 tolerates size differences); the raw request number is always kept (events.ioctl_nr). ROCm's
@@ -10,32 +10,8 @@ Scheme B (kernel/ series) adds AMDKFD_IOC_PREEMPT_QUEUES / RESUME_QUEUES from ke
 """
 from __future__ import annotations
 
-from .. import uapi as _u
-from ..uapi import (  # noqa: F401  (re-exported)
-    CREATE_QUEUE,
-    DBG_TRAP,
-    DESTROY_QUEUE,
-    GET_VERSION,
-    KFD_IOC_TYPE,
-    ROCM_DBG_TRAP,
-    RUNTIME_ENABLE,
-    SET_CU_MASK,
-    UAPI_QUEUE_TYPES,
-    UPDATE_QUEUE,
-    CreateQueueArgs,
-    DbgTrapArgs,
-    DestroyQueueArgs,
-    GetVersionArgs,
-    PreemptEntry,
-    PreemptQueuesArgs,
-    RocmDbgTrapArgs,
-    SetCuMaskArgs,
-    UpdateQueueArgs,
-    ioc,
-    ioc_nr,
-    ioc_size,
-    ioc_type,
-)
+from ..contracts import uapi as _u
+from ..contracts.uapi import CREATE_QUEUE, DBG_TRAP, DESTROY_QUEUE, GET_VERSION, KFD_IOC_TYPE, ROCM_DBG_TRAP, RUNTIME_ENABLE, SET_CU_MASK, UAPI_QUEUE_TYPES, UPDATE_QUEUE, CreateQueueArgs, DbgTrapArgs, DestroyQueueArgs, GetVersionArgs, PreemptEntry, PreemptQueuesArgs, RocmDbgTrapArgs, SetCuMaskArgs, UpdateQueueArgs, ioc, ioc_nr, ioc_size, ioc_type
 
 _IOC_NONE, _IOC_WRITE, _IOC_READ = _u.IOC_NONE, _u.IOC_WRITE, _u.IOC_READ
 IOR = lambda nr, size: ioc(_IOC_READ, nr, size)

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import resources
+from ..contracts import resources
 from ..errors import GptError
 from .btf import Btf, BtfError
 from .kallsyms import Kallsyms

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import record_layout, schema
+from . import record_layout
+from ..trace import schema
 
 CHECKS = 3
 # events whose owner is their caller (kprobe and tracepoint rows alike)

@@ -29,14 +29,15 @@ from typing import Callable
 
 import numpy as np
 
-from .. import record_layout, resources
-from ..decode import EventDecoder
+from . import record_layout
+from ..contracts import resources
+from .decode import EventDecoder
 from ..errors import GptError, PermissionProblem
-from ..containers import ContainerFilter, exec_target, pidns_offsets
-from ..launcher import Launcher
-from ..processes import ProcessLog
-from ..trace import META, TraceWriter, already_a_trace
-from ..writer import DEFAULT_SEGMENT_S
+from ..trace.containers import ContainerFilter, exec_target, pidns_offsets
+from ..trace.launcher import Launcher
+from ..trace.processes import ProcessLog
+from ..trace.directory import META, TraceWriter, already_a_trace
+from ..trace.writer import DEFAULT_SEGMENT_S
 from . import flight, ioctls
 from .ring import RingReader
 
@@ -77,7 +78,7 @@ class RecordOptions:
     probes_explicit: bool = False  # the user named --probes (a group that cannot attach is then an error)
     attach: str = "auto"
     tgids: tuple[int, ...] = ()
-    containers: tuple[str, ...] = ()  # --container: ids, >= 12-hex prefixes or names (gpreempt_trace.containers)
+    containers: tuple[str, ...] = ()  # --container: ids, >= 12-hex prefixes or names (gpreempt_trace.trace.containers)
     labels: dict[str, str] = field(default_factory=dict)
     duration_s: float | None = None
     btf_dir: str | None = None
@@ -629,7 +630,7 @@ class Recorder:
     def _snapshotter(self, tw):
         if self.o.snapshot_interval_s is None:
             return None
-        from ..snapshot import Snapshotter
+        from ..debugfs.snapshot import Snapshotter
 
         return Snapshotter(tw, debugfs_dir=self.o.debugfs_dir)
 

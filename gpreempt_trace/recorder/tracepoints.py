@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import resources, schema
+from ..contracts import resources
+from ..trace import schema
 
 HEADER_NAME = "kfd_tracepoints.h"
 

@@ -6,9 +6,9 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from .. import query
-from ..output import format_table
-from ..trace import find_traces, read_meta
+from ..sql import query
+from ..cli.output import format_table
+from ..trace.directory import find_traces, read_meta
 
 # (title, module, columns to show or None for all); a section is left out when its module is absent
 SECTIONS = (

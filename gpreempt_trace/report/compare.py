@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .. import query
+from ..sql import query
 from ..errors import GptError
 
 METRICS = ("preempt_latency_ns", "preempt_call_ns", "resume_latency_ns", "suspended_ns")

@@ -15,9 +15,9 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from .. import query
+from ..sql import query
 from ..errors import GptError
-from ..trace import find_traces, read_meta
+from ..trace.directory import find_traces, read_meta
 from . import events_text, lost_text, run_rows
 
 CSS = """

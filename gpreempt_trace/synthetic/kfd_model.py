@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .. import schema, uapi
+from ..trace import schema
+from ..contracts import uapi
 
 EVENT_ID = {n: i for i, n in enumerate(schema.EVENTS)}
 QTYPE_ID = {n: i for i, n in enumerate(schema.QUEUE_TYPES)}

@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import decode, markers, record_layout, schema, trace
+from ..recorder import decode, record_layout
+from ..trace import markers, schema, directory as trace
 from ..errors import GptError
 from ..recorder import ioctls
 from . import kfd_model

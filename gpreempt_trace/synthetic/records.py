@@ -9,7 +9,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .. import record_layout, schema, uapi
+from ..recorder import record_layout
+from ..trace import schema
+from ..contracts import uapi
 
 _EVENT_ID = {n: i for i, n in enumerate(schema.EVENTS)}
 _QTYPE_ID = {n: i for i, n in enumerate(schema.QUEUE_TYPES)}

@@ -7,7 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .. import decode, trace
+from ..recorder import decode
+from ..trace import directory as trace
 from . import records as synth
 
 

@@ -16,7 +16,7 @@ import ctypes
 import os
 import sys
 
-from .. import uapi as I  # the argument structs and request numbers (one definition)
+from ..contracts import uapi as I  # the argument structs and request numbers (one definition)
 
 GPU_ID = 0xF7BC  # first MI308X node of the embedded sample
 QTYPE = {name: number for number, name in I.UAPI_QUEUE_TYPES.items()}  # the uapi map, inverted

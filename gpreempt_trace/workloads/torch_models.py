@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import GptError
-from ..markers import MarkerWriter
+from ..trace.markers import MarkerWriter
 
 MODELS = ("mlp", "resnet", "transformer-prefill", "transformer-decode", "gemm")
 ALIASES = {"cnn": "resnet", "transformer": "transformer-prefill"}
@@ -229,7 +229,7 @@ def open_kfd_runtime() -> int:
     debugger already enabled on us, this call blocks until the controller answers (KFD's handshake)."""
     import fcntl
 
-    from .. import uapi
+    from ..contracts import uapi
 
     fd = os.open("/dev/kfd", os.O_RDWR | os.O_CLOEXEC)
     args = uapi.RuntimeEnableArgs(r_debug=0, mode_mask=uapi.KFD_RUNTIME_ENABLE_MODE_ENABLE_MASK, capabilities_mask=0)

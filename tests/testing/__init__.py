@@ -2,7 +2,7 @@
 
 - traces.py: tiny hand-checkable traces built through the real record path (synthetic records →
   decode.EventDecoder → segment writer), with exact values the SQL tests assert;
-- ioctl_calls.py: KFD ioctl numbers with known argument structs (gpreempt_trace.uapi layouts) issued on
+- ioctl_calls.py: KFD ioctl numbers with known argument structs (gpreempt_trace.contracts.uapi layouts) issued on
   a device (/dev/null on this VM), so the recorder's decoded fields can be predicted;
 - lab_kfd_calls.py: real KFD calls in the lab guest (GET_VERSION, CREATE_QUEUE, and with --debugger a
   RUNTIME_ENABLE target plus a ptrace-parent DBG_TRAP debugger);

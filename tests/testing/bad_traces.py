@@ -11,7 +11,7 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gpreempt_trace.writer import SCHEMA_FILE
+from gpreempt_trace.trace.writer import SCHEMA_FILE
 
 
 def edit_meta(trace: Path, **fields) -> Path:

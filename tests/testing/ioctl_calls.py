@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from gpreempt_trace import uapi  # noqa: E402
+from gpreempt_trace.contracts import uapi  # noqa: E402
 from gpreempt_trace.recorder import ioctls as I  # noqa: E402
 
 UNKNOWN = I.IOWR(0x7E, 16)  # a 'K' number nobody names

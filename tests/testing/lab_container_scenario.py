@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-GPT = [str(REPO / ".venv" / "bin" / "python"), "-m", "gpreempt_trace.cli"]
+GPT = [str(REPO / ".venv" / "bin" / "python"), "-m", "gpreempt_trace.cli.main"]
 CID = "e7" * 32
 CG = Path("/sys/fs/cgroup")
 

@@ -44,7 +44,7 @@ def _ioctl(libc, fd: int, req: int, arg) -> int:
 
 
 def debugger() -> int:
-    from gpreempt_trace import uapi as U
+    from gpreempt_trace.contracts import uapi as U
 
     libc = ctypes.CDLL(None, use_errno=True)
     go_r, go_w = os.pipe()  # child -> parent: runtime enabled (1 byte: its ret + 128)

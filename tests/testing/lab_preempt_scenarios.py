@@ -20,12 +20,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-GPT = [str(REPO / ".venv" / "bin" / "python"), "-m", "gpreempt_trace.cli"]
+GPT = [str(REPO / ".venv" / "bin" / "python"), "-m", "gpreempt_trace.cli.main"]
 
 TARGET = r'''
 import ctypes, os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-from gpreempt_trace import uapi as U
+from gpreempt_trace.contracts import uapi as U
 quit_file = sys.argv[2]
 libc = ctypes.CDLL(None, use_errno=True)
 fd = os.open("/dev/kfd", os.O_RDWR)

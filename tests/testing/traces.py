@@ -1,7 +1,8 @@
 """Tiny hand-checkable traces built through the real record path (synth → EventDecoder → writer)."""
 from __future__ import annotations
 
-from gpreempt_trace import decode, trace
+from gpreempt_trace.recorder import decode
+from gpreempt_trace.trace import directory as trace
 from gpreempt_trace.synthetic import records as synth
 
 FUNCS = ["create_queue_cpsch", "destroy_queue_cpsch", "unmap_queues_cpsch", "kfd_ioctl"]
@@ -36,7 +37,7 @@ NAMES = {0xC0584B02: "AMDKFD_IOC_CREATE_QUEUE", 0xC0084B03: "AMDKFD_IOC_DESTROY_
 
 
 def write_trace(path, run_id, events, markers=(), labels=None, funcs=FUNCS, processes=()):
-    """processes: process_reads rows (/proc facts; see gpreempt_trace/processes.py)."""
+    """processes: process_reads rows (/proc facts; see gpreempt_trace/trace/processes.py)."""
     tw = trace.TraceWriter.create(path, labels=labels or {}, run_id=run_id, synthetic=True)
     if processes:
         tw.writer("process_reads").append_rows(processes)

@@ -1,0 +1,1 @@
+"""The `gpreempt-trace` command line: a thin click layer over gpreempt_trace.api."""

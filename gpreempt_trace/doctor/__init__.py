@@ -1,0 +1,1 @@
+"""`gpreempt-trace doctor`: what this machine lets the recorder and the controller do, and why not."""
