@@ -7,7 +7,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from ..sql import query
-from ..cli.output import format_table
+from .tables import format_table
 from ..trace.directory import find_traces, read_meta
 
 # (title, module, columns to show or None for all); a section is left out when its module is absent
