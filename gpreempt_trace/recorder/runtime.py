@@ -307,6 +307,18 @@ def _offset_guard(prog: "Program"):
     return OffsetGuard(kfd_ids, (plan.btf_source or {}).get("kind"))
 
 
+def attach_probes(bpf, prog: Program) -> None:
+    """Attach the program's probes with BCC, by trying (KfdPlan.attach): the only BCC calls after the load.
+    The outcome is in prog.rows / prog.kfd_plan (status, reason, target)."""
+    for r in prog.rows:  # BCC attached the TRACEPOINT_PROBEs while loading
+        if isinstance(r, dict):
+            r["status"] = "attached"
+    if prog.kfd_plan is not None:
+        with warnings.catch_warnings():  # BCC warns for every str (not bytes) symbol name
+            warnings.filterwarnings("ignore", message="not a bytes object")
+            prog.kfd_plan.attach(bpf)
+
+
 class Recorder:
     def __init__(self, opts: RecordOptions):
         self.o = opts
@@ -581,14 +593,13 @@ class Recorder:
                             list(self._flight.saved) if self._flight is not None else [])
 
     def _attach(self, bpf, prog: Program) -> None:
-        for r in prog.rows:  # BCC attached the TRACEPOINT_PROBEs while loading
-            if isinstance(r, dict):
-                r["status"] = "attached"
+        attach_probes(bpf, prog)
+        self._attach_outcome(prog)
+
+    def _attach_outcome(self, prog: Program) -> None:
+        """What attach_probes left in the plan: a warning, or an error when --probes kfd got nothing."""
         plan = prog.kfd_plan
         if plan is not None:
-            with warnings.catch_warnings():  # BCC warns for every str (not bytes) symbol name
-                warnings.filterwarnings("ignore", message="not a bytes object")
-                plan.attach(bpf)
             attached = plan.attached()
             src = plan.btf_source or {}
             if attached and src.get("kind") == "none":
