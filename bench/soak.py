@@ -1,0 +1,837 @@
+"""Soak (issue 24): the controller and the recorder run for long, are killed at random moments, and every
+resource they hold comes back. Prints figures; tests/test_soak.py asserts the behaviour on a few cycles.
+
+    python -m bench.soak [--long] [--seed S] [PART ...]      # on this machine (make soak: the short version)
+    python -m bench.soak --lab [--long] [PART ...]           # inside the Debian 6.12 lab guest (real KFD)
+
+PARTs (default: all):
+- controller: `preempt serve` + the client API, N suspend/resume cycles per scheme; the service's open fds,
+  RSS and threads over the first and last tenth of the cycles; nothing held at the end; new dmesg errors.
+- kill: N runs each of (a) SIGKILL of the controller at a seeded random moment (starting, attaching,
+  holding or idle), (b) SIGKILL of the target while held, (c) SIGSTOP of the controller past --max-hold;
+  after each: the target runs untraced and a new controller attaches at once.
+- record: N `record` start/stop cycles (kill -9 in a seeded third): BPF programs/maps/links (system-wide,
+  by id), perf-event and BPF fds (/proc/*/fdinfo) and tracefs probe events back to the baseline after
+  each; every trace readable; the events a killed run lost (kill time - its last recorded event).
+- experiment: `experiment ab --repeat N`: every planned run completed or failed with its cause, none missing.
+
+Where /dev/kfd exists (the lab) the controller is the real `preempt serve` on the real KFD (scheme A:
+made-up ids 1,7 --unchecked-ids, the KFD answers INVALID; scheme B with --queues all where the patched
+module is loaded). Without it (this VM) the controller is `serve` with REAL ptrace, socket, owner thread
+and watchdog and a scripted KFD (scripted_serve: each ioctl appended to a file as it is issued, so what
+was left suspended is read from the ioctls issued, not inferred from answers; nothing kept in memory,
+so the RSS is the service's own).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import itertools
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PY = sys.executable
+PARTS = ("controller", "kill", "record", "experiment")
+SHORT = {"cycles": 100, "kill": 10, "record": 10, "experiment": 10}
+LONG = {"cycles": 1000, "kill": 100, "record": 100, "experiment": 100}
+DMESG_BAD = re.compile(r"error|fail|bug|warn|oops|call trace|hang|timeout|refused", re.I)
+
+TARGET = r'''
+import ctypes, os, sys, time
+kfd, runtime = sys.argv[1], sys.argv[2] == "1"
+fd = os.open(kfd, os.O_RDWR)
+if runtime:  # the debugger ABI's SUSPEND/RESUME need the target's runtime enabled
+    sys.path.insert(0, sys.argv[3])
+    from gpreempt_trace.contracts import uapi as U
+    libc = ctypes.CDLL(None, use_errno=True)
+    rdebug = ctypes.c_uint64(0)
+    a = U.RuntimeEnableArgs(r_debug=ctypes.addressof(rdebug), mode_mask=1, capabilities_mask=0)
+    print(f"runtime rc={libc.ioctl(fd, ctypes.c_ulong(U.RUNTIME_ENABLE), ctypes.byref(a))}", flush=True)
+print("ready", flush=True)
+n = 0
+while True:
+    time.sleep(0.02)
+    n += 1
+    if n % 5 == 0:
+        print(f"tick {n}", flush=True)
+'''
+
+# a steady ioctl load on /dev/null for the recorder (--kfd-path /dev/null records it): GET_VERSION every ms
+LOAD = r'''
+import fcntl, os, sys, time
+fd = os.open("/dev/null", os.O_RDWR)
+req = 0x80084B01
+buf = bytearray(8)
+while True:
+    try:
+        fcntl.ioctl(fd, req, buf)
+    except OSError:
+        pass
+    time.sleep(0.001)
+'''
+
+
+def wait_for(cond, timeout_s: float, step: float = 0.02) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())
+
+
+# ---- what a process holds --------------------------------------------------------------------------
+@dataclass
+class Usage:
+    fds: int
+    rss_kb: int
+    threads: int
+
+
+def usage(pid: int) -> Usage:
+    st = dict(ln.split(":", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in ln)
+    return Usage(len(os.listdir(f"/proc/{pid}/fd")), int(st["VmRSS"].split()[0]), int(st["Threads"]))
+
+
+def proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return "X"
+
+
+def tracer_of(pid: int) -> int:
+    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if ln.startswith("TracerPid:"):
+            return int(ln.split()[1])
+    return 0
+
+
+_BPF_GET_NEXT_ID = {"progs": 11, "maps": 12, "links": 31}
+
+
+def bpf_objects() -> dict:
+    """System-wide count of BPF programs, maps and links (bpf(BPF_*_GET_NEXT_ID) walks: what bpftool lists)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    out = {}
+    for name, cmd in _BPF_GET_NEXT_ID.items():
+        attr = (ctypes.c_uint32 * 32)()
+        n = 0
+        while True:
+            r = libc.syscall(321, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+            if r != 0:
+                break
+            n += 1
+            attr[0] = attr[1]  # start_id = next_id
+        out[name] = n
+    return out
+
+
+def anon_fds() -> dict:
+    """Open perf-event and BPF fds over every process (/proc/*/fd links), the way /proc/*/fdinfo names them."""
+    out = {"perf_event_fds": 0, "bpf_fds": 0}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            for fd in os.scandir(p / "fd"):
+                t = os.readlink(fd.path)
+                if t == "anon_inode:[perf_event]":
+                    out["perf_event_fds"] += 1
+                elif t.startswith("anon_inode:bpf"):
+                    out["bpf_fds"] += 1
+        except OSError:
+            continue
+    return out
+
+
+def probe_events() -> int:
+    """Lines in tracefs kprobe_events + uprobe_events (what a killed BCC may leave behind)."""
+    n = 0
+    for f in ("kprobe_events", "uprobe_events"):
+        for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+            try:
+                n += sum(1 for ln in Path(root, f).read_text().splitlines() if ln.strip())
+                break
+            except OSError:
+                continue
+    return n
+
+
+def kernel_resources() -> dict:
+    return {**bpf_objects(), **anon_fds(), "probe_events": probe_events()}
+
+
+def dmesg_lines() -> list[str]:
+    try:
+        return subprocess.run(["dmesg"], capture_output=True, text=True, timeout=30).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return []
+
+
+def new_dmesg(before: list[str]) -> tuple[int, list[str]]:
+    """(new kernel lines since `before`, those that look like errors)."""
+    after = dmesg_lines()
+    seen = set(before)
+    new = [ln for ln in after if ln not in seen]
+    return len(new), [ln for ln in new if DMESG_BAD.search(ln)]
+
+
+# ---- a target and a controller ---------------------------------------------------------------------
+class Target:
+    def __init__(self, work: Path, kfd: str, runtime: bool, name: str = "target"):
+        self.log = work / f"{name}.log"
+        script = work / "target.py"
+        script.write_text(TARGET)
+        self.p = subprocess.Popen([PY, str(script), kfd, "1" if runtime else "0", str(REPO)],
+                                  stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        if not wait_for(lambda: "ready" in self.text() or self.p.poll() is not None, 120):
+            raise RuntimeError(f"target did not start: {self.text()[-300:]}")
+        if self.p.poll() is not None:
+            raise RuntimeError(f"target exited: {self.text()[-300:]}")
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def ticks(self) -> int:
+        return self.text().count("tick ")
+
+    def runs_untraced(self, timeout_s: float = 20) -> bool:
+        """Not traced, not stopped, ticking: read from /proc and its own output, not inferred."""
+        n = self.ticks()
+        return (wait_for(lambda: tracer_of(self.p.pid) == 0, timeout_s) and proc_state(self.p.pid) not in "TtZX"
+                and wait_for(lambda: self.ticks() > n, timeout_s))
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+
+
+_SERVICES = itertools.count()
+
+
+class Service:
+    """`preempt serve` on a target: the real CLI on /dev/kfd, else control_child.py (real ptrace, scripted KFD)."""
+
+    def __init__(self, work: Path, target: Target, kfd: bool, scheme: str, max_hold_ms: int = 60_000, name: str = "svc"):
+        self.sock = tempfile.mktemp(prefix="gpt-soak-", suffix=".sock", dir="/tmp")  # not on 9p: sockets need a local fs
+        n = next(_SERVICES)
+        self.log = work / f"{name}-{n}.log"
+        self.ioctls = work / f"{name}-{n}.ioctls"
+        self.kfd, self.scheme = kfd, scheme
+        if kfd:
+            queues = ["--queues", "all"] if scheme == "B" else ["--queues", "1,7", "--unchecked-ids"]
+            argv = [PY, "-m", "gpreempt_trace.cli.main", "preempt", "serve", "--pid", str(target.p.pid), "--scheme", scheme,
+                    *queues, "--socket", self.sock, "--max-hold", str(max_hold_ms)]
+        else:
+            o = {"pid": target.p.pid, "socket": self.sock, "kfd_path": "/dev/null", "queues": [1, 7], "unchecked_ids": True,
+                 "scheme": scheme, "max_hold": max_hold_ms}
+            argv = [PY, "-m", "bench.soak", "--scripted-serve", str(self.ioctls), json.dumps(o)]
+        self.t0 = time.monotonic()
+        self.p = subprocess.Popen(argv, stdout=open(self.log, "a"), stderr=subprocess.STDOUT, cwd=REPO)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def ready(self) -> bool:
+        t = self.text()
+        return "READY" in t or "serving scheme" in t
+
+    def wait_ready(self, timeout_s: float = 300) -> bool:
+        ok = wait_for(lambda: self.ready() or self.p.poll() is not None, timeout_s) and self.p.poll() is None
+        self.start_s = time.monotonic() - self.t0
+        return ok
+
+    def issued(self) -> list[str]:
+        """The scripted KFD's ioctls, in order (control_child.py logs each as it is issued)."""
+        if not self.ioctls.exists():
+            return []
+        return [ln.split()[0].partition(":")[2] or ln.split()[0] for ln in self.ioctls.read_text().splitlines() if ln.strip()]
+
+    def left_suspended(self) -> bool | None:
+        """From the ioctls issued: a suspend after the last resume. None: the real KFD (not logged here)."""
+        if self.kfd:
+            return None
+        ops = [n for n in self.issued() if n in ("SUSPEND_QUEUES", "RESUME_QUEUES", "AMDKFD_IOC_PREEMPT_QUEUES", "AMDKFD_IOC_RESUME_QUEUES")]
+        return bool(ops) and ops[-1] in ("SUSPEND_QUEUES", "AMDKFD_IOC_PREEMPT_QUEUES")
+
+    def stop(self, sig=signal.SIGTERM, timeout_s: float = 60) -> int | None:
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        try:
+            return self.p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            return None
+        finally:
+            if os.path.exists(self.sock):
+                os.unlink(self.sock)
+
+
+def _client(sock: str, timeout_s: float = 120):
+    from gpreempt_trace.control import Client
+
+    return Client(sock, timeout_s=timeout_s)
+
+
+def scripted_serve(log_path: str, opts_json: str) -> int:
+    """`serve` with real ptrace and a scripted KFD that logs `name hex-bytes` per ioctl (like
+    tests/testing/control_child.py, but keeping no call in memory). Prints READY once it listens."""
+    from gpreempt_trace.control import io as P
+    from gpreempt_trace.control import service
+
+    log = open(log_path, "a", buffering=1)
+    opts = json.loads(opts_json)
+
+    class Io(P.ScriptedIo):
+        def ioctl(self, name, request, arg, refs=()):
+            log.write(f"{name} {bytes(arg).hex()}\n")
+            op = name.partition(":")[2]
+            if op in ("SUSPEND_QUEUES", "RESUME_QUEUES") or name.endswith("PREEMPT_QUEUES"):
+                return len(refs[0]) if refs else 0
+            if name == "AMDKFD_IOC_RESUME_QUEUES" and arg.pid == 0:
+                raise P.oserror(22)  # scheme B's probe: the ioctls exist
+            return P.default_answer(name, arg, 17)
+
+    why = service.serve(service.PreemptOptions(**opts), io=Io(ptrace_io=P.SysIo("/dev/null")),
+                        watchdog=opts.get("scheme") == "B", on_ready=lambda st: print("READY", flush=True))
+    print(f"STOPPED {why}", flush=True)
+    return 0
+
+
+# ---- 1. controller soak --------------------------------------------------------------------------
+@dataclass
+class ControllerSoak:
+    scheme: str
+    cycles: int
+    answered: int = 0
+    ok: int = 0
+    first: list = field(default_factory=list)  # Usage samples, first tenth
+    last: list = field(default_factory=list)
+    held_at_end: object = None
+    left_suspended: bool | None = None
+    stop_rc: int | None = None
+    dmesg_new: int = 0
+    dmesg_errors: list = field(default_factory=list)
+    watchdogs: int = 0  # watchdog processes of the service still alive at the end (scheme B: its one)
+    wall_s: float = 0.0
+
+
+def _window(xs: list, attr: str) -> str:
+    v = [getattr(u, attr) for u in xs]
+    return f"{statistics.mean(v):.0f} (min {min(v)}, max {max(v)})" if v else "-"
+
+
+def controller_soak(work: Path, kfd: bool, scheme: str, cycles: int) -> ControllerSoak:
+    work.mkdir(parents=True, exist_ok=True)
+    r = ControllerSoak(scheme, cycles)
+    before = dmesg_lines()
+    target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A")
+    svc = Service(work, target, kfd, scheme)
+    try:
+        if not svc.wait_ready():
+            raise RuntimeError(f"service did not start: {svc.text()[-500:]}")
+        c = _client(svc.sock)
+        win = max(1, cycles // 10)
+        t0 = time.monotonic()
+        for i in range(cycles):
+            for op in ("preempt", "resume"):
+                ans = c.request(op)
+                r.answered += 1
+                r.ok += bool(ans.get("ok"))
+            u = usage(svc.p.pid)
+            if i < win:
+                r.first.append(u)
+            elif i >= cycles - win:
+                r.last.append(u)
+        r.wall_s = time.monotonic() - t0
+        r.held_at_end = c.status()["held"]
+        r.watchdogs = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p.name) == svc.p.pid)
+        c.close()
+    finally:
+        r.stop_rc = svc.stop()
+        r.left_suspended = svc.left_suspended()
+        target.stop()
+    r.dmesg_new, r.dmesg_errors = new_dmesg(before)
+    return r
+
+
+def _ppid(pid: str) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def print_controller(r: ControllerSoak) -> None:
+    n = len(r.first)
+    print(f"controller scheme {r.scheme}: {r.cycles} cycles ({2 * r.cycles} requests) in {r.wall_s:.1f} s: "
+          f"{r.answered} answered, {r.ok} ok; held at the end: {r.held_at_end}; "
+          f"left suspended (ioctls issued): {'n/a (real KFD)' if r.left_suspended is None else r.left_suspended}; "
+          f"service exit {r.stop_rc}")
+    for attr, unit in (("fds", "open fds"), ("rss_kb", "RSS KiB"), ("threads", "threads")):
+        print(f"  {unit:>9}: first {n} cycles {_window(r.first, attr)}, last {len(r.last)} cycles {_window(r.last, attr)}")
+    print(f"  dmesg: {r.dmesg_new} new lines, {len(r.dmesg_errors)} error-like" + (f": {r.dmesg_errors[:3]}" if r.dmesg_errors else ""))
+
+
+# ---- 2. kill at random moments -------------------------------------------------------------------
+@dataclass
+class KillRun:
+    scenario: str  # controller-sigkill | target-sigkill | controller-sigstop
+    seed: int
+    delay_s: float
+    phase: str  # what the controller was doing when the signal came
+    target_runs: bool | None = None
+    left_suspended: bool | None = None
+    new_attach: bool | None = None
+    new_attach_s: float | None = None
+    queues_seen: int | None = None  # the new controller's GET_QUEUE_SNAPSHOT count
+    service_exit: object = None
+    resumed_by: str | None = None
+    notes: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(v is not False for v in (self.target_runs, self.new_attach)) and self.left_suspended is not True
+
+
+def _new_controller(work: Path, target: Target, kfd: bool, scheme: str, run: KillRun) -> None:
+    """A new controller attaches at once (real ENABLE on the KFD: the old debug session is gone)."""
+    chk = Service(work, target, kfd, scheme, name="check")
+    try:
+        run.new_attach = chk.wait_ready()
+        run.new_attach_s = chk.start_s
+        if run.new_attach:
+            st = _client(chk.sock).status()
+            run.new_attach = bool(st.get("ok")) and st.get("alive") and st.get("held") is None
+            run.queues_seen = len(st.get("queues") or [])
+        else:
+            run.notes += f" new controller: {chk.text()[-200:]!r}"
+    finally:
+        chk.stop()
+
+
+def controller_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: int) -> list[KillRun]:
+    work.mkdir(parents=True, exist_ok=True)
+    target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A", name=f"target-{scheme}")
+    out = []
+    start_est = None
+    try:
+        for i in range(runs):
+            seed = seed0 + i
+            rng = random.Random(seed)
+            svc = Service(work, target, kfd, scheme, name=f"k{scheme}{i}")
+            if start_est is None:  # the first run measures how long a start takes; the kill window covers it + cycles
+                svc.wait_ready()
+                start_est = svc.start_s
+            delay = rng.uniform(0, start_est * 1.2 + 0.5)
+            run = KillRun("controller-sigkill", seed, delay, "starting")
+            timer = threading.Timer(max(0.0, delay - (time.monotonic() - svc.t0)), lambda p=svc.p: _kill(p, signal.SIGKILL))
+            timer.start()
+            c = None
+            held = False
+            while svc.p.poll() is None:
+                try:
+                    if c is None:
+                        if svc.ready():
+                            c = _client(svc.sock, timeout_s=30)
+                            run.phase = "idle"
+                        else:
+                            time.sleep(0.002)
+                            continue
+                    run.phase = "resuming" if held else "preempting"
+                    ans = c.request("resume" if held else "preempt", **({} if held else {"keep": True}))
+                    held = not held if ans.get("ok") else held
+                    run.phase = "holding" if held else "idle"
+                except Exception:  # noqa: BLE001 - the kill broke the connection
+                    break
+            timer.join()
+            svc.p.wait()
+            if c is not None:
+                c.close()
+            run.service_exit = svc.p.returncode
+            run.left_suspended = svc.left_suspended()
+            if scheme == "B" and run.phase in ("holding", "resuming", "preempting"):
+                m = re.search(r"gpreempt-trace watchdog: controller \d+ died; RESUME_QUEUES\(all\) of pid \d+: (.*)", svc.text())
+                run.resumed_by = f"watchdog ({m.group(1)})" if m else None
+                if run.left_suspended and m:  # scripted KFD: the watchdog's own RESUME_QUEUES is not in the child's log
+                    run.left_suspended = False
+            elif scheme == "A" and run.phase != "starting":
+                run.resumed_by = "KFD (debugger exit path)"
+                if not kfd:
+                    run.left_suspended = None  # the scripted KFD died with the controller: nothing to query here
+            if os.path.exists(svc.sock):
+                os.unlink(svc.sock)
+            run.target_runs = target.runs_untraced()
+            _new_controller(work, target, kfd, scheme, run)
+            out.append(run)
+    finally:
+        target.stop()
+    return out
+
+
+def _kill(p: subprocess.Popen, sig) -> None:
+    if p.poll() is None:
+        try:
+            p.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def target_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: int) -> list[KillRun]:
+    """SIGKILL of the held target: the service notices, stops on its own (no queue to resume on a gone
+    process) and the next target can be served at once."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(runs):
+        seed = seed0 + i
+        rng = random.Random(seed)
+        target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A", name=f"t{scheme}{i}")
+        svc = Service(work, target, kfd, scheme, name=f"tk{scheme}{i}")
+        run = KillRun("target-sigkill", seed, rng.uniform(0, 0.2), "holding")
+        try:
+            if not svc.wait_ready():
+                run.notes = svc.text()[-200:]
+                out.append(run)
+                continue
+            c = _client(svc.sock)
+            c.request("preempt", keep=True)
+            c.close()
+            time.sleep(run.delay_s)
+            target.p.kill()
+            target.p.wait()
+            try:
+                run.service_exit = svc.p.wait(60)
+            except subprocess.TimeoutExpired:
+                run.service_exit = "still running 60 s after the target died"
+            t = svc.text()
+            run.target_runs = None  # it is dead on purpose
+            run.resumed_by = "nothing to resume (target gone)" if ("STOPPED target exited" in t or svc.p.returncode == 0) else None
+            nxt = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A", name=f"n{scheme}{i}")
+            try:
+                _new_controller(work, nxt, kfd, scheme, run)
+            finally:
+                nxt.stop()
+        finally:
+            svc.stop()
+            target.stop()
+        out.append(run)
+    return out
+
+
+def controller_sigstop_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: int, max_hold_ms: int) -> list[KillRun]:
+    """SIGSTOP of the holding controller for 3x --max-hold: is the hold ended while it is stopped?"""
+    work.mkdir(parents=True, exist_ok=True)
+    target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A", name=f"st-{scheme}")
+    out = []
+    try:
+        for i in range(runs):
+            seed = seed0 + i
+            rng = random.Random(seed)
+            svc = Service(work, target, kfd, scheme, max_hold_ms=max_hold_ms, name=f"s{scheme}{i}")
+            run = KillRun("controller-sigstop", seed, rng.uniform(0, max_hold_ms / 1000), "holding")
+            try:
+                if not svc.wait_ready():
+                    run.notes = svc.text()[-200:]
+                    out.append(run)
+                    continue
+                c = _client(svc.sock)
+                c.request("preempt", keep=True)
+                c.close()
+                time.sleep(run.delay_s)
+                _kill(svc.p, signal.SIGSTOP)
+                time.sleep(3 * max_hold_ms / 1000 + 1)
+                t = svc.text()
+                stopped_still = proc_state(svc.p.pid) in "Tt"
+                if svc.p.poll() is not None:
+                    run.resumed_by = f"controller ended (exit {svc.p.returncode}) " + (
+                        "and the watchdog resumed" if "watchdog: controller" in t else "(KFD's exit path resumes scheme A)")
+                    run.left_suspended = svc.left_suspended() if scheme == "A" else ("watchdog: controller" not in t)
+                    if not kfd and scheme == "A":
+                        run.left_suspended = None
+                elif stopped_still:
+                    run.left_suspended = svc.left_suspended()
+                    run.resumed_by = None
+                    run.notes = "controller still stopped and holding past --max-hold"
+                _kill(svc.p, signal.SIGCONT)
+                run.target_runs = target.runs_untraced() if svc.p.poll() is not None else None
+            finally:
+                run.service_exit = svc.stop()
+            if run.target_runs is None:
+                run.target_runs = target.runs_untraced()
+            _new_controller(work, target, kfd, scheme, run)
+            out.append(run)
+    finally:
+        target.stop()
+    return out
+
+
+def print_kill(runs: list[KillRun]) -> None:
+    if not runs:
+        return
+    sc = runs[0].scenario
+    ok = sum(r.ok for r in runs)
+    phases = {}
+    for r in runs:
+        phases[r.phase] = phases.get(r.phase, 0) + 1
+    attach = [r.new_attach_s for r in runs if r.new_attach_s is not None]
+    print(f"{sc}: {len(runs)} runs (seeds {runs[0].seed}..{runs[-1].seed}), {ok} ok; phases {phases}; "
+          f"target ran untraced after: {sum(r.target_runs is True for r in runs)}/{sum(r.target_runs is not None for r in runs)}; "
+          f"left suspended: {sum(r.left_suspended is True for r in runs)} (queried: {sum(r.left_suspended is not None for r in runs)}); "
+          f"new controller attached: {sum(bool(r.new_attach) for r in runs)}/{len(runs)}"
+          + (f" (start p50 {statistics.median(attach):.2f} s)" if attach else "")
+          + f"; queues in its snapshot: {sorted({r.queues_seen for r in runs if r.queues_seen is not None})}")
+    how = {}
+    for r in runs:
+        how[r.resumed_by or "-"] = how.get(r.resumed_by or "-", 0) + 1
+    print(f"  resumed by: {how}")
+    for r in runs:
+        if not r.ok or r.notes:
+            print(f"  seed {r.seed} ({r.phase}, {r.delay_s:.3f} s): target_runs={r.target_runs} left_suspended={r.left_suspended} "
+                  f"new_attach={r.new_attach} exit={r.service_exit} {r.notes}")
+
+
+# ---- 3. recorder start/stop ----------------------------------------------------------------------
+@dataclass
+class RecordRun:
+    seed: int
+    killed: bool
+    rc: int | None
+    events: int | None  # rows readable in the trace (None: unreadable)
+    lost_s: float | None  # killed runs: kill time - last recorded event
+    leaks: dict  # resource -> (baseline, after) where different
+
+
+def record_runs(work: Path, n: int, seed0: int, kfd_path: str = "/dev/null") -> tuple[dict, list[RecordRun]]:
+    work.mkdir(parents=True, exist_ok=True)
+    load = subprocess.Popen([PY, "-c", LOAD])
+    base = kernel_resources()
+    out = []
+    try:
+        for i in range(n):
+            seed = seed0 + i
+            rng = random.Random(seed)
+            killed = rng.random() < 1 / 3
+            trace = work / f"r{i}"
+            p = subprocess.Popen([PY, "-m", "gpreempt_trace.cli.main", "record", "-o", str(trace), "--probes", "ioctl",
+                                  "--kfd-path", kfd_path], stdout=subprocess.DEVNULL, stderr=open(work / f"r{i}.log", "w"), cwd=REPO)
+            wait_for(lambda: _recording(trace) or p.poll() is not None, 600, 0.05)
+            time.sleep(rng.uniform(0.5, 2.0))
+            t_stop = time.monotonic_ns()
+            p.send_signal(signal.SIGKILL if killed else signal.SIGINT)
+            try:
+                rc = p.wait(120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                rc = p.wait()
+            leaks = {}
+            # the kernel frees a dead process's BPF objects after an RCU grace period: allow 5 s
+            wait_for(lambda: kernel_resources() == base, 5, 0.1)
+            now = kernel_resources()
+            leaks = {k: (base[k], now[k]) for k in base if now[k] != base[k]}
+            events, last = _read_events(trace)
+            lost = None if last is None or not killed else max(0.0, (t_stop - last) / 1e9)
+            out.append(RecordRun(seed, killed, rc, events, lost, leaks))
+    finally:
+        load.kill()
+        load.wait()
+    return base, out
+
+
+def _recording(trace: Path) -> bool:
+    try:
+        return "recording_since_ns" in json.loads((trace / "meta.json").read_text()).get("recorder", {})
+    except (OSError, ValueError):
+        return False
+
+
+def _read_events(trace: Path) -> tuple[int | None, int | None]:
+    """(events readable through the trace's readers, the newest event's ts_ns); (None, None): unreadable."""
+    try:
+        from gpreempt_trace import api
+
+        con = api.connect([str(trace)])
+        n, last = con.execute("SELECT count(*), max(ts_ns) FROM events").fetchone()
+        return int(n), last
+    except Exception:  # noqa: BLE001 - unreadable is the finding
+        return None, None
+
+
+def print_record(base: dict, runs: list[RecordRun]) -> None:
+    killed = [r for r in runs if r.killed]
+    lost = [r.lost_s for r in killed if r.lost_s is not None]
+    print(f"record: {len(runs)} start/stop cycles (seeds {runs[0].seed}..{runs[-1].seed}), {len(killed)} killed with -9; "
+          f"baseline {base}; cycles back to baseline: {sum(not r.leaks for r in runs)}/{len(runs)}; "
+          f"traces readable: {sum(r.events is not None for r in runs)}/{len(runs)}; "
+          f"clean stops exit 0: {sum(r.rc == 0 for r in runs if not r.killed)}/{len(runs) - len(killed)}")
+    if lost:
+        print(f"  killed runs: events lost (kill - last event) p50 {statistics.median(lost):.2f} s, max {max(lost):.2f} s "
+              f"(limit 1 s: {sum(x <= 1.0 for x in lost)}/{len(lost)} within)")
+    print(f"  events per trace: min {min((r.events or 0) for r in runs)}, max {max((r.events or 0) for r in runs)}")
+    for r in runs:
+        if r.leaks or r.events is None:
+            print(f"  seed {r.seed} (killed={r.killed}, rc {r.rc}): leaks {r.leaks}, events {r.events}")
+
+
+# ---- 4. experiment ab --repeat N -----------------------------------------------------------------
+def experiment_runs(work: Path, repeat: int, schemes: str = "none", extra: tuple = ()) -> dict:
+    out = work / "ab"
+    argv = [PY, "-m", "gpreempt_trace.cli.main", "experiment", "ab", "--online", "gemm", "--offline", "gemm",
+            "--schemes", schemes, "--repeat", str(repeat), "--duration", "1", "--rate", "5", "--batch", "1",
+            "--threads", "1", "--backend", "numpy", "--no-report", "--record", "no", *extra, "-o", str(out)]
+    t0 = time.monotonic()
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+    wall = time.monotonic() - t0
+    runs_file = out / "runs.json"
+    acc = json.loads(runs_file.read_text()) if runs_file.exists() else None
+    return {"rc": p.returncode, "wall_s": wall, "accounting": acc and acc["accounting"], "runs": acc and acc["runs"],
+            "output_tail": (p.stdout + p.stderr)[-1500:]}
+
+
+def print_experiment(r: dict, repeat: int, schemes: str) -> None:
+    a = r["accounting"]
+    if a is None:
+        print(f"experiment ab --repeat {repeat} --schemes {schemes}: no runs.json (exit {r['rc']}): {r['output_tail'][-400:]}")
+        return
+    missing = a["planned"] - a["completed"] - a["failed"] - a["not run"]
+    print(f"experiment ab --repeat {repeat} --schemes {schemes}: {a['planned']} planned, {a['completed']} completed, "
+          f"{a['failed']} failed (cause in runs.json), {a['not run']} not run, {missing} missing; exit {r['rc']}; {r['wall_s']:.0f} s")
+    for run in r["runs"]:
+        if run["status"] == "failed":
+            print(f"  [{run['scheme']} #{run['repeat']}] {run['cause']}")
+
+
+# ---- driver --------------------------------------------------------------------------------------
+def scheme_b_loaded() -> bool:
+    """The kernel/ series' ioctls answer (EINVAL on an empty request) on /dev/kfd: the patched module is in."""
+    import errno
+
+    from gpreempt_trace.contracts import uapi as U
+
+    try:
+        fd = os.open("/dev/kfd", os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        a = U.PreemptQueuesArgs()
+        r = libc.ioctl(fd, ctypes.c_ulong(U.RESUME_QUEUES), ctypes.byref(a))
+        return r >= 0 or ctypes.get_errno() == errno.EINVAL
+    finally:
+        os.close(fd)
+
+
+def run_parts(parts: list[str], sizes: dict, seed: int, work: Path) -> int:
+    kfd = os.path.exists("/dev/kfd")
+    schemes = ["A", "B"] if not kfd or scheme_b_loaded() else ["A"]
+    print(f"soak on {os.uname().release} ({'real KFD /dev/kfd' if kfd else 'no /dev/kfd: real ptrace + scripted KFD'}), "
+          f"schemes {','.join(schemes)}, seed {seed}, sizes {sizes}", flush=True)
+    if kfd and "B" not in schemes:
+        print("scheme B: not run (the kernel/ series' ioctls are not in this kernel's amdgpu)")
+    bad = 0
+    if "controller" in parts:
+        for s in schemes:
+            r = controller_soak(work / f"ctl-{s}", kfd, s, sizes["cycles"])
+            print_controller(r)
+            bad += (r.answered != 2 * r.cycles or r.held_at_end is not None or r.left_suspended is True
+                    or (r.first and r.last and (r.first[0].fds != r.last[-1].fds or r.first[0].threads != r.last[-1].threads)))
+            sys.stdout.flush()
+    if "kill" in parts:
+        for s in schemes:
+            for fn, args in ((controller_sigkill_runs, ()), (target_sigkill_runs, ()), (controller_sigstop_runs, (1000 if kfd else 300,))):
+                runs = fn(work / f"kill-{s}", kfd, s, sizes["kill"], seed, *args)
+                print(f"[scheme {s}] ", end="")
+                print_kill(runs)
+                bad += sum(not r.ok for r in runs)
+                sys.stdout.flush()
+    if "record" in parts:
+        if os.geteuid() != 0:
+            print("record: not run (needs root)")
+        else:
+            base, runs = record_runs(work / "record", sizes["record"], seed)
+            print_record(base, runs)
+            bad += sum(bool(r.leaks) or r.events is None or (r.lost_s or 0) > 1.0 for r in runs)
+        sys.stdout.flush()
+    if "experiment" in parts:
+        sch = "none,A" + (",B" if "B" in schemes else "") if kfd else "none"
+        extra = ("--in-lab-guest",) if kfd else ()
+        r = experiment_runs(work / "experiment", sizes["experiment"], sch, extra)
+        print_experiment(r, sizes["experiment"], sch)
+        a = r["accounting"]
+        bad += a is None or a["planned"] != a["completed"] + a["failed"] + a["not run"]
+    print(f"soak: {'no' if not bad else bad} problem{'s' if bad != 1 else ''} found")
+    return 1 if bad else 0
+
+
+LAB_MODULES = ("set -e\nmodprobe -a $(modinfo -F depends amdgpu | tr , ' ')\n"
+               "if [ -f {shim} ] && [ -f {ko} ]; then insmod {shim} && insmod {ko} && echo 'lab: patched amdgpu (kernel/ series) loaded'; "
+               "else modprobe amdgpu; fi\nset +e\n")
+
+
+def run_lab(argv_rest: list[str], timeout_s: float) -> int:
+    from gpreempt_trace.lab import Lab
+
+    home = Path(os.environ.get("GPT_KERNEL_CACHE") or Path.home() / ".cache" / "gpreempt-trace" / "kernel" / "6.12")
+    ko = home / "linux-source-6.12" / "drivers" / "gpu" / "drm" / "amd" / "amdgpu" / "amdgpu.ko"
+    shim = home / "lab-shim" / "ptrace_may_access_shim.ko"
+    lab = Lab.ensure(kernel="6.12")
+    cmd = LAB_MODULES.format(shim=shim, ko=ko) + " ".join([".venv/bin/python", "-m", "bench.soak", "--work", "/tmp/soak", *argv_rest])
+    print(f"lab: Debian {lab.kernel} guest under QEMU TCG (real amdgpu/KFD, no GPU); timeout {timeout_s:.0f} s", flush=True)
+    res = lab.run(cmd, timeout_s=timeout_s, modules=(), cpus=2, env={"PYTHONUNBUFFERED": "1"})
+    for ln in res.output.splitlines():
+        print("guest| " + ln)
+    print(f"lab: exit {res.rc}, {res.wall_s:.0f} s (boot included)")
+    return res.rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--scripted-serve"]:
+        return scripted_serve(*argv[1:3])
+    ap = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    ap.add_argument("parts", nargs="*", metavar="PART", help="controller, kill, record, experiment (default: all)")
+    ap.add_argument("--long", action="store_true", help="the long version (1000 cycles, 100 runs each)")
+    ap.add_argument("--seed", type=int, default=24, help="first seed; run k uses seed+k")
+    ap.add_argument("--lab", action="store_true", help="run inside the Debian 6.12 lab guest")
+    ap.add_argument("--lab-timeout", type=float, default=3600)
+    ap.add_argument("--work", help="scratch folder (default: a new temporary one)")
+    for k in SHORT:
+        ap.add_argument(f"--{k}", type=int, help=f"override the {k} count")
+    a = ap.parse_args(argv)
+    parts = a.parts or list(PARTS)
+    if set(parts) - set(PARTS):
+        ap.error(f"unknown part {sorted(set(parts) - set(PARTS))[0]!r}: choose from {', '.join(PARTS)}")
+    sizes = dict(LONG if a.long else SHORT)
+    for k in SHORT:
+        if getattr(a, k) is not None:
+            sizes[k] = getattr(a, k)
+    if a.lab:
+        rest = [*parts, "--seed", str(a.seed), *(["--long"] if a.long else []),
+                *[f"--{k}={v}" for k, v in sizes.items() if getattr(a, k) is not None]]
+        return run_lab(rest, a.lab_timeout)
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="gpt-soak-"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    rc = run_parts(parts, sizes, a.seed, work)
+    print(f"soak done in {time.monotonic() - t0:.0f} s (scratch {work})")
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
