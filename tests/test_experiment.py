@@ -30,7 +30,7 @@ def test_ab_runs_none_here_and_says_in_one_line_why_a_and_b_are_skipped(tmp_path
     assert f"scheme A skipped: {why}" in lines and f"scheme B skipped: {why}" in lines
     assert "scheme none: runs" in lines
     assert any(line.startswith("recorder: not run (") for line in lines)
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["none-1", "plan.json", "requests.json", "requests.txt"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["none-1", "plan.json", "requests.json", "requests.txt", "runs.json"]
     meta = trace.read_meta(out / "none-1")
     assert {k: meta["labels"][k] for k in ("scheme", "repeat", "online_model", "offline_model", "policy")} == \
         {"scheme": "none", "repeat": "1", "online_model": "gemm", "offline_model": "gemm", "policy": "none"}

@@ -92,6 +92,12 @@ class ABResult:
     verdict: Optional[str] = None
     report: Optional[Path] = None
     interrupted: bool = False
+    runs: list[dict] = field(default_factory=list)  # every planned run: scheme, repeat, status, cause, trace
+
+    def accounting(self) -> dict:
+        """Every planned run is completed, failed (with its cause) or not run (interrupted): none missing."""
+        by = {s: sum(r["status"] == s for r in self.runs) for s in ("completed", "failed", "not run")}
+        return {"planned": len(self.runs), **by}
 
 
 def plan(o: ABOptions, doctor=None) -> Plan:
@@ -249,35 +255,59 @@ def run(o: ABOptions, say: Callable[[str], None] = print, doctor=None) -> ABResu
     res = ABResult(out, p)
     (out / "plan.json").write_text(json.dumps({"checks": [asdict(c) for c in p.checks], "skipped": p.skipped,
                                                "schemes": p.schemes, "options": asdict(o)}, indent=1, default=str))
+    res.runs = [{"scheme": s, "repeat": k, "status": "not run", "cause": None, "trace": None}
+                for k in range(1, o.repeat + 1) for s in p.schemes]
     try:
-        for k in range(1, o.repeat + 1):
-            for scheme in p.schemes:
-                trace = out / f"{scheme}-{k}"
-                t0 = time.monotonic()
-                say(f"[{scheme} #{k}] offline {o.offline} + online {o.online} at {o.rate_hz:g}/s for {o.duration_s:g} s, "
-                    f"policy {'none' if scheme == 'none' else o.policy}" + (", recording" if p.record else ""))
+        for run in res.runs:
+            scheme, k = run["scheme"], run["repeat"]
+            trace = out / f"{scheme}-{k}"
+            t0 = time.monotonic()
+            say(f"[{scheme} #{k}] offline {o.offline} + online {o.online} at {o.rate_hz:g}/s for {o.duration_s:g} s, "
+                f"policy {'none' if scheme == 'none' else o.policy}" + (", recording" if p.record else ""))
+            try:
                 cell = _run_cell(o, p, scheme, k, trace, say)
+            except GptError as e:  # the cell could not be run at all: this run failed, the next ones run
+                cell = {"ok": False, "errors": [e.line()]}
+            res.cells.append(cell)
+            for line in (cell.get("online_line"), cell.get("offline_line"), cell.get("record")):
+                if line:
+                    say("    " + line)
+            for e in cell.get("errors") or []:
+                say("    error: " + e)
+            say(f"    -> {trace} ({time.monotonic() - t0:.1f} s)")
+            if cell.get("interrupted") or cell.get("rc") == INTERRUPTED:
+                run.update(status="failed", cause="interrupted", trace=str(trace) if trace.exists() else None)
+                raise KeyboardInterrupt
+            run["trace"] = str(trace) if (trace / "meta.json").exists() else None
+            if cell.get("ok"):
+                run["status"] = "completed"
                 res.traces.append(trace)
-                res.cells.append(cell)
-                for line in (cell.get("online_line"), cell.get("offline_line"), cell.get("record")):
-                    if line:
-                        say("    " + line)
-                for e in cell.get("errors") or []:
-                    say("    error: " + e)
-                say(f"    -> {trace} ({time.monotonic() - t0:.1f} s)")
-                if cell.get("interrupted") or cell.get("rc") == INTERRUPTED:
-                    raise KeyboardInterrupt
-                if not cell.get("ok"):
-                    raise GptError(f"[{scheme} #{k}] failed: {'; '.join(cell.get('errors') or ['rc ' + str(cell.get('rc'))])}",
-                                   f"the traces written so far are kept in {out}")
+            else:
+                run.update(status="failed", cause="; ".join(cell.get("errors") or ["rc " + str(cell.get("rc"))]))
     except KeyboardInterrupt:
         res.interrupted = True
         say(f"interrupted: every process stopped (the controller resumed its target); {len(res.traces)} trace(s) kept in {out}")
+    _account(res, say)
     if res.traces:
         _analyse(o, res, say)
     if res.interrupted:
         raise Interrupted("interrupted", f"traces written so far are in {out}")
+    failed = [r for r in res.runs if r["status"] == "failed"]
+    if failed:
+        first = failed[0]
+        raise GptError(f"{len(failed)} of {len(res.runs)} runs failed (first: [{first['scheme']} #{first['repeat']}] {first['cause']})",
+                       f"each run's status and cause: {out / 'runs.json'}; the completed runs' traces are analysed above")
     return res
+
+
+def _account(res: ABResult, say) -> None:
+    """Print and write (OUT/runs.json) what became of every planned run."""
+    a = res.accounting()
+    say(f"runs: {a['planned']} planned, {a['completed']} completed, {a['failed']} failed, {a['not run']} not run (interrupted)")
+    for r in res.runs:
+        if r["status"] == "failed":
+            say(f"  [{r['scheme']} #{r['repeat']}] failed: {r['cause']}")
+    (res.out / "runs.json").write_text(json.dumps({"accounting": a, "runs": res.runs}, indent=1))
 
 
 def _analyse(o: ABOptions, res: ABResult, say) -> None:

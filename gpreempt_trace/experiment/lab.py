@@ -13,6 +13,7 @@ add ~75 s per process import, hence `--backend numpy` for `make demo-lab`.
 """
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from dataclasses import replace
@@ -55,8 +56,14 @@ def run(o: ABOptions, say: Callable[[str], None] = print, timeout_s: float = 240
         say("guest| " + line)
     say(f"lab: guest {lab.kernel} ran {r.wall_s:.0f} s (boot included), exit {r.rc}")
     ab_dir = out / "ab"
-    traces = sorted(p for p in ab_dir.iterdir() if (p / "meta.json").exists()) if ab_dir.is_dir() else []
-    res = ABResult(out, plan=None, traces=traces)  # the plan was made (and printed) in the guest
+    runs_file = ab_dir / "runs.json"
+    runs = json.loads(runs_file.read_text())["runs"] if runs_file.exists() else []
+    if runs:  # the guest accounted for every run: analyse the completed ones
+        traces = [ab_dir / Path(r["trace"]).name for r in runs if r["status"] == "completed"]
+    else:
+        traces = sorted(p for p in ab_dir.iterdir() if (p / "meta.json").exists()) if ab_dir.is_dir() else []
+        say(f"lab: the guest wrote no run accounting ({runs_file}): {len(traces)} trace(s) found")
+    res = ABResult(out, plan=None, traces=traces, runs=runs)  # the plan was made (and printed) in the guest
     if traces:
         _analyse(replace(o, environment=ENVIRONMENT), res, say)
     if r.timed_out:
