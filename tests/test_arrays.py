@@ -56,6 +56,7 @@ from gpreempt_trace.recorder.decode import EventDecoder
 from gpreempt_trace.recorder import ioctls
 from gpreempt_trace.trace.directory import TraceWriter
 from gpreempt_trace.trace.markers import MarkerWriter
+from gpreempt_trace.trace.processes import ProcessLog
 tw = TraceWriter.create(sys.argv[1], {})
 rec = np.zeros(100, record_layout.numpy_dtype())
 lay = record_layout.layout()
@@ -66,7 +67,9 @@ rec["ioctl_nr"] = np.arange(100) % 3 + 0xC0184B00
 rec["num_queues"] = 2
 rec["event_id"] = 12
 w = tw.writer("events")
-w.append_table(EventDecoder(tw.run_id, ["f"], ioctls.ioctl_name).decode(rec))
+tbl = EventDecoder(tw.run_id, ["f"], ioctls.ioctl_name).decode(rec)
+w.append_table(tbl)
+ProcessLog(tw, "recorder").see_table(tbl)
 m = MarkerWriter(sys.argv[1], "launcher")
 m.add("workload_start", target_tgid=1, queue_ids=[1])
 m.close()

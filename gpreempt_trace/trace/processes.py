@@ -123,14 +123,19 @@ class ProcessLog:
             return
         import pyarrow.compute as pc
 
-        ts = tbl.column("ts_ns").to_numpy()
+        from .arrays import to_numpy
+
+        def values(col) -> np.ndarray:  # ChunkedArray.to_numpy imports pandas (~33 MiB of the recorder's RSS)
+            return np.concatenate([to_numpy(c) for c in col.chunks]) if col.num_chunks != 1 else to_numpy(col.chunk(0))
+
+        ts = values(tbl.column("ts_ns"))
         for name in columns:
             if name not in tbl.column_names:
                 continue
             col = tbl.column(name)
             if col.null_count == len(col):
                 continue
-            self.see_arrays(pc.fill_null(col, 0).to_numpy(), ts)
+            self.see_arrays(values(pc.fill_null(col, 0)), ts)
 
     def finish(self) -> None:
         """One row per process seen: last_seen_ts_ns and the facts read again (NULL when it is gone or
