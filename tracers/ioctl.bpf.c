@@ -1,17 +1,25 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The portable KFD path: syscalls:sys_enter_ioctl / sys_exit_ioctl, no kprobes needed.
+ * The KFD ioctl path: one kfd_ioctl row per KFD ioctl, its argument struct decoded. Two variants are
+ * compiled in; the planner (recorder/plan.py, IoctlPlan) attaches the first that works:
+ *   kprobe     kprobe + kretprobe on kfd_ioctl(filep, cmd, arg), KFD's unlocked_ioctl: runs only for calls
+ *              on the KFD device, so processes that never touch it pay nothing (needs -DGPT_IOCTL_KPROBE_FUNC_ID)
+ *   tracepoint syscalls:sys_enter_ioctl / sys_exit_ioctl, no kprobes needed; runs on every ioctl of every
+ *              process (and routes every syscall through the syscall-tracing slow path while attached)
+ * Neither is a TRACEPOINT_PROBE: BCC would attach that on load, whichever variant is chosen.
  *
- * Entry keeps the calls of type 'K' made on the KFD device (its kernel dev_t comes as GPT_KFD_RDEV;
- * the fd is walked current->files->fdt->fd[fd]->f_inode->i_rdev with BTF offsets of the running
- * kernel), or, without GPT_KFD_RDEV, the _IOC_NRs user space put in gpt_ioctl_known. It builds the
- * record (argument structs read from user memory at entry) in the thread's slot of gpt_ioctl_inflight;
- * exit adds the return value, the outputs (CREATE_QUEUE queue_id/doorbell) and the duration, and submits
- * one kfd_ioctl row. A thread's slot is made by its first KFD ioctl and kept (filled in place by later
- * ones: no map update per call, which cost about as much as the rest of the program) until the thread
- * exits (sched_process_exit). A slot that cannot be made (map full) counts the call as lost.
+ * Entry keeps the calls of type 'K'; the tracepoint variant also needs the fd to be the KFD device (its
+ * kernel dev_t comes as GPT_KFD_RDEV; the fd is walked current->files->fdt->fd[fd]->f_inode->i_rdev with
+ * BTF offsets of the running kernel), or, without GPT_KFD_RDEV, the _IOC_NRs user space put in
+ * gpt_ioctl_known. It builds the record (argument structs read from user memory at entry) in the thread's
+ * slot of gpt_ioctl_inflight; exit adds the return value, the outputs (CREATE_QUEUE queue_id/doorbell: KFD
+ * has copied them back by then, in both variants) and the duration, and submits the row. A thread's slot
+ * is made by its first KFD ioctl and kept (filled in place by later ones: no map update per call, which
+ * cost about as much as the rest of the program) until the thread exits (sched_process_exit). A slot
+ * that cannot be made (map full) counts the call as lost.
  *
- * -D knobs: GPT_IOCTL_FUNC_ID, GPT_KFD_RDEV, GPT_OFF_task_struct__files, GPT_OFF_files_struct__fdt,
+ * -D knobs: GPT_IOCTL_FUNC_ID (func_id of tracepoint rows), GPT_IOCTL_KPROBE_FUNC_ID (func_id of kprobe
+ * rows; absent: no kprobe variant), GPT_KFD_RDEV, GPT_OFF_task_struct__files, GPT_OFF_files_struct__fdt,
  * GPT_OFF_fdtable__max_fds, GPT_OFF_fdtable__fd, GPT_OFF_file__f_inode, GPT_OFF_inode__i_rdev,
  * GPT_NR_PREEMPT_QUEUES / GPT_NR_RESUME_QUEUES (scheme B nrs, from kernel/uapi_scheme_b.json).
  * Argument offsets and sizes come from kfd_uapi.h, generated from gpreempt_trace/contracts/uapi.py (the one
@@ -191,22 +199,10 @@ static __always_inline void gpt_decode_entry(struct gpt_event *e, u32 cmd, u64 a
 	}
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
+/* entry of a KFD ioctl (type 'K', the caller passed the filters): fill the thread's slot */
+static __always_inline int gpt_ioctl_enter(u32 cmd, u64 arg, u16 func_id)
 {
-	u32 cmd = (u32)args->cmd;
-	if (GPT_IOC_TYPE(cmd) != GPT_UAPI_IOC_TYPE)
-		return 0;
-#ifndef GPT_KFD_RDEV
-	u32 nr = GPT_IOC_NR(cmd);
-	u8 *known = gpt_ioctl_known.lookup(&nr);
-	if (!known || !*known)
-		return 0;
-#endif
 	u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!gpt_wanted(pid_tgid >> 32))
-		return 0;
-	if (!gpt_fd_is_kfd((u32)args->fd))
-		return 0;
 	u64 key = ((u64)GPT_IOCTL_FUNC_ID << 32) | (u32)pid_tgid;
 	struct gpt_ioctl_inflight_t *s = gpt_ioctl_inflight.lookup(&key);
 	if (!s) { /* the thread's first KFD ioctl: make its slot */
@@ -221,20 +217,21 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->event_id = GPT_EV_KFD_IOCTL;
-	GPT_SET(e, func_id, GPT_IOCTL_FUNC_ID);
+	GPT_SET(e, func_id, func_id);
 	GPT_SET(e, tgid, (s32)(pid_tgid >> 32));
 	GPT_SET(e, tid, (s32)(u32)pid_tgid);
 	GPT_SET(e, cpu, (s32)bpf_get_smp_processor_id());
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	e->valid |= GPT_V_comm;
 	GPT_SET(e, ioctl_nr, cmd);
-	s->arg = args->arg;
-	gpt_decode_entry(e, cmd, args->arg);
+	s->arg = arg;
+	gpt_decode_entry(e, cmd, arg);
 	s->active = 1;
 	return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
+/* return of the thread's KFD ioctl: the row, with the return value and the outputs */
+static __always_inline int gpt_ioctl_exit(s64 ret)
 {
 	u64 key = ((u64)GPT_IOCTL_FUNC_ID << 32) | (u32)bpf_get_current_pid_tgid();
 	struct gpt_ioctl_inflight_t *s = gpt_ioctl_inflight.lookup(&key);
@@ -249,7 +246,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 	}
 	__builtin_memcpy(e, &s->ev, sizeof(*e));
 	u64 arg = s->arg;
-	s64 ret = args->ret;
 	GPT_SET(e, dur_ns, now - e->ts_ns);
 	GPT_SET(e, ret, ret);
 	if (ret == 0 && GPT_IOC_NR(e->ioctl_nr) == GPT_UAPI_NR_CREATE_QUEUE) { /* CREATE_QUEUE outputs */
@@ -263,6 +259,50 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 	gpt_submit(e);
 	return 0;
 }
+
+/* the tracepoint variant (attached by the planner, as syscalls:sys_enter_ioctl / sys_exit_ioctl) */
+int gpt_ioctl_tp_enter(struct tracepoint__syscalls__sys_enter_ioctl *args)
+{
+	u32 cmd = (u32)args->cmd;
+	if (GPT_IOC_TYPE(cmd) != GPT_UAPI_IOC_TYPE)
+		return 0;
+#ifndef GPT_KFD_RDEV
+	u32 nr = GPT_IOC_NR(cmd);
+	u8 *known = gpt_ioctl_known.lookup(&nr);
+	if (!known || !*known)
+		return 0;
+#endif
+	if (!gpt_wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	if (!gpt_fd_is_kfd((u32)args->fd))
+		return 0;
+	return gpt_ioctl_enter(cmd, args->arg, GPT_IOCTL_FUNC_ID);
+}
+
+int gpt_ioctl_tp_exit(struct tracepoint__syscalls__sys_exit_ioctl *args)
+{
+	return gpt_ioctl_exit(args->ret);
+}
+
+#ifdef GPT_IOCTL_KPROBE_FUNC_ID
+/* the kprobe variant: kfd_ioctl(struct file *filep, unsigned int cmd, unsigned long arg) -> long.
+ * Only KFD's file reaches it, so no fd walk; its return is the syscall's for type 'K' (vfs_ioctl passes
+ * it through; KFD never returns -ENOIOCTLCMD) */
+int gpt_ioctl_kp_enter(struct pt_regs *ctx)
+{
+	u32 cmd = (u32)PT_REGS_PARM2(ctx);
+	if (GPT_IOC_TYPE(cmd) != GPT_UAPI_IOC_TYPE)
+		return 0;
+	if (!gpt_wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	return gpt_ioctl_enter(cmd, PT_REGS_PARM3(ctx), GPT_IOCTL_KPROBE_FUNC_ID);
+}
+
+int gpt_ioctl_kp_exit(struct pt_regs *ctx)
+{
+	return gpt_ioctl_exit((s64)PT_REGS_RC(ctx));
+}
+#endif
 
 /* a thread's slot goes with the thread (and, following the launched command, its tgid entry) */
 TRACEPOINT_PROBE(sched, sched_process_exit)

@@ -514,3 +514,128 @@ def _kernel_name(btf_dir, kallsyms) -> str:
     if btf_dir is None and kallsyms is None:
         return os.uname().release
     return f"offline ({btf_dir or SYS_BTF}, {getattr(kallsyms, 'source', kallsyms) or '/proc/kallsyms'})"
+
+
+# ---- the KFD ioctl path (tracers/ioctl.bpf.c) ---------------------------------------------------
+IOCTL_SOURCE = resources.tracers() / "ioctl.bpf.c"
+IOCTL_PROBE = "sys_ioctl"  # its row in the attach plan, whichever variant attached
+IOCTL_TP_FUNC = "syscalls:sys_enter_ioctl"  # func of the tracepoint variant's rows (the kprobe variant's: KFD_IOCTL)
+IOCTL_TP_TARGET = "syscalls:sys_enter_ioctl+sys_exit_ioctl"
+KFD_IOCTL = "kfd_ioctl"  # KFD's unlocked_ioctl(filep, cmd, arg): the kprobe variant's target, a PROBES entry
+IOCTL_KRETPROBE_MAXACTIVE = 1024  # threads inside kfd_ioctl at once (WAIT_EVENTS blocks there) before returns are missed
+IOCTL_COST = {
+    "kprobe": "only calls on the KFD device run the probe; other processes and syscalls pay nothing",
+    "tracepoint": "every ioctl of every process runs the program and every syscall takes the syscall-tracing slow path",
+}
+
+
+def ioctl_kprobe_target(kfd: KfdPlan | None) -> tuple[ProbeAttach | None, str | None]:
+    """The kfd plan's kfd_ioctl row when the kprobe variant can use it, else (None, why not)."""
+    if kfd is None:
+        return None, "the kfd probe group is off (--probes ioctl): the syscall tracepoints are used"
+    row = next((p for p in kfd.probes if p.probe == KFD_IOCTL), None)
+    if row is None or row.entry_target is None:
+        return None, f"{KFD_IOCTL}: {row.reason if row is not None and row.reason else 'not resolved'}"
+    if f"-DGPT_ARG_{KFD_IOCTL}_CMD=1" not in kfd.cflags:  # a GCC clone, or BTF gives another signature
+        return None, f"{KFD_IOCTL}: its arguments are not (filep, cmd, arg) in this build ({row.reason or 'BTF'})"
+    return row, None
+
+
+@dataclass
+class IoctlPlan:
+    """The ioctl path: the variants of tracers/ioctl.bpf.c to try, in order (kprobe on kfd_ioctl, then the
+    syscall tracepoints), and its attach-plan row (a dict, updated in place by attach())."""
+
+    row: dict
+    cflags: list[str]
+    filter: str  # the tracepoint variant's filter: "device" (fd walk to GPT_KFD_RDEV) | "known_numbers"
+    filter_note: str | None
+    kprobe: tuple[tuple[str, str], ...] = ()  # (entry, return) targets for the kprobe variant; () = none
+    kprobe_row: ProbeAttach | None = None  # the kfd plan's kfd_ioctl row it supersedes
+    why_not_kprobe: str | None = None
+
+    def source(self) -> str:
+        return IOCTL_SOURCE.read_text()
+
+    def use_kprobe(self, kfd: KfdPlan | None) -> list[str]:
+        """Plan the kprobe variant on the kfd plan's kfd_ioctl (it then writes that probe's rows, decoded, and
+        the bare kfd_ioctl probe is not attached); returns the extra -D flags."""
+        row, why = ioctl_kprobe_target(kfd)
+        if row is None:
+            self.why_not_kprobe = why
+            self.row["reason"] = self._tp_reason()
+            return []
+        self.kprobe = ((row.entry_target, row.ret_target or row.entry_target), *row.fallbacks)
+        self.kprobe_row = row
+        row.status, row.reason = "unavailable", f"decoded by the ioctl path ({IOCTL_PROBE})"
+        self.row.update(target=f"{row.entry_target} | {IOCTL_TP_TARGET}", mechanism="kprobe+kretprobe | tracepoint",
+                        reason=f"tried in this order: kprobe on {KFD_IOCTL}, then the syscall tracepoints")
+        return [f"-DGPT_IOCTL_KPROBE_FUNC_ID={row.func_id}"]
+
+    def _tp_reason(self) -> str:
+        parts = [f"{self.why_not_kprobe}; " if self.why_not_kprobe else "", IOCTL_COST["tracepoint"]]
+        if self.filter != "device":
+            parts.append(f"; filtering on known AMDKFD_IOC_* numbers: {self.filter_note}")
+        return "".join(parts)
+
+    def attach(self, bpf) -> None:
+        """Attach the first variant that works; the row says which (status, target, mechanism, func_id, reason)."""
+        errors = []
+        for entry, ret in self.kprobe:
+            try:
+                bpf.attach_kprobe(event=entry, fn_name="gpt_ioctl_kp_enter")
+            except Exception as e:  # BCC raises bare Exception
+                errors.append(f"{entry}: {_first_line(e)}")
+                continue
+            try:
+                bpf.attach_kretprobe(event=ret, fn_name="gpt_ioctl_kp_exit", maxactive=IOCTL_KRETPROBE_MAXACTIVE)
+            except Exception as e:  # BCC raises bare Exception
+                errors.append(f"{ret} (return): {_first_line(e)}")
+                try:
+                    bpf.detach_kprobe(event=entry, fn_name="gpt_ioctl_kp_enter")
+                except Exception:  # noqa: BLE001 - nothing left to undo
+                    pass
+                continue
+            self.row.update(status="attached", target=entry, mechanism="kprobe+kretprobe", func_id=self.kprobe_row.func_id,
+                            reason=IOCTL_COST["kprobe"])
+            self.kprobe_row.status, self.kprobe_row.target = "attached", entry
+            self.kprobe_row.reason = f"its rows decoded by the ioctl path ({IOCTL_PROBE})"
+            return
+        if errors:
+            self.why_not_kprobe = f"kprobe on {KFD_IOCTL} failed ({'; '.join(errors)})"
+            self.kprobe_row.status, self.kprobe_row.reason = "failed", f"{self.why_not_kprobe}; the ioctl path uses the syscall tracepoints"
+        try:
+            bpf.attach_tracepoint(tp="syscalls:sys_enter_ioctl", fn_name="gpt_ioctl_tp_enter")
+            try:
+                bpf.attach_tracepoint(tp="syscalls:sys_exit_ioctl", fn_name="gpt_ioctl_tp_exit")
+            except Exception:
+                bpf.detach_tracepoint(tp="syscalls:sys_enter_ioctl")
+                raise
+        except Exception as e:  # BCC raises bare Exception
+            self.row.update(status="failed", target=IOCTL_TP_TARGET, mechanism="tracepoint",
+                            reason="; ".join(filter(None, (self.why_not_kprobe, f"syscall tracepoints: {_first_line(e)}"))))
+            return
+        self.row.update(status="attached", target=IOCTL_TP_TARGET, mechanism="tracepoint", reason=self._tp_reason())
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def plan_ioctl(kfd_rdev: int, fd_offsets: dict[str, int] | None, why_no_offsets: str | None, func_id: int) -> IoctlPlan:
+    """The ioctl path's tracepoint variant: filter on the KFD device (fd walk with BTF offsets) or, without
+    the offsets, on the known AMDKFD_IOC_* numbers. IoctlPlan.use_kprobe adds the kprobe variant."""
+    from . import ioctls
+
+    cflags = [f"-DGPT_IOCTL_FUNC_ID={func_id}", *ioctls.bpf_cflags()]
+    if fd_offsets is not None:
+        filt, note = "device", None
+        cflags.append(f"-DGPT_KFD_RDEV={kfd_rdev}")
+        cflags += [f"-DGPT_OFF_{m}={v}" for m, v in fd_offsets.items()]
+    else:
+        filt, note = "known_numbers", why_no_offsets
+    row = {"probe": IOCTL_PROBE, "event": "kfd_ioctl", "target": IOCTL_TP_TARGET, "mechanism": "tracepoint",
+           "status": "planned", "reason": None, "func_id": func_id}
+    p = IoctlPlan(row, cflags, filt, note)
+    row["reason"] = p._tp_reason()
+    return p

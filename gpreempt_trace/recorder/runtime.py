@@ -39,14 +39,14 @@ from ..trace.processes import ProcessLog
 from ..trace.directory import META, TraceWriter, already_a_trace
 from ..trace.writer import DEFAULT_SEGMENT_S
 from . import flight, ioctls
+from .plan import IOCTL_TP_FUNC, IoctlPlan, plan_ioctl
 from .ring import RingReader
 
 TRACERS = resources.tracers()
 STUB_DIR = TRACERS / "stub"
 SYS_BTF = Path("/sys/kernel/btf")
 PROBE_GROUPS = ("kfd", "ioctl")
-IOCTL_PROBE = "sys_ioctl"
-IOCTL_FUNC = "syscalls:sys_enter_ioctl"
+IOCTL_FUNC = IOCTL_TP_FUNC  # func_names[IOCTL_FUNC_ID]: the tracepoint variant's rows
 IOCTL_FUNC_ID = 0
 TRACEFS = Path("/sys/kernel/tracing")
 # struct paths the ioctl path walks: current->files->fdt->fd[fd]->f_inode->i_rdev
@@ -279,6 +279,7 @@ class Program:
     kfd_rdev: int | None
     func_names: list[str]
     rows: list  # ProbeAttach-like rows (ioctl rows are dicts)
+    ioctl_plan: IoctlPlan | None = None  # the ioctl path's variants (None: ioctl group off)
 
 
 @dataclass
@@ -310,12 +311,11 @@ def _offset_guard(prog: "Program"):
 def attach_probes(bpf, prog: Program) -> None:
     """Attach the program's probes with BCC, by trying (KfdPlan.attach): the only BCC calls after the load.
     The outcome is in prog.rows / prog.kfd_plan (status, reason, target)."""
-    for r in prog.rows:  # BCC attached the TRACEPOINT_PROBEs while loading
-        if isinstance(r, dict):
-            r["status"] = "attached"
-    if prog.kfd_plan is not None:
-        with warnings.catch_warnings():  # BCC warns for every str (not bytes) symbol name
-            warnings.filterwarnings("ignore", message="not a bytes object")
+    with warnings.catch_warnings():  # BCC warns for every str (not bytes) symbol name
+        warnings.filterwarnings("ignore", message="not a bytes object")
+        if prog.ioctl_plan is not None:  # its row (a dict in prog.rows) and the kfd_ioctl row say which variant
+            prog.ioctl_plan.attach(bpf)
+        if prog.kfd_plan is not None:
             prog.kfd_plan.attach(bpf)
 
 
@@ -356,23 +356,15 @@ class Recorder:
         rows: list = []
         ioctl_filter = note = None
         rdev = None
+        ioctl = None
         if "ioctl" in o.probes:
             rdev = kernel_rdev(o.kfd_path)
-            offs, why = fd_walk_offsets(o.btf_dir)
+            ioctl = plan_ioctl(rdev, *fd_walk_offsets(o.btf_dir), func_id=IOCTL_FUNC_ID)
+            ioctl_filter, note = ioctl.filter, ioctl.filter_note
             func_names.append(IOCTL_FUNC)
-            cflags.append(f"-DGPT_IOCTL_FUNC_ID={IOCTL_FUNC_ID}")
-            cflags += ioctls.bpf_cflags()
-            if offs is not None:
-                ioctl_filter = "device"
-                cflags.append(f"-DGPT_KFD_RDEV={rdev}")
-                cflags += [f"-DGPT_OFF_{m}={v}" for m, v in offs.items()]
-            else:
-                ioctl_filter, note = "known_numbers", why
-            text.append((TRACERS / "ioctl.bpf.c").read_text())
-            rows.append({"probe": IOCTL_PROBE, "event": "kfd_ioctl", "target": "syscalls:sys_enter_ioctl+sys_exit_ioctl",
-                         "mechanism": "tracepoint", "status": "planned",
-                         "reason": None if ioctl_filter == "device" else f"filtering on known AMDKFD_IOC_* numbers: {note}",
-                         "func_id": IOCTL_FUNC_ID})
+            cflags += ioctl.cflags
+            text.append(ioctl.source())
+            rows.append(ioctl.row)
         plan = None
         if "kfd" in o.probes:
             plan = self._plan_kfd(base=len(func_names))
@@ -383,7 +375,9 @@ class Recorder:
             cflags += plan.cflags
             text.append(plan.source())
             rows += plan.probes
-        return Program("\n".join(text), cflags, plan, ioctl_filter, note, rdev, func_names, rows)
+        if ioctl is not None:  # the kprobe on kfd_ioctl first (its rows: that probe's func), then the tracepoints
+            cflags += ioctl.use_kprobe(plan)
+        return Program("\n".join(text), cflags, plan, ioctl_filter, note, rdev, func_names, rows, ioctl)
 
     def _plan_kfd(self, base: int):
         from .plan import plan_kfd
