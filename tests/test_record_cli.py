@@ -81,7 +81,7 @@ def _read(trace: Path, table: str) -> list[dict]:
 def test_print_bpf_needs_no_privileges_and_writes_nothing(tmp_path):
     res = _invoke("-o", str(tmp_path / "t"), "--probes", "ioctl", "--kfd-path", "/dev/null", "--print-bpf")
     assert res.exit_code == 0, res.output
-    assert "TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)" in res.output
+    assert "int gpt_ioctl_tp_enter(struct tracepoint__syscalls__sys_enter_ioctl *args)" in res.output
     assert "-DGPT_KFD_RDEV=1048579" in res.output  # /dev/null is 1:3 -> MAJOR << 20 | MINOR
     assert "BPF_RINGBUF_OUTPUT(gpt_events" in res.output
     assert not (tmp_path / "t").exists()
