@@ -1,16 +1,27 @@
-"""Control-path overhead of the preemption controller (no timed assertions; numbers only).
+"""Control-path overhead of the preemption controller, next to a socket floor (no timed assertions; numbers only).
 
-A `preempt serve` runs as its own process with an ioctl layer that returns at once (ScriptedIo, no
-ptrace), holding a stand-in target; a Client in this process calls preempt()/resume() N times over the
-Unix socket. Per call:
-  call → issued : client call starts (CLOCK_MONOTONIC) → the service is about to issue the ioctl
-  return → seen : the ioctl returned → the client has the answer
-Both sides read the same clock. `python -m bench control [N]` (default 10000 calls, half preempt, half resume).
+What runs: a real `preempt serve` (service.serve, scheme A) in its own process, holding a stand-in target
+(a sleeping Python process with /dev/null open) with REAL ptrace (PTRACE_SEIZE, the owner thread's
+waitpid servicing, detach at the end: needs root). Only KFD is missing on this VM: each KFD ioctl is a
+real ioctl(2) on /dev/null (ENOTTY, ignored) answered as an idle KFD would (io.default_answer), so the
+ctypes call and the kernel entry are in the figures, KFD's own work is not. A Client in this process
+calls preempt()/resume() alternately over the Unix socket. Two services: without a trace, and with
+`-o TRACE` (markers written, the realistic configuration).
+
+The floor: a bare socketpair ping-pong between this process and a second Python process, the same bytes
+each way as a request and its answer, the echo side taking a CLOCK_MONOTONIC stamp after its recv and
+before its send (as the service does around the ioctl). Floor and control calls run interleaved in blocks
+of BLOCK, so both see the same load. Per call:
+  call → issued : client call starts → the service is about to issue the ioctl (floor: echo has the bytes)
+  return → seen : the ioctl returned → the client has the answer (floor: echo sends → client has it)
+  round trip    : client call starts → the client has the answer
+`python -m bench control [N]` (default 10000 calls per service, half preempt, half resume).
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -18,12 +29,36 @@ import tempfile
 import time
 from pathlib import Path
 
+BLOCK = 500
+
 SERVICE = r'''
-import json, sys
+import ctypes, json, sys
 from gpreempt_trace.control import io as P, service
+
+class BenchIo(P.SysIo):
+    """Real ptrace/waitpid (SysIo); a KFD ioctl is a real ioctl(2) on kfd_path (/dev/null: ENOTTY, ignored)
+    answered as an idle KFD would."""
+    def ioctl(self, name, request, arg, refs=()):
+        self.libc.ioctl(self.fd, request, ctypes.addressof(arg))
+        return P.default_answer(name, arg, 17)
+
 opts = service.PreemptOptions(**json.loads(sys.argv[1]))
-service.serve(opts, io=P.ScriptedIo(), watchdog=False, on_ready=lambda st: print("READY", flush=True))
+service.serve(opts, io=BenchIo(opts.kfd_path), watchdog=False, on_ready=lambda st: print("READY", flush=True))
 '''
+
+ECHO = r'''
+import socket, struct, sys, time
+s = socket.socket(fileno=int(sys.argv[1]))
+pad = b"x" * (int(sys.argv[2]) - 17) + b"\n"
+now = time.monotonic_ns
+while True:
+    if not s.recv(65536):
+        break
+    t = now()
+    s.send(struct.pack("<Q", t) + struct.pack("<Q", now()) + pad)
+'''
+
+TARGET = "import time; f = open('/dev/null'); print('ok', flush=True); time.sleep(3600)"
 
 
 def _pct(xs, q):
@@ -31,51 +66,116 @@ def _pct(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def measure(n: int = 10_000) -> dict:
+def _stats(xs) -> dict:
+    return {"p50_us": statistics.median(xs) / 1000, "p99_us": _pct(xs, 0.99) / 1000, "max_us": max(xs) / 1000}
+
+
+class _Floor:
+    """The echo process at the other end of a socketpair."""
+
+    def __init__(self, answer_bytes: int):
+        self.a, b = socket.socketpair()
+        self.p = subprocess.Popen([sys.executable, "-c", ECHO, str(b.fileno()), str(answer_bytes)], pass_fds=[b.fileno()])
+        b.close()
+
+    def calls(self, n: int, msg: bytes, out: list) -> None:
+        a, now = self.a, time.monotonic_ns
+        for _ in range(n):
+            t0 = now()
+            a.send(msg)
+            r = a.recv(65536)
+            t1 = now()
+            out[0].append(int.from_bytes(r[:8], "little") - t0)
+            out[1].append(t1 - int.from_bytes(r[8:16], "little"))
+            out[2].append(t1 - t0)
+
+    def close(self) -> None:
+        self.a.close()
+        self.p.wait(30)
+
+
+def _wire_sizes(path: str) -> tuple[bytes, bytes]:
+    """A preempt request and its answer as they are on the wire (then resumed): the floor moves the same bytes."""
+    from gpreempt_trace.control import wire
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        out = []
+        for op in ("preempt", "resume"):
+            s.sendall(wire.request(op, {}))
+            buf = b""
+            while not buf.endswith(b"\n"):
+                buf += s.recv(65536)
+            out.append(buf)
+    return wire.request("preempt", {}), out[0]
+
+
+def measure(n: int = 10_000, trace: bool = False) -> dict:
     from gpreempt_trace.control import Client
 
     tmp = Path(tempfile.mkdtemp(prefix="gpt-bench-ctl-"))
-    target = subprocess.Popen([sys.executable, "-c", "import time; f = open('/dev/null'); print('ok', flush=True); time.sleep(3600)"],
-                              stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    target = subprocess.Popen([sys.executable, "-c", TARGET], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     target.stdout.readline()
     sock = str(tmp / "ctl.sock")
     opts = {"pid": target.pid, "socket": sock, "kfd_path": "/dev/null", "queues": [1, 7], "unchecked_ids": True,
-            "max_hold": 3_600_000}
+            "max_hold": 3_600_000, "output": str(tmp / "trace") if trace else None}
     svc = subprocess.Popen([sys.executable, "-c", SERVICE, json.dumps(opts)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    floor = None
     try:
-        assert svc.stdout.readline().strip() == "READY"
+        if svc.stdout.readline().strip() != "READY":
+            raise SystemExit("the bench's preempt service did not start (scheme A with real ptrace needs root)")
+        req, answer = _wire_sizes(sock)
+        floor = _Floor(len(answer))
         c = Client(sock).connect()
-        to_issue, to_seen, total = [], [], []
-        for i in range(n):
-            op = c.preempt if i % 2 == 0 else c.resume
-            t0 = time.monotonic_ns()
-            ans = op()
-            t1 = time.monotonic_ns()
-            to_issue.append(ans["ts_request_ns"] - t0)
-            to_seen.append(t1 - ans["ts_done_ns"])
-            total.append(t1 - t0)
+        ctl: tuple[list, list, list] = ([], [], [])
+        flo: tuple[list, list, list] = ([], [], [])
+        now = time.monotonic_ns
+        done = 0
+        while done < n:
+            k = min(BLOCK, n - done)
+            floor.calls(k, req, flo)
+            for i in range(k):
+                op = c.preempt if i % 2 == 0 else c.resume
+                t0 = now()
+                ans = op()
+                t1 = now()
+                ctl[0].append(ans["ts_request_ns"] - t0)
+                ctl[1].append(t1 - ans["ts_done_ns"])
+                ctl[2].append(t1 - t0)
+            done += k
         c.close()
     finally:
+        if floor is not None:
+            floor.close()
         svc.terminate()
         svc.wait(30)
         target.kill()
         target.wait()
-    out = {}
-    for name, xs in (("call_to_issued", to_issue), ("return_to_seen", to_seen), ("round_trip", total)):
-        out[name] = {"p50_us": statistics.median(xs) / 1000, "p99_us": _pct(xs, 0.99) / 1000, "max_us": max(xs) / 1000}
-    out["calls"] = n
+    out = {"calls": n, "trace": trace}
+    for i, name in enumerate(("call_to_issued", "return_to_seen", "round_trip")):
+        out[name] = _stats(ctl[i])
+        out[name + "_floor"] = _stats(flo[i])
     return out
 
 
 def main(argv=None) -> int:
     argv = sys.argv[2:] if argv is None and len(sys.argv) > 2 else (argv or [])
     n = int(argv[0]) if argv else 10_000
-    r = measure(n)
-    print(f"control path over {r['calls']} calls (preempt/resume alternating, ioctl returns at once, service in its own process):")
-    for name in ("call_to_issued", "return_to_seen", "round_trip"):
-        v = r[name]
-        print(f"  {name:15s} p50 {v['p50_us']:7.1f} us   p99 {v['p99_us']:7.1f} us   max {v['max_us']:8.1f} us")
-    print(f"  (issue target: p99 < 100 us for each direction on this VM; load average {os.getloadavg()[0]:.1f})")
+    if os.geteuid() != 0:
+        print("control: skipped (the service ptraces its stand-in target: needs root)")
+        return 0
+    print(f"control path, {n} calls per service (preempt/resume alternating; scheme A service in its own process, real ptrace, "
+          f"each KFD ioctl a real ioctl(2) on /dev/null); floor: socketpair ping-pong between two Python processes, "
+          f"same bytes, interleaved in blocks of {BLOCK}:")
+    for trace in (False, True):
+        r = measure(n, trace)
+        print(f" service {'with -o TRACE (markers written)' if trace else 'without a trace'}:")
+        for name in ("call_to_issued", "return_to_seen", "round_trip"):
+            v, f = r[name], r[name + "_floor"]
+            print(f"  {name:15s} p50 {v['p50_us']:7.1f} us (floor {f['p50_us']:6.1f}, {v['p50_us'] / f['p50_us']:4.1f}x)   "
+                  f"p99 {v['p99_us']:7.1f} us (floor {f['p99_us']:6.1f}, {v['p99_us'] / f['p99_us']:4.1f}x)   "
+                  f"max {v['max_us']:8.1f} us (floor {f['max_us']:8.1f})")
+    print(f"  (target: round trip within 2x of the floor at p50 and p99; load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)")
     return 0
 
 

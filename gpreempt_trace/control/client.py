@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from ..errors import GptError
+from . import wire
 
 TIMEOUT_S = 5.0  # a service that answers nothing for this long is stopped or hung (its calls take ms)
 MAX_ANSWER = 1 << 20  # bytes of one answer line
@@ -43,7 +45,13 @@ class Client:
     def connect(self) -> Client:
         if self._sock is None:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self.timeout_s)
+            if self.timeout_s is not None:
+                # a blocking socket with kernel-side timeouts: one syscall per message (a Python socket
+                # timeout would poll() before every send and recv); expiry is EAGAIN
+                sec = int(self.timeout_s)
+                tv = struct.pack("ll", sec, max(int((self.timeout_s - sec) * 1e6), 0 if sec else 1))  # 0 0: never
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)  # send and connect
             try:
                 s.connect(self.path)
             except OSError as e:
@@ -67,18 +75,19 @@ class Client:
 
     def request(self, op: str, **kw) -> dict:
         """Send one request, return the service's answer (a dict with "ok")."""
-        self.connect()
-        msg = json.dumps({"op": op, **{k: v for k, v in kw.items() if v is not None}}).encode() + b"\n"
+        sock = self._sock or self.connect()._sock
+        msg = wire.request(op, kw)
+        buf = self._buf
         try:
-            self._sock.sendall(msg)
-            while b"\n" not in self._buf:
-                if len(self._buf) > MAX_ANSWER:
+            sock.sendall(msg)
+            while b"\n" not in buf:
+                if len(buf) > MAX_ANSWER:
                     break
-                chunk = self._sock.recv(65536)
+                chunk = sock.recv(65536)
                 if not chunk:
                     raise ConnectionError("the service closed the connection")
-                self._buf += chunk
-        except TimeoutError:
+                buf += chunk
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO/SO_SNDTIMEO expired
             self.close()
             raise ControlError(f"preempt service at {self.path} did not answer {op} within {self.timeout_s:g} s",
                                "check that `preempt serve` is running and not stopped, or allow a slow one more time "
@@ -86,7 +95,7 @@ class Client:
         except OSError as e:
             self.close()
             raise ControlError(f"preempt service at {self.path}: {e}", "is `preempt serve` still running?") from None
-        line, _, self._buf = self._buf.partition(b"\n")
+        line, _, self._buf = buf.partition(b"\n")
         try:
             ans = json.loads(line.decode())
         except ValueError:  # not UTF-8 (UnicodeDecodeError) or not JSON

@@ -1,7 +1,14 @@
 """The controller: one OS thread owns the scheme (the ptrace attachment, the KFD debugger session, every
 ioctl); callers hand it commands and wait for the answer. It also passes the target's signals on,
-services the runtime handshake, enforces --max-hold and writes the markers (after answering, so a
-marker write never delays a preempt)."""
+services the runtime handshake, enforces --max-hold and writes the markers.
+
+The owner thread sleeps in one poll() over its fds (the command pipe, the scheme's event pipe, the
+service's sockets) with a timeout that is the next thing due: the ptrace check (every POLL_S while a
+target is seized), the max-hold expiry, the trace writer's tick. A request is read, answered and sent
+before anything else is done; its markers wait in memory (MarkerWriter batch_ms) and are written to
+the trace when the thread is idle (a poll that timed out), so neither the Arrow conversion nor a
+Parquet write sits between a request and its answer, nor (under a steady stream of requests) before
+the next one, except once per MARKER_BATCH_MS."""
 from __future__ import annotations
 
 import os
@@ -17,6 +24,11 @@ from ..trace.markers import MarkerWriter
 from .schemes import CallResult, Scheme
 
 POLL_S = 0.001  # while a target is ptraced: how often stops are checked (signals pass within ~1 ms)
+SERVICE_S = 0.1  # otherwise: how often the scheme looks at the target (scheme B: has it exited?)
+TICK_S = 0.1  # the trace writer's tick, when idle
+TICK_LATE_S = 0.5  # ... and at the latest this long after it was due, idle or not
+MARKER_BATCH_MS = 100  # a call's markers wait in memory (unwritten) at most this long ...
+MARKER_BATCH = 256  # ... or until this many calls wait, when the owner is never idle
 
 
 class Controller:
@@ -38,6 +50,9 @@ class Controller:
         self.markers: MarkerWriter | None = None
         self.say: Callable[[str], None] | None = None  # serve: a line per queue the kernel did not act on, per failed call
         self.readers: dict = {}  # fd -> callback(fd), run on the owner thread (the socket service)
+        self._poll = select.poll()
+        self._pending: tuple | None = None  # the last call's (result, seq, why), until its answer is out
+        self._unmarked: list[tuple] = []  # calls whose markers are not written yet
 
     # ---- caller side -----------------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> dict:
@@ -72,11 +87,16 @@ class Controller:
         """Have the owner thread call callback(fd) when fd is readable (thread-safe)."""
         if threading.current_thread() is self.thread:
             self.readers[fd] = callback
+            self._poll.register(fd, select.POLLIN)
         else:
             self.submit("_reader", fd=fd, callback=callback).result()
 
     def remove_reader(self, fd: int) -> None:
-        self.readers.pop(fd, None)
+        if self.readers.pop(fd, None) is not None:
+            try:
+                self._poll.unregister(fd)
+            except KeyError:
+                pass
 
     def stop(self, why: str = "exit", timeout_s: float = 30.0) -> list:
         if self.thread.is_alive():
@@ -95,7 +115,7 @@ class Controller:
     def _main(self) -> None:
         notes: list = []
         try:
-            self.markers = MarkerWriter(self.trace, "controller") if self.trace else None
+            self.markers = MarkerWriter(self.trace, "controller", batch_ms=MARKER_BATCH_MS) if self.trace else None
             self.scheme.attach()
         except BaseException as e:  # noqa: BLE001 - handed to start()
             notes = self.scheme.detach()
@@ -113,6 +133,8 @@ class Controller:
             self.detach_why = f"error: {e.__class__.__name__}: {e}"
         finally:
             notes = self.scheme.detach()
+            self._flush_markers()
+            self._write_markers()
             self._mark("controller_detach", label=self.detach_why)
             if self.markers:
                 self.markers.close()
@@ -126,55 +148,76 @@ class Controller:
                 fut.set_result({"ok": False, "error": f"controller stopped ({self.detach_why})"})
 
     def _loop(self) -> None:
-        base = [self.rfd] + self.scheme.fds()
-        last_tick = time.monotonic()
+        poll, readers, rfd = self._poll, self.readers, self.rfd
+        scheme_fds = set(self.scheme.fds())
+        for fd in (rfd, *scheme_fds):
+            poll.register(fd, select.POLLIN)
+        now = time.monotonic_ns()
+        next_service, next_tick = now, now + int(TICK_S * 1e9)
         while True:
-            timeout = POLL_S if getattr(self.scheme, "seized", False) else 0.1
+            wake = next_service
             if self.held_since is not None and self.max_hold_ns is not None:
-                left = (self.held_since + self.max_hold_ns - time.monotonic_ns()) / 1e9
-                timeout = max(0.0, min(timeout, left))
-            ready, _, _ = select.select(base + list(self.readers), [], [], timeout)
-            for fd in ready:
-                cb = self.readers.get(fd)
-                if cb is not None:
-                    cb(fd)
-            try:
-                os.read(self.rfd, 4096)
-            except BlockingIOError:
-                pass
-            while True:
-                try:
-                    op, kw, fut = self.cmds.get_nowait()
-                except queue.Empty:
-                    break
-                if op == "stop":
-                    self.detach_why = kw.get("why", "exit")
-                    fut.set_result({"ok": True})
-                    return
-                if op == "_reader":
-                    self.readers[kw["fd"]] = kw["callback"]
-                    fut.set_result({"ok": True})
-                    continue
-                try:
-                    fut.set_result(self._do(op, kw))
-                except GptError as e:
-                    fut.set_result({"ok": False, "error": e.line()})
-                except Exception as e:
-                    fut.set_result({"ok": False, "error": f"{e.__class__.__name__}: {e}"})
-                    raise
-                self._flush_markers()
-            self.scheme.service()
-            if not self.scheme.alive:
-                self.detach_why = "target exited"
-                self.held_since = None
+                wake = min(wake, self.held_since + self.max_hold_ns)
+            if self.markers is not None:
+                wake = min(wake, next_tick)
+            events = poll.poll(max(0.0, (wake - time.monotonic_ns()) / 1e6))
+            cmds = service = False
+            for fd, _ in events:
+                if fd == rfd:
+                    cmds = True
+                elif fd in scheme_fds:
+                    service = True
+                else:
+                    cb = readers.get(fd)
+                    if cb is not None:
+                        cb(fd)
+            if cmds and self._commands():
                 return
+            now = time.monotonic_ns()
+            if service or now >= next_service:
+                self.scheme.service()
+                if not self.scheme.alive:
+                    self.detach_why = "target exited"
+                    self.held_since = None
+                    return
+                next_service = now + int((POLL_S if getattr(self.scheme, "seized", False) else SERVICE_S) * 1e9)
             if (self.held_since is not None and self.max_hold_ns is not None
                     and time.monotonic_ns() - self.held_since >= self.max_hold_ns):
                 self._do("resume", {"why": "max-hold"})
                 self._flush_markers()
-            if self.markers and time.monotonic() - last_tick > 0.5:
+            if self.markers is not None and now >= next_tick and (not events or now >= next_tick + int(TICK_LATE_S * 1e9)):
+                self._write_markers()
                 self.markers.tick()
-                last_tick = time.monotonic()
+                next_tick = time.monotonic_ns() + int(TICK_S * 1e9)
+
+    def _commands(self) -> bool:
+        """Run the queued commands; True when one was stop."""
+        try:
+            os.read(self.rfd, 4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                op, kw, fut = self.cmds.get_nowait()
+            except queue.Empty:
+                return False
+            if op == "stop":
+                self.detach_why = kw.get("why", "exit")
+                fut.set_result({"ok": True})
+                return True
+            if op == "_reader":
+                self.readers[kw["fd"]] = kw["callback"]
+                self._poll.register(kw["fd"], select.POLLIN)
+                fut.set_result({"ok": True})
+                continue
+            try:
+                fut.set_result(self._do(op, kw))
+            except GptError as e:
+                fut.set_result({"ok": False, "error": e.line()})
+            except Exception as e:
+                fut.set_result({"ok": False, "error": f"{e.__class__.__name__}: {e}"})
+                raise
+            self._flush_markers()
 
     def status(self) -> dict:
         s = self.scheme
@@ -210,27 +253,39 @@ class Controller:
         return out
 
     def _flush_markers(self) -> None:
-        pending = getattr(self, "_pending", None)
-        self._pending = None
+        """After an answer went out: the say lines of a failed call, and its result queued for the
+        markers (written when idle, or here once MARKER_BATCH calls or MARKER_BATCH_MS have piled up)."""
+        pending, self._pending = self._pending, None
         if pending is None:
             return
-        res, seq, why = pending
-        if self.say is not None:  # one line per queue the kernel did not act on
-            for q in res.queues:
+        res, seq, _ = pending
+        if self.say is not None and (not res.ok or any(q.result != "ok" for q in res.queues)):
+            for q in res.queues:  # one line per queue the kernel did not act on
                 if q.result != "ok":
                     self.say(f"{res.op} seq {seq}: queue {q.queue_id} {q.result} (kernel wrote {q.raw & 0xFFFFFFFF:#010x})")
             if not res.ok:
                 self.say(f"{res.op} seq {seq} failed: {res.label}")
         if self.markers is None or not res.issued:
             return
-        res: CallResult
-        base = "preempt" if res.op == "preempt" else "resume"
-        ids = res.queue_ids if isinstance(res.queue_ids, list) else []
-        gpu = self.scheme.gpu_id(ids)
-        self._mark(f"{base}_request", res.ts_request_ns, seq=seq, queue_ids=ids, gpu_id=gpu, label=why)
-        acted = [q.queue_id for q in res.queues if q.result == "ok"]
-        self._mark(f"{base}_done", res.ts_done_ns, seq=seq, queue_ids=acted if res.queues else ids, gpu_id=gpu,
-                   label=res.label, value_ns=res.ts_done_ns - res.ts_request_ns)
-        for q in res.queues:
-            self._mark("queue_result", res.ts_done_ns, seq=seq, queue_ids=[q.queue_id], gpu_id=gpu,
-                       label=q.result, value_ns=q.raw)
+        unmarked = self._unmarked
+        unmarked.append(pending)
+        if len(unmarked) >= MARKER_BATCH or time.monotonic_ns() - unmarked[0][0].ts_done_ns >= MARKER_BATCH_MS * 1_000_000:
+            self._write_markers()
+
+    def _write_markers(self) -> None:
+        """The marker rows of the queued call results, handed to the trace writer."""
+        unmarked, self._unmarked = self._unmarked, []
+        for res, seq, why in unmarked:
+            res: CallResult
+            base = "preempt" if res.op == "preempt" else "resume"
+            ids = res.queue_ids if isinstance(res.queue_ids, list) else []
+            gpu = self.scheme.gpu_id(ids)
+            self._mark(f"{base}_request", res.ts_request_ns, seq=seq, queue_ids=ids, gpu_id=gpu, label=why)
+            acted = [q.queue_id for q in res.queues if q.result == "ok"]
+            self._mark(f"{base}_done", res.ts_done_ns, seq=seq, queue_ids=acted if res.queues else ids, gpu_id=gpu,
+                       label=res.label, value_ns=res.ts_done_ns - res.ts_request_ns)
+            for q in res.queues:
+                self._mark("queue_result", res.ts_done_ns, seq=seq, queue_ids=[q.queue_id], gpu_id=gpu,
+                           label=q.result, value_ns=q.raw)
+        if unmarked and self.markers is not None:
+            self.markers.tick()

@@ -8,7 +8,6 @@ process with PR_SET_PDEATHSIG for scheme B (watchdog.py).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from typing import Callable
 from ..errors import GptError
 from . import checks
 from . import io as P
+from . import wire
 from .owner import Controller
 from .schemes import SchemeA, SchemeB
 
@@ -266,12 +266,12 @@ class Service:
         if not data:
             self._drop(fd)
             return
-        buf = self.bufs[fd] + data
+        buf = self.bufs[fd] + data if self.bufs[fd] else data
         while b"\n" in buf:
             line, _, buf = buf.partition(b"\n")
             ans = self._answer(fd, line)
             try:
-                conn.sendall(json.dumps(ans).encode() + b"\n")
+                conn.sendall(wire.answer(ans))
             except OSError:
                 self._drop(fd)
                 return
@@ -281,10 +281,9 @@ class Service:
 
     def _answer(self, fd: int, line: bytes) -> dict:
         try:
-            req = json.loads(line)
-            op = req.pop("op")
-        except (ValueError, KeyError, AttributeError, TypeError):
-            return {"ok": False, "error": "bad request: one JSON object with \"op\" per line"}
+            op, req = wire.parse_request(line)
+        except ValueError as e:
+            return {"ok": False, "error": str(e)}
         if op not in ("preempt", "resume", "status"):
             return {"ok": False, "error": f"unknown op {op!r}: preempt, resume, status"}
         keep = bool(req.pop("keep", False))

@@ -1,0 +1,60 @@
+"""The service's wire format, one place for both ends: one JSON object per line each way.
+
+The hot requests (preempt/resume/status with no arguments) have one fixed spelling, which the client
+sends pre-encoded and the service recognises without a JSON parse; any other spelling of the same
+request is parsed as JSON and means the same. A preempt/resume answer is formatted directly (no
+dict walk in the JSON encoder); every other answer goes through json.dumps. Both are compact JSON.
+"""
+from __future__ import annotations
+
+import json
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+# op -> the line a client sends for it without arguments (and the service's shortcut for it)
+PLAIN = {op: json.dumps({"op": op}).encode() + b"\n" for op in ("preempt", "resume", "status")}
+_KNOWN = {line[:-1]: op for op, line in PLAIN.items()}
+
+# the keys of a preempt/resume answer (schemes.CallResult.as_dict + seq), in order
+CALL_KEYS = ("op", "ok", "label", "errno", "ret", "queue_ids", "queues", "ts_request_ns", "ts_done_ns", "issued", "seq")
+_CALL = ('{"op":%s,"ok":%s,"label":%s,"errno":%d,"ret":%s,"queue_ids":[%s],"queues":[%s],'
+         '"ts_request_ns":%d,"ts_done_ns":%d,"issued":%s,"seq":%d}\n')
+_BOOL = {True: "true", False: "false"}
+
+
+def request(op: str, kw: dict) -> bytes:
+    """The line for request `op` with arguments `kw` (None values left out)."""
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if not kw and op in PLAIN:
+        return PLAIN[op]
+    return _dumps({"op": op, **kw}).encode() + b"\n"
+
+
+def parse_request(line: bytes) -> tuple[str, dict]:
+    """(op, arguments) of one request line (no newline); ValueError when it is not a JSON object with "op"."""
+    op = _KNOWN.get(line)
+    if op is not None:
+        return op, {}
+    try:
+        req = json.loads(line)
+        return req.pop("op"), req
+    except (ValueError, KeyError, AttributeError, TypeError):
+        raise ValueError("bad request: one JSON object with \"op\" per line") from None
+
+
+def _s(x) -> str:
+    return f'"{x}"' if isinstance(x, str) and x.isidentifier() else json.dumps(x)
+
+
+def answer(ans: dict) -> bytes:
+    """One answer line."""
+    if len(ans) == len(CALL_KEYS) and "queues" in ans and "seq" in ans:
+        try:
+            return (_CALL % (_s(ans["op"]), _BOOL[ans["ok"]], _s(ans["label"]), ans["errno"],
+                             "null" if ans["ret"] is None else "%d" % ans["ret"],
+                             ",".join(["%d" % q for q in ans["queue_ids"]]),
+                             ",".join(["[%d,%s,%d]" % (q, _s(r), w) for q, r, w in ans["queues"]]),
+                             ans["ts_request_ns"], ans["ts_done_ns"], _BOOL[ans["issued"]], ans["seq"])).encode()
+        except (KeyError, TypeError, ValueError):
+            pass  # not the shape it looked like: the general encoder
+    return _dumps(ans).encode() + b"\n"
