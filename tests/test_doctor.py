@@ -24,7 +24,9 @@ def test_offline_fixture_json(kfd_fixture):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["offline"] is True
-    assert [c["ok"] for c in out["checks"]] == [True, True]
+    assert [(c["name"], c["ok"]) for c in out["checks"]] == [("btf", True), ("kallsyms", True), ("ioctl path", True)]
+    assert out["checks"][2]["detail"] == ("kprobe on kfd_ioctl (if the target kernel has kprobes): only calls on the KFD "
+                                          "device run the probe; other processes and syscalls pay nothing")
     probes = {p["probe"]: p for p in out["probes"]}
     assert set(probes["update_queue"]) == {"probe", "event", "symbol", "mechanism", "status", "reason", "func_id"}
     assert (probes["update_queue"]["event"], probes["update_queue"]["symbol"]) == ("queue_update", "amdgpu:update_queue")
@@ -64,7 +66,7 @@ def test_offline_fixture_612_explains_every_probe(kernel_fixture):
     r = doctor("--kallsyms", k / "kallsyms", "--btf", k / "btf", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert [c["ok"] for c in out["checks"]] == [True, True]
+    assert [c["ok"] for c in out["checks"]] == [True, True, True]  # btf, kallsyms, ioctl path (kprobe on kfd_ioctl)
     probes = {p["probe"]: p for p in out["probes"]}
     assert {n for n, p in probes.items() if p["status"] == "planned"} == {s.name for s in PROBES}
     assert probes["execute_queues_cpsch"]["symbol"] == "execute_queues_cpsch.constprop.0"

@@ -155,3 +155,18 @@ def test_both_variants_pass_the_verifier(kernel_fixture):
         assert list(b.tracepoint_fds) == [b"sched:sched_process_exit"] and not b.kprobe_fds
     finally:
         b.cleanup()
+
+
+def test_doctor_says_which_variant_and_its_cost(kernel_fixture, tmp_path):
+    from gpreempt_trace.doctor.checks import ioctl_path_check
+
+    kfd = plan_kfd(kernel_fixture(K612) / "kallsyms", kernel_fixture(K612) / "btf")
+    c = ioctl_path_check(kfd, True)
+    assert (c.ok, c.detail) == (True, f"kprobe on kfd_ioctl: {IOCTL_COST['kprobe']}")
+    c = ioctl_path_check(kfd, False)
+    assert (c.ok, c.detail) == (None, f"syscall tracepoints sys_enter/exit_ioctl (this kernel has no kprobes): {IOCTL_COST['tracepoint']}")
+    assert c.hint.endswith("(`python -m bench tax` measures both)")
+    (tmp_path / "kallsyms").write_text("ffffffff81000000 T _stext\n")  # amdgpu not loaded
+    c = ioctl_path_check(plan_kfd(tmp_path / "kallsyms", kernel_fixture(K612) / "btf"), True)
+    assert c.detail == ("syscall tracepoints sys_enter/exit_ioctl (kfd_ioctl: module amdgpu is not loaded): "
+                        f"{IOCTL_COST['tracepoint']}")

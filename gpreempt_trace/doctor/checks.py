@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..contracts import uapi
 from ..trace.containers import INIT_PIDNS_INO, PROC, SHORT_ID, _read, parse_cgroup, pidns_inode
-from ..recorder.plan import MODULE, SYS_BTF, TRACEFS_DIRS, KfdPlan
+from ..recorder.plan import IOCTL_COST, KFD_IOCTL, MODULE, SYS_BTF, TRACEFS_DIRS, KfdPlan, ioctl_kprobe_target
 
 AMDKFD_IOC_GET_VERSION = uapi.GET_VERSION  # _IOR('K', 0x01, struct kfd_ioctl_get_version_args {u32 major, minor})
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
@@ -145,6 +145,7 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
     kp = _exists(Path("/sys/bus/event_source/devices/kprobe"), True) or any(_exists(t / "kprobe_events") for t in TRACEFS_DIRS)
     out.append(Check("kprobes", kp, "kprobe PMU present" if kp else "this kernel has no kprobes (CONFIG_KPROBES off)",
                      "" if kp else "KFD function probes need a kernel with CONFIG_KPROBES=y (Debian's kernels have it; the QEMU lab uses one)"))
+    out.append(ioctl_path_check(plan, kp))
     fentry = Path("/proc/kallsyms").exists() and _kallsyms_has("bpf_trampoline_link_prog")
     out.append(Check("fentry", None, "BPF trampolines present (unused: BCC resolves fentry targets in vmlinux only, KFD is in amdgpu)" if fentry
                      else "no BPF trampolines (fentry/fexit unavailable)"))
@@ -180,6 +181,19 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
         out[-1] = Check("kfd probes", False, f"{len(attachable)} planned, but kprobes are unavailable", "use a kernel with CONFIG_KPROBES=y")
     out += container_checks()
     return out
+
+
+def ioctl_path_check(plan: KfdPlan, kprobes: bool | None) -> Check:
+    """Which variant of the ioctl path `record` will attach (kprobe on kfd_ioctl, else the syscall tracepoints)
+    and what it costs the rest of the machine. kprobes None: not known (offline)."""
+    row, why = ioctl_kprobe_target(plan)
+    if row is not None and kprobes is not False:
+        where = "" if kprobes else " (if the target kernel has kprobes)"
+        return Check("ioctl path", True, f"kprobe on {row.entry_target}{where}: {IOCTL_COST['kprobe']}")
+    why = why if row is None else "this kernel has no kprobes"
+    return Check("ioctl path", None, f"syscall tracepoints sys_enter/exit_ioctl ({why}): {IOCTL_COST['tracepoint']}",
+                 f"with {MODULE} loaded and kprobes, the ioctls are decoded from a kprobe on {KFD_IOCTL} at no cost to other "
+                 "processes (`python -m bench tax` measures both)")
 
 
 def module_checks(plan: KfdPlan, root: str = "/") -> list[Check]:

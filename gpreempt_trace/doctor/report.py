@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..recorder.plan import FIELDS, MODULE, SYS_BTF, KfdPlan, plan_kfd
-from .checks import Check, live_checks
+from .checks import Check, ioctl_path_check, live_checks
 
 
 @dataclass
@@ -59,6 +59,7 @@ def _offline_checks(plan: KfdPlan, kallsyms, btf_dir) -> list[Check]:
     loaded = any(p.reason != f"module {MODULE} is not loaded" for p in plan.probes)
     out.append(Check("kallsyms", loaded, f"{kallsyms or '/proc/kallsyms'}: " + (f"{MODULE} symbols present" if loaded else f"no {MODULE} symbols"),
                      "" if loaded else f"save /proc/kallsyms as root while {MODULE} is loaded"))
+    out.append(ioctl_path_check(plan, None))
     return out
 
 
