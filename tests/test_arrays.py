@@ -61,6 +61,8 @@ tw = TraceWriter.create(sys.argv[1], {})
 rec = np.zeros(100, record_layout.numpy_dtype())
 lay = record_layout.layout()
 rec["valid"] = (1 << lay.field("comm").valid_bit) | (1 << lay.field("ioctl_nr").valid_bit) | (1 << lay.field("qids").valid_bit)
+rec["valid"][:50] |= 1 << lay.field("tgid").valid_bit  # a tgid column with NULLs (ProcessLog.see_table)
+rec["tgid"] = 4242
 rec["comm"][:50] = b"a"
 rec["comm"][50:] = b"b"
 rec["ioctl_nr"] = np.arange(100) % 3 + 0xC0184B00
@@ -69,7 +71,9 @@ rec["event_id"] = 12
 w = tw.writer("events")
 tbl = EventDecoder(tw.run_id, ["f"], ioctls.ioctl_name).decode(rec)
 w.append_table(tbl)
-ProcessLog(tw, "recorder").see_table(tbl)
+plog = ProcessLog(tw, "recorder", read=False)
+plog.see_table(tbl)
+assert list(plog.seen) == [4242], plog.seen
 m = MarkerWriter(sys.argv[1], "launcher")
 m.add("workload_start", target_tgid=1, queue_ids=[1])
 m.close()
