@@ -27,8 +27,8 @@ POLL_S = 0.001  # while a target is ptraced: how often stops are checked (signal
 SERVICE_S = 0.1  # otherwise: how often the scheme looks at the target (scheme B: has it exited?)
 TICK_S = 0.1  # the trace writer's tick, when idle
 TICK_LATE_S = 0.5  # ... and at the latest this long after it was due, idle or not
-MARKER_BATCH_MS = 100  # a call's markers wait in memory (unwritten) at most this long ...
-MARKER_BATCH = 256  # ... or until this many calls wait, when the owner is never idle
+MARKER_BATCH = 256  # calls whose markers wait in memory before they are written even when the thread is not idle
+MARKER_BATCH_MS = 100  # the MarkerWriter's own batch (rows added outside call results: attach)
 
 
 class Controller:
@@ -44,6 +44,7 @@ class Controller:
         self.ready: Future = Future()
         self.done: Future = Future()
         self.seq = 0
+        self.on_hold: Callable[[int | None], None] | None = None  # the watchdog's slot: each hold's start (ns) / end (None)
         self.held_since: int | None = None
         self.detach_why = "exit"
         self.thread = threading.Thread(target=self._main, name="gpt-controller", daemon=True)
@@ -53,6 +54,16 @@ class Controller:
         self._poll = select.poll()
         self._pending: tuple | None = None  # the last call's (result, seq, why), until its answer is out
         self._unmarked: list[tuple] = []  # calls whose markers are not written yet
+
+    @property
+    def held_since(self) -> int | None:
+        return self._held_since
+
+    @held_since.setter
+    def held_since(self, ns: int | None) -> None:  # every hold's start and end reach the watchdog
+        self._held_since = ns
+        if self.on_hold is not None:
+            self.on_hold(ns)
 
     # ---- caller side -----------------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> dict:
@@ -73,8 +84,8 @@ class Controller:
         return self.submit(op, **kw).result()
 
     def inline(self, op: str, **kw) -> dict:
-        """Run a request on the owner thread itself (from a reader callback). Call after_answer()
-        once the answer is sent: markers are written then."""
+        """Run a request on the owner thread itself (from a reader callback). Then settle() before
+        the answer is sent and say_failures() after it (or after_answer() for both, after it)."""
         try:
             return self._do(op, kw)
         except GptError as e:
@@ -82,6 +93,26 @@ class Controller:
 
     def after_answer(self) -> None:
         self._flush_markers()
+
+    def settle(self) -> tuple | None:
+        """Before the answer is sent: queue the last call's markers (written when idle). Returns what
+        say_failures() should report once the answer is out (a failed call), else None."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        res = pending[0]
+        if self.markers is not None and res.issued:
+            self._unmarked.append(pending)
+        return pending if self.say is not None and not res.all_ok else None
+
+    def say_failures(self, pending: tuple) -> None:
+        """One line per queue the kernel did not act on, one per failed call."""
+        res, seq, _ = pending
+        for q in res.queues:
+            if q.result != "ok":
+                self.say(f"{res.op} seq {seq}: queue {q.queue_id} {q.result} (kernel wrote {q.raw & 0xFFFFFFFF:#010x})")
+        if not res.ok:
+            self.say(f"{res.op} seq {seq} failed: {res.label}")
 
     def add_reader(self, fd: int, callback) -> None:
         """Have the owner thread call callback(fd) when fd is readable (thread-safe)."""
@@ -148,6 +179,8 @@ class Controller:
                 fut.set_result({"ok": False, "error": f"controller stopped ({self.detach_why})"})
 
     def _loop(self) -> None:
+        """Timers first, then commands, then the sockets: a request's answer is the last thing the thread
+        sends before it sleeps again (work after a send keeps the woken client off this CPU)."""
         poll, readers, rfd = self._poll, self.readers, self.rfd
         scheme_fds = set(self.scheme.fds())
         for fd in (rfd, *scheme_fds):
@@ -161,21 +194,16 @@ class Controller:
             if self.markers is not None:
                 wake = min(wake, next_tick)
             events = poll.poll(max(0.0, (wake - time.monotonic_ns()) / 1e6))
-            cmds = service = False
+            now = time.monotonic_ns()
+            service = now >= next_service
+            cmds = pipe = False
             for fd, _ in events:
                 if fd == rfd:
                     cmds = True
                 elif fd in scheme_fds:
-                    service = True
-                else:
-                    cb = readers.get(fd)
-                    if cb is not None:
-                        cb(fd)
-            if cmds and self._commands():
-                return
-            now = time.monotonic_ns()
-            if service or now >= next_service:
-                self.scheme.service()
+                    service = pipe = True
+            if service:
+                self.scheme.service(pipe)
                 if not self.scheme.alive:
                     self.detach_why = "target exited"
                     self.held_since = None
@@ -185,10 +213,17 @@ class Controller:
                     and time.monotonic_ns() - self.held_since >= self.max_hold_ns):
                 self._do("resume", {"why": "max-hold"})
                 self._flush_markers()
-            if self.markers is not None and now >= next_tick and (not events or now >= next_tick + int(TICK_LATE_S * 1e9)):
+            if self.markers is not None and (len(self._unmarked) >= MARKER_BATCH or (
+                    now >= next_tick and (not events or now >= next_tick + int(TICK_LATE_S * 1e9)))):
                 self._write_markers()
                 self.markers.tick()
                 next_tick = time.monotonic_ns() + int(TICK_S * 1e9)
+            if cmds and self._commands():
+                return
+            for fd, _ in events:
+                cb = readers.get(fd)
+                if cb is not None:
+                    cb(fd)
 
     def _commands(self) -> bool:
         """Run the queued commands; True when one was stop."""
@@ -253,24 +288,10 @@ class Controller:
         return out
 
     def _flush_markers(self) -> None:
-        """After an answer went out: the say lines of a failed call, and its result queued for the
-        markers (written when idle, or here once MARKER_BATCH calls or MARKER_BATCH_MS have piled up)."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        res, seq, _ = pending
-        if self.say is not None and (not res.ok or any(q.result != "ok" for q in res.queues)):
-            for q in res.queues:  # one line per queue the kernel did not act on
-                if q.result != "ok":
-                    self.say(f"{res.op} seq {seq}: queue {q.queue_id} {q.result} (kernel wrote {q.raw & 0xFFFFFFFF:#010x})")
-            if not res.ok:
-                self.say(f"{res.op} seq {seq} failed: {res.label}")
-        if self.markers is None or not res.issued:
-            return
-        unmarked = self._unmarked
-        unmarked.append(pending)
-        if len(unmarked) >= MARKER_BATCH or time.monotonic_ns() - unmarked[0][0].ts_done_ns >= MARKER_BATCH_MS * 1_000_000:
-            self._write_markers()
+        """After an answer went out: settle() and say_failures()."""
+        loud = self.settle()
+        if loud is not None:
+            self.say_failures(loud)
 
     def _write_markers(self) -> None:
         """The marker rows of the queued call results, handed to the trace writer."""

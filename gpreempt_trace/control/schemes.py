@@ -45,6 +45,11 @@ class CallResult:
         return self.errno == 0
 
     @property
+    def all_ok(self) -> bool:
+        """The call succeeded and the kernel acted on every queue."""
+        return self.errno == 0 and all(q.result == "ok" for q in self.queues)
+
+    @property
     def label(self) -> str:
         return "ok" if self.errno == 0 else errno.errorcode.get(self.errno, str(self.errno))
 
@@ -73,6 +78,7 @@ class Scheme:
         self.minor: int | None = None
         self.queues: dict[int, int] = {}  # queue_id -> gpu_id, from the last snapshot (scheme A)
         self.notes: list[str] = []
+        self._built: dict[tuple, tuple] = {}  # see _args
 
     def version(self) -> tuple[int, int]:
         v = U.GetVersionArgs()
@@ -83,8 +89,29 @@ class Scheme:
     def fds(self) -> list[int]:
         return []
 
-    def service(self) -> None:
-        """Handle whatever the target or the kernel reported (ptrace stops, debugger events)."""
+    def _build(self, op: str, ids, grace: int) -> tuple:
+        """(ioctl name, request, argument, queue array) of a preempt/resume call."""
+        raise NotImplementedError
+
+    def _args(self, op: str, ids, grace: int) -> tuple:
+        """_build's result, built once per (op, ids, grace) and reused: each call first restores the
+        argument and the array from their bytes as built (the kernel writes results into them)."""
+        key = (op, ids if isinstance(ids, str) else tuple(ids), grace)
+        hit = self._built.get(key)
+        if hit is None:
+            if len(self._built) >= 64:
+                self._built.clear()
+            name, req, a, arr = self._build(op, ids, grace)
+            hit = self._built[key] = (name, req, a, arr, ctypes.addressof(a), bytes(a), ctypes.addressof(arr), bytes(arr))
+        else:
+            _, _, _, _, pa, a0, parr, arr0 = hit
+            ctypes.memmove(pa, a0, len(a0))
+            ctypes.memmove(parr, arr0, len(arr0))
+        return hit[:4]
+
+    def service(self, events: bool = True) -> None:
+        """Handle whatever the target or the kernel reported (ptrace stops, debugger events).
+        events=False: the fds() are known to be empty (the caller polls them); skip reading them."""
 
     def resolve(self, queues) -> list[int]:
         """`all` or a list of ids → the ids to act on; ids the target does not own are bad input."""
@@ -157,10 +184,10 @@ class SchemeA(Scheme):
     def fds(self) -> list[int]:
         return [self.rd] if self.rd >= 0 else []
 
-    def service(self) -> None:
+    def service(self, events: bool = True) -> None:
         if self.seized:
             self.service_ptrace()
-        if self.enabled:
+        if self.enabled and events:
             try:
                 if os.read(self.rd, 4096):
                     self.service_events()
@@ -278,22 +305,24 @@ class SchemeA(Scheme):
         return sig
 
     # ---- suspend / resume ------------------------------------------------------------------------
-    def _queue_call(self, op: str, ids: list[int], grace: int) -> CallResult:
+    def _build(self, op: str, ids: list[int], grace: int) -> tuple:
         n = len(ids)
         arr = (ctypes.c_uint32 * max(n, 1))(*ids)
         if op == "preempt":
             a = U.dbg_trap_args(self.pid, "SUSPEND_QUEUES", exception_mask=0, queue_array_ptr=ctypes.addressof(arr),
                                 num_queues=n, grace_period=grace)
-            name = "AMDKFD_IOC_DBG_TRAP:SUSPEND_QUEUES"
-        else:
-            a = U.dbg_trap_args(self.pid, "RESUME_QUEUES", queue_array_ptr=ctypes.addressof(arr), num_queues=n)
-            name = "AMDKFD_IOC_DBG_TRAP:RESUME_QUEUES"
-        res = CallResult(op, list(ids), time.monotonic_ns(), 0)
+            return "AMDKFD_IOC_DBG_TRAP:SUSPEND_QUEUES", U.DBG_TRAP, a, arr
+        a = U.dbg_trap_args(self.pid, "RESUME_QUEUES", queue_array_ptr=ctypes.addressof(arr), num_queues=n)
+        return "AMDKFD_IOC_DBG_TRAP:RESUME_QUEUES", U.DBG_TRAP, a, arr
+
+    def _queue_call(self, op: str, ids: list[int], grace: int) -> CallResult:
+        name, req, a, arr = self._args(op, ids, grace)
+        t0 = time.monotonic_ns()
         try:
-            res.ret = self.io.ioctl(name, U.DBG_TRAP, a, (arr,))
+            ret, err = self.io.ioctl(name, req, a, (arr,)), 0
         except OSError as e:
-            res.errno = e.errno
-        res.ts_done_ns = time.monotonic_ns()
+            ret, err = None, e.errno
+        res = CallResult(op, list(ids), t0, time.monotonic_ns(), ret, err)
         if res.errno == 0:
             for i, q in enumerate(ids):
                 w = arr[i]
@@ -408,7 +437,7 @@ class SchemeB(Scheme):
     def resolve(self, queues):
         return "all" if queues == "all" else [int(q) for q in queues]
 
-    def service(self) -> None:
+    def service(self, events: bool = True) -> None:
         """No ptrace here: notice the target's exit from /proc (state Z/X or gone)."""
         try:
             with open(f"/proc/{self.pid}/stat") as f:
@@ -418,19 +447,24 @@ class SchemeB(Scheme):
         if state in ("Z", "X"):
             self.alive = False
 
-    def _queue_call(self, op: str, ids, grace: int) -> CallResult:
+    def _build(self, op: str, ids, grace: int) -> tuple:
         every = ids == "all"
         n = 0 if every else len(ids)
         entries = (U.PreemptEntry * max(n, 1))(*[U.PreemptEntry(queue_id=q) for q in ([] if every else ids)])
         a = U.PreemptQueuesArgs(queue_array_ptr=0 if every else ctypes.addressof(entries), pid=self.pid, num_queues=n,
                                 grace_period=grace, flags=self.flag_all if every else 0)
         name, req = ("AMDKFD_IOC_PREEMPT_QUEUES", U.PREEMPT_QUEUES) if op == "preempt" else ("AMDKFD_IOC_RESUME_QUEUES", U.RESUME_QUEUES)
-        res = CallResult(op, [] if every else list(ids), time.monotonic_ns(), 0)
+        return name, req, a, entries
+
+    def _queue_call(self, op: str, ids, grace: int) -> CallResult:
+        every = ids == "all"
+        name, req, a, entries = self._args(op, ids, grace)
+        t0 = time.monotonic_ns()
         try:
-            res.ret = self.io.ioctl(name, req, a, () if every else (entries,))
+            ret, err = self.io.ioctl(name, req, a, () if every else (entries,)), 0
         except OSError as e:
-            res.errno = e.errno
-        res.ts_done_ns = time.monotonic_ns()
+            ret, err = None, e.errno
+        res = CallResult(op, [] if every else list(ids), t0, time.monotonic_ns(), ret, err)
         if not every:
             for i, q in enumerate(ids):
                 r = entries[i].result

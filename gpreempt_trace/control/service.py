@@ -4,7 +4,8 @@ Safety: queues are resumed on every exit path — a request's exception, SIGINT/
 a clean stop), --max-hold expiry (owner thread), a client that disconnects while holding (unless it
 preempted with keep=True), the target exiting; the controller's own SIGKILL is covered by KFD itself
 for scheme A (the debugger's exit path disables the target, resuming its queues) and by a watchdog
-process with PR_SET_PDEATHSIG for scheme B (watchdog.py).
+process with PR_SET_PDEATHSIG for scheme B (watchdog.py); a controller that holds past --max-hold
+without resuming (SIGSTOPped, hung) is SIGKILLed by that watchdog (both schemes), which resumes.
 """
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ def resolve_target(opts: PreemptOptions) -> None:
 def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | None = None,
                show_ioctl: Callable[[str], None] | None = None):
     """Checks, lock, trace, attach; yields a started Controller; always resumes and detaches.
-    `watchdog` (scheme B): start the PDEATHSIG watchdog (default: when the real ioctls are used).
+    `watchdog`: start the watchdog (watchdog.py: resumes when the controller dies, SIGKILLs one that holds
+    past --max-hold; default: when the real ioctls are used)
     `show_ioctl(line)`: --dry-run's line per ioctl it would issue (default: logged)."""
     if opts.scheme not in ("A", "B"):
         raise GptError(f"--scheme {opts.scheme!r}", "use A or B")
@@ -129,13 +131,15 @@ def controller(opts: PreemptOptions, io: P.Io | None = None, watchdog: bool | No
                 owner_trace = TraceWriter.create(opts.output, labels={"controller": f"scheme {opts.scheme}"})
         unchecked = opts.unchecked_ids or opts.dry_run
         scheme = SchemeA(io, opts.pid, unchecked) if opts.scheme == "A" else SchemeB(io, opts.pid)
-        if opts.scheme == "B" and watchdog and not opts.dry_run:
+        if watchdog and not opts.dry_run:
             from .watchdog import start_watchdog
 
-            guard = start_watchdog(opts.pid, opts.kfd_path)
+            guard = start_watchdog(opts.pid, opts.kfd_path, opts.scheme, opts.max_hold)
         from ..trace.containers import container_of
 
         ctl = Controller(scheme, opts.output, opts.max_hold, opts.grace, queues, container_id=container_of(opts.pid))
+        if guard is not None:
+            ctl.on_hold = guard.held
         ctl.start()
         try:
             if queues != "all":
@@ -269,15 +273,17 @@ class Service:
         buf = self.bufs[fd] + data if self.bufs[fd] else data
         while b"\n" in buf:
             line, _, buf = buf.partition(b"\n")
-            ans = self._answer(fd, line)
+            self.bufs[fd] = buf
+            out = wire.answer(self._answer(fd, line))
+            loud = self.ctl.settle()  # markers queued before the send: nothing but the send and poll() after it
             try:
-                conn.sendall(wire.answer(ans))
+                conn.sendall(out)
             except OSError:
                 self._drop(fd)
                 return
             finally:
-                self.ctl.after_answer()
-        self.bufs[fd] = buf
+                if loud is not None:
+                    self.ctl.say_failures(loud)
 
     def _answer(self, fd: int, line: bytes) -> dict:
         try:

@@ -42,16 +42,25 @@ def parse_request(line: bytes) -> tuple[str, dict]:
         raise ValueError("bad request: one JSON object with \"op\" per line") from None
 
 
+_QUOTED: dict = {}  # label / op / queue result string -> its JSON (a few dozen distinct ones)
+
+
 def _s(x) -> str:
-    return f'"{x}"' if isinstance(x, str) and x.isidentifier() else json.dumps(x)
+    q = _QUOTED.get(x)
+    if q is None:
+        q = json.dumps(x)
+        if isinstance(x, str) and len(_QUOTED) < 256:
+            _QUOTED[x] = q
+    return q
 
 
 def answer(ans: dict) -> bytes:
     """One answer line."""
     if len(ans) == len(CALL_KEYS) and "queues" in ans and "seq" in ans:
         try:
+            ret = ans["ret"]
             return (_CALL % (_s(ans["op"]), _BOOL[ans["ok"]], _s(ans["label"]), ans["errno"],
-                             "null" if ans["ret"] is None else "%d" % ans["ret"],
+                             "null" if ret is None else "%d" % ret,
                              ",".join(["%d" % q for q in ans["queue_ids"]]),
                              ",".join(["[%d,%s,%d]" % (q, _s(r), w) for q, r, w in ans["queues"]]),
                              ans["ts_request_ns"], ans["ts_done_ns"], _BOOL[ans["issued"]], ans["seq"])).encode()
