@@ -122,28 +122,28 @@ def tracer_of(pid: int) -> int:
 
 
 _BPF_GET_NEXT_ID = {"progs": 11, "maps": 12, "links": 31}
+_FDINFO_ID = {"progs": "prog_id:", "maps": "map_id:", "links": "link_id:"}
 
 
-def bpf_objects() -> dict:
-    """System-wide count of BPF programs, maps and links (bpf(BPF_*_GET_NEXT_ID) walks: what bpftool lists)."""
+def bpf_ids() -> dict:
+    """System-wide ids of the loaded BPF programs, maps and links (bpf(BPF_*_GET_NEXT_ID): what bpftool lists)."""
     libc = ctypes.CDLL(None, use_errno=True)
     out = {}
     for name, cmd in _BPF_GET_NEXT_ID.items():
         attr = (ctypes.c_uint32 * 32)()
-        n = 0
-        while True:
-            r = libc.syscall(321, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
-            if r != 0:
-                break
-            n += 1
+        ids = set()
+        while libc.syscall(321, cmd, ctypes.byref(attr), ctypes.sizeof(attr)) == 0:
+            ids.add(attr[1])
             attr[0] = attr[1]  # start_id = next_id
-        out[name] = n
+        out[name] = ids
     return out
 
 
-def anon_fds() -> dict:
-    """Open perf-event and BPF fds over every process (/proc/*/fd links), the way /proc/*/fdinfo names them."""
-    out = {"perf_event_fds": 0, "bpf_fds": 0}
+def held_ids() -> dict:
+    """BPF object ids some live process holds an fd of (/proc/*/fdinfo prog_id:/map_id:/link_id:), and the
+    number of perf-event fds open system-wide."""
+    out = {k: set() for k in _FDINFO_ID}
+    perf = 0
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
@@ -151,29 +151,51 @@ def anon_fds() -> dict:
             for fd in os.scandir(p / "fd"):
                 t = os.readlink(fd.path)
                 if t == "anon_inode:[perf_event]":
-                    out["perf_event_fds"] += 1
+                    perf += 1
                 elif t.startswith("anon_inode:bpf"):
-                    out["bpf_fds"] += 1
-        except OSError:
+                    for ln in (p / "fdinfo" / fd.name).read_text().splitlines():
+                        for k, key in _FDINFO_ID.items():
+                            if ln.startswith(key):
+                                out[k].add(int(ln.split()[1]))
+        except (OSError, ValueError):
             continue
+    out["perf_event_fds"] = perf
     return out
 
 
-def probe_events() -> int:
-    """Lines in tracefs kprobe_events + uprobe_events (what a killed BCC may leave behind)."""
+def probe_events(dead_only: bool = False) -> int:
+    """Lines in tracefs kprobe_events + uprobe_events; dead_only: only BCC's (named ..._bcc_PID) whose
+    process is gone (what a killed BCC leaves behind)."""
     n = 0
     for f in ("kprobe_events", "uprobe_events"):
         for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
             try:
-                n += sum(1 for ln in Path(root, f).read_text().splitlines() if ln.strip())
-                break
+                lines = [ln for ln in Path(root, f).read_text().splitlines() if ln.strip()]
             except OSError:
                 continue
+            for ln in lines:
+                m = re.search(r"bcc_(\d+)", ln)
+                n += not dead_only or (m is not None and not Path(f"/proc/{m.group(1)}").exists())
+            break
     return n
 
 
-def kernel_resources() -> dict:
-    return {**bpf_objects(), **anon_fds(), "probe_events": probe_events()}
+def leftovers(before: dict) -> dict:
+    """What a recorder that has exited left in the kernel: BPF programs/maps/links that were not loaded
+    before and that no live process holds (an fd in /proc/*/fdinfo), tracefs probe events of dead BCC
+    processes, and the driver's own open fds beyond its baseline. Empty: nothing."""
+    now, held = bpf_ids(), held_ids()
+    out = {k: sorted(now[k] - before["ids"][k] - held[k]) for k in _BPF_GET_NEXT_ID}
+    out["probe_events"] = probe_events(dead_only=True)
+    out["driver_fds"] = len(os.listdir("/proc/self/fd")) - before["driver_fds"]
+    return {k: v for k, v in out.items() if v}
+
+
+def kernel_baseline() -> dict:
+    ids, held = bpf_ids(), held_ids()
+    return {"ids": ids, "driver_fds": len(os.listdir("/proc/self/fd")), "perf_event_fds": held["perf_event_fds"],
+            "probe_events": probe_events(), "dead_bcc_probe_events": probe_events(dead_only=True),
+            **{k: len(v) for k, v in ids.items()}}
 
 
 def dmesg_lines() -> list[str]:
@@ -310,7 +332,7 @@ def scripted_serve(log_path: str, opts_json: str) -> int:
             return P.default_answer(name, arg, 17)
 
     why = service.serve(service.PreemptOptions(**opts), io=Io(ptrace_io=P.SysIo("/dev/null")),
-                        watchdog=opts.get("scheme") == "B", on_ready=lambda st: print("READY", flush=True))
+                        watchdog=True, on_ready=lambda st: print("READY", flush=True))
     print(f"STOPPED {why}", flush=True)
     return 0
 
@@ -468,6 +490,7 @@ def controller_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0
             run.service_exit = svc.p.returncode
             run.left_suspended = svc.left_suspended()
             if scheme == "B" and run.phase in ("holding", "resuming", "preempting"):
+                wait_for(lambda: "watchdog: controller" in svc.text(), 10)  # it acts after the death
                 m = re.search(r"gpreempt-trace watchdog: controller \d+ died; RESUME_QUEUES\(all\) of pid \d+: (.*)", svc.text())
                 run.resumed_by = f"watchdog ({m.group(1)})" if m else None
                 if run.left_suspended and m:  # scripted KFD: the watchdog's own RESUME_QUEUES is not in the child's log
@@ -536,7 +559,7 @@ def target_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: in
 
 
 def controller_sigstop_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: int, max_hold_ms: int) -> list[KillRun]:
-    """SIGSTOP of the holding controller for 3x --max-hold: is the hold ended while it is stopped?"""
+    """SIGSTOP of the holding controller past --max-hold + the watchdog's slack: is the hold ended while it is stopped?"""
     work.mkdir(parents=True, exist_ok=True)
     target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A", name=f"st-{scheme}")
     out = []
@@ -556,12 +579,15 @@ def controller_sigstop_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0
                 c.close()
                 time.sleep(run.delay_s)
                 _kill(svc.p, signal.SIGSTOP)
-                time.sleep(3 * max_hold_ms / 1000 + 1)
+                from gpreempt_trace.control.watchdog import SLACK_MS
+
+                time.sleep((max_hold_ms + SLACK_MS) / 1000 + 2)  # past what the watchdog allows
                 t = svc.text()
                 stopped_still = proc_state(svc.p.pid) in "Tt"
                 if svc.p.poll() is not None:
-                    run.resumed_by = f"controller ended (exit {svc.p.returncode}) " + (
-                        "and the watchdog resumed" if "watchdog: controller" in t else "(KFD's exit path resumes scheme A)")
+                    m = re.search(r"RESUME_QUEUES\(all\) of pid \d+: (.*)", t)
+                    run.resumed_by = (("watchdog SIGKILLed it" if "past --max-hold" in t else f"controller ended (exit {svc.p.returncode})")
+                                      + (f"; watchdog RESUME_QUEUES(all): {m.group(1)}" if m else "; KFD's debugger exit path" if scheme == "A" else ""))
                     run.left_suspended = svc.left_suspended() if scheme == "A" else ("watchdog: controller" not in t)
                     if not kfd and scheme == "A":
                         run.left_suspended = None
@@ -615,22 +641,27 @@ class RecordRun:
     rc: int | None
     events: int | None  # rows readable in the trace (None: unreadable)
     lost_s: float | None  # killed runs: kill time - last recorded event
-    leaks: dict  # resource -> (baseline, after) where different
+    leaks: dict  # what it left behind (leftovers()) and was still there at the end: empty when nothing
+    transient: dict = field(default_factory=dict)  # unheld BPF ids seen after it that were freed later
 
 
 def record_runs(work: Path, n: int, seed0: int, kfd_path: str = "/dev/null") -> tuple[dict, list[RecordRun]]:
+    """n record start/stop cycles under a steady ioctl load; a seeded third (random.Random(seed0).sample)
+    end with SIGKILL, the others with SIGINT."""
     work.mkdir(parents=True, exist_ok=True)
+    killed_set = set(random.Random(seed0).sample(range(n), round(n / 3)))
     load = subprocess.Popen([PY, "-c", LOAD])
-    base = kernel_resources()
+    base = kernel_baseline()
     out = []
     try:
         for i in range(n):
             seed = seed0 + i
             rng = random.Random(seed)
-            killed = rng.random() < 1 / 3
+            killed = i in killed_set
             trace = work / f"r{i}"
-            p = subprocess.Popen([PY, "-m", "gpreempt_trace.cli.main", "record", "-o", str(trace), "--probes", "ioctl",
-                                  "--kfd-path", kfd_path], stdout=subprocess.DEVNULL, stderr=open(work / f"r{i}.log", "w"), cwd=REPO)
+            with open(work / f"r{i}.log", "w") as log:
+                p = subprocess.Popen([PY, "-m", "gpreempt_trace.cli.main", "record", "-o", str(trace), "--probes", "ioctl",
+                                      "--kfd-path", kfd_path], stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
             wait_for(lambda: _recording(trace) or p.poll() is not None, 600, 0.05)
             time.sleep(rng.uniform(0.5, 2.0))
             t_stop = time.monotonic_ns()
@@ -640,25 +671,41 @@ def record_runs(work: Path, n: int, seed0: int, kfd_path: str = "/dev/null") -> 
             except subprocess.TimeoutExpired:
                 p.kill()
                 rc = p.wait()
-            leaks = {}
             # the kernel frees a dead process's BPF objects after an RCU grace period: allow 5 s
-            wait_for(lambda: kernel_resources() == base, 5, 0.1)
-            now = kernel_resources()
-            leaks = {k: (base[k], now[k]) for k in base if now[k] != base[k]}
+            wait_for(lambda: not leftovers(base), 5, 0.1)
+            leaks = leftovers(base)
             events, last = _read_events(trace)
-            lost = None if last is None or not killed else max(0.0, (t_stop - last) / 1e9)
+            since = _recording(trace) or None
+            # the load issues an ioctl every ~1 ms: what a killed run lost is the time from its newest
+            # recorded event (or, with none, from the start of recording) to the kill
+            newest = last if last is not None else since
+            lost = None if newest is None or not killed else max(0.0, (t_stop - newest) / 1e9)
             out.append(RecordRun(seed, killed, rc, events, lost, leaks))
     finally:
         load.kill()
         load.wait()
+    # on a shared machine other processes load and free BPF objects too: a leak is what is still there,
+    # unheld, at the end (an object freed later was another process's, or freed late)
+    end = leftovers(base)
+    for r in out:
+        for k in ("progs", "maps", "links"):
+            if k in r.leaks:
+                gone = [i for i in r.leaks[k] if i not in end.get(k, ())]
+                r.leaks[k] = [i for i in r.leaks[k] if i in end.get(k, ())]
+                if gone:
+                    r.transient[k] = gone
+                if not r.leaks[k]:
+                    del r.leaks[k]
+    base = {k: v for k, v in base.items() if k != "ids"}
     return base, out
 
 
-def _recording(trace: Path) -> bool:
+def _recording(trace: Path) -> int:
+    """The recorder's recording_since_ns (meta.json: probes attached, filters set); 0 before."""
     try:
-        return "recording_since_ns" in json.loads((trace / "meta.json").read_text()).get("recorder", {})
+        return int(json.loads((trace / "meta.json").read_text()).get("recorder", {}).get("recording_since_ns") or 0)
     except (OSError, ValueError):
-        return False
+        return 0
 
 
 def _read_events(trace: Path) -> tuple[int | None, int | None]:
@@ -676,8 +723,10 @@ def _read_events(trace: Path) -> tuple[int | None, int | None]:
 def print_record(base: dict, runs: list[RecordRun]) -> None:
     killed = [r for r in runs if r.killed]
     lost = [r.lost_s for r in killed if r.lost_s is not None]
-    print(f"record: {len(runs)} start/stop cycles (seeds {runs[0].seed}..{runs[-1].seed}), {len(killed)} killed with -9; "
-          f"baseline {base}; cycles back to baseline: {sum(not r.leaks for r in runs)}/{len(runs)}; "
+    print(f"record: {len(runs)} start/stop cycles (seeds {runs[0].seed}..{runs[-1].seed}), {len(killed)} killed with -9 "
+          f"(seeds {[r.seed for r in killed]}); system before: {base}")
+    print(f"  cycles that left nothing behind (BPF progs/maps/links by id vs /proc/*/fdinfo, tracefs probe events, "
+          f"the driver's fds): {sum(not r.leaks for r in runs)}/{len(runs)}; "
           f"traces readable: {sum(r.events is not None for r in runs)}/{len(runs)}; "
           f"clean stops exit 0: {sum(r.rc == 0 for r in runs if not r.killed)}/{len(runs) - len(killed)}")
     if lost:
@@ -685,8 +734,8 @@ def print_record(base: dict, runs: list[RecordRun]) -> None:
               f"(limit 1 s: {sum(x <= 1.0 for x in lost)}/{len(lost)} within)")
     print(f"  events per trace: min {min((r.events or 0) for r in runs)}, max {max((r.events or 0) for r in runs)}")
     for r in runs:
-        if r.leaks or r.events is None:
-            print(f"  seed {r.seed} (killed={r.killed}, rc {r.rc}): leaks {r.leaks}, events {r.events}")
+        if r.leaks or r.events is None or r.transient or (r.lost_s or 0) > 1.0:
+            print(f"  seed {r.seed} (killed={r.killed}, rc {r.rc}): left {r.leaks}, freed later {r.transient}, events {r.events}")
 
 
 # ---- 4. experiment ab --repeat N -----------------------------------------------------------------
@@ -766,7 +815,7 @@ def run_parts(parts: list[str], sizes: dict, seed: int, work: Path) -> int:
         else:
             base, runs = record_runs(work / "record", sizes["record"], seed)
             print_record(base, runs)
-            bad += sum(bool(r.leaks) or r.events is None or (r.lost_s or 0) > 1.0 for r in runs)
+            bad += sum(bool(r.leaks) or r.events is None or (r.lost_s or 0) > 1.0 or (not r.killed and r.rc != 0) for r in runs)
         sys.stdout.flush()
     if "experiment" in parts:
         sch = "none,A" + (",B" if "B" in schemes else "") if kfd else "none"

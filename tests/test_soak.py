@@ -1,0 +1,117 @@
+"""The soak's behaviour on a few cycles (bench/soak.py prints the figures of the long runs; `make soak`).
+On this VM the controller is `serve` with real ptrace, socket, owner thread and watchdog over a scripted
+KFD that logs each ioctl as it is issued; the recorder is real (ioctl tracepoint path on /dev/null)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from bench import soak
+from gpreempt_trace.errors import GptError
+from gpreempt_trace.experiment import ab
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="ptrace of a sibling process and BPF need root")
+
+
+@root
+@pytest.mark.parametrize("scheme", ["A", "B"])
+def test_controller_cycles_leave_fds_threads_and_queues_as_they_were(tmp_path, scheme):
+    r = soak.controller_soak(tmp_path, kfd=False, scheme=scheme, cycles=50)
+    assert (r.answered, r.ok) == (100, 100)
+    assert len(r.first) == len(r.last) == 5
+    assert {u.fds for u in r.first + r.last} == {r.first[0].fds}  # not one fd more after 50 cycles
+    assert {u.threads for u in r.first + r.last} == {r.first[0].threads}
+    assert r.held_at_end is None and r.left_suspended is False and r.stop_rc == 0
+    assert r.watchdogs == 1  # its one watchdog, no more
+
+
+@root
+@pytest.mark.parametrize("scheme", ["A", "B"])
+def test_controller_sigkill_at_seeded_moments_leaves_the_target_running_and_attachable(tmp_path, scheme):
+    runs = soak.controller_sigkill_runs(tmp_path, kfd=False, scheme=scheme, runs=3, seed0=7)
+    assert [r.seed for r in runs] == [7, 8, 9]
+    for r in runs:
+        assert r.service_exit == -9, r
+        assert r.target_runs is True and r.new_attach is True and r.left_suspended is not True, r
+        assert r.queues_seen == 0
+
+
+@root
+@pytest.mark.parametrize("scheme", ["A", "B"])
+def test_target_sigkill_while_held_ends_the_service_and_the_next_target_is_served(tmp_path, scheme):
+    [r] = soak.target_sigkill_runs(tmp_path, kfd=False, scheme=scheme, runs=1, seed0=3)
+    assert r.service_exit == 0 and r.resumed_by == "nothing to resume (target gone)", r
+    assert r.new_attach is True
+
+
+@root
+@pytest.mark.parametrize("scheme", ["A", "B"])
+def test_sigstop_past_max_hold_the_watchdog_kills_the_controller_and_the_hold_ends(tmp_path, scheme):
+    [r] = soak.controller_sigstop_runs(tmp_path, kfd=False, scheme=scheme, runs=1, seed0=5, max_hold_ms=200)
+    assert r.resumed_by.startswith("watchdog SIGKILLed it"), r
+    if scheme == "B":  # the watchdog's RESUME_QUEUES(all) (on /dev/null here: ENOTTY, but issued)
+        assert "watchdog RESUME_QUEUES(all): Inappropriate ioctl for device" in r.resumed_by
+        assert r.left_suspended is False
+    else:  # KFD's debugger exit path resumes; the ptrace went with the controller
+        assert r.resumed_by.endswith("KFD's debugger exit path")
+    assert r.target_runs is True and r.new_attach is True
+
+
+@root
+def test_record_start_stop_leaves_nothing_behind_and_every_trace_reads(tmp_path):
+    base, runs = soak.record_runs(tmp_path, n=3, seed0=1)
+    assert [r.killed for r in runs].count(True) == 1  # a seeded third
+    for r in runs:
+        assert r.leaks == {}, r
+        assert r.events is not None, r  # readable, killed or not
+        if not r.killed:
+            assert r.rc == 0
+        else:
+            assert r.rc == -9 and r.lost_s is not None
+
+
+def _fake_cells(monkeypatch, outcome):
+    def run_cell(o, p, scheme, k, trace, say):
+        trace.mkdir()
+        (trace / "meta.json").write_text("{}")
+        return outcome(scheme, k)
+
+    monkeypatch.setattr(ab, "_run_cell", run_cell)
+    monkeypatch.setattr(ab, "_analyse", lambda o, res, say: None)
+    plan = ab.Plan([], ["none", "A"], {}, False, "test", False, False)
+    monkeypatch.setattr(ab, "plan", lambda o, doctor=None: plan)
+
+
+def test_experiment_repeat_accounts_for_every_run(tmp_path, monkeypatch):
+    def outcome(scheme, k):
+        if (scheme, k) == ("A", 2):
+            return {"ok": False, "errors": ["controller exited with 1: boom"], "rc": 1}
+        if (scheme, k) == ("none", 3):
+            raise GptError("offline job did not start")
+        return {"ok": True, "rc": 0}
+
+    _fake_cells(monkeypatch, outcome)
+    lines = []
+    with pytest.raises(GptError) as e:
+        ab.run(ab.ABOptions(str(tmp_path / "out"), repeat=4, schemes=("none", "A")), say=lines.append)
+    assert e.value.line().startswith("2 of 8 runs failed (first: [A #2] controller exited with 1: boom)")
+    assert "runs: 8 planned, 6 completed, 2 failed, 0 not run (interrupted)" in lines
+    assert "  [A #2] failed: controller exited with 1: boom" in lines
+    assert "  [none #3] failed: offline job did not start" in lines
+    runs = json.loads((tmp_path / "out" / "runs.json").read_text())
+    assert runs["accounting"] == {"planned": 8, "completed": 6, "failed": 2, "not run": 0}
+    assert [(r["scheme"], r["repeat"], r["status"]) for r in runs["runs"]] == [
+        (s, k, "failed" if (s, k) in (("A", 2), ("none", 3)) else "completed") for k in range(1, 5) for s in ("none", "A")]
+
+
+def test_experiment_interrupted_lists_what_did_not_run(tmp_path, monkeypatch):
+    _fake_cells(monkeypatch, lambda s, k: {"ok": False, "interrupted": True} if (s, k) == ("A", 1) else {"ok": True})
+    lines = []
+    with pytest.raises(ab.Interrupted):
+        ab.run(ab.ABOptions(str(tmp_path / "out"), repeat=2, schemes=("none", "A")), say=lines.append)
+    assert "runs: 4 planned, 1 completed, 1 failed, 2 not run (interrupted)" in lines
+    runs = json.loads((tmp_path / "out" / "runs.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["completed", "failed", "not run", "not run"]
+    assert runs[1]["cause"] == "interrupted"
