@@ -30,6 +30,7 @@ class Io:
     """What a scheme needs from the system. Errors raise OSError(errno)."""
 
     kfd_path = "/dev/kfd"
+    real_ptrace = False  # ptrace/waitpid are the kernel's (the target's stops can be waited for)
 
     def open_kfd(self) -> None: ...
 
@@ -51,6 +52,8 @@ class Io:
 
 class SysIo(Io):
     """The real calls."""
+
+    real_ptrace = True
 
     def __init__(self, kfd_path: str = "/dev/kfd"):
         self.kfd_path = kfd_path
@@ -133,6 +136,7 @@ class ScriptedIo(Io):
         self.ptrace_io = ptrace_io
         self.minor = minor
         self.opened = False
+        self.real_ptrace = bool(ptrace_io and ptrace_io.real_ptrace)
 
     def open_kfd(self):
         self.opened = True

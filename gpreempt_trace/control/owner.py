@@ -2,13 +2,14 @@
 ioctl); callers hand it commands and wait for the answer. It also passes the target's signals on,
 services the runtime handshake, enforces --max-hold and writes the markers.
 
-The owner thread sleeps in one poll() over its fds (the command pipe, the scheme's event pipe, the
-service's sockets) with a timeout that is the next thing due: the ptrace check (every POLL_S while a
-target is seized), the max-hold expiry, the trace writer's tick. A request is read, answered and sent
-before anything else is done; its markers wait in memory (MarkerWriter batch_ms) and are written to
-the trace when the thread is idle (a poll that timed out), so neither the Arrow conversion nor a
-Parquet write sits between a request and its answer, nor (under a steady stream of requests) before
-the next one, except once per MARKER_BATCH_MS."""
+The owner thread sleeps in one poll() over its fds (the command pipe, the scheme's fds: KFD's event
+pipe and the StopWatch pipe that says the target stopped; the service's sockets) with a timeout that is
+the next thing due: the scheme's check (every POLL_S while stops must be polled for, else SERVICE_S),
+the max-hold expiry, the trace writer's tick. Nothing wakes it while nothing happens. A request is read,
+answered and sent with nothing after the send but the next poll(); its markers wait in memory as call
+results and are written when the thread is idle (a poll that timed out) or once MARKER_BATCH calls
+wait, so neither the Arrow conversion nor a Parquet write sits between a request and its answer.
+"""
 from __future__ import annotations
 
 import os
@@ -23,8 +24,8 @@ from ..errors import GptError
 from ..trace.markers import MarkerWriter
 from .schemes import CallResult, Scheme
 
-POLL_S = 0.001  # while a target is ptraced: how often stops are checked (signals pass within ~1 ms)
-SERVICE_S = 0.1  # otherwise: how often the scheme looks at the target (scheme B: has it exited?)
+POLL_S = 0.001  # while stops must be polled for (scheme.busy_poll): how often (signals pass within ~1 ms)
+SERVICE_S = 0.1  # otherwise: how often the scheme looks at the target anyway (scheme B: has it exited?)
 TICK_S = 0.1  # the trace writer's tick, when idle
 TICK_LATE_S = 0.5  # ... and at the latest this long after it was due, idle or not
 MARKER_BATCH = 256  # calls whose markers wait in memory before they are written even when the thread is not idle
@@ -208,7 +209,7 @@ class Controller:
                     self.detach_why = "target exited"
                     self.held_since = None
                     return
-                next_service = now + int((POLL_S if getattr(self.scheme, "seized", False) else SERVICE_S) * 1e9)
+                next_service = now + int((POLL_S if getattr(self.scheme, "busy_poll", False) else SERVICE_S) * 1e9)
             if (self.held_since is not None and self.max_hold_ns is not None
                     and time.monotonic_ns() - self.held_since >= self.max_hold_ns):
                 self._do("resume", {"why": "max-hold"})

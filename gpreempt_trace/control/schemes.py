@@ -11,6 +11,7 @@ import ctypes
 import errno
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -131,6 +132,53 @@ class Scheme:
         return gpus.pop() if len(gpus) == 1 else None
 
 
+class StopWatch(threading.Thread):
+    """Tells the owner thread that the target has a stop (or its exit) to report, so that it need not
+    poll waitpid: blocks in waitid(WNOWAIT) (any thread of the tracer's process may wait for its
+    tracees; nothing is consumed), writes a byte to its pipe, and waits until the owner has serviced
+    the stop. Ends on ECHILD (the target is no longer traced or gone) or when closed; the owner sets
+    `done` before its PTRACE_INTERRUPT, whose stop wakes this thread for the last time."""
+
+    def __init__(self, pid: int):
+        super().__init__(name="gpt-stopwatch", daemon=True)
+        self.pid = pid
+        self.rd, self.wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.serviced = threading.Event()
+        self.lock = threading.Lock()
+        self.done = False
+        self.start()
+
+    def run(self) -> None:
+        while not self.done:
+            try:
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WSTOPPED | os.WNOWAIT | P.WALL)
+            except ChildProcessError:
+                return
+            self.serviced.clear()
+            with self.lock:
+                if self.done:
+                    return
+                os.write(self.wr, b"s")
+            self.serviced.wait()
+
+    def acknowledge(self) -> None:
+        """The owner serviced what was reported: drain the pipe, let the thread wait for the next stop."""
+        try:
+            os.read(self.rd, 4096)
+        except BlockingIOError:
+            pass
+        self.serviced.set()
+
+    def close(self) -> None:
+        with self.lock:
+            self.done = True
+        self.serviced.set()
+        self.join(1.0)
+        with self.lock:
+            os.close(self.wr)
+        os.close(self.rd)
+
+
 class SchemeA(Scheme):
     """KFD debugger suspend/resume (KFD ioctl ≥ 1.13)."""
 
@@ -146,6 +194,7 @@ class SchemeA(Scheme):
         self.signals_passed = 0
         self.group_stopped = False
         self.new_tasks: set[int] = set()
+        self.watch: StopWatch | None = None  # with real ptrace: wakes the owner on the target's stops
 
     # ---- attach ----------------------------------------------------------------------------------
     def attach(self) -> None:
@@ -161,6 +210,8 @@ class SchemeA(Scheme):
             raise GptError(f"cannot ptrace pid {self.pid}: {e.strerror}",
                            "another tracer (rocgdb, strace, rocprofv3 --attach) holds it, or Yama ptrace_scope / permissions forbid it") from None
         self.seized = True
+        if self.io.real_ptrace:
+            self.watch = StopWatch(self.pid)
         self.rd, self.wr = self.io.pipe()  # a pipe: KFD's 1-byte event write to an eventfd is refused
         a = U.dbg_trap_args(self.pid, "ENABLE", exception_mask=EVENTS, rinfo_ptr=ctypes.addressof(self.rinfo),
                             rinfo_size=ctypes.sizeof(self.rinfo), dbg_fd=self.wr)
@@ -182,11 +233,18 @@ class SchemeA(Scheme):
 
     # ---- the debugger's duties -------------------------------------------------------------------
     def fds(self) -> list[int]:
-        return [self.rd] if self.rd >= 0 else []
+        return [fd for fd in (self.rd, self.watch.rd if self.watch else -1) if fd >= 0]
+
+    @property
+    def busy_poll(self) -> bool:
+        """Stops must be polled for (no StopWatch, or new tasks waiting to be detached)."""
+        return self.seized and (self.watch is None or not self.watch.is_alive() or bool(self.new_tasks))
 
     def service(self, events: bool = True) -> None:
         if self.seized:
             self.service_ptrace()
+        if self.watch is not None and events:
+            self.watch.acknowledge()
         if self.enabled and events:
             try:
                 if os.read(self.rd, 4096):
@@ -362,8 +420,13 @@ class SchemeA(Scheme):
             except OSError as e:
                 notes.append(f"DISABLE: {_errname(e.errno)}")
             self.enabled = False
+        if self.watch is not None:
+            self.watch.done = True  # the PTRACE_INTERRUPT stop (or the exit) is the last it reports
         if self.seized and self.alive:
             self._ptrace_detach(notes)
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
         self.seized = False
         for fd in (self.rd, self.wr):
             if fd >= 0:
