@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SETUP  := $(VENV)/.setup-done
 
-.PHONY: setup demo demo-lab test test-fast bench lab kernel-check kernel-sources docs codegen lint clean spark-check
+.PHONY: setup demo demo-lab test test-fast bench soak soak-lab lab kernel-check kernel-sources docs codegen lint clean spark-check
 
 $(SETUP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -29,6 +29,16 @@ test-fast: $(SETUP)
 
 bench: $(SETUP)
 	$(PY) -m bench
+
+# the soak, short version (10x fewer than the long one) on this machine: controller cycles (fds/RSS/threads
+# first vs last tenth), seeded SIGKILL/SIGSTOP runs, record start/stop leaks, experiment ab --repeat accounting
+# (~5 min; root). The long version: python -m bench.soak --long; in the 6.12 lab: make soak-lab (docs/controller.md)
+soak: $(SETUP)
+	$(PY) -m bench.soak
+
+# the controller parts against the real KFD in the Debian 6.12 QEMU lab (scheme B where the patched amdgpu.ko is built)
+soak-lab: $(SETUP)
+	$(PY) -m bench.soak --lab controller kill experiment
 
 lab: $(SETUP)
 	$(PY) -m gpreempt_trace.lab build --kernel all
