@@ -1,0 +1,221 @@
+"""The controller's fast path (issue 23.5) keeps its meaning: the wire shortcuts say exactly what the
+JSON says, reused ioctl arguments are the bytes of fresh ones, batched markers all reach the trace, the
+StopWatch replaces waitpid polling and is gone after the controller stops. (Speed is the benchmark's:
+python -m bench control.)"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from gpreempt_trace.control import io as P
+from gpreempt_trace.control import wire
+from gpreempt_trace.control.owner import Controller
+from gpreempt_trace.control.schemes import SchemeA, SchemeB
+
+PID = 4321
+
+
+# ---- wire ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["preempt", "resume", "status"])
+def test_plain_requests_are_their_json(op):
+    line = wire.request(op, {"queues": None, "grace": None, "keep": None})
+    assert line == json.dumps({"op": op}).encode() + b"\n"
+    assert wire.parse_request(line[:-1]) == (op, {})
+
+
+@pytest.mark.parametrize("line, parsed", [
+    (b'{"op":"preempt"}', ("preempt", {})),
+    (b' { "op" : "resume" } ', ("resume", {})),
+    (b'{"op": "preempt", "queues": [3, 5], "grace": 100, "keep": true}', ("preempt", {"queues": [3, 5], "grace": 100, "keep": True})),
+])
+def test_other_spellings_parse_as_json(line, parsed):
+    assert wire.parse_request(line) == parsed
+
+
+def test_a_request_with_arguments_is_compact_json():
+    line = wire.request("preempt", {"queues": [3, 5], "grace": 7, "keep": None})
+    assert line == b'{"op":"preempt","queues":[3,5],"grace":7}\n'
+
+
+@pytest.mark.parametrize("line", [b"", b"preempt", b"[1]", b'{"queues": "all"}', b"\xff\xfe", b'{"op": "preempt"'])
+def test_bad_request_lines(line):
+    with pytest.raises(ValueError, match='bad request: one JSON object with "op" per line'):
+        wire.parse_request(line)
+
+
+def _call(**kw):
+    ans = {"op": "preempt", "ok": True, "label": "ok", "errno": 0, "ret": 2, "queue_ids": [3, 5],
+           "queues": [[3, "ok", 3], [5, "ok", 5]], "ts_request_ns": 1_000_000_123, "ts_done_ns": 1_000_050_456,
+           "issued": True, "seq": 7}
+    ans.update(kw)
+    return ans
+
+
+@pytest.mark.parametrize("ans", [
+    _call(),
+    _call(op="resume", ret=None, ok=False, label="EPERM", errno=1, queues=[]),
+    _call(queues=[[1, "invalid", 0x80000001], [7, "error", 0x40000007]]),
+    _call(queues=[[9, "enoent", -2]], queue_ids=[9]),  # scheme B: the entry's errno, negative
+    _call(queue_ids=[], queues=[], issued=False, ret=0),
+    _call(label='od"d\nlabel'),  # not an identifier: quoted by json
+    {"ok": True, "scheme": "A", "pid": 1, "held": None, "queues": [], "held_ms": 1.5, "notes": ["x"]},
+    {"ok": False, "error": "unknown op 'x': preempt, resume, status"},
+    _call(extra=1),  # another shape: the general encoder
+])
+def test_answers_decode_to_what_was_encoded(ans):
+    line = wire.answer(ans)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == ans
+
+
+# ---- reused ioctl arguments ---------------------------------------------------------------------------
+class MarkingKfd:
+    """Writes INVALID (bit 31) into every id of SUSPEND/RESUME, as the kernel does for ids it lacks."""
+
+    def __call__(self, name, arg, refs):
+        if name in ("AMDKFD_IOC_PREEMPT_QUEUES", "AMDKFD_IOC_RESUME_QUEUES"):  # scheme B: -ENOENT per entry
+            if refs:
+                for e in refs[0]:
+                    e.result = -2
+            elif arg.pid == 0:
+                raise P.oserror(22)  # the probe: the ioctls exist
+            return 0
+        if name.endswith(("SUSPEND_QUEUES", "RESUME_QUEUES")):
+            for i in range(len(refs[0])):
+                refs[0][i] |= 1 << 31
+            return 0
+        return P.default_answer(name, arg, 17)
+
+
+def test_scheme_a_sends_the_same_bytes_every_time_though_the_kernel_wrote_into_them():
+    sio = P.ScriptedIo(MarkingKfd())
+    a = SchemeA(sio, PID, unchecked_ids=True)
+    a.attach()
+    for _ in range(3):
+        res = a.suspend([1, 7], grace=5)
+        assert [(q.queue_id, q.result, q.raw) for q in res.queues] == [(1, "invalid", 0x80000001), (7, "invalid", 0x80000007)]
+        a.held = None  # INVALID ids: nothing held; suspend again
+    calls = [c for c in sio.ioctls() if c[0].endswith("SUSPEND_QUEUES")]
+    assert len(calls) == 3
+    assert calls[0][2] == calls[1][2] == calls[2][2]  # the argument
+    assert calls[0][3] == calls[1][3] == calls[2][3] == [(1).to_bytes(4, "little") + (7).to_bytes(4, "little")]
+    other = a.suspend([7], grace=5)  # other ids: their own argument
+    assert [c for c in sio.ioctls() if c[0].endswith("SUSPEND_QUEUES")][-1][3] == [(7).to_bytes(4, "little")]
+    assert other.queue_ids == [7]
+
+
+def test_scheme_b_sends_the_same_bytes_every_time_though_the_kernel_wrote_into_them():
+    sio = P.ScriptedIo(MarkingKfd())
+    b = SchemeB(sio, PID)
+    b.attach()
+    for _ in range(2):
+        res = b.suspend([3], grace=0)
+        assert not res.ok or [(q.queue_id, q.result, q.raw) for q in res.queues] == [(3, "enoent", -2)]
+        b.held = None
+    calls = [c for c in sio.ioctls() if c[0] == "AMDKFD_IOC_PREEMPT_QUEUES"]
+    assert len(calls) == 2 and calls[0][2:4] == calls[1][2:4]
+    assert calls[0][3] == [(3).to_bytes(4, "little") + bytes(4)]  # queue_id 3, result 0 as sent
+
+
+# ---- markers written off the request path -------------------------------------------------------------
+def _markers(path):
+    import glob
+
+    rows = [r for f in sorted(glob.glob(f"{path}/markers/*.parquet")) for r in pq.read_table(f).to_pylist()]
+    return sorted(rows, key=lambda r: r["ts_ns"])  # a segment groups its rows by kind
+
+
+def test_marker_writer_batches_until_tick(tmp_path):
+    from gpreempt_trace.trace.directory import TraceWriter
+    from gpreempt_trace.trace.markers import MarkerWriter
+
+    owner = TraceWriter.create(tmp_path / "t")
+    mw = MarkerWriter(tmp_path / "t", "controller", batch_ms=60_000)
+    for i in range(5):
+        mw.add("preempt_request", 1_000 + i, seq=i)
+    assert len(mw.waiting) == 5  # nothing converted yet
+    mw.tick()
+    assert mw.waiting == []
+    mw.add("preempt_done", 2_000, seq=9)
+    mw.close()
+    owner.close()
+    assert [(m["kind"], m["ts_ns"], m["seq"]) for m in _markers(tmp_path / "t")] == (
+        [("preempt_request", 1_000 + i, i) for i in range(5)] + [("preempt_done", 2_000, 9)])
+
+
+def test_marker_writer_default_hands_each_row_over(tmp_path):
+    from gpreempt_trace.trace.directory import TraceWriter
+    from gpreempt_trace.trace.markers import MarkerWriter
+
+    owner = TraceWriter.create(tmp_path / "t")
+    with MarkerWriter(tmp_path / "t", "workload") as mw:
+        mw.add("step_start", 5, seq=1)
+        assert mw.waiting == []
+    owner.close()
+
+
+def test_controller_writes_its_markers_when_idle(tmp_path):
+    """The calls' markers are queued, and written once the owner thread has nothing to do (no stop needed)."""
+    from gpreempt_trace.trace.directory import TraceWriter
+
+    owner = TraceWriter.create(tmp_path / "t")
+    ctl = Controller(SchemeA(P.ScriptedIo(MarkingKfd()), PID, unchecked_ids=True), str(tmp_path / "t"),
+                     max_hold_ms=None, queues=[1])
+    ctl.start()
+    ctl.call("preempt")
+    ctl.call("resume")
+    deadline = time.monotonic() + 10
+    while (ctl._unmarked or ctl.markers.waiting) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not ctl._unmarked and not ctl.markers.waiting
+    ctl.stop("test")
+    owner.close()
+    rows = sorted((m["kind"], m["seq"]) for m in _markers(tmp_path / "t"))
+    assert rows == sorted([("controller_attach", None), ("preempt_request", 1), ("preempt_done", 1), ("queue_result", 1),
+                           ("resume_request", 2), ("resume_done", 2), ("queue_result", 2), ("controller_detach", None)],
+                          key=lambda r: (r[0], r[1] or 0))
+
+
+# ---- StopWatch: real ptrace ---------------------------------------------------------------------------
+TARGET = "import time; print('ok', flush=True); time.sleep(60)"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ptrace of a sibling process needs root (Yama)")
+def test_stopwatch_replaces_polling_and_ends_with_the_controller():
+    target = subprocess.Popen([sys.executable, "-c", TARGET], stdout=subprocess.PIPE)
+    try:
+        assert target.stdout.readline() == b"ok\n"
+        io = P.ScriptedIo(ptrace_io=P.SysIo("/dev/null"))
+        a = SchemeA(io, target.pid, unchecked_ids=True)
+        ctl = Controller(a, None, max_hold_ms=None, queues=[1])
+        before = {t.ident for t in threading.enumerate()}
+        ctl.start()
+        watch = a.watch
+        assert watch is not None and watch.is_alive() and a.busy_poll is False
+        assert watch.rd in a.fds()
+        assert ctl.call("preempt")["ok"] and ctl.call("resume")["ok"]
+        ctl.stop("test")
+        assert not watch.is_alive() and a.watch is None
+        for fd in (watch.rd, watch.wr):
+            with pytest.raises(OSError):
+                os.fstat(fd)
+        assert {t.ident for t in threading.enumerate()} <= before
+        status = open(f"/proc/{target.pid}/status").read()
+        assert "\nTracerPid:\t0\n" in status  # detached
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_without_real_ptrace_the_owner_polls():
+    a = SchemeA(P.ScriptedIo(), PID, unchecked_ids=True)
+    a.attach()
+    assert a.watch is None and a.busy_poll is True
+    a.detach()
