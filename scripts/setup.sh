@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 APT_PKGS=(python3-bpfcc bpfcc-tools bpftrace linux-headers-amd64 python3-venv gcc make
           qemu-system-x86 busybox-static cpio kmod xz-utils zstd
-          linux-source-6.12 linux-headers-6.12.117+deb12-amd64 flex bison libelf-dev libssl-dev bc dwarves rsync python3-ply)
+          linux-source-6.12 linux-headers-6.12.117+deb12-amd64 flex bison libelf-dev libssl-dev bc dwarves rsync python3-ply
+          chromium)  # headless, for the report's browser test (tests/test_report_browser.py)
 
 need=()
 for p in "${APT_PKGS[@]}"; do
