@@ -33,6 +33,12 @@ def test_demo_runs_every_step_and_its_report_has_no_empty_plot(tmp_path):
     html = (out / "report" / "index.html").read_text()
     assert "class='missing'" not in html  # no plot replaced by a "what is missing" sentence
     assert sorted(re.findall(r"<img alt='([a-z_]+\.png)'", html)) == ["collateral.png", "latency_cdf.png", "queue_counts.png", "timeline.png"]
+    # the recording comes before the report, and the report covers it and experiment 1 (its own section)
+    assert any(line.startswith("[5/7] record: ") for line in lines)
+    assert any(line.startswith("[6/7] report: index.html with plots over experiment 1, the synthetic pair and the recording") for line in lines)
+    assert api.read_meta(out / "record")["run_id"] in html.replace("<wbr>", "") and "<h2>Online requests</h2>" in html
+    assert "<h2>Experiment 1: queues per model, their ids, stability, MQD → HQD</h2>" in html
+    assert "4 MQD copies and is active on 4 HQDs on 4 XCCs" in html
     assert (out / "synthetic-A.perfetto-trace").stat().st_size > 0
     # the recording: real eBPF ioctl path, nothing lost, the torch requests as markers in the same trace
     assert re.search(r"recorded \d+ events in \d+ segments, 0 lost ->", res.output)

@@ -6,13 +6,13 @@ in about a minute after set-up. One progress line per step:
 3. a synthetic scheme A / scheme B pair from the KFD/HWS model (gpreempt_trace.synthetic), labelled
    synthetic everywhere (meta.json, compare, report);
 4. compare --by scheme: preemption latency A vs B with bootstrap CIs and a verdict;
-5. the HTML report (index.html with plots) over experiment 1 and the pair;
-6. Perfetto export of the scheme A trace;
-7. a few seconds of the real eBPF recorder on the ioctl tracepoint path around a CPU torch workload
+5. a few seconds of the real eBPF recorder on the ioctl tracepoint path around a CPU torch workload
    (online requests as markers) and a replay of the KFD calls of an online/offline pair and a
-   scheme-A controller, on /dev/kfd when it exists, else on /dev/null.
+   scheme-A controller, on /dev/kfd when it exists, else on /dev/null;
+6. the HTML report (index.html with plots) over experiment 1, the pair and the recording;
+7. Perfetto export of the scheme A trace.
 
-Every step must succeed, or the demo fails naming the step (non-zero exit). Only step 7 may be
+Every step must succeed, or the demo fails naming the step (non-zero exit). Only step 5 may be
 "not possible here", and only for a reason of this machine by design: no permission for BPF (not root
 and no CAP_BPF + CAP_PERFMON), no tracefs, or torch not installed; the demo then says so explicitly.
 """
@@ -123,14 +123,6 @@ def run(out_dir: str = "out/demo", record: bool = True, say: Callable[[str], Non
                 f"p99 {_us(r.get('p99_ns'))}, max {_us(r.get('max_ns'))}" + (" [synthetic]" if r.get("synthetic") else ""))
         say("      " + cmp.verdict)
 
-    with step("report", "report: index.html with plots over experiment 1 and the synthetic pair"):
-        res.report = Path(api.report([str(t) for t in res.traces], str(out / "report")))
-        say(f"      {res.report}")
-
-    with step("perfetto", "Perfetto export of the synthetic scheme A trace (open it in ui.perfetto.dev)"):
-        res.perfetto = Path(api.export_perfetto(str(pair[0]), str(out / "synthetic-A.perfetto-trace")))
-        say(f"      {res.perfetto} ({res.perfetto.stat().st_size} bytes)")
-
     kfd = "/dev/kfd" if os.path.exists("/dev/kfd") else "/dev/null"
     with step("record", f"record: {RECORD_SECONDS:g} s of the eBPF recorder on the ioctl path (on {kfd}) around a CPU torch "
                         "workload and a KFD-call replay"):
@@ -155,6 +147,14 @@ def run(out_dir: str = "out/demo", record: bool = True, say: Callable[[str], Non
             reqs = con.execute("SELECT count(*) FROM markers WHERE kind = 'request_end'").fetchone()[0]
             say(f"      {r.summary_line()}")
             say(f"      {reqs} online torch requests as markers in the same trace, next to the ioctl events")
+
+    with step("report", "report: index.html with plots over experiment 1, the synthetic pair" + (" and the recording" if res.record else "")):
+        res.report = Path(api.report([str(t) for t in res.traces + ([res.record] if res.record else [])], str(out / "report")))
+        say(f"      {res.report}")
+
+    with step("perfetto", "Perfetto export of the synthetic scheme A trace (open it in ui.perfetto.dev)"):
+        res.perfetto = Path(api.export_perfetto(str(pair[0]), str(out / "synthetic-A.perfetto-trace")))
+        say(f"      {res.perfetto} ({res.perfetto.stat().st_size} bytes)")
 
     res.step_s["total"] = time.monotonic() - t_all
     if res.not_possible:
