@@ -77,3 +77,71 @@ def test_export_usage_errors(tmp_path):
     tr = write_trace(tmp_path / "c1", "c1", C1_EVENTS, C1_MARKERS, funcs=KFD_FUNCS)
     assert CliRunner().invoke(main, ["export", "--perfetto", str(tr)]).exit_code == 2
     assert CliRunner().invoke(main, ["export", str(tr)]).exit_code == 2
+
+
+def test_all_queue_slices_match_the_per_queue_reference():
+    """The export's vectorized slicing gives _queue_slices' result for every queue (random intervals:
+    overlaps, equal starts, ties, intervals outside the queue's life, queues without any)."""
+    import random
+
+    import numpy as np
+    import pyarrow as pa
+
+    from gpreempt_trace.report.perfetto import _all_queue_slices
+
+    rnd = random.Random(7)
+    created, destroyed, offs = [], [], []
+    for q in range(300):
+        c = rnd.randrange(0, 50)
+        d = c + rnd.randrange(-5, 60)
+        created.append(c)
+        destroyed.append(d)
+        for _ in range(rnd.randrange(0, 8)):
+            a = rnd.randrange(-10, 80)
+            offs.append((q, a, a + rnd.randrange(0, 30), rnd.choice(["unmapped", "suspended", "preempted", "evicted"])))
+    # the SQL side hands over the intervals already clipped to the queue's life (QUEUE_OFFS_SQL)
+    clipped = [(q, max(a, created[q]), min(b, destroyed[q]), s) for q, a, b, s in offs if b > created[q] and a < destroyed[q]]
+    qn, a, b, names, codes = _all_queue_slices(np.array(created), np.array(destroyed), np.array([x[0] for x in clipped], np.int64),
+                                               np.array([x[1] for x in clipped], np.int64), np.array([x[2] for x in clipped], np.int64),
+                                               pa.array([x[3] for x in clipped], pa.string()))
+    got = [(int(q), int(x), int(y), names[c]) for q, x, y, c in zip(qn, a, b, codes)]
+    want = [(q, *s) for q in range(300) for s in _queue_slices(created[q], destroyed[q], [(a, b, s) for qq, a, b, s in offs if qq == q])]
+    assert got == want
+
+
+def test_bulk_packets_decode_like_proto_built_ones(tmp_path):
+    """The numpy encoder writes what the protos would: each bulk packet parses back to the TracePacket
+    built field by field (negative and 10-byte varints, absent annotations, strings)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from gpreempt_trace.report.perfetto import SEQ, _Bulk
+
+    intern = {("event_names", "a"): 1, ("event_names", "kfd_ioctl"): 2, ("debug_annotation_names", "func"): 3, ("debug_annotation_names", "ret"): 4}
+    ts = np.array([0, 1, 2**62, 127, 128], np.int64)
+    uuids = np.array([1, 300, 2**40, 5, 6], np.int64)
+    names = np.array([1, 2, 1, 2, 1], np.int64)
+    func = pa.array(["f", None, "", "a_much_longer_function_name", "f"])
+    ret = pa.array([0, -1, None, -(2**63), 2**63 - 1], pa.int64())
+    path = tmp_path / "bulk.bin"
+    with open(path, "wb") as f:
+        _Bulk(pb, f, intern).slices(uuids, ts, ts + 5, names, {"func": func, "ret": ret})
+    t = pb.Trace()
+    t.ParseFromString(path.read_bytes())
+    want = []
+    for i in range(5):
+        p = pb.TracePacket(timestamp=int(ts[i]), trusted_packet_sequence_id=SEQ, sequence_flags=pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE)
+        p.track_event.type = pb.TrackEvent.TYPE_SLICE_BEGIN
+        p.track_event.track_uuid = int(uuids[i])
+        p.track_event.name_iid = int(names[i])
+        for key, col, field in (("func", func, "string_value"), ("ret", ret, "int_value")):
+            v = col[i].as_py()
+            if v is not None:
+                a = p.track_event.debug_annotations.add()
+                a.name_iid = intern[("debug_annotation_names", key)]
+                setattr(a, field, v)
+        q = pb.TracePacket(timestamp=int(ts[i]) + 5, trusted_packet_sequence_id=SEQ, sequence_flags=pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE)
+        q.track_event.type = pb.TrackEvent.TYPE_SLICE_END
+        q.track_event.track_uuid = int(uuids[i])
+        want += [p, q]
+    assert list(t.packet) == want
