@@ -9,7 +9,7 @@ import pytest
 
 from gpreempt_trace.contracts import resources
 from gpreempt_trace.recorder.plan import (IOCTL_COST, IOCTL_KRETPROBE_MAXACTIVE, IOCTL_PROBE, IOCTL_TP_TARGET, KFD_IOCTL,
-                                          plan_ioctl, plan_kfd)
+                                          KFD_IOCTL_DECODED, plan_ioctl, plan_kfd)
 
 K612 = "6.12.117+deb12-amd64"
 OFFS = {"task_struct__files": 1, "files_struct__fdt": 2, "fdtable__max_fds": 3, "fdtable__fd": 4, "file__f_inode": 5,
@@ -61,7 +61,7 @@ def test_kprobe_variant_planned_on_kfd_ioctl(kernel_fixture, abi):
     assert extra == [f"-DGPT_IOCTL_KPROBE_FUNC_ID={row.func_id}"]
     assert io.kprobe[0] == ("kfd_ioctl", "kfd_ioctl")
     # the bare kfd_ioctl probe is not attached by the kfd plan: its rows come decoded from the ioctl path
-    assert (row.status, row.reason) == ("unavailable", "decoded by the ioctl path (sys_ioctl)")
+    assert (row.status, row.reason) == ("unavailable", KFD_IOCTL_DECODED)
     assert io.row == {"probe": IOCTL_PROBE, "event": "kfd_ioctl", "target": f"kfd_ioctl | {IOCTL_TP_TARGET}",
                       "mechanism": "kprobe+kretprobe | tracepoint", "status": "planned",
                       "reason": "tried in this order: kprobe on kfd_ioctl, then the syscall tracepoints", "func_id": 0}
@@ -77,7 +77,7 @@ def test_kprobe_attached_no_tracepoint(kernel_fixture):
     row = _kfd_row(kfd)
     assert io.row == {"probe": IOCTL_PROBE, "event": "kfd_ioctl", "target": "kfd_ioctl", "mechanism": "kprobe+kretprobe",
                       "status": "attached", "reason": IOCTL_COST["kprobe"], "func_id": row.func_id}
-    assert (row.status, row.target, row.reason) == ("attached", "kfd_ioctl", "its rows decoded by the ioctl path (sys_ioctl)")
+    assert (row.status, row.target, row.reason) == ("attached", "kfd_ioctl", KFD_IOCTL_DECODED)
     kfd.attach(FakeBpf())  # the kfd plan leaves kfd_ioctl alone
     assert row.status == "attached" and row.target == "kfd_ioctl"
 
@@ -126,6 +126,25 @@ def test_probes_ioctl_only_uses_the_tracepoints():
     assert [w for w, _ in bpf.calls] == ["tracepoint", "tracepoint"] and io.row["status"] == "attached"
 
 
+def test_probes_kfd_only_decodes_kfd_ioctl_without_tracepoints(kernel_fixture):
+    """--probes kfd: the kfd_ioctl probe's rows come decoded from the kprobe variant; no tracepoint, ever."""
+    kfd = plan_kfd(kernel_fixture(K612) / "kallsyms", kernel_fixture(K612) / "btf")
+    row = _kfd_row(kfd)
+    io = plan_ioctl(None, None, None, func_id=0, tracepoint=False)
+    assert io.use_kprobe(kfd) == [f"-DGPT_IOCTL_KPROBE_FUNC_ID={row.func_id}"]
+    assert "-DGPT_IOCTL_NO_TRACEPOINT" in io.cflags and not any(f.startswith("-DGPT_KFD_RDEV") for f in io.cflags)
+    bpf = FakeBpf()
+    io.attach(bpf)
+    assert [w for w, _ in bpf.calls] == ["kprobe", "kretprobe"] and (row.status, row.reason) == ("attached", KFD_IOCTL_DECODED)
+    io = plan_ioctl(None, None, None, func_id=0, tracepoint=False)
+    io.use_kprobe(kfd)
+    bpf = FakeBpf("kprobe")
+    io.attach(bpf)
+    assert [w for w, _ in bpf.calls] == ["kprobe", "kprobe"]  # kfd_ioctl, amdgpu:kfd_ioctl; no tracepoint
+    assert row.status == "failed" and row.reason.startswith("kprobe on kfd_ioctl failed (kfd_ioctl: Failed to attach")
+    assert not row.reason.endswith("syscall tracepoints")
+
+
 def test_clone_of_kfd_ioctl_is_not_decoded(kernel_fixture, tmp_path):
     """Only a GCC clone of kfd_ioctl (arguments may differ): the tracepoints, and the plan says why."""
     k = kernel_fixture(K612)
@@ -138,19 +157,27 @@ def test_clone_of_kfd_ioctl_is_not_decoded(kernel_fixture, tmp_path):
 
 
 @pytest.mark.bpf
-def test_both_variants_pass_the_verifier(kernel_fixture):
-    """common.h + ioctl.bpf.c + kfd.bpf.c with the 6.12 plan: each ioctl handler loads (not attached)."""
+@pytest.mark.parametrize("tracepoint", [True, False])
+def test_both_variants_pass_the_verifier(kernel_fixture, tracepoint):
+    """common.h + ioctl.bpf.c + kfd.bpf.c with the 6.12 plan: each ioctl handler loads (not attached);
+    without the tracepoint variant (--probes kfd) its handlers are not in the program."""
     if os.geteuid() != 0:
         pytest.skip("loading BPF programs needs root")
     bcc = pytest.importorskip("bcc")
-    kfd, io, extra = _plans(kernel_fixture(K612))
+    kfd = plan_kfd(kernel_fixture(K612) / "kallsyms", kernel_fixture(K612) / "btf", func_id_base=1)
+    io = plan_ioctl(0x1230004, OFFS, None, func_id=0) if tracepoint else plan_ioctl(None, None, None, 0, tracepoint=False)
+    extra = io.use_kprobe(kfd)
     os.environ["BCC_KERNEL_SOURCE"] = str(resources.tracers() / "stub")
     text = "\n".join([(resources.tracers() / "common.h").read_text(), io.source(), kfd.source()])
     b = bcc.BPF(text=text.encode(), cflags=[f"-I{resources.tracers()}", *io.cflags, *kfd.cflags, *extra])
     try:
-        for name, kind in (("gpt_ioctl_kp_enter", bcc.BPF.KPROBE), ("gpt_ioctl_kp_exit", bcc.BPF.KPROBE),
-                           ("gpt_ioctl_tp_enter", bcc.BPF.TRACEPOINT), ("gpt_ioctl_tp_exit", bcc.BPF.TRACEPOINT)):
+        handlers = [("gpt_ioctl_kp_enter", bcc.BPF.KPROBE), ("gpt_ioctl_kp_exit", bcc.BPF.KPROBE)]
+        tps = [("gpt_ioctl_tp_enter", bcc.BPF.TRACEPOINT), ("gpt_ioctl_tp_exit", bcc.BPF.TRACEPOINT)]
+        for name, kind in handlers + (tps if tracepoint else []):
             assert b.load_func(name.encode(), kind).fd >= 0
+        if not tracepoint:
+            with pytest.raises(Exception, match="Unknown program b'gpt_ioctl_tp_enter'"):
+                b.load_func(b"gpt_ioctl_tp_enter", bcc.BPF.TRACEPOINT)
         # loading attached nothing but the auto-attached sched_process_exit handler
         assert list(b.tracepoint_fds) == [b"sched:sched_process_exit"] and not b.kprobe_fds
     finally:

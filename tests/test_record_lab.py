@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gpreempt_trace.recorder import ioctls as I
+from gpreempt_trace.recorder.plan import KFD_IOCTL_DECODED
 from gpreempt_trace.trace import schema
 
 pytestmark = pytest.mark.lab
@@ -39,7 +40,7 @@ def _ioctl_plan(meta, mechanism):
     assert (row["status"], row["mechanism"]) == ("attached", mechanism), row
     if mechanism == "kprobe+kretprobe":  # the kfd plan's kfd_ioctl probe is the one attached, its rows decoded
         assert row["target"] == "kfd_ioctl" and row["func_id"] == plan["kfd_ioctl"]["func_id"]
-        assert (plan["kfd_ioctl"]["status"], plan["kfd_ioctl"]["reason"]) == ("attached", "its rows decoded by the ioctl path (sys_ioctl)")
+        assert (plan["kfd_ioctl"]["status"], plan["kfd_ioctl"]["reason"]) == ("attached", KFD_IOCTL_DECODED)
     return plan
 
 

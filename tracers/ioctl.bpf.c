@@ -19,8 +19,9 @@
  * that cannot be made (map full) counts the call as lost.
  *
  * -D knobs: GPT_IOCTL_FUNC_ID (func_id of tracepoint rows), GPT_IOCTL_KPROBE_FUNC_ID (func_id of kprobe
- * rows; absent: no kprobe variant), GPT_KFD_RDEV, GPT_OFF_task_struct__files, GPT_OFF_files_struct__fdt,
- * GPT_OFF_fdtable__max_fds, GPT_OFF_fdtable__fd, GPT_OFF_file__f_inode, GPT_OFF_inode__i_rdev,
+ * rows; absent: no kprobe variant), GPT_IOCTL_NO_TRACEPOINT (no tracepoint variant: --probes kfd),
+ * GPT_KFD_RDEV, GPT_OFF_task_struct__files, GPT_OFF_files_struct__fdt, GPT_OFF_fdtable__max_fds,
+ * GPT_OFF_fdtable__fd, GPT_OFF_file__f_inode, GPT_OFF_inode__i_rdev,
  * GPT_NR_PREEMPT_QUEUES / GPT_NR_RESUME_QUEUES (scheme B nrs, from kernel/uapi_scheme_b.json).
  * Argument offsets and sizes come from kfd_uapi.h, generated from gpreempt_trace/contracts/uapi.py (the one
  * definition; its ctypes classes are generated from the same tables).
@@ -260,6 +261,7 @@ static __always_inline int gpt_ioctl_exit(s64 ret)
 	return 0;
 }
 
+#ifndef GPT_IOCTL_NO_TRACEPOINT
 /* the tracepoint variant (attached by the planner, as syscalls:sys_enter_ioctl / sys_exit_ioctl) */
 int gpt_ioctl_tp_enter(struct tracepoint__syscalls__sys_enter_ioctl *args)
 {
@@ -283,6 +285,7 @@ int gpt_ioctl_tp_exit(struct tracepoint__syscalls__sys_exit_ioctl *args)
 {
 	return gpt_ioctl_exit(args->ret);
 }
+#endif
 
 #ifdef GPT_IOCTL_KPROBE_FUNC_ID
 /* the kprobe variant: kfd_ioctl(struct file *filep, unsigned int cmd, unsigned long arg) -> long.

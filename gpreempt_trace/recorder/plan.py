@@ -523,6 +523,7 @@ IOCTL_TP_FUNC = "syscalls:sys_enter_ioctl"  # func of the tracepoint variant's r
 IOCTL_TP_TARGET = "syscalls:sys_enter_ioctl+sys_exit_ioctl"
 KFD_IOCTL = "kfd_ioctl"  # KFD's unlocked_ioctl(filep, cmd, arg): the kprobe variant's target, a PROBES entry
 IOCTL_KRETPROBE_MAXACTIVE = 1024  # threads inside kfd_ioctl at once (WAIT_EVENTS blocks there) before returns are missed
+KFD_IOCTL_DECODED = "its rows decoded by the ioctl path's kprobe variant (tracers/ioctl.bpf.c)"
 IOCTL_COST = {
     "kprobe": "only calls on the KFD device run the probe; other processes and syscalls pay nothing",
     "tracepoint": "every ioctl of every process runs the program and every syscall takes the syscall-tracing slow path",
@@ -548,8 +549,9 @@ class IoctlPlan:
 
     row: dict
     cflags: list[str]
-    filter: str  # the tracepoint variant's filter: "device" (fd walk to GPT_KFD_RDEV) | "known_numbers"
+    filter: str | None  # the tracepoint variant's filter: "device" (fd walk to GPT_KFD_RDEV) | "known_numbers"
     filter_note: str | None
+    tracepoint: bool = True  # False (--probes kfd): the kprobe variant only, for the kfd_ioctl probe's rows
     kprobe: tuple[tuple[str, str], ...] = ()  # (entry, return) targets for the kprobe variant; () = none
     kprobe_row: ProbeAttach | None = None  # the kfd plan's kfd_ioctl row it supersedes
     why_not_kprobe: str | None = None
@@ -563,11 +565,11 @@ class IoctlPlan:
         row, why = ioctl_kprobe_target(kfd)
         if row is None:
             self.why_not_kprobe = why
-            self.row["reason"] = self._tp_reason()
+            self.row["reason"] = self._tp_reason() if self.tracepoint else why
             return []
         self.kprobe = ((row.entry_target, row.ret_target or row.entry_target), *row.fallbacks)
         self.kprobe_row = row
-        row.status, row.reason = "unavailable", f"decoded by the ioctl path ({IOCTL_PROBE})"
+        row.status, row.reason = "unavailable", KFD_IOCTL_DECODED
         self.row.update(target=f"{row.entry_target} | {IOCTL_TP_TARGET}", mechanism="kprobe+kretprobe | tracepoint",
                         reason=f"tried in this order: kprobe on {KFD_IOCTL}, then the syscall tracepoints")
         return [f"-DGPT_IOCTL_KPROBE_FUNC_ID={row.func_id}"]
@@ -599,11 +601,15 @@ class IoctlPlan:
             self.row.update(status="attached", target=entry, mechanism="kprobe+kretprobe", func_id=self.kprobe_row.func_id,
                             reason=IOCTL_COST["kprobe"])
             self.kprobe_row.status, self.kprobe_row.target = "attached", entry
-            self.kprobe_row.reason = f"its rows decoded by the ioctl path ({IOCTL_PROBE})"
+            self.kprobe_row.reason = KFD_IOCTL_DECODED
             return
         if errors:
             self.why_not_kprobe = f"kprobe on {KFD_IOCTL} failed ({'; '.join(errors)})"
-            self.kprobe_row.status, self.kprobe_row.reason = "failed", f"{self.why_not_kprobe}; the ioctl path uses the syscall tracepoints"
+            self.kprobe_row.status, self.kprobe_row.reason = "failed", self.why_not_kprobe + (
+                "; the ioctl path uses the syscall tracepoints" if self.tracepoint else "")
+        if not self.tracepoint:
+            self.row.update(status="failed" if errors else "unavailable", reason=self.why_not_kprobe)
+            return
         try:
             bpf.attach_tracepoint(tp="syscalls:sys_enter_ioctl", fn_name="gpt_ioctl_tp_enter")
             try:
@@ -622,12 +628,18 @@ def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def plan_ioctl(kfd_rdev: int, fd_offsets: dict[str, int] | None, why_no_offsets: str | None, func_id: int) -> IoctlPlan:
+def plan_ioctl(kfd_rdev: int | None, fd_offsets: dict[str, int] | None, why_no_offsets: str | None, func_id: int,
+               tracepoint: bool = True) -> IoctlPlan:
     """The ioctl path's tracepoint variant: filter on the KFD device (fd walk with BTF offsets) or, without
-    the offsets, on the known AMDKFD_IOC_* numbers. IoctlPlan.use_kprobe adds the kprobe variant."""
+    the offsets, on the known AMDKFD_IOC_* numbers. IoctlPlan.use_kprobe adds the kprobe variant.
+    tracepoint=False (--probes kfd): no tracepoint variant, only the kprobe one for kfd_ioctl's rows."""
     from . import ioctls
 
     cflags = [f"-DGPT_IOCTL_FUNC_ID={func_id}", *ioctls.bpf_cflags()]
+    if not tracepoint:
+        row = {"probe": IOCTL_PROBE, "event": "kfd_ioctl", "target": None, "mechanism": None, "status": "planned",
+               "reason": None, "func_id": func_id}
+        return IoctlPlan(row, [*cflags, "-DGPT_IOCTL_NO_TRACEPOINT"], None, None, tracepoint=False)
     if fd_offsets is not None:
         filt, note = "device", None
         cflags.append(f"-DGPT_KFD_RDEV={kfd_rdev}")

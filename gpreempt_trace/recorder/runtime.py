@@ -377,6 +377,13 @@ class Recorder:
             rows += plan.probes
         if ioctl is not None:  # the kprobe on kfd_ioctl first (its rows: that probe's func), then the tracepoints
             cflags += ioctl.use_kprobe(plan)
+        elif plan is not None:  # --probes kfd: kfd_ioctl's rows decoded all the same (the kprobe variant only)
+            kp = plan_ioctl(None, None, None, func_id=IOCTL_FUNC_ID, tracepoint=False)
+            extra = kp.use_kprobe(plan)
+            if extra:
+                ioctl = kp
+                cflags += kp.cflags + extra
+                text.append(kp.source())
         return Program("\n".join(text), cflags, plan, ioctl_filter, note, rdev, func_names, rows, ioctl)
 
     def _plan_kfd(self, base: int):
