@@ -197,3 +197,19 @@ def test_doctor_says_which_variant_and_its_cost(kernel_fixture, tmp_path):
     c = ioctl_path_check(plan_kfd(tmp_path / "kallsyms", kernel_fixture(K612) / "btf"), True)
     assert c.detail == ("syscall tracepoints sys_enter/exit_ioctl (kfd_ioctl: module amdgpu is not loaded): "
                         f"{IOCTL_COST['tracepoint']}")
+
+
+def test_offset_guard_leaves_decoded_ioctl_rows_alone(kernel_fixture):
+    """The BTF plausibility guard blanks struct-offset columns of KFD probe rows when the offsets look wrong:
+    kfd_ioctl's decoded rows (read from user memory) are not among them."""
+    from gpreempt_trace.recorder.runtime import Program, _offset_guard
+
+    kfd, io, extra = _plans(kernel_fixture(K612))
+    io.attach(FakeBpf())
+    kfd.attach(FakeBpf())
+    prog = Program("", extra, kfd, io.filter, None, 0, [], [io.row, *kfd.probes], io)
+    g = _offset_guard(prog)
+    assert g.state == "checking"  # offsets from --btf: checked
+    row = _kfd_row(kfd)
+    assert row.status == "attached" and row.func_id not in g.kfd_func_ids
+    assert set(g.kfd_func_ids) == {p.func_id for p in kfd.probes if p.status == "attached"} - {row.func_id}

@@ -305,6 +305,8 @@ def _offset_guard(prog: "Program"):
     if plan is None:
         return None
     kfd_ids = {p.func_id for p in plan.probes if p.status == "attached"}
+    if prog.ioctl_plan is not None and prog.ioctl_plan.kprobe_row is not None:
+        kfd_ids.discard(prog.ioctl_plan.kprobe_row.func_id)  # kfd_ioctl's decoded rows: user memory, no struct offsets
     return OffsetGuard(kfd_ids, (plan.btf_source or {}).get("kind"))
 
 
