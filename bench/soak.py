@@ -205,12 +205,10 @@ def dmesg_lines() -> list[str]:
         return []
 
 
-def new_dmesg(before: list[str]) -> tuple[int, list[str]]:
-    """(new kernel lines since `before`, those that look like errors)."""
-    after = dmesg_lines()
+def new_dmesg(before: list[str]) -> list[str]:
+    """The kernel lines logged since `before`."""
     seen = set(before)
-    new = [ln for ln in after if ln not in seen]
-    return len(new), [ln for ln in new if DMESG_BAD.search(ln)]
+    return [ln for ln in dmesg_lines() if ln not in seen]
 
 
 # ---- a target and a controller ---------------------------------------------------------------------
@@ -351,6 +349,7 @@ class ControllerSoak:
     stop_rc: int | None = None
     dmesg_new: int = 0
     dmesg_errors: list = field(default_factory=list)
+    dmesg_lines: list = field(default_factory=list)
     watchdogs: int = 0  # watchdog processes of the service still alive at the end (scheme B: its one)
     wall_s: float = 0.0
 
@@ -390,7 +389,8 @@ def controller_soak(work: Path, kfd: bool, scheme: str, cycles: int) -> Controll
         r.stop_rc = svc.stop()
         r.left_suspended = svc.left_suspended()
         target.stop()
-    r.dmesg_new, r.dmesg_errors = new_dmesg(before)
+    r.dmesg_lines = new_dmesg(before)
+    r.dmesg_new, r.dmesg_errors = len(r.dmesg_lines), [ln for ln in r.dmesg_lines if DMESG_BAD.search(ln)]
     return r
 
 
@@ -409,7 +409,8 @@ def print_controller(r: ControllerSoak) -> None:
           f"service exit {r.stop_rc}")
     for attr, unit in (("fds", "open fds"), ("rss_kb", "RSS KiB"), ("threads", "threads")):
         print(f"  {unit:>9}: first {n} cycles {_window(r.first, attr)}, last {len(r.last)} cycles {_window(r.last, attr)}")
-    print(f"  dmesg: {r.dmesg_new} new lines, {len(r.dmesg_errors)} error-like" + (f": {r.dmesg_errors[:3]}" if r.dmesg_errors else ""))
+    print(f"  dmesg: {r.dmesg_new} new lines, {len(r.dmesg_errors)} error-like" + (f": {r.dmesg_errors[:3]}" if r.dmesg_errors else "")
+          + (f" (new: {r.dmesg_lines[:3]})" if r.dmesg_lines and not r.dmesg_errors else ""))
 
 
 # ---- 2. kill at random moments -------------------------------------------------------------------
@@ -495,6 +496,8 @@ def controller_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0
                 run.resumed_by = f"watchdog ({m.group(1)})" if m else None
                 if run.left_suspended and m:  # scripted KFD: the watchdog's own RESUME_QUEUES is not in the child's log
                     run.left_suspended = False
+            elif run.phase == "idle":
+                run.resumed_by = "nothing held"
             elif scheme == "A" and run.phase != "starting":
                 run.resumed_by = "KFD (debugger exit path)"
                 if not kfd:
@@ -794,38 +797,60 @@ def run_parts(parts: list[str], sizes: dict, seed: int, work: Path) -> int:
     if kfd and "B" not in schemes:
         print("scheme B: not run (the kernel/ series' ioctls are not in this kernel's amdgpu)")
     bad = 0
-    if "controller" in parts:
-        for s in schemes:
-            r = controller_soak(work / f"ctl-{s}", kfd, s, sizes["cycles"])
-            print_controller(r)
-            bad += (r.answered != 2 * r.cycles or r.held_at_end is not None or r.left_suspended is True
-                    or (r.first and r.last and (r.first[0].fds != r.last[-1].fds or r.first[0].threads != r.last[-1].threads)))
-            sys.stdout.flush()
-    if "kill" in parts:
-        for s in schemes:
-            for fn, args in ((controller_sigkill_runs, ()), (target_sigkill_runs, ()), (controller_sigstop_runs, (1000 if kfd else 300,))):
-                runs = fn(work / f"kill-{s}", kfd, s, sizes["kill"], seed, *args)
-                print(f"[scheme {s}] ", end="")
-                print_kill(runs)
-                bad += sum(not r.ok for r in runs)
-                sys.stdout.flush()
-    if "record" in parts:
-        if os.geteuid() != 0:
-            print("record: not run (needs root)")
-        else:
-            base, runs = record_runs(work / "record", sizes["record"], seed)
-            print_record(base, runs)
-            bad += sum(bool(r.leaks) or r.events is None or (r.lost_s or 0) > 1.0 or (not r.killed and r.rc != 0) for r in runs)
+    for part in parts:
+        bad += _PARTS[part](sizes, seed, work, kfd, schemes)
         sys.stdout.flush()
-    if "experiment" in parts:
-        sch = "none,A" + (",B" if "B" in schemes else "") if kfd else "none"
-        extra = ("--in-lab-guest",) if kfd else ()
-        r = experiment_runs(work / "experiment", sizes["experiment"], sch, extra)
-        print_experiment(r, sizes["experiment"], sch)
-        a = r["accounting"]
-        bad += a is None or a["planned"] != a["completed"] + a["failed"] + a["not run"]
     print(f"soak: {'no' if not bad else bad} problem{'s' if bad != 1 else ''} found")
     return 1 if bad else 0
+
+
+def _part_controller(sizes, seed, work, kfd, schemes) -> int:
+    bad = 0
+    for s in schemes:
+        r = controller_soak(work / f"ctl-{s}", kfd, s, sizes["cycles"])
+        print_controller(r)
+        bad += (r.answered != 2 * r.cycles or r.held_at_end is not None or r.left_suspended is True
+                or (r.first and r.last and (r.first[0].fds != r.last[-1].fds or r.first[0].threads != r.last[-1].threads)))
+        sys.stdout.flush()
+    return bad
+
+
+def _part_kill(sizes, seed, work, kfd, schemes) -> int:
+    bad = 0
+    for s in schemes:
+        for fn, args in ((controller_sigkill_runs, ()), (target_sigkill_runs, ()), (controller_sigstop_runs, (1000 if kfd else 300,))):
+            runs = fn(work / f"kill-{s}", kfd, s, sizes["kill"], seed, *args)
+            print(f"[scheme {s}] ", end="")
+            print_kill(runs)
+            bad += sum(not r.ok for r in runs)
+            sys.stdout.flush()
+    return bad
+
+
+def _part_record(sizes, seed, work, kfd, schemes) -> int:
+    bad = 0
+    if os.geteuid() != 0:
+        print("record: not run (needs root)")
+    else:
+        base, runs = record_runs(work / "record", sizes["record"], seed)
+        print_record(base, runs)
+        bad += sum(bool(r.leaks) or r.events is None or (r.lost_s or 0) > 1.0 or (not r.killed and r.rc != 0) for r in runs)
+    sys.stdout.flush()
+    return bad
+
+
+def _part_experiment(sizes, seed, work, kfd, schemes) -> int:
+    bad = 0
+    sch = "none,A" + (",B" if "B" in schemes else "") if kfd else "none"
+    extra = ("--in-lab-guest",) if kfd else ()
+    r = experiment_runs(work / "experiment", sizes["experiment"], sch, extra)
+    print_experiment(r, sizes["experiment"], sch)
+    a = r["accounting"]
+    bad += a is None or a["planned"] != a["completed"] + a["failed"] + a["not run"]
+    return bad
+
+
+_PARTS = {"controller": _part_controller, "kill": _part_kill, "record": _part_record, "experiment": _part_experiment}
 
 
 LAB_MODULES = ("set -e\nmodprobe -a $(modinfo -F depends amdgpu | tr , ' ')\n"
