@@ -69,9 +69,13 @@ def rank_test(a: np.ndarray, b: np.ndarray) -> float:
     return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
-def _samples(opts: CompareOptions):
-    con = query.connect(opts.traces)
-    query.load_module(con, query.resolve("preempt.preemption"), {"scheme": "%"})
+def _samples(opts: CompareOptions, con=None):
+    """(group, value, run_id) per preemption from preempt_preemption_timings (the numbers of
+    preempt.preemption without its per-queue columns), and each run's (events_lost, synthetic). `con`: a
+    connection with preempt.preemption loaded (the report's), else a new one over opts.traces."""
+    if con is None:
+        con = query.connect(opts.traces)
+        query.load_module(con, query.resolve("preempt.preemption"), {"scheme": "%"})
     if opts.by == "scheme":
         key = "p.scheme"
     else:
@@ -81,17 +85,19 @@ def _samples(opts: CompareOptions):
                            "use --by scheme or one of the labels: " + (", ".join(sorted(known)) or "none (record with --label KEY=VALUE)"))
         key = "runs.labels[$by]"
     rows = con.execute(
-        f"SELECT {key} AS grp, p.{opts.metric} AS v, p.run_id FROM preempt_preemption p JOIN runs USING (run_id)",
+        f"SELECT {key} AS grp, p.{opts.metric} AS v, k.run_id FROM preempt_preemption_timings p "
+        "JOIN preempt_preemption_run_keys k USING (rk) JOIN runs USING (run_id)",
         {"by": opts.by} if opts.by != "scheme" else None,
     ).fetchall()
     runs = {r[0]: (r[1], r[2]) for r in con.execute("SELECT run_id, events_lost, coalesce(synthetic, false) FROM runs").fetchall()}
     return rows, runs
 
 
-def compare(opts: CompareOptions) -> CompareResult:
+def compare(opts: CompareOptions, con=None) -> CompareResult:
+    """`con`: read the preemptions from this connection (preempt.preemption loaded), not a new one."""
     if opts.metric not in METRICS:
         raise GptError(f"unknown metric {opts.metric!r}", "one of " + ", ".join(METRICS))
-    rows, runs = _samples(opts)
+    rows, runs = _samples(opts, con)
     if not rows:
         raise GptError("nothing to compare: the traces hold no preemption (no preempt_request marker)",
                        "record while the controller preempts (gpreempt-trace preempt, or gpreempt-trace synth for a model)")

@@ -18,6 +18,8 @@ import base64
 import html
 import io
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +30,7 @@ from ..errors import GptError
 from ..trace.directory import find_traces, read_meta
 from . import events_text, lost_text, run_rows
 
+MEMORY_LIMIT = "640MB"  # DuckDB's share of the report's < 1 GiB peak RSS (issue 23): larger operators spill to a temp folder
 TOP = 12  # bars per bar chart: the processes / models with the most, the table below says how many more
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;max-width:1340px;color:#222}
@@ -166,9 +169,17 @@ def _sql(con, sql: str, params=None) -> pa.Table:
 def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
     paths = find_traces(traces)
     out = _out_folder(out_dir)
-    con = _connect(paths)
+    spill = Path(tempfile.mkdtemp(prefix="gpt-report-"))
+    try:
+        return _write_page(out, _body(paths, _connect(paths, spill), out, max_rows))
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _body(paths, con, out: Path, max_rows: int) -> list[str]:
     runs = run_rows(con)
     lost_all = {rid: r["events_lost"] for rid, r in runs.items()}
+    kinds = dict(con.sql("SELECT kind, count(*) FROM markers GROUP BY kind").fetchall())
     plots = _Plots(out)
     body = ["<h1>gpreempt-trace report</h1>"]
     if any(r["synthetic"] for r in runs.values()):
@@ -180,10 +191,10 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
     body.append(_timeline(con, plots, lost_all))
     body += _queue_counts_section(con, plots, lost_all, max_rows)
     body += _collateral_section(con, plots, lost_all, max_rows)
-    body += _requests_section(con, max_rows)
+    body += _requests_section(con, max_rows) if kinds.get("request_start") else []
     body += _processes_section(con, max_rows)
     body += _overview_section(con, max_rows)
-    return _write_page(out, body)
+    return body
 
 
 def _out_folder(out_dir: str) -> Path:
@@ -194,15 +205,19 @@ def _out_folder(out_dir: str) -> Path:
     return out
 
 
-def _connect(paths):
-    """DuckDB over the traces with the report's modules loaded and the shared views computed once."""
-    con = query.connect([str(p) for p in paths])
+def _connect(paths, spill: Path):
+    """DuckDB over the traces (memory capped, spilling into `spill`) with the report's modules loaded
+    and the shared views computed once."""
+    import duckdb
+
+    con = query.connect([str(p) for p in paths], duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(spill)}))
     for name in ("report.preemption_cdf", "preempt.summary", "queues.counts", "preempt.collateral", "events.overview",
                  "workload.requests"):
         query.load_module(con, query.resolve(name), {"scheme": "%"})
     # views are recomputed at every reference: compute the shared ones once (inner first). `runs`
     # counts every run's events; the others are what several sections (and modules) read.
-    query.materialize(con, "runs", "preempt_preemption_timings", "queues_lifecycle_spans", "queues_lifecycle_states")
+    query.materialize(con, "runs", "preempt_preemption_run_keys", "preempt_preemption_timings", "queues_lifecycle_spans",
+                      "queues_lifecycle_states")
     return con
 
 
@@ -260,7 +275,7 @@ def _latency_section(con, plots, lost_all, paths, max_rows) -> list[str]:
         body.append("<p><code>gpreempt-trace query preempt.summary</code></p>" + table_html(summ, max_rows))
     schemes = {r["scheme"] for r in cdf if r["metric"] == "preempt_latency_ns"}
     if len(schemes) >= 2:
-        body.append(_verdict_html(paths, max_rows))
+        body.append(_verdict_html(con, paths, max_rows))
     return body
 
 
@@ -282,11 +297,11 @@ def _latency_cdf_plot(plots, cdf: list[dict]) -> str:
     return plots.save(fig, "latency_cdf.png", samples=" ".join(f"{k}={v}" for k, v in sorted(drawn.items())))
 
 
-def _verdict_html(paths, max_rows) -> str:
+def _verdict_html(con, paths, max_rows) -> str:
     from .compare import CompareOptions, compare
 
     try:
-        res = compare(CompareOptions([str(p) for p in paths]))
+        res = compare(CompareOptions([str(p) for p in paths]), con)
     except GptError as e:
         return f"<p>{_esc(e.line())}</p>"
     us = lambda v: "NULL" if v is None else f"{v / 1e3:+,.1f}"  # noqa: E731
@@ -368,7 +383,7 @@ def _collateral_plot(plots, cc, total) -> str:
                      ha="center", va="bottom", fontsize=8)
     for a in (ax, ax2):
         a.set_xticks(list(x), names, fontsize=8)
-        a.margins(y=0.15)
+        a.margins(y=0.25)
     more = f" ({len(cc)} of {total} processes)" if total > len(cc) else ""
     ax.set_ylabel("collateral unmaps per second"), ax.set_title("unmaps caused by another process\nper second of the run" + more, fontsize=10)
     ax2.set_ylabel("ms off per second"), ax2.set_title("time off the GPU through them (unmap → next map)\nper second of the run", fontsize=10)
