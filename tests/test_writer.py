@@ -270,3 +270,45 @@ def test_time_columns_are_written_without_dictionary_and_read_back_exactly_by_du
     got = duckdb.sql(f"SELECT ts_ns, tgid FROM '{seg}' ORDER BY ts_ns").fetchall()
     assert got == list(zip(tbl.column("ts_ns").to_pylist(), tbl.column("tgid").to_pylist()))
     assert pq.read_table(seg).equals(tbl.replace_schema_metadata(pq.read_table(seg).schema.metadata))
+
+
+def test_row_groups_by_event_family_with_min_max_per_family(tmp_path):
+    """Events of one batch are written ordered by `event` (within a family as they came), a row group per
+    family of MIN_FAMILY_ROWS rows or more and one for the small ones, so each large family's row groups
+    carry min = max = its name (what lets a filter on `event` skip the rest); the rows read back unchanged."""
+    import duckdb
+
+    from gpreempt_trace.trace import writer
+
+    big = writer.MIN_FAMILY_ROWS
+    fams = ["queues_unmap"] * big + ["kfd_ioctl"] * (big + 5) + ["queue_create"] * 3 + ["queue_destroy"] * 2
+    rows = [dict(ts_ns=i, event=fams[(i * 7919) % len(fams)], tgid=100, ret=0) for i in range(len(fams))]  # interleaved
+    tbl = decode.EventDecoder("run-x").decode(synth.records(rows))
+    w = SegmentWriter(tmp_path / "e", "events", "run-x", group_ms=1e9)
+    w.append_table(tbl)
+    w.close()
+    f = tmp_path / "e" / "seg-000000.parquet"
+    md = pq.read_metadata(f)
+    col = pq.read_schema(f).get_field_index("event")
+    groups = [(md.row_group(i).num_rows, md.row_group(i).column(col).statistics.min, md.row_group(i).column(col).statistics.max)
+              for i in range(md.num_row_groups)]
+    assert groups == [(big + 5, "kfd_ioctl", "kfd_ioctl"), (5, "queue_create", "queue_destroy"), (big, "queues_unmap", "queues_unmap")]
+    got = pq.read_table(f).column("event").to_pylist()
+    assert got == sorted(got)
+    back = duckdb.sql(f"SELECT ts_ns, event FROM '{f}' ORDER BY ts_ns").fetchall()
+    assert back == [(r["ts_ns"], r["event"]) for r in rows]
+    ts_unmap = duckdb.sql(f"SELECT ts_ns FROM '{f}' WHERE event = 'queues_unmap'").fetchall()
+    assert [t for (t,) in ts_unmap] == [r["ts_ns"] for r in rows if r["event"] == "queues_unmap"]  # in arrival order
+
+
+def test_family_groups_merge_small_neighbours():
+    import pyarrow as pa
+
+    from gpreempt_trace.trace.writer import family_groups
+
+    t = pa.table({"event": ["b", "a", "c", "a", "b", "z"] * 3, "i": list(range(18))})
+    parts = [p.to_pydict() for p in family_groups(t, "event", min_rows=4)]
+    assert parts == [{"event": ["a"] * 6, "i": [1, 3, 7, 9, 13, 15]}, {"event": ["b"] * 6, "i": [0, 4, 6, 10, 12, 16]},
+                     {"event": ["c"] * 3 + ["z"] * 3, "i": [2, 8, 14, 5, 11, 17]}]
+    small = pa.table({"event": ["x", "a", "x"], "i": [2, 1, 0]})  # no family reaches min_rows: kept as it came
+    assert [p.to_pydict() for p in family_groups(small, "event", min_rows=3)] == [small.to_pydict()]
