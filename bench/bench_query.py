@@ -1,14 +1,21 @@
 """Analysis over a 10 M-event model trace (gpreempt-trace synth): per-model queue counts and preemption
 percentiles, DuckDB (the tool's modules queues.counts and preempt.summary) vs a straightforward pandas
-implementation of the same results, same process, same data; then report and Perfetto export times.
+implementation of the same results, same process, same data; then the Perfetto export (`report -o`:
+bench_report.py).
 
-Targets (issue 12): each DuckDB query < 2 s and >= 10x pandas on 2 cores. GPT_BENCH_EVENTS overrides
-the size, GPT_BENCH_REPS the runs per query (3; the median is compared). The model trace is
+Each figure is printed next to a floor measured in the same run: the DuckDB modules against pandas and
+against the scan floor (the rows and columns preempt.summary reads, nothing joined); `gpreempt-trace
+query preempt.summary` against one plain scan through the same CLI (count/sum/distinct over `events`,
+start-up included; target: within 3x, issue 23); `export --perfetto` of 1 M events against the DuckDB
+reads it makes (target: < 10 s), the file parsed back with Perfetto's protos and its tracks and slices
+counted. Targets (issue 12): each DuckDB query < 2 s and >= 10x pandas on 2 cores. GPT_BENCH_EVENTS
+overrides the size, GPT_BENCH_REPS the runs per query (3; the median is compared). The model trace is
 deterministic per seed, so it is kept in ~/.cache/gpreempt-trace/bench/ and reused (GPT_BENCH_TRACE
 names another one).
 """
 from __future__ import annotations
 
+import collections
 import os
 import resource
 import shutil
@@ -129,10 +136,53 @@ def _child(call: str, *args) -> tuple[float, float]:
     return time.perf_counter() - t0, int(out.stdout.split()[-1]) / 1024
 
 
+PLAIN_SCAN = "SELECT count(*), sum(ts_ns), count(DISTINCT event) FROM events;\n"
+
+
+def _cli(*args) -> tuple[float, float]:
+    """Wall and CPU (user + system) time of one `gpreempt-trace` command (a new process: start-up
+    included), output discarded."""
+    exe = Path(sys.executable).with_name("gpreempt-trace")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gpreempt_trace.cli.main"]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([*cmd, *map(str, args)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return t, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
+def _perfetto_counts(path: Path) -> tuple[int, int, int, int]:
+    """Tracks, slice begins, slice ends and instants of a Perfetto trace, parsed with Perfetto's protos."""
+    from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
+
+    t = pb.Trace()
+    t.ParseFromString(path.read_bytes())
+    tracks = sum(1 for p in t.packet if p.HasField("track_descriptor"))
+    types = collections.Counter(p.track_event.type for p in t.packet if p.HasField("track_event"))
+    TE = pb.TrackEvent
+    return tracks, types[TE.TYPE_SLICE_BEGIN], types[TE.TYPE_SLICE_END], types[TE.TYPE_INSTANT]
+
+
+def _export_reads(trace: Path) -> None:
+    """What export --perfetto reads from DuckDB (its queries, fetched as Arrow), without encoding."""
+    from gpreempt_trace.report import perfetto
+    from gpreempt_trace.sql import query
+
+    con = query.connect([str(trace)])
+    query.load_module(con, query.resolve("preempt.collateral"))
+    query.materialize(con, "queues_lifecycle_spans", "queues_lifecycle_states", "queues_lifecycle")
+    con.execute("SET VARIABLE end_ns = 9223372036854775807::BIGINT")
+    con.execute(f"CREATE TEMP TABLE _gpt_queues AS {perfetto.QUEUES_SQL}")
+    for sql in (perfetto.QUEUE_OFFS_SQL, "SELECT * FROM events WHERE dur_ns IS NOT NULL ORDER BY tid, ts_ns, dur_ns DESC",
+                "SELECT * FROM events WHERE dur_ns IS NULL ORDER BY ts_ns", "SELECT * FROM markers ORDER BY ALL"):
+        perfetto._arrow(con, sql)
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gpt-bench-q-"))
     try:
-        cache = Path.home() / ".cache" / "gpreempt-trace" / "bench" / f"synth-v2-A-1-{EVENTS}"  # v2: 128 k-row groups
+        cache = Path.home() / ".cache" / "gpreempt-trace" / "bench" / f"synth-v3-A-1-{EVENTS}"  # v3: row groups by event family
         trace = Path(os.environ.get("GPT_BENCH_TRACE") or cache)
         if not (trace / "ground_truth" / "queues.parquet").exists():
             shutil.rmtree(trace, ignore_errors=True)
@@ -164,13 +214,32 @@ def main() -> None:
         con.sql("SELECT count(*), sum(ts_ns), sum(seq), count(scheme), sum(target_tgid), sum(gpu_id), count(label), count(run_id) "
                 "FROM markers WHERE kind IN ('preempt_request', 'resume_request', 'preempt_done', 'resume_done')").fetchall()
         print(f"scan floor of preempt.summary (its columns and rows read, nothing joined): {time.perf_counter() - t0:.2f} s")
-        out = tmp / "report"
-        t_r, rss = _child("api.report([sys.argv[1]], sys.argv[2])", trace, out)
-        print(f"report -o (HTML, 4 plots) over the same trace: {t_r:.1f} s, peak RSS {rss:.0f} MiB")
+        # the CLI against one plain scan through the same CLI, interleaved (start-up included in both)
+        plain_sql = tmp / "plain.sql"
+        plain_sql.write_text(PLAIN_SCAN)
+        t_plain, t_sum = [], []
+        for _ in range(REPS):
+            t_plain.append(_cli("query", plain_sql, trace))
+            t_sum.append(_cli("query", "preempt.summary", trace))
+        tp, ts = (statistics.median(w for w, _ in t_plain), statistics.median(c for _, c in t_plain)), \
+            (statistics.median(w for w, _ in t_sum), statistics.median(c for _, c in t_sum))
+        print(f"gpreempt-trace query preempt.summary: {ts[0]:.2f} s vs one plain scan (count/sum/distinct over events) through the same CLI "
+              f"{tp[0]:.2f} s: {ts[0] / tp[0]:.1f}x; CPU {ts[1]:.2f} s vs {tp[1]:.2f} s: {ts[1] / tp[1]:.1f}x; medians of {REPS} "
+              f"(wall: summary {', '.join(f'{w:.2f}' for w, _ in t_sum)}; plain {', '.join(f'{w:.2f}' for w, _ in t_plain)}) (target <= 3x)")
         small = synthetic.generate(tmp / "small", "A", 1_000_000, 1)
         t_e, rss = _child("api.export_perfetto(sys.argv[1], sys.argv[2])", small, tmp / "small.pftrace")
+        t_reads, _ = _child("sys.path.insert(0, sys.argv[2]); from bench.bench_query import _export_reads; _export_reads(sys.argv[1])",
+                            small, Path(__file__).resolve().parent.parent)
         size = (tmp / "small.pftrace").stat().st_size
-        print(f"export --perfetto of a 1,000,000-event model trace: {t_e:.1f} s ({size / 1e6:.0f} MB), peak RSS {rss:.0f} MiB")
+        print(f"export --perfetto of a 1,000,000-event model trace: {t_e:.1f} s ({size / 1e6:.0f} MB), peak RSS {rss:.0f} MiB; "
+              f"floor: its DuckDB reads alone {t_reads:.1f} s (target < 10 s)")
+        out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]); from bench.bench_query import _perfetto_counts; "
+                              "print(*_perfetto_counts(__import__('pathlib').Path(sys.argv[1])))", tmp / "small.pftrace",
+                              Path(__file__).resolve().parent.parent], check=True, stdout=subprocess.PIPE, text=True)  # own process: ~5 GB parsed
+        tracks, begins, ends, inst = map(int, out.stdout.split())
+        calls = api.connect([str(small)]).sql("SELECT count(*) FROM events WHERE dur_ns IS NOT NULL").fetchall()[0][0]
+        print(f"  parsed back with Perfetto's protos: {tracks} tracks, {begins:,} slices ({begins - calls:,} queue states + {calls:,} KFD calls), "
+              f"{ends:,} slice ends, {inst:,} instants")
         print(f"peak RSS of the DuckDB/pandas comparison process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
