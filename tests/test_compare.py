@@ -82,3 +82,19 @@ def test_newer_format_and_corrupt_segment_are_one_line(tmp_path, ab):
     assert res.exit_code == 0
     warn = [x for x in res.output.splitlines() if x.startswith("warning:")]
     assert len(warn) == 2 and all("seg-999999.parquet" in w for w in warn)
+
+
+def test_the_verdict_does_not_depend_on_the_row_order_of_the_connection(ab):
+    """The report passes its own connection (timings materialized, in any physical order): the samples
+    are sorted before the seeded bootstrap, so the CIs are those of a fresh connection."""
+    from gpreempt_trace.report.compare import CompareOptions, compare
+    from gpreempt_trace.sql import query
+
+    fresh = compare(CompareOptions(list(ab)))
+    con = query.connect(list(ab))
+    query.load_module(con, query.resolve("preempt.preemption"), {"scheme": "%"})
+    con.execute("CREATE TEMP TABLE shuffled AS SELECT * FROM preempt_preemption_timings ORDER BY hash(seq, request_ts_ns)")
+    con.execute("CREATE OR REPLACE VIEW preempt_preemption_timings AS SELECT * FROM temp.shuffled")
+    other = compare(CompareOptions(list(ab)), con)
+    assert other.verdict == fresh.verdict and other.diffs.to_pylist() == fresh.diffs.to_pylist()
+    assert other.groups.to_pylist() == fresh.groups.to_pylist()

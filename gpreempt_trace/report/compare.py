@@ -86,7 +86,7 @@ def _samples(opts: CompareOptions, con=None):
         key = "runs.labels[$by]"
     rows = con.execute(
         f"SELECT {key} AS grp, p.{opts.metric} AS v, k.run_id FROM preempt_preemption_timings p "
-        "JOIN preempt_preemption_run_keys k USING (rk) JOIN runs USING (run_id)",
+        "JOIN preempt_preemption_run_keys k USING (rk) JOIN runs USING (run_id) ORDER BY k.run_id, p.request_ts_ns, p.seq",  # the bootstrap's order
         {"by": opts.by} if opts.by != "scheme" else None,
     ).fetchall()
     runs = {r[0]: (r[1], r[2]) for r in con.execute("SELECT run_id, events_lost, coalesce(synthetic, false) FROM runs").fetchall()}
