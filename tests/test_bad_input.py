@@ -341,13 +341,13 @@ def test_sigterm_while_planning_leaves_no_trace(tmp_path, monkeypatch):
 
     from gpreempt_trace.recorder import runtime
 
-    real = runtime.Recorder.build
+    real = runtime.Recorder._plan
 
-    def build(self):
-        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the probes are planned
+    def plan(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the probes are planned (in the loader child)
         return real(self)
 
-    monkeypatch.setattr(runtime.Recorder, "build", build)
+    monkeypatch.setattr(runtime.Recorder, "_plan", plan)
     before = signal.getsignal(signal.SIGTERM)
     res = run("record", "-o", tmp_path / "t", "--probes", "ioctl", "--kfd-path", "/dev/null", "--duration", "5")
     assert one_line(res, 143) == ("Error: record stopped by SIGTERM during start-up (planning the probes): no trace was written: "

@@ -158,14 +158,14 @@ def test_a_second_record_into_a_trace_is_refused_and_keeps_the_first_run(tmp_pat
 
 @root_only
 def test_an_unreadable_loss_counter_is_unknown_not_zero(tmp_path, monkeypatch):
-    """The kernel's per-CPU gpt_lost map cannot be read (BCC raises): meta events_lost is null and the
-    summary says `lost: unknown`, never 0."""
-    import bcc.table
+    """The kernel's per-CPU gpt_lost map cannot be read (the bpf() lookup fails): meta events_lost is null
+    and the summary says `lost: unknown`, never 0."""
+    from gpreempt_trace.recorder import loader
 
     def unreadable(self, key):
-        raise KeyError("Could not read the map")
+        raise OSError(1, "Operation not permitted")
 
-    monkeypatch.setattr(bcc.table.PerCpuArray, "__getitem__", unreadable)
+    monkeypatch.setattr(loader.BpfMap, "percpu_sum", unreadable)
     trace = tmp_path / "t"
     res = _invoke("-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null", "--", sys.executable, CALLS, "/dev/null", "3")
     assert res.exit_code == 0, res.output

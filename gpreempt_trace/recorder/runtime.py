@@ -40,6 +40,7 @@ from ..trace.directory import META, TraceWriter, already_a_trace
 from ..trace.writer import DEFAULT_SEGMENT_S
 from . import flight, ioctls
 from .plan import IOCTL_TP_FUNC, IoctlPlan, plan_ioctl
+from .loader import Loaded, Loader
 from .ring import RingReader
 
 TRACERS = resources.tracers()
@@ -141,29 +142,6 @@ class RecordResult:
         return line
 
 
-PROG_INFO_SIZE = 232  # sizeof(struct bpf_prog_info), uapi of this build; fields past what the kernel knows stay 0
-RECURSION_MISSES_OFF = 208  # offsetof(struct bpf_prog_info, recursion_misses) (5.12+)
-
-
-def prog_misses(bpf) -> int | None:
-    """Program runs the kernel skipped (another BPF program was active on that CPU, e.g. a task
-    preempted inside one): events that never reached the ring, counted exactly by the kernel
-    (bpf_prog_info.recursion_misses). None when the kernel does not report it."""
-    import ctypes
-
-    from bcc import libbcc
-
-    total, seen = 0, False
-    for fn in getattr(bpf, "funcs", {}).values():
-        buf = ctypes.create_string_buffer(PROG_INFO_SIZE)
-        size = ctypes.c_uint32(PROG_INFO_SIZE)
-        if libbcc.lib.bpf_obj_get_info(fn.fd, buf, ctypes.byref(size)) != 0 or size.value < RECURSION_MISSES_OFF + 8:
-            continue
-        total += int.from_bytes(buf.raw[RECURSION_MISSES_OFF:RECURSION_MISSES_OFF + 8], "little")
-        seen = True
-    return total if seen else None
-
-
 def wake_every(ring_bytes: int, ncpu: int | None = None) -> int:
     """Records per CPU between two reader wakeups: a power of two, about WAKEUPS_PER_RING times per
     ring's worth of records over all CPUs (no wakeup per record: that costs the traced program a
@@ -189,40 +167,6 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
-
-
-COMPILER_LIBS = ("libLLVM", "libclang")  # BCC's compiler: not run again once the program is loaded
-MADV_DONTNEED = 4
-
-
-def release_compiler_memory(maps: str = "/proc/self/maps") -> int:
-    """Give back what compiling the program took and no longer needs: the heap clang/LLVM freed (glibc
-    keeps it otherwise) and the compiler's code pages (clean, file-backed: dropped from this process's
-    RSS, faulted in again from the page cache if ever run). ~90 MB of the recorder's RSS. Returns the
-    number of code mappings released."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        return 0
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    released = 0
-    try:
-        lines = Path(maps).read_text().splitlines()
-    except OSError:
-        return 0
-    for ln in lines:
-        parts = ln.split()
-        # only never-written code (r-xp): madvise on a written private page would lose its contents
-        if len(parts) >= 6 and parts[1] == "r-xp" and any(lib in Path(parts[5]).name for lib in COMPILER_LIBS):
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            if libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
-                released += 1
-    return released
 
 
 def parse_probes(spec: str | tuple[str, ...] | None) -> tuple[tuple[str, ...], bool]:
@@ -289,13 +233,36 @@ class _Run:
     tw: TraceWriter
     prog: Program
     t0: float
-    bpf: object | None = None
+    bpf: Loaded | None = None  # the loaded program's fds (maps, programs, attachments)
     ring: RingReader | None = None
     snap: object | None = None
     launcher: Launcher | None = None
     events: int = 0
     lost: int | None = None
     exit_code: int | None = None
+
+
+@dataclass
+class _LoopState:
+    """The record loop's state between its steps (Recorder._loop)."""
+    batch: np.ndarray  # records read from the ring, not yet decoded: batch[:pending]
+    start: float  # monotonic time the loop began: every periodic step counts from it
+    pending: int = 0
+    total: int = 0  # records read
+    exit_code: int | None = None  # the command's, once stopped
+    stop_pos: int | None = None  # ring producer position when the stop began: later records are after the run
+    stop_by: float = 0.0  # monotonic deadline of the final drain
+    fl_signals: int = 0  # SIGUSR1s served
+    last_flight: float = 0.0  # the flight recorder's last tick (one per DECODE_EVERY_S, or when a save is due)
+    status_n: int = 0  # total at the last progress report
+    last_decode: float = field(init=False)
+    last_status: float = field(init=False)
+    last_snap: float = field(init=False)
+    last_release: float = field(init=False)
+    last_rescan: float = field(init=False)
+
+    def __post_init__(self):
+        self.last_decode = self.last_status = self.last_snap = self.last_release = self.last_rescan = self.start
 
 
 def _offset_guard(prog: "Program"):
@@ -329,7 +296,8 @@ class Recorder:
         self._signals = 0
         self._unread = 0
         self._lost_warned = False
-        self._bpf = None
+        self._bpf: Loaded | None = None
+        self._loader: Loader | None = None  # the child that plans, compiles and attaches (recorder/loader.py)
         self._containers = None  # ContainerFilter of --container (set by _check)
         self._guard = None  # OffsetGuard once recording
         self._flight = None  # FlightRecorder (recorder/flight.py) once recording
@@ -470,9 +438,31 @@ class Recorder:
     def _prepare(self) -> tuple[Program, TraceWriter]:
         """Check the options, build the program and create the trace directory."""
         self._check()
-        prog = self.build()
-        self._starting("planning the probes", None)
-        return prog, TraceWriter.create(self.o.output, self.o.labels)
+        try:
+            prog = self._plan()
+            self._starting("planning the probes", None)
+            return prog, TraceWriter.create(self.o.output, self.o.labels)
+        except BaseException:
+            self._end_loader()
+            raise
+
+    def _plan(self) -> Program:
+        """Build the program in the loader child (the BTF parse stays out of this process)."""
+        self._loader = Loader(self.o)
+        return self._loader.plan()
+
+    def _load(self, prog: Program) -> Loaded:
+        """Compile, load and attach by trying in the loader child; it hands the fds over and exits."""
+        loader, self._loader = self._loader, None
+        try:
+            return loader.load(prog)
+        finally:
+            loader.close()
+
+    def _end_loader(self) -> None:
+        if self._loader is not None:
+            self._loader.close()
+            self._loader = None
 
     def _start(self, r: _Run):
         """Open debugfs, compile, attach, set the kernel filters and open the ring, decoder, writer and
@@ -480,19 +470,19 @@ class Recorder:
         o, tw, prog = self.o, r.tw, r.prog
         r.snap = self._snapshotter(tw)  # fails early (one line) when debugfs/KFD is absent
         self._starting("opening debugfs", tw)
-        r.bpf = self._bpf = self._compile(prog)
+        r.bpf = self._bpf = self._load(prog)
         self._starting("compiling the BPF program", tw)
-        self._attach(r.bpf, prog)
+        self._attach_outcome(prog)
         self._starting("attaching the probes", tw)
         tw.meta["attach_plan"] = [x if isinstance(x, dict) else x.as_dict() for x in prog.rows]
         tw.meta["func_names"] = prog.func_names
-        tw.meta["recorder"] = self._meta(prog)
+        tw.meta["recorder"] = dict(self._meta(prog), loader=r.bpf.loader)
         tw.save_meta()
         self._set_filters(r.bpf, prog, tw)
         tw.meta["recorder"]["recording_since_ns"] = time.monotonic_ns()  # probes attached, filters set
         tw.save_meta()
         dtype = record_layout.numpy_dtype()
-        r.ring = RingReader(r.bpf[b"gpt_events"].map_fd, o.ringbuf_mb * 1024 * 1024, dtype)
+        r.ring = RingReader(r.bpf.map("gpt_events").fd, o.ringbuf_mb * 1024 * 1024, dtype)
         decoder = EventDecoder(tw.run_id, prog.func_names, ioctls.ioctl_name)
         self._guard = _offset_guard(prog)
         # Parquet encoding overlaps the ring reads and decoding
@@ -504,34 +494,30 @@ class Recorder:
         tw.save_meta()
         if r.snap:
             r.snap.take("baseline")
-        self._lost_now()  # opens gpt_lost: every map is open now (BCC builds their key/leaf readers lazily)
-        # after the maps were opened, and before the command runs: its first calls do not compete with
-        # this one-off work (gc, heap trim) for the CPU
-        release_compiler_memory()
         return decoder, writer
 
     def _set_filters(self, bpf, prog: Program, tw: TraceWriter) -> None:
         """The kernel-side filters: -p tgids, the --container processes and pid namespaces, the known
         AMDKFD_IOC_* numbers when the ioctl path cannot filter on the device."""
         o = self.o
-        tgids = bpf[b"gpt_tgids"]
+        tgids = bpf.map("gpt_tgids")
         for t in o.tgids:
-            tgids[tgids.Key(t)] = tgids.Leaf(1)
+            tgids.set(t, 1)
         if self._containers is not None:
             for t in self._containers.tgids:
-                tgids[tgids.Key(t)] = tgids.Leaf(1)
+                tgids.set(t, 1)
             if "-DGPT_FOLLOW_PIDNS" in prog.cflags:
-                pidns = bpf[b"gpt_pidns"]
+                pidns = bpf.map("gpt_pidns")
                 for ns in self._containers.pidns:
-                    pidns[pidns.Key(ns)] = pidns.Leaf(1)
+                    pidns.set(ns, 1)
             self._containers.rescan()  # a process that joined while the probes attached
             for t in self._containers.tgids:
-                tgids[tgids.Key(t)] = tgids.Leaf(1)
+                tgids.set(t, 1)
             tw.meta["recorder"]["containers"] = dict(self._containers.meta(), follow_pidns="-DGPT_FOLLOW_PIDNS" in prog.cflags)
         if prog.ioctl_filter == "known_numbers":
-            known = bpf[b"gpt_ioctl_known"]
+            known = bpf.map("gpt_ioctl_known")
             for nr in ioctls.known_nrs():
-                known[known.Key(nr)] = known.Leaf(1)
+                known.set(nr, 1)
 
     def _launch(self, r: _Run) -> None:
         """Start the command after --, if any: held at the launcher's gate until its pid is in the tgid
@@ -540,8 +526,7 @@ class Recorder:
             return
         r.launcher = Launcher(self.o.cmd, trace=r.tw.path)
         pid = r.launcher.start(hold=True)
-        tgids = r.bpf[b"gpt_tgids"]
-        tgids[tgids.Key(pid)] = tgids.Leaf(1)
+        r.bpf.map("gpt_tgids").set(pid, 1)
         r.launcher.release()
 
     def _close(self, r: _Run, handlers: dict) -> None:
@@ -569,7 +554,8 @@ class Recorder:
             self._flight.close(time.monotonic_ns())
         tw.close()
         if r.bpf is not None:
-            r.bpf.cleanup()
+            r.bpf.close()  # detaches the probes
+        self._end_loader()
         self._restore_signals(usr1)
 
     def _count(self, r: _Run) -> None:
@@ -582,7 +568,7 @@ class Recorder:
             r.lost = lost
             counters["events_lost"] = lost  # None: the kernel's counter could not be read (unknown, not 0)
             counters["events_unread_at_stop"] = self._unread
-            counters["events_missed"] = prog_misses(r.bpf)
+            counters["events_missed"] = r.bpf.misses()
             counters["events_received"] = r.events
         if r.ring is not None:
             counters["ring_odd_records"] = r.ring.odd_records
@@ -594,10 +580,6 @@ class Recorder:
         return RecordResult(tw.path, tw.meta["counters"]["events_written"], seg, r.lost, r.exit_code,
                             time.monotonic() - r.t0, rows, tw.meta["counters"].get("events_missed"), self._unread,
                             list(self._flight.saved) if self._flight is not None else [])
-
-    def _attach(self, bpf, prog: Program) -> None:
-        attach_probes(bpf, prog)
-        self._attach_outcome(prog)
 
     def _attach_outcome(self, prog: Program) -> None:
         """What attach_probes left in the plan: a warning, or an error when --probes kfd got nothing."""
@@ -651,101 +633,123 @@ class Recorder:
     def _loop(self, ring: RingReader, decoder, writer, tw, launcher, snap, t0: float, progress) -> tuple[int, int | None]:
         """Drain, decode and write until the command exits, --duration (from t0) passes or a signal
         comes; then drain only what the ring held at that moment, for at most stop_drain_s."""
-        o = self.o
-        dtype = ring.slot["rec"]
         # the ring is copied straight into the batch to decode; one buffer for the whole run (warm pages:
         # a fresh one per batch costs a page fault per 20 records); decoded tables never alias it
-        batch = np.empty(BATCH_RECORDS, dtype)
-        pending_n = total = 0
-        last_decode = last_status = last_snap = last_release = last_rescan = time.monotonic()
-        status_n = 0
-        exit_code = None
-        stop_pos = None  # ring producer position when the stop began: later records are after the run
-        stop_by = 0.0  # monotonic deadline of the final drain
-        fl_signals = 0  # SIGUSR1s served
-        last_flight = 0.0  # the flight recorder's last tick (one per DECODE_EVERY_S, or when a save is due)
+        st = _LoopState(np.empty(BATCH_RECORDS, ring.slot["rec"]), time.monotonic())
         while True:
-            n = ring.read_into(batch[pending_n:], until=stop_pos)
-            pending_n += n
-            total += n
-            now = time.monotonic()
-            fl, now_ns = self._flight, time.monotonic_ns()
-            if pending_n and (pending_n >= BATCH_RECORDS or now - last_decode >= DECODE_EVERY_S or stop_pos is not None
-                              or (fl is not None and fl.due(now_ns))):  # a saved window is cut after what was read
-                self._check_offsets(batch[:pending_n])
-                tbl = decoder.decode(batch[:pending_n])
-                self._plog.see_table(tbl)  # a process's first event: its /proc facts are read now
-                writer.append_table(tbl)
-                if fl is not None:
-                    fl.check(tbl, now_ns)  # --trigger: a decoded row starts a save
-                pending_n, last_decode = 0, now
-            elif not pending_n and now - last_decode >= DECODE_EVERY_S:
-                last_decode = now  # nothing to decode: the next read is one period from now
+            n = ring.read_into(st.batch[st.pending:], until=st.stop_pos)
+            st.pending += n
+            st.total += n
+            now, now_ns = time.monotonic(), time.monotonic_ns()
+            self._decode_due(st, decoder, writer, now, now_ns)
             tw.tick()
-            if fl is not None and (now - last_flight >= DECODE_EVERY_S or fl.due(now_ns) or self._save_requests > fl_signals):
-                while self._save_requests > fl_signals:  # SIGUSR1: save the kept window
-                    fl_signals += 1
-                    fl.trigger("signal", {"signal": "SIGUSR1"}, now_ns)
-                fl.tick(now_ns)  # retention; link, cut and finish a pending save
-                last_flight = now
-            if now - last_release >= RELEASE_EVERY_S:
-                release_freed_memory()
-                last_release = now
-            if launcher is not None:
-                launcher.tick()
-            if self._containers is not None and now - last_rescan >= self._containers.RESCAN_S:
-                self._add_container_tgids()  # processes that entered a container another way than a fork or setns
-                last_rescan = now
-            if progress is not None and now - last_status >= 0.5:
-                progress(Progress(total, (total - status_n) / max(now - last_status, 1e-9), self._lost_now()))
-                last_status, status_n = now, total
-            if snap and stop_pos is None and now - last_snap >= o.snapshot_interval_s:
-                snap.take("during")
-                last_snap = now
-            if stop_pos is None:
-                why = None
-                if launcher is not None and launcher.poll() is not None:
-                    why = "command exited"
-                elif self._stop_reason:
-                    why = self._stop_reason
-                elif o.duration_s is not None and now - t0 >= o.duration_s:
-                    why = "duration"
-                if why:
-                    if launcher is not None:
-                        exit_code = launcher.stop()  # its exit code (SIGTERM first when it still runs)
-                    self._stop_why = why
-                    stop_pos = ring.producer_pos()
-                    stop_by = time.monotonic() + o.stop_drain_s
+            self._flight_tick(st, now, now_ns)
+            self._housekeeping(st, launcher, snap, progress, now)
+            if st.stop_pos is None:
+                if self._stop_due(st, ring, launcher, t0, now):
                     continue
-            else:
-                left = ring.records_before(stop_pos)
-                if left == 0:
-                    break
-                if time.monotonic() >= stop_by or self._signals >= 2:  # deadline, or a second Ctrl-C
-                    self._unread = left  # committed before the stop, never written: counted as lost
-                    break
-                if n == 0:
-                    time.sleep(0.001)  # a record reserved but not yet committed
-            if n == 0 and stop_pos is None:
-                # sleep until the next decode (a forced wakeup comes earlier at high rates): what is in the
-                # ring then is read and decoded at once, so no record waits more than DECODE_EVERY_S
-                ring.wait(max(0.001, last_decode + DECODE_EVERY_S - time.monotonic()))
-                if o.poll_ms:
-                    time.sleep(o.poll_ms / 1000)
-        return total, exit_code
+            elif self._final_drain_done(st, ring, n):
+                break
+            if n == 0 and st.stop_pos is None:
+                self._sleep(st, ring)
+        return st.total, st.exit_code
+
+    def _decode_due(self, st: "_LoopState", decoder, writer, now: float, now_ns: int) -> None:
+        """Decode and write the batch when it is full, one period old, the stop drain runs, or a flight
+        save is due (a saved window is cut after what was read)."""
+        fl = self._flight
+        if st.pending and (st.pending >= BATCH_RECORDS or now - st.last_decode >= DECODE_EVERY_S or st.stop_pos is not None
+                           or (fl is not None and fl.due(now_ns))):
+            self._check_offsets(st.batch[:st.pending])
+            tbl = decoder.decode(st.batch[:st.pending])
+            self._plog.see_table(tbl)  # a process's first event: its /proc facts are read now
+            writer.append_table(tbl)
+            if fl is not None:
+                fl.check(tbl, now_ns)  # --trigger: a decoded row starts a save
+            st.pending, st.last_decode = 0, now
+        elif not st.pending and now - st.last_decode >= DECODE_EVERY_S:
+            st.last_decode = now  # nothing to decode: the next read is one period from now
+
+    def _flight_tick(self, st: "_LoopState", now: float, now_ns: int) -> None:
+        """The flight recorder: SIGUSR1 saves, retention, pending saves (once per DECODE_EVERY_S or when due)."""
+        fl = self._flight
+        if fl is None or not (now - st.last_flight >= DECODE_EVERY_S or fl.due(now_ns) or self._save_requests > st.fl_signals):
+            return
+        while self._save_requests > st.fl_signals:  # SIGUSR1: save the kept window
+            st.fl_signals += 1
+            fl.trigger("signal", {"signal": "SIGUSR1"}, now_ns)
+        fl.tick(now_ns)  # retention; link, cut and finish a pending save
+        st.last_flight = now
+
+    def _housekeeping(self, st: "_LoopState", launcher, snap, progress, now: float) -> None:
+        """The periodic chores: freed memory back to the OS, the launcher's markers, the container rescan,
+        the progress report and the debugfs snapshots."""
+        if now - st.last_release >= RELEASE_EVERY_S:
+            release_freed_memory()
+            st.last_release = now
+        if launcher is not None:
+            launcher.tick()
+        if self._containers is not None and now - st.last_rescan >= self._containers.RESCAN_S:
+            self._add_container_tgids()  # processes that entered a container another way than a fork or setns
+            st.last_rescan = now
+        if progress is not None and now - st.last_status >= 0.5:
+            progress(Progress(st.total, (st.total - st.status_n) / max(now - st.last_status, 1e-9), self._lost_now()))
+            st.last_status, st.status_n = now, st.total
+        if snap and st.stop_pos is None and now - st.last_snap >= self.o.snapshot_interval_s:
+            snap.take("during")
+            st.last_snap = now
+
+    def _stop_due(self, st: "_LoopState", ring: RingReader, launcher, t0: float, now: float) -> bool:
+        """Start the stop when the command exited, a signal came or --duration passed: stop the command
+        and note the ring's producer position (later records are after the run). True when it started."""
+        why = None
+        if launcher is not None and launcher.poll() is not None:
+            why = "command exited"
+        elif self._stop_reason:
+            why = self._stop_reason
+        elif self.o.duration_s is not None and now - t0 >= self.o.duration_s:
+            why = "duration"
+        if not why:
+            return False
+        if launcher is not None:
+            st.exit_code = launcher.stop()  # its exit code (SIGTERM first when it still runs)
+        self._stop_why = why
+        st.stop_pos = ring.producer_pos()
+        st.stop_by = time.monotonic() + self.o.stop_drain_s
+        return True
+
+    def _final_drain_done(self, st: "_LoopState", ring: RingReader, n: int) -> bool:
+        """During the stop: True once every record before the stop position is read, or at the deadline
+        (or a second Ctrl-C), what is left then counted as lost."""
+        left = ring.records_before(st.stop_pos)
+        if left == 0:
+            return True
+        if time.monotonic() >= st.stop_by or self._signals >= 2:  # deadline, or a second Ctrl-C
+            self._unread = left  # committed before the stop, never written: counted as lost
+            return True
+        if n == 0:
+            time.sleep(0.001)  # a record reserved but not yet committed
+        return False
+
+    def _sleep(self, st: "_LoopState", ring: RingReader) -> None:
+        """Sleep until the next decode (a forced wakeup comes earlier at high rates): what is in the
+        ring then is read and decoded at once, so no record waits more than DECODE_EVERY_S."""
+        ring.wait(max(0.001, st.last_decode + DECODE_EVERY_S - time.monotonic()))
+        if self.o.poll_ms:
+            time.sleep(self.o.poll_ms / 1000)
 
     def _add_container_tgids(self) -> None:
         new = self._containers.rescan()
         if new:
-            tgids = self._bpf[b"gpt_tgids"]
+            tgids = self._bpf.map("gpt_tgids")
             for t in new:
-                tgids[tgids.Key(t)] = tgids.Leaf(1)
+                tgids.set(t, 1)
 
     def _lost_now(self) -> int | None:
         """Records the kernel dropped (ring full), or None when the counter cannot be read."""
         try:
-            return int(sum(self._bpf[b"gpt_lost"][0]))
-        except Exception as e:  # noqa: BLE001 - BCC raises bare exceptions; a counter never stops a run
+            return self._bpf.lost()
+        except (OSError, KeyError) as e:  # a counter never stops a run
             if not self._lost_warned:
                 self._lost_warned = True
                 warnings.warn(f"cannot read the kernel's loss counter gpt_lost ({e.__class__.__name__}: {e}); "
