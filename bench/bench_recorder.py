@@ -392,7 +392,7 @@ def main() -> int:
                 runs = ", ".join(f"{k} {v:.0f} ns/run" for k, v in sorted(b["per_run"].items()))
                 print(f"  BPF program alone (ring never read, bpf_stats on): added {b['added']:.0f} ns/call; {runs}; lost {b['lost']} ({load()})")
                 summary.append(f"BPF program alone: added {b['added']:.0f} ns/call ({runs})")
-    print("bench_recorder: issue 14 figures")
+    print("bench_recorder: figures next to their targets (issues 14, 23)")
     for ln in summary:
         print(f"  {ln}")
     print(f"bench_recorder: {load()} at end")
