@@ -596,8 +596,10 @@ def controller_sigstop_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0
                         run.left_suspended = None
                 elif stopped_still:
                     run.left_suspended = svc.left_suspended()
-                    run.resumed_by = None
-                    run.notes = "controller still stopped and holding past --max-hold"
+                    if run.left_suspended is False:  # a loaded host: its own max-hold came before the SIGSTOP
+                        run.resumed_by = "its own --max-hold, before the SIGSTOP"
+                    else:
+                        run.notes = "controller still stopped and holding past --max-hold"
                 _kill(svc.p, signal.SIGCONT)
                 run.target_runs = target.runs_untraced() if svc.p.poll() is not None else None
             finally:
