@@ -54,7 +54,7 @@ def cli(args: list[str], tmp: Path) -> tuple[float, float, float]:
 
 def trace_path() -> Path:
     """The 10 M-event scheme-A model trace (made once with `gpreempt-trace synth`)."""
-    cache = Path.home() / ".cache" / "gpreempt-trace" / "bench" / f"synth-v2-A-1-{EVENTS}"  # bench_query's, same generator and seed
+    cache = Path.home() / ".cache" / "gpreempt-trace" / "bench" / f"synth-v3-A-1-{EVENTS}"  # bench_query's (v3: row groups by event family), same generator and seed
     trace = Path(os.environ.get("GPT_BENCH_TRACE") or cache)
     if not (trace / "ground_truth" / "queues.parquet").exists():
         shutil.rmtree(trace, ignore_errors=True)
