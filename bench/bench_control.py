@@ -11,7 +11,9 @@ calls preempt()/resume() alternately over the Unix socket. Two services: without
 The floor: a bare socketpair ping-pong between this process and a second Python process, the same bytes
 each way as a request and its answer, the echo side taking a CLOCK_MONOTONIC stamp after its recv and
 before its send (as the service does around the ioctl). Floor and control calls run interleaved in blocks
-of BLOCK, so both see the same load. Per call:
+of BLOCK, so both see the same load. Beside them, "minimal": the least a Python service can do per
+request (poll, recv, one ctypes ioctl(2) between two clock reads, a %-formatted answer of the same
+bytes; the client json.loads it), as a multiple of the floor: what is left to the design. Per call:
   call → issued : client call starts → the service is about to issue the ioctl (floor: echo has the bytes)
   return → seen : the ioctl returned → the client has the answer (floor: echo sends → client has it)
   round trip    : client call starts → the client has the answer
@@ -58,6 +60,33 @@ while True:
     s.send(struct.pack("<Q", t) + struct.pack("<Q", now()) + pad)
 '''
 
+# The least a Python service can do per request (the reference between the floor and the controller):
+# poll(), recv, one ctypes ioctl(2) on /dev/null between two clock reads, a %-formatted answer; the
+# client decodes it with json.loads.
+MINIMAL = r'''
+import ctypes, os, select, socket, sys, time
+s = socket.socket(fileno=int(sys.argv[1]))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+fd = os.open("/dev/null", os.O_RDWR)
+arg = ctypes.create_string_buffer(32)
+addr = ctypes.addressof(arg)
+line = sys.argv[2]
+now = time.monotonic_ns
+p = select.poll()
+p.register(s.fileno(), select.POLLIN)
+seq = 0
+while True:
+    p.poll()
+    if not s.recv(65536):
+        break
+    t0 = now()
+    libc.ioctl(fd, 0xC0204B26, addr)
+    t1 = now()
+    seq += 1
+    s.send((line % (t0, t1, seq)).encode())
+'''
+
 TARGET = "import time; f = open('/dev/null'); print('ok', flush=True); time.sleep(3600)"
 
 
@@ -94,6 +123,29 @@ class _Floor:
         self.p.wait(30)
 
 
+class _Minimal(_Floor):
+    """MINIMAL at the other end of a socketpair, answering with the controller's answer's shape."""
+
+    def __init__(self, answer: bytes):
+        ans = json.loads(answer)
+        ans["ts_request_ns"], ans["ts_done_ns"], ans["seq"] = "%d", "%d", "%d"
+        line = json.dumps(ans, separators=(",", ":")).replace('"%d"', "%d") + "\n"
+        self.a, b = socket.socketpair()
+        self.p = subprocess.Popen([sys.executable, "-c", MINIMAL, str(b.fileno()), line], pass_fds=[b.fileno()])
+        b.close()
+
+    def calls(self, n: int, msg: bytes, out: list) -> None:
+        a, now, loads = self.a, time.monotonic_ns, json.loads
+        for _ in range(n):
+            t0 = now()
+            a.send(msg)
+            ans = loads(a.recv(65536).decode())
+            t1 = now()
+            out[0].append(ans["ts_request_ns"] - t0)
+            out[1].append(t1 - ans["ts_done_ns"])
+            out[2].append(t1 - t0)
+
+
 def _wire_sizes(path: str) -> tuple[bytes, bytes]:
     """A preempt request and its answer as they are on the wire (then resumed): the floor moves the same bytes."""
     from gpreempt_trace.control import wire
@@ -120,20 +172,23 @@ def measure(n: int = 10_000, trace: bool = False) -> dict:
     opts = {"pid": target.pid, "socket": sock, "kfd_path": "/dev/null", "queues": [1, 7], "unchecked_ids": True,
             "max_hold": 3_600_000, "output": str(tmp / "trace") if trace else None}
     svc = subprocess.Popen([sys.executable, "-c", SERVICE, json.dumps(opts)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    floor = None
+    floor = minimal = None
     try:
         if svc.stdout.readline().strip() != "READY":
             raise SystemExit("the bench's preempt service did not start (scheme A with real ptrace needs root)")
         req, answer = _wire_sizes(sock)
         floor = _Floor(len(answer))
+        minimal = _Minimal(answer)
         c = Client(sock).connect()
         ctl: tuple[list, list, list] = ([], [], [])
         flo: tuple[list, list, list] = ([], [], [])
+        mini: tuple[list, list, list] = ([], [], [])
         now = time.monotonic_ns
         done = 0
         while done < n:
             k = min(BLOCK, n - done)
             floor.calls(k, req, flo)
+            minimal.calls(k, req, mini)
             for i in range(k):
                 op = c.preempt if i % 2 == 0 else c.resume
                 t0 = now()
@@ -145,16 +200,18 @@ def measure(n: int = 10_000, trace: bool = False) -> dict:
             done += k
         c.close()
     finally:
-        if floor is not None:
-            floor.close()
         svc.terminate()
         svc.wait(30)
         target.kill()
         target.wait()
+        for p in (floor, minimal):
+            if p is not None:
+                p.close()
     out = {"calls": n, "trace": trace}
     for i, name in enumerate(("call_to_issued", "return_to_seen", "round_trip")):
         out[name] = _stats(ctl[i])
         out[name + "_floor"] = _stats(flo[i])
+        out[name + "_minimal"] = _stats(mini[i])
     return out
 
 
@@ -171,11 +228,13 @@ def main(argv=None) -> int:
         r = measure(n, trace)
         print(f" service {'with -o TRACE (markers written)' if trace else 'without a trace'}:")
         for name in ("call_to_issued", "return_to_seen", "round_trip"):
-            v, f = r[name], r[name + "_floor"]
-            print(f"  {name:15s} p50 {v['p50_us']:7.1f} us (floor {f['p50_us']:6.1f}, {v['p50_us'] / f['p50_us']:4.1f}x)   "
-                  f"p99 {v['p99_us']:7.1f} us (floor {f['p99_us']:6.1f}, {v['p99_us'] / f['p99_us']:4.1f}x)   "
-                  f"max {v['max_us']:8.1f} us (floor {f['max_us']:8.1f})")
-    print(f"  (target: round trip within 2x of the floor at p50 and p99; load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)")
+            v, f, m = r[name], r[name + "_floor"], r[name + "_minimal"]
+            print(f"  {name:15s} p50 {v['p50_us']:7.1f} us (floor {f['p50_us']:6.1f}, {v['p50_us'] / f['p50_us']:4.1f}x; "
+                  f"minimal {m['p50_us'] / f['p50_us']:4.1f}x)   "
+                  f"p99 {v['p99_us']:7.1f} us (floor {f['p99_us']:6.1f}, {v['p99_us'] / f['p99_us']:4.1f}x; "
+                  f"minimal {m['p99_us'] / f['p99_us']:4.1f}x)   max {v['max_us']:8.1f} us (floor {f['max_us']:8.1f})")
+    print(f"  (target: round trip within 2x of the floor at p50 and p99. minimal: the least a Python service can do per "
+          f"request, same bytes, as a multiple of the floor; load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)")
     return 0
 
 
