@@ -76,7 +76,7 @@ class Client:
     def request(self, op: str, **kw) -> dict:
         """Send one request, return the service's answer (a dict with "ok")."""
         sock = self._sock or self.connect()._sock
-        msg = wire.request(op, kw)
+        msg = wire.request(op, kw) if kw else wire.PLAIN.get(op) or wire.request(op, kw)
         buf = self._buf
         try:
             sock.sendall(msg)
@@ -117,6 +117,8 @@ class Client:
     def preempt(self, queues: str | Sequence[int] | None = None, grace: int | None = None, keep: bool = False) -> dict:
         """Suspend the target's queues (the service's --queues unless given). Returns the answer: ok,
         label, queue_ids, queues [[id, result, raw]], ts_request_ns/ts_done_ns (CLOCK_MONOTONIC), seq."""
+        if queues is None and grace is None and not keep:
+            return self._checked("preempt")
         q = queues if queues is None or isinstance(queues, str) else [int(x) for x in queues]
         return self._checked("preempt", queues=q, grace=grace, keep=keep or None)
 
