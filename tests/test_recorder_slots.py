@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from gpreempt_trace.cli.main import main
-from gpreempt_trace.recorder import ioctls
+from testing.recording import patch_loader_child
 
 # thread A: 5 calls, then stays alive (holding the only slot) while the main thread makes 5 calls (lost);
 # A exits; thread C makes 5 calls in the slot A freed
@@ -37,8 +37,8 @@ c = threading.Thread(target=calls, args=(5,)); c.start(); c.join()
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="recording needs root")
 def test_full_slot_table_counts_each_call_lost_and_an_exited_thread_frees_its_slot(tmp_path, monkeypatch):
-    base = ioctls.bpf_cflags
-    monkeypatch.setattr(ioctls, "bpf_cflags", lambda: [*base(), "-DGPT_IOCTL_INFLIGHT=1"])
+    patch_loader_child(monkeypatch, tmp_path, "from gpreempt_trace.recorder import ioctls\nbase = ioctls.bpf_cflags\n"
+                       "ioctls.bpf_cflags = lambda: [*base(), '-DGPT_IOCTL_INFLIGHT=1']")  # the child builds the program
     trace = tmp_path / "t"
     res = CliRunner().invoke(main, ["record", "-o", str(trace), "--probes", "ioctl", "--kfd-path", "/dev/null", "--",
                                     sys.executable, "-c", THREADS])

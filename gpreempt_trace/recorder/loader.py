@@ -216,9 +216,12 @@ class Loader:
 
     def __init__(self, opts):
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # the child imports this very package, wherever it was imported from
+        top = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (top, os.environ.get("PYTHONPATH")) if p))
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "gpreempt_trace.recorder.loader_child", str(child.fileno())],
-                                         pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, stdout=2)
+                                         pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, stdout=2, env=env)
         except OSError as e:
             parent.close()
             raise GptError(f"cannot start the BPF loader ({sys.executable}: {e.strerror})", "check the Python interpreter") from None
@@ -228,7 +231,14 @@ class Loader:
         self.t0 = time.monotonic()
         self.peak_rss_bytes: int | None = None  # the child's, once reaped
         self.seconds: float | None = None  # how long it lived
-        send(self.sock, opts)
+        self._send(opts, "starting")
+
+    def _send(self, obj, step: str) -> None:
+        try:
+            send(self.sock, obj)
+        except OSError:  # the child is gone; what it said is on stderr
+            self.close()
+            raise GptError(f"the BPF loader exited ({self.proc.returncode}) while {step}", "see its messages above") from None
 
     def _reply(self, step: str):
         msg = recv(self.sock)
@@ -249,7 +259,7 @@ class Loader:
     def load(self, prog) -> Loaded:
         """Compile, load and attach in the child; prog becomes the child's after the attach (status,
         reason, target of every probe). The child exits after handing the fds over."""
-        send(self.sock, "load")
+        self._send("load", "compiling and attaching the BPF program")
         msg = self._reply("compiling and attaching the BPF program")
         fds = _recv_fds(self.sock, msg["nfds"])
         self.close()
