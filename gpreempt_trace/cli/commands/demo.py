@@ -10,6 +10,6 @@ from .. import options as opt
 @click.option("--no-record", is_flag=True, help="Skip the eBPF recording step (it needs root/BPF); said so in the output.")
 def command(out_dir, no_record):
     """Run the main job on embedded defaults: doctor, experiment 1 on an MI308X-like debugfs capture,
-    a SYNTHETIC scheme A/B pair, compare, an HTML report, a Perfetto export, and a few seconds of the
-    eBPF recorder around a CPU torch workload. Fails naming the step when a step fails."""
+    a SYNTHETIC scheme A/B pair, compare, a few seconds of the eBPF recorder around a CPU torch workload,
+    an HTML report over all of them, and a Perfetto export. Fails naming the step when a step fails."""
     demo.run(out_dir, not no_record, click.echo)
