@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..sql import query
 from ..errors import GptError
@@ -135,18 +134,17 @@ class _Bulk:
     def _annotations(self, n: int, args: dict[str, pa.ChunkedArray | pa.Array]):
         F, out = self.F, []
         for key, col in args.items():
-            col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-            present = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
+            col = _array(col)
+            present = _valid(col)
             if not present.any():
                 continue
             key_piece = [_const(F.ann_name_iid + _varint_bytes(self.intern[("debug_annotation_names", key)]), n)]
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                enc = pc.dictionary_encode(col).combine_chunks() if isinstance(col, pa.ChunkedArray) else pc.dictionary_encode(col)
-                codes = np.asarray(enc.indices.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-                table = [s.encode() for s in enc.dictionary.to_pylist()] or [b""]
+                codes, words = _codes(col)
+                table = [w.encode() for w in words] or [b""]
                 val = [_const(F.string_value, n), *_strings(codes, table)]
             else:
-                vals = np.asarray(col.fill_null(0).to_numpy(zero_copy_only=False)).astype(np.int64)
+                vals = _ints(col)
                 val = [_const(F.int_value, n), _varint(vals)]
             out += _message(F.annotation, key_piece + val, present)
         return out
@@ -165,10 +163,9 @@ class _Bulk:
 
     def name_iids(self, col) -> np.ndarray:
         """Interned event-name ids of a string column."""
-        enc = pc.dictionary_encode(col)
-        enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
-        lut = np.array([self.intern[("event_names", s)] for s in enc.dictionary.to_pylist()] or [0], np.int64)
-        return lut[np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)]
+        codes, words = _codes(col)
+        lut = np.array([self.intern[("event_names", w)] for w in words] or [0], np.int64)
+        return lut[codes]
 
     def slices(self, uuids: np.ndarray, start: np.ndarray, end: np.ndarray, names: np.ndarray, args: dict | None = None) -> None:
         """One begin and one end packet per row, in row order."""
@@ -321,11 +318,8 @@ def _all_queue_slices(created: np.ndarray, destroyed: np.ndarray, qn: np.ndarray
     the next one's start at the latest; starts never move (every earlier interval ended before it), so
     the kept intervals are those still longer than zero, and the gaps before them and after the last
     are 'active'."""
-    enc = pc.dictionary_encode(state) if len(state) else pa.array([], pa.string()).dictionary_encode()
-    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
-    names = enc.dictionary.to_pylist()
+    codes, names = _codes(state)
     rank = np.argsort(np.argsort(np.array(names, dtype=object))) if names else np.zeros(0, np.int64)  # code -> string order
-    codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)
     o = np.lexsort((rank[codes] if len(codes) else codes, b, a, qn))
     qn, a, b, codes = qn[o], a[o], b[o], codes[o]
     same = np.zeros(len(qn), bool)
@@ -355,12 +349,42 @@ def _all_queue_slices(created: np.ndarray, destroyed: np.ndarray, qn: np.ndarray
     return q_all[o], s_all[o], e_all[o], [*names, "active"], c_all[o]
 
 
-def _arrow(con, sql: str) -> pa.Table:
-    return query._arrow(con.sql(sql), "export --perfetto")
+def _array(col) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        return col.combine_chunks() if col.num_chunks else pa.nulls(0, col.type)  # (combining no chunks imports pandas)
+    return col
+
+
+# Arrow -> numpy from the buffers: pyarrow.compute and to_numpy(zero_copy_only=False) import pandas
+# (~0.4 s), which nothing else of the export needs.
+def _valid(col) -> np.ndarray:
+    """Where an Arrow column is not NULL."""
+    a = _array(col)
+    if a.null_count == 0:
+        return np.ones(len(a), bool)
+    bits = np.unpackbits(np.frombuffer(a.buffers()[0], np.uint8), bitorder="little")
+    return bits[a.offset:a.offset + len(a)].astype(bool)
 
 
 def _ints(col, fill: int = 0) -> np.ndarray:
-    return np.asarray(col.fill_null(fill).to_numpy(), np.int64)
+    """An integer Arrow column as int64, NULL as `fill`."""
+    a = _array(col)
+    if len(a) == 0:
+        return np.zeros(0, np.int64)
+    t = a.type
+    dt = np.dtype(f"{'i' if pa.types.is_signed_integer(t) else 'u'}{t.bit_width // 8}")
+    v = np.frombuffer(a.buffers()[1], dt, len(a), a.offset * dt.itemsize).astype(np.int64)
+    return v if a.null_count == 0 else np.where(_valid(a), v, fill)
+
+
+def _codes(col) -> tuple[np.ndarray, list]:
+    """Dictionary codes (NULL: 0) and values of a string column."""
+    enc = _array(col).dictionary_encode()
+    return _ints(enc.indices), enc.dictionary.to_pylist()
+
+
+def _arrow(con, sql: str) -> pa.Table:
+    return query._arrow(con.sql(sql), "export --perfetto")
 
 
 CALLS_SQL = ("SELECT ts_ns, dur_ns, coalesce(nullif(ioctl_cmd, ''), event) AS name, func, tgid, coalesce(tid, tgid) AS key, ret, gpu_id, queue_id "
@@ -406,7 +430,7 @@ def export(trace: str, out_file: str) -> Path:
         w.intern_all("event_names", [run_name])
         w.intern_all("event_names", snames)
         for col in (calls["name"], inst["event"], marks["kind"]):
-            w.intern_all("event_names", pc.unique(col).to_pylist())
+            w.intern_all("event_names", _codes(col)[1])
         meta_args = {
             "run_id": run[0], "kernel": meta.get("kernel"), "host": meta.get("host"), "synthetic": bool(meta.get("synthetic")),
             "labels": ", ".join(f"{k}={v}" for k, v in (meta.get("labels") or {}).items()),
@@ -431,17 +455,19 @@ def export(trace: str, out_file: str) -> Path:
         # tracks: one per queue (by qn, the row of `queues`), per thread (by key), per marker source
         qtracks = np.array([w.track(f"q{qid} {typ} gpu 0x{gpu:x}", parent=proc(tgid))
                             for tgid, gpu, qid, typ in zip(*(queues[c].to_pylist() for c in ("tgid", "gpu_id", "queue_id", "type")))] or [0], np.int64)
-        keys = calls["key"].to_pylist()
-        tgids = calls["tgid"].to_pylist()
-        ttrack, call_uuid = {}, np.empty(len(keys), np.int64)
-        for i, (key, tgid) in enumerate(zip(keys, tgids)):  # a dict lookup per call: ~0.1 s per million
-            u = ttrack.get(key)
-            if u is None:
-                u = ttrack[key] = w.track(f"{names.get(tgid) or 'thread'} {key}", parent=proc(tgid) if tgid is not None else None, pid=tgid, tid=key)
-            call_uuid[i] = u
+        null_key = np.int64(-(1 << 62))  # tid and tgid both NULL
+        keys = _ints(calls["key"], null_key)
+        uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        tgids = calls["tgid"]
+        key_uuid = np.zeros(len(uniq), np.int64)
+        for j in np.argsort(first):  # tracks in the order their threads first appear
+            key = None if uniq[j] == null_key else int(uniq[j])
+            tgid = tgids[int(first[j])].as_py()
+            key_uuid[j] = w.track(f"{names.get(tgid) or 'thread'} {key}", parent=proc(tgid) if tgid is not None else None, pid=tgid, tid=key)
+        call_uuid = key_uuid[inv.reshape(-1)]
         kt = w.track("KFD instant events") if len(inst) else 0
-        msrc = pc.dictionary_encode(marks["source"]).combine_chunks() if len(marks) else None
-        mtracks = [w.track(f"markers: {s}") for s in msrc.dictionary.to_pylist()] if msrc is not None else []
+        msrc, sources = _codes(marks["source"]) if len(marks) else (None, [])
+        mtracks = [w.track(f"markers: {s}") for s in sources]
         # the bulk: queue states, KFD calls, KFD instants, markers
         b = _Bulk(w.pb, f, w.interned)
         if len(qn):
@@ -453,6 +479,6 @@ def export(trace: str, out_file: str) -> Path:
         if len(inst):
             b.instants(np.full(len(inst), kt, np.int64), _ints(inst["ts_ns"]), b.name_iids(inst["event"]), {k: inst[k] for k in inst_args})
         if len(marks):
-            uu = np.array(mtracks, np.int64)[np.asarray(msrc.indices.to_numpy(), np.int64)]
+            uu = np.array(mtracks, np.int64)[msrc]
             b.instants(uu, _ints(marks["ts_ns"]), b.name_iids(marks["kind"]), {k: marks[k] for k in mark_args})
     return out
