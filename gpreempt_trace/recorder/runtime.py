@@ -1,6 +1,7 @@
 """The recorder runtime: build ONE BPF program (common.h + ioctl.bpf.c + kfd.bpf.c), compile it once with
-BCC against the stub include tree, attach, drain the ring buffer in batches straight into numpy, decode
-whole batches with decode.EventDecoder and write Parquet segments with TraceWriter.
+BCC against the stub include tree and attach it (both in the loader child, recorder/loader.py: BCC and
+LLVM never enter this process), drain the ring buffer in batches straight into numpy, decode whole
+batches with decode.EventDecoder and write Parquet segments with TraceWriter.
 
     res = Recorder(RecordOptions(output="t", kfd_path="/dev/null", cmd=("python", "w.py"))).run()
     res.summary_line()
