@@ -52,32 +52,37 @@ FROM events
 WHERE event IN ('queues_suspend', 'queues_resume', 'queues_preempt', 'queues_unpreempt') AND coalesce(ret, 0) >= 0
   AND coalesce(owner_tgid, target_pid) IS NOT NULL;
 
+-- the spans numbered: `span` (one per distinct (run, gpu, owner, id, created)) keys the window over the
+-- marks with one integer instead of five columns and a string
+CREATE VIEW _queues_spans AS
+SELECT *, dense_rank() OVER (ORDER BY run_id, gpu_id, tgid, queue_id, created_ts_ns) AS span FROM queues_lifecycle_spans;
+
 CREATE VIEW _queues_off_marks AS
-WITH named AS (  -- calls naming ids: one row per id (equality join), less the ids the KFD answered
+WITH spans AS MATERIALIZED (SELECT * FROM _queues_spans), named AS (  -- calls naming ids: one row per id (equality join), less the ids the KFD answered
   -- invalid (no such queue, or a new one: not acted on); calls naming none apply to all
   SELECT run_id, ts_ns, event, gpu_id, tgid, queue_id FROM (
     SELECT run_id, ts_ns, event, gpu_id, tgid, unnest(queue_ids) AS queue_id, unnest(queue_id_status) AS status
     FROM _queues_calls WHERE len(coalesce(queue_ids, [])) > 0)
   WHERE status IS DISTINCT FROM 'invalid'
 ), calls AS (
-  SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns, c.event
-  FROM queues_lifecycle_spans s
+  SELECT s.span, s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns, c.event
+  FROM spans s
   JOIN named c ON c.run_id = s.run_id AND c.tgid = s.tgid AND c.queue_id = s.queue_id AND (c.gpu_id IS NULL OR c.gpu_id = s.gpu_id)
    AND c.ts_ns >= s.created_ts_ns AND (s.destroyed_ts_ns IS NULL OR c.ts_ns < s.destroyed_ts_ns)
   UNION ALL
-  SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns, c.event
-  FROM queues_lifecycle_spans s
+  SELECT s.span, s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, c.ts_ns, c.event
+  FROM spans s
   JOIN (SELECT * FROM _queues_calls WHERE len(coalesce(queue_ids, [])) = 0) c
     ON c.run_id = s.run_id AND c.tgid = s.tgid AND (c.gpu_id IS NULL OR c.gpu_id = s.gpu_id)
    AND c.ts_ns >= s.created_ts_ns AND (s.destroyed_ts_ns IS NULL OR c.ts_ns < s.destroyed_ts_ns)
 )
-SELECT run_id, gpu_id, tgid, queue_id, created_ts_ns, ts_ns,
+SELECT span, run_id, gpu_id, tgid, queue_id, created_ts_ns, ts_ns,
        CASE WHEN event IN ('queues_suspend', 'queues_resume') THEN 'suspended' ELSE 'preempted' END AS state,
        event IN ('queues_suspend', 'queues_preempt') AS goes_off
 FROM calls
 UNION ALL
-SELECT s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, e.ts_ns, 'evicted' AS state, e.event = 'process_evict' AS goes_off
-FROM queues_lifecycle_spans s
+SELECT s.span, s.run_id, s.gpu_id, s.tgid, s.queue_id, s.created_ts_ns, e.ts_ns, 'evicted' AS state, e.event = 'process_evict' AS goes_off
+FROM spans s
 JOIN events e
   ON e.run_id = s.run_id AND e.event IN ('process_evict', 'process_restore') AND coalesce(e.owner_tgid, e.tgid) = s.tgid
  AND (e.gpu_id IS NULL OR e.gpu_id = s.gpu_id)
@@ -85,8 +90,8 @@ JOIN events e
 
 CREATE VIEW queues_lifecycle_states AS
 WITH ordered AS (
-  SELECT *, lead(ts_ns) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, created_ts_ns, state ORDER BY ts_ns) AS next_ts_ns,
-         lead(goes_off) OVER (PARTITION BY run_id, gpu_id, tgid, queue_id, created_ts_ns, state ORDER BY ts_ns) AS next_goes_off
+  SELECT span, state, ts_ns, goes_off, lead(ts_ns) OVER (PARTITION BY span, state ORDER BY ts_ns) AS next_ts_ns,
+         lead(goes_off) OVER (PARTITION BY span, state ORDER BY ts_ns) AS next_goes_off
   FROM _queues_off_marks
 )
 SELECT
@@ -101,17 +106,17 @@ SELECT
   -- Creation time of the queue (tells apart two queues that reused one id).
   o.created_ts_ns,
   -- suspended (scheme A, debugger), preempted (scheme B) or evicted (process eviction).
-  o.state,
+  w.state,
   -- Start of the call that took the queue off.
-  o.ts_ns AS start_ts_ns,
+  w.ts_ns AS start_ts_ns,
   -- Start of the call that put it back; NULL when none followed before the queue ended.
-  CASE WHEN NOT o.next_goes_off THEN o.next_ts_ns END AS end_ts_ns,
+  CASE WHEN NOT w.next_goes_off THEN w.next_ts_ns END AS end_ts_ns,
   -- Where the interval stops for a lookup at time t: end_ts_ns, or the next call taking it off in the same
   -- state (which supersedes this one); NULL when neither followed.
-  o.next_ts_ns AS until_ts_ns
-FROM ordered o
-WHERE o.goes_off
-ORDER BY o.run_id, o.tgid, o.gpu_id, o.queue_id, o.created_ts_ns, o.ts_ns;
+  w.next_ts_ns AS until_ts_ns
+FROM ordered w JOIN (SELECT DISTINCT span, run_id, gpu_id, tgid, queue_id, created_ts_ns FROM _queues_spans) o USING (span)
+WHERE w.goes_off
+ORDER BY o.run_id, o.tgid, o.gpu_id, o.queue_id, o.created_ts_ns, w.ts_ns;
 
 CREATE VIEW queues_lifecycle AS
 WITH states AS (
