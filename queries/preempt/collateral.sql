@@ -24,15 +24,20 @@ SELECT hash(run_id) AS rk, gpu_id, tgid, queue_id, created_ts_ns, destroyed_ts_n
 CREATE VIEW _preempt_collateral_unmaps AS
 SELECT hash(run_id) AS rk, ts_ns, dur_ns, gpu_id, tgid FROM events WHERE event = 'queues_unmap' AND gpu_id IS NOT NULL;
 
+-- the calls that cause unmaps; joins and groups carry a call's position in this list (`ev`), not its name
+CREATE VIEW _preempt_collateral_calls AS
+SELECT ['queue_create', 'queue_destroy', 'queue_update', 'queues_suspend', 'queues_resume', 'queues_preempt',
+        'queues_unpreempt', 'process_evict', 'process_restore'] AS names;
+
 CREATE VIEW _preempt_collateral_causes AS
-SELECT hash(run_id) AS rk, ts_ns, ts_ns + dur_ns AS end_ns, event, gpu_id,
+SELECT hash(run_id) AS rk, ts_ns, ts_ns + dur_ns AS end_ns, list_position(k.names, event) AS ev, gpu_id,
        coalesce(owner_tgid, CASE WHEN event IN ('queues_suspend', 'queues_resume', 'queues_preempt', 'queues_unpreempt') THEN target_pid END, tgid) AS owner
-FROM events
+FROM events, _preempt_collateral_calls k
 WHERE event IN ('queue_create', 'queue_destroy', 'queue_update', 'queues_suspend', 'queues_resume', 'queues_preempt',
                 'queues_unpreempt', 'process_evict', 'process_restore') AND dur_ns IS NOT NULL;
 
 CREATE VIEW _preempt_collateral_u AS
-SELECT u.*, CASE WHEN c.end_ns >= u.ts_ns + u.dur_ns AND (c.gpu_id IS NULL OR c.gpu_id = u.gpu_id) THEN c.event END AS cause,
+SELECT u.*, CASE WHEN c.end_ns >= u.ts_ns + u.dur_ns AND (c.gpu_id IS NULL OR c.gpu_id = u.gpu_id) THEN c.ev END AS cause_ev,
        CASE WHEN c.end_ns >= u.ts_ns + u.dur_ns AND (c.gpu_id IS NULL OR c.gpu_id = u.gpu_id) THEN c.owner END AS cause_owner,
        m.ts_ns + m.dur_ns AS remap_end_ns
 FROM _preempt_collateral_unmaps u
@@ -101,7 +106,7 @@ WITH cand AS (  -- a process may have live queues on the GPU within [a, b)
   SELECT p.rk, p.gpu_id, p.x, c.tgid FROM pts p
   JOIN cand c ON c.rk = p.rk AND c.gpu_id = p.gpu_id AND c.a <= p.x AND p.x < c.b
 ), pairs AS (
-  SELECT u.rk, u.ts_ns, u.dur_ns, u.gpu_id, u.tgid AS caller, u.cause, coalesce(u.cause_owner, u.tgid) AS cause_tgid,
+  SELECT u.rk, u.ts_ns, u.dur_ns, u.gpu_id, u.tgid AS caller, u.cause_ev, coalesce(u.cause_owner, u.tgid) AS cause_tgid,
          u.remap_end_ns, ep.tgid
   FROM _preempt_collateral_u u
   ASOF JOIN pts ON pts.rk = u.rk AND pts.gpu_id = u.gpu_id AND pts.x <= u.ts_ns
@@ -146,9 +151,10 @@ WHERE o.b IS NULL OR o.b <= q.ts_ns;
 
 -- the hits as preempt_collateral rows, runs still keys: one row per (unmap, process)
 CREATE VIEW _preempt_collateral_rows AS
-SELECT rk, ts_ns, dur_ns, gpu_id, caller, cause, cause_tgid, tgid, remap_end_ns, CAST(sum(queues) AS BIGINT) AS queues
-FROM _preempt_collateral_hits
-GROUP BY rk, ts_ns, dur_ns, gpu_id, caller, cause, cause_tgid, tgid, remap_end_ns;
+SELECT g.rk, g.ts_ns, g.dur_ns, g.gpu_id, g.caller, k.names[g.cause_ev] AS cause, g.cause_tgid, g.tgid, g.remap_end_ns, g.queues
+FROM (SELECT rk, ts_ns, dur_ns, gpu_id, caller, cause_ev, cause_tgid, tgid, remap_end_ns, CAST(sum(queues) AS BIGINT) AS queues
+      FROM _preempt_collateral_hits
+      GROUP BY rk, ts_ns, dur_ns, gpu_id, caller, cause_ev, cause_tgid, tgid, remap_end_ns) g, _preempt_collateral_calls k;
 
 CREATE VIEW preempt_collateral AS
 SELECT
