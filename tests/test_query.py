@@ -132,6 +132,21 @@ def test_ioctl_queue_requests_counts_the_tracepoint_path_once(tmp_path):
     assert by_path[("kfd_ioctl", "AMDKFD_IOC_CREATE_QUEUE")] == 1
 
 
+def test_ioctl_queue_requests_counts_the_kprobe_path_when_it_is_the_only_one(tmp_path):
+    """A default recording on a kernel with kprobes: every call is one decoded kfd_ioctl row (no tracepoint)."""
+    from testing.traces import IOCTL_FUNCS, R3_EVENTS, write_trace
+
+    kprobe_only = [dict(e, func="kfd_ioctl") for e in R3_EVENTS if e["func"] != "kfd_ioctl"]
+    t = write_trace(tmp_path / "k", "k", kprobe_only, funcs=IOCTL_FUNCS)
+    rows = api.query("ioctl.queue_requests", [str(t)]).to_pylist()
+    assert [(r["tgid"], r["create_calls"], r["create_types"] and dict(r["create_types"]), r["suspend_calls"], r["resume_calls"],
+             r["dbg_targets"], r["failed"]) for r in rows] == [
+        (10, 2, {"compute_aql": 1, "sdma": 1}, 0, 0, None, 0),
+        (20, 1, {"compute": 1}, 0, 0, None, 0),
+        (30, 0, None, 1, 1, [20], 1),
+    ]
+
+
 def test_no_modules_found_is_an_error_not_an_empty_list(tmp_path, monkeypatch):
     from click.testing import CliRunner
 

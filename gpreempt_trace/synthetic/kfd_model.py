@@ -28,13 +28,14 @@ import numpy as np
 
 from ..trace import schema
 from ..contracts import uapi
+from ..recorder.plan import IOCTL_TP_FUNC
 
 EVENT_ID = {n: i for i, n in enumerate(schema.EVENTS)}
 QTYPE_ID = {n: i for i, n in enumerate(schema.QUEUE_TYPES)}
 FUNCS = (
     "create_queue_cpsch", "destroy_queue_cpsch", "update_queue", "unmap_queues_cpsch", "map_queues_cpsch",
     "hw_unmap_wait", "pm_send_runlist", "suspend_queues", "resume_queues", "kfd:kfd_queues_preempt",
-    "kfd:kfd_queues_unpreempt", "syscalls:sys_enter_ioctl",
+    "kfd:kfd_queues_unpreempt", IOCTL_TP_FUNC,
 )
 FUNC_ID = {n: i for i, n in enumerate(FUNCS)}
 # request numbers, from the uapi source (names come from recorder.ioctls at decode time)
@@ -167,7 +168,7 @@ class Model:
         f_end = int(m_end[0]) + 2_000
         end = f_end + 1_000
         nr = {"queue_create": CREATE_QUEUE, "queue_destroy": DESTROY_QUEUE, "queue_update": UPDATE_QUEUE}[op]
-        self.ev.add(1, event=EVENT_ID["kfd_ioctl"], func=FUNC_ID["syscalls:sys_enter_ioctl"], ts_ns=t, dur_ns=end - t, tgid=tgid, tid=tgid,
+        self.ev.add(1, event=EVENT_ID["kfd_ioctl"], func=FUNC_ID[IOCTL_TP_FUNC], ts_ns=t, dur_ns=end - t, tgid=tgid, tid=tgid,
                     comm=comm, ioctl_nr=nr, ret=0, queue_id=qid if op != "queue_create" else None,
                     queue_type=QTYPE_ID[qtype] if op == "queue_create" else None)
         func = {"queue_create": "create_queue_cpsch", "queue_destroy": "destroy_queue_cpsch", "queue_update": "update_queue"}[op]
@@ -229,7 +230,7 @@ class Model:
             call_end = f_end + 1_000
             done = call_end + 1_000
             is_p = phase == "preempt"
-            self.ev.add(n, event=EVENT_ID["kfd_ioctl"], func=FUNC_ID["syscalls:sys_enter_ioctl"], ts_ns=call_ts, dur_ns=call_end - call_ts, tgid=ctl, tid=ctl,
+            self.ev.add(n, event=EVENT_ID["kfd_ioctl"], func=FUNC_ID[IOCTL_TP_FUNC], ts_ns=call_ts, dur_ns=call_end - call_ts, tgid=ctl, tid=ctl,
                         comm="gpreempt-ctl", ioctl_nr=(DBG_TRAP if sch == "A" else (PREEMPT_QUEUES if is_p else RESUME_QUEUES)),
                         dbg_op=(DBG_SUSPEND if is_p else DBG_RESUME) if sch == "A" else None, target_pid=target, num_queues=nq,
                         queue_ids=_qids(qids, n), ret=nq)
@@ -301,6 +302,6 @@ class Model:
         if filler < 0:
             raise AssertionError("event budget overrun")
         ft = np.sort(self.rng.integers(START_NS + 1, t, filler))
-        self.ev.add(filler, event=EVENT_ID["kfd_ioctl"], func=FUNC_ID["syscalls:sys_enter_ioctl"], ts_ns=ft, dur_ns=self.rng.integers(2_000, 20_000, filler),
+        self.ev.add(filler, event=EVENT_ID["kfd_ioctl"], func=FUNC_ID[IOCTL_TP_FUNC], ts_ns=ft, dur_ns=self.rng.integers(2_000, 20_000, filler),
                     tgid=online, tid=online, comm="online", ioctl_nr=ALLOC_MEMORY, ret=0)
         self.end_ns = t

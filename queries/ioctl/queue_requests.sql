@@ -1,8 +1,10 @@
 -- What each process asked KFD to do with queues, from the ioctl path: queue creations by type and
 -- priority, destructions, and debugger suspend/resume calls with their target process. Counts
 -- calls whatever their result (`failed` says how many returned an errno), so it works on a host
--- without a GPU too. Only rows of the ioctl tracepoint path (func syscalls:*) count: it is the path
--- that decodes the arguments, and a kfd_ioctl kprobe seeing the same call would count it twice.
+-- without a GPU too. Each call counts once: a run recorded on the syscall tracepoints (func syscalls:*,
+-- `--probes ioctl` or a kernel without kprobes) counts those rows, and a bare kfd_ioctl kprobe beside
+-- them (older recordings) would count the same call twice; a run recorded with the default kprobe path
+-- counts its decoded kfd_ioctl rows.
 -- DBG_TRAP queue operations are named through the prelude's `dbg_trap_ops` lookup (one definition).
 
 CREATE VIEW ioctl_queue_requests AS
@@ -31,6 +33,8 @@ SELECT
   count(*) FILTER (WHERE ret < 0) AS failed
 FROM events
 LEFT JOIN dbg_trap_ops o ON o.ioctl_nr_low = events.ioctl_nr & 255 AND o.dbg_op = events.dbg_op
-WHERE event = 'kfd_ioctl' AND ioctl_nr IS NOT NULL AND func LIKE 'syscalls:%'
+WHERE event = 'kfd_ioctl' AND ioctl_nr IS NOT NULL
+  AND (func LIKE 'syscalls:%'
+       OR (func = 'kfd_ioctl' AND run_id NOT IN (SELECT run_id FROM events WHERE event = 'kfd_ioctl' AND func LIKE 'syscalls:%')))
 GROUP BY run_id, tgid
 ORDER BY run_id, tgid;
