@@ -4,7 +4,8 @@ controller with PR_SET_PDEATHSIG(SIGTERM).
 - The controller dies (SIGKILL included): the kernel sends the watchdog SIGTERM; for scheme B it resumes
   every queue of the target (RESUME_QUEUES with FLAG_ALL), then exits (scheme A needs nothing: KFD's
   debugger exit path disables the target, resuming its queues).
-- The controller holds past --max-hold + SLACK_MS without resuming (SIGSTOPped, hung): the controller
+- The controller holds past overdue_ms(--max-hold) (2 x --max-hold, at least --max-hold + 2 s) without
+  resuming (SIGSTOPped, hung): the controller
   stores each hold's start (CLOCK_MONOTONIC ns; 0 when nothing is held) in an 8-byte memfd both map
   (a memory store: no system call on the preempt path); the watchdog reads it every CHECK_S and SIGKILLs
   a controller whose hold is overdue; that is the death above, which resumes.
@@ -24,7 +25,13 @@ import sys
 import time
 
 PR_SET_PDEATHSIG = 1
-SLACK_MS = 2000  # past --max-hold, how long the controller's own resume may be late (a loaded host)
+SLACK_MS = 2000  # past --max-hold, how long the controller's own resume may be late: at least this, or
+# --max-hold again (under QEMU TCG, with a trace to write, the owner's own max-hold resume came >2 s late)
+
+
+def overdue_ms(max_hold_ms: int) -> int:
+    """How long a hold may last before the watchdog SIGKILLs the controller."""
+    return max_hold_ms + max(SLACK_MS, max_hold_ms)
 CHECK_S = 0.05  # how often the watchdog reads the hold slot
 
 
@@ -114,9 +121,9 @@ def main(argv=None) -> int:
             continue
         time.sleep(CHECK_S)  # the SIGTERM handler runs during it; the loop then sees `fired`
         since = struct.unpack_from("=Q", slot, 0)[0]
-        if since and not killed and time.monotonic_ns() - since > max_hold_ns + SLACK_MS * 1_000_000:
-            print(f"gpreempt-trace watchdog: controller {parent} held pid {pid}'s queues past --max-hold "
-                  f"{max_hold_ns // 1_000_000} ms + {SLACK_MS} ms without resuming (stopped or hung): SIGKILL",
+        if since and not killed and time.monotonic_ns() - since > overdue_ms(max_hold_ns // 1_000_000) * 1_000_000:
+            print(f"gpreempt-trace watchdog: controller {parent} held pid {pid}'s queues {overdue_ms(max_hold_ns // 1_000_000)} ms "
+                  f"(--max-hold {max_hold_ns // 1_000_000} ms) without resuming (stopped or hung): SIGKILL",
                   file=sys.stderr, flush=True)
             os.kill(int(parent), signal.SIGKILL)  # its death resumes (PDEATHSIG below; scheme A: KFD's exit path)
             killed = True
