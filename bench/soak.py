@@ -562,7 +562,7 @@ def target_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: in
 
 
 def controller_sigstop_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: int, max_hold_ms: int) -> list[KillRun]:
-    """SIGSTOP of the holding controller past --max-hold + the watchdog's slack: is the hold ended while it is stopped?"""
+    """SIGSTOP of the holding controller past what the watchdog allows (watchdog.overdue_ms): is the hold ended while it is stopped?"""
     work.mkdir(parents=True, exist_ok=True)
     target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A", name=f"st-{scheme}")
     out = []
@@ -582,14 +582,14 @@ def controller_sigstop_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0
                 c.close()
                 time.sleep(run.delay_s)
                 _kill(svc.p, signal.SIGSTOP)
-                from gpreempt_trace.control.watchdog import SLACK_MS
+                from gpreempt_trace.control.watchdog import overdue_ms
 
-                time.sleep((max_hold_ms + SLACK_MS) / 1000 + 2)  # past what the watchdog allows
+                time.sleep(overdue_ms(max_hold_ms) / 1000 + 2)  # past what the watchdog allows
                 t = svc.text()
                 stopped_still = proc_state(svc.p.pid) in "Tt"
                 if svc.p.poll() is not None:
                     m = re.search(r"RESUME_QUEUES\(all\) of pid \d+: (.*)", t)
-                    run.resumed_by = (("watchdog SIGKILLed it" if "past --max-hold" in t else f"controller ended (exit {svc.p.returncode})")
+                    run.resumed_by = (("watchdog SIGKILLed it" if "without resuming (stopped or hung)" in t else f"controller ended (exit {svc.p.returncode})")
                                       + (f"; watchdog RESUME_QUEUES(all): {m.group(1)}" if m else "; KFD's debugger exit path" if scheme == "A" else ""))
                     run.left_suspended = svc.left_suspended() if scheme == "A" else ("watchdog: controller" not in t)
                     if not kfd and scheme == "A":
