@@ -188,14 +188,16 @@ LEFT JOIN workload_labels l ON l.run_id = r.run_id AND l.tgid = h.tgid
 ORDER BY r.run_id, h.ts_ns, h.tgid;
 
 CREATE VIEW preempt_collateral_per_process AS
-WITH p AS (  -- runs joined before the sums, as a LEFT JOIN runs over the rows would (a run id listed twice counts twice)
+WITH rl AS MATERIALIZED (  -- (materialized: inlined, the planner joined every row to runs by its run id string)
+  SELECT k.rk, runs.events_lost FROM _preempt_collateral_runs k LEFT JOIN runs ON runs.run_id = k.run_id
+), p AS (  -- runs joined before the sums, as a LEFT JOIN runs over the rows would (a run id listed twice counts twice)
   SELECT h.rk, h.tgid, count(*) AS unmaps, count(*) FILTER (WHERE h.tgid <> h.cause_tgid) AS collateral_unmaps,
          CAST(sum(h.remap_end_ns - h.ts_ns) FILTER (WHERE h.tgid <> h.cause_tgid) AS BIGINT) AS collateral_off_ns,
          quantile_disc(h.remap_end_ns - h.ts_ns, 0.5) FILTER (WHERE h.tgid <> h.cause_tgid) AS collateral_p50_off_ns,
          max(h.remap_end_ns - h.ts_ns) FILTER (WHERE h.tgid <> h.cause_tgid) AS collateral_max_off_ns,
          any_value(r.events_lost) AS events_lost
   FROM _preempt_collateral_rows h
-  JOIN (SELECT k.rk, runs.events_lost FROM _preempt_collateral_runs k LEFT JOIN runs ON runs.run_id = k.run_id) r ON r.rk = h.rk
+  JOIN rl r ON r.rk = h.rk
   GROUP BY h.rk, h.tgid
 )
 SELECT
