@@ -46,48 +46,45 @@ GROUP BY hash(run_id);
 
 -- One row per preemption with its timing columns alone, runs as keys (`rk`): preempt.summary and the
 -- report read this; preempt_preemption adds run ids, queue ids, results, labels, loss.
--- Shaped by EXPLAIN ANALYZE on 10 M events: requests and done markers are read by two
--- scans of markers, each with its own filter, and carry no strings but the scheme (materializing one
--- shared scan with run_id and label cost more than the second scan); rows are keyed by `rk` =
--- hash(run_id) and `fam` (0 preempt, 1 resume), so sorts and joins compare integers (a string key
--- doubled each ASOF join); "next row of the same group" is an unpartitioned window over one sort with
--- the group checked on the neighbour, one scalar lead() per column over one named window (a struct
--- lead cost ~10 % more; a PARTITION BY window or a third ASOF join 2-3x more; one ASOF join over both
--- families 1.7x the two; lead(... IGNORE NULLS) over requests and kernel rows in one sort instead of
--- the ASOF joins 3.7x). Runs stay keys (`rk`) to the end: preempt_preemption_run_keys turns them back
--- into run ids where they are shown (joining it on 580 k rows cost 0.2 s of CPU).
+-- Shaped by EXPLAIN ANALYZE and CPU time on 10 M events (bench/bench_query.py): each side (preempt:
+-- request, done marker, unmap; resume: request, done marker, map) is its own pipeline with nothing
+-- materialized: its requests' window sorts one family (the target's next request of that kind), its
+-- done markers are grouped and joined per family, and its ASOF join reads the kernel rows straight
+-- from `events` (their own row groups: trace/writer.py). Materialized CTEs holding both families'
+-- requests, done markers and kernel rows at once cost 10-20 % more CPU and ~250 MB more memory. Rows
+-- are keyed by `rk` = hash(run_id) (a string key doubled each ASOF join) and stay keys to the end:
+-- preempt_preemption_run_keys turns them back into run ids where they are shown. Measured and
+-- dropped: the next unmap/map by a window instead of the ASOF join (15x slower), a PARTITION BY
+-- window or a third ASOF join (2-3x), one ASOF join over both families (1.7x), one group over
+-- requests and done markers instead of group + join (no gain).
 CREATE VIEW preempt_preemption_timings AS
-WITH done AS MATERIALIZED (  -- the first done marker of each call
-  SELECT hash(run_id) AS rk, seq, CASE WHEN kind = 'preempt_done' THEN 0 ELSE 1 END AS fam, min(ts_ns) AS ts_ns, arg_min(label, ts_ns) AS label
-  FROM markers WHERE kind IN ('preempt_done', 'resume_done') GROUP BY ALL
-), rd AS MATERIALIZED (  -- requests, with the time of the target's next request of the same kind
-  SELECT r.rk, r.seq, r.ts_ns, r.scheme, r.target_tgid, r.gpu_id, r.fam, r.gpu_key, d.ts_ns AS done_ts_ns, d.label AS result, r.next_same_kind_ts_ns
-  FROM (SELECT rk, seq, ts_ns, scheme, target_tgid, gpu_id, fam, coalesce(gpu_id, 4294967295) AS gpu_key,
-               CASE WHEN lead(rk) OVER w = rk AND lead(target_tgid) OVER w IS NOT DISTINCT FROM target_tgid AND lead(fam) OVER w = fam
-                    THEN lead(ts_ns) OVER w END AS next_same_kind_ts_ns
-        FROM (SELECT hash(run_id) AS rk, seq, ts_ns, scheme, target_tgid, gpu_id, CASE WHEN kind = 'preempt_request' THEN 0 ELSE 1 END AS fam
-              FROM markers WHERE kind IN ('preempt_request', 'resume_request'))
-        WINDOW w AS (ORDER BY rk, target_tgid, fam, ts_ns)) r
-  LEFT JOIN done d ON d.rk = r.rk AND d.seq = r.seq AND d.fam = r.fam
-), k AS MATERIALIZED (
-  SELECT hash(run_id) AS rk, gpu_id, CASE WHEN event = 'queues_unmap' THEN 0 ELSE 1 END AS fam, ts_ns, ts_ns + dur_ns AS end_ns
-  FROM events WHERE event IN ('queues_unmap', 'queues_map') AND gpu_id IS NOT NULL
-), side AS MATERIALIZED (
-  -- end of the first unmap (preempt) / map (resume) on the request's GPU starting at or after it,
-  -- counted only when it starts before the call's done marker (without one: the next such request)
-  SELECT r.*, CASE WHEN u.ts_ns <= coalesce(r.done_ts_ns, r.next_same_kind_ts_ns, 9223372036854775807) THEN u.end_ns END AS k_end_ns
-  FROM (SELECT * FROM rd WHERE fam = 0) r
-  ASOF LEFT JOIN (SELECT rk, gpu_id, ts_ns, end_ns FROM k WHERE fam = 0) u
-    ON u.rk = r.rk AND u.gpu_id = r.gpu_id AND u.ts_ns >= r.ts_ns
+WITH side AS (
+  SELECT r.*, 0 AS fam, CASE WHEN k.ts_ns <= coalesce(r.done_ts_ns, r.next_ts_ns, 9223372036854775807) THEN k.end_ns END AS k_end_ns
+  FROM (SELECT q.rk, q.seq, q.ts_ns, q.scheme, q.target_tgid, q.gpu_id, coalesce(q.gpu_id, 4294967295) AS gpu_key, d.ts_ns AS done_ts_ns, d.label AS result, q.next_ts_ns
+        FROM (SELECT *, CASE WHEN lead(rk) OVER w = rk AND lead(target_tgid) OVER w IS NOT DISTINCT FROM target_tgid THEN lead(ts_ns) OVER w END AS next_ts_ns
+              FROM (SELECT hash(run_id) AS rk, seq, ts_ns, scheme, target_tgid, gpu_id FROM markers WHERE kind = 'preempt_request')
+              WINDOW w AS (ORDER BY rk, target_tgid, ts_ns)) q
+        LEFT JOIN (SELECT hash(run_id) AS rk, seq, min(ts_ns) AS ts_ns, arg_min(label, ts_ns) AS label FROM markers WHERE kind = 'preempt_done' GROUP BY ALL) d
+          ON d.rk = q.rk AND d.seq = q.seq) r
+  -- end of the first unmap on the request's GPU starting at or after it, counted only when it starts
+  -- before the call's done marker (without one: the target's next preempt request)
+  ASOF LEFT JOIN (SELECT hash(run_id) AS rk, gpu_id, ts_ns, ts_ns + dur_ns AS end_ns FROM events WHERE event = 'queues_unmap' AND gpu_id IS NOT NULL) k
+    ON k.rk = r.rk AND k.gpu_id = r.gpu_id AND k.ts_ns >= r.ts_ns
   UNION ALL
-  SELECT r.*, CASE WHEN m.ts_ns <= coalesce(r.done_ts_ns, r.next_same_kind_ts_ns, 9223372036854775807) THEN m.end_ns END
-  FROM (SELECT * FROM rd WHERE fam = 1) r
-  ASOF LEFT JOIN (SELECT rk, gpu_id, ts_ns, end_ns FROM k WHERE fam = 1) m
-    ON m.rk = r.rk AND m.gpu_id = r.gpu_id AND m.ts_ns >= r.ts_ns
-), pr AS (
+  SELECT r.*, 1 AS fam, CASE WHEN k.ts_ns <= coalesce(r.done_ts_ns, r.next_ts_ns, 9223372036854775807) THEN k.end_ns END AS k_end_ns
+  FROM (SELECT q.rk, q.seq, q.ts_ns, q.scheme, q.target_tgid, q.gpu_id, coalesce(q.gpu_id, 4294967295) AS gpu_key, d.ts_ns AS done_ts_ns, d.label AS result, q.next_ts_ns
+        FROM (SELECT *, CASE WHEN lead(rk) OVER w = rk AND lead(target_tgid) OVER w IS NOT DISTINCT FROM target_tgid THEN lead(ts_ns) OVER w END AS next_ts_ns
+              FROM (SELECT hash(run_id) AS rk, seq, ts_ns, scheme, target_tgid, gpu_id FROM markers WHERE kind = 'resume_request')
+              WINDOW w AS (ORDER BY rk, target_tgid, ts_ns)) q
+        LEFT JOIN (SELECT hash(run_id) AS rk, seq, min(ts_ns) AS ts_ns, arg_min(label, ts_ns) AS label FROM markers WHERE kind = 'resume_done' GROUP BY ALL) d
+          ON d.rk = q.rk AND d.seq = q.seq) r
+  -- the same for the resume side: the first map on the GPU
+  ASOF LEFT JOIN (SELECT hash(run_id) AS rk, gpu_id, ts_ns, ts_ns + dur_ns AS end_ns FROM events WHERE event = 'queues_map' AND gpu_id IS NOT NULL) k
+    ON k.rk = r.rk AND k.gpu_id = r.gpu_id AND k.ts_ns >= r.ts_ns
+), pr AS (  -- a preemption's resume: the next row of the same run, target and GPU, before the target's next preempt
   SELECT *, coalesce(lead(fam) OVER w = 1 AND lead(rk) OVER w = rk AND lead(target_tgid) OVER w IS NOT DISTINCT FROM target_tgid
                      AND lead(gpu_key) OVER w = gpu_key
-                     AND lead(ts_ns) OVER w < coalesce(next_same_kind_ts_ns, 9223372036854775807), false) AS resumed,
+                     AND lead(ts_ns) OVER w < coalesce(next_ts_ns, 9223372036854775807), false) AS resumed,
          lead(k_end_ns) OVER w - lead(ts_ns) OVER w AS nx_lat, lead(done_ts_ns) OVER w AS nx_done
   FROM side WINDOW w AS (ORDER BY rk, target_tgid, gpu_key, ts_ns, fam)
 )
