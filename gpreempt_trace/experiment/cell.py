@@ -182,7 +182,9 @@ class Cell:
             if s.scheme != "none":
                 ctl = ["preempt", "serve", "--scheme", s.scheme, "--pid", str(self.res.offline_pid), "--socket", str(sock),
                        "-o", s.trace]
-                ctl += ["--queues", s.unchecked_ids, "--unchecked-ids"] if s.unchecked_ids else ["--queues", s.queues]
+                # made-up ids (the lab: no GPU queues) only for scheme A, where KFD answers INVALID per id; the
+                # scheme-B ioctls refuse ids that do not exist (ENOENT), so B names its queues as configured
+                ctl += ["--queues", s.unchecked_ids, "--unchecked-ids"] if s.unchecked_ids and s.scheme == "A" else ["--queues", s.queues]
                 self._start("controller", _cli(*ctl))
                 self._wait_for("controller service", sock.exists, "controller", s.warmup_timeout_s)
                 online += ["--controller-socket", str(sock), "--burst-gap-ms", str(s.burst_gap_ms)]

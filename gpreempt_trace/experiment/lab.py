@@ -24,7 +24,7 @@ from ..errors import GptError
 from .ab import ABOptions, ABResult, _analyse, _prepare
 
 ENVIRONMENT = "qemu-tcg"
-LAB_QUEUE_IDS = "1,7"  # made-up ids: the lab has no GPU queues; the KFD answers INVALID for each
+LAB_QUEUE_IDS = "1,7"  # scheme A's made-up ids: the lab has no GPU queues; the KFD answers INVALID for each (B: --queues all)
 GUEST_CPUS = 2
 GUEST_WARMUP_S = 1200.0  # importing torch under TCG takes minutes on a loaded host
 
