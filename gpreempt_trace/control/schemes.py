@@ -128,6 +128,35 @@ class Scheme:
                                "name queues from `preempt status`, use --queues all, or --unchecked-ids to send them as given")
         return ids
 
+    # ---- suspend / resume: the raw call (the hot path) and its CallResult (built when needed) ----------
+    # A raw call is (op, ids, ts_request_ns, ts_done_ns, ret, errno, words): words are what the kernel
+    # wrote back per queue (scheme A: id | bits, after a successful call; scheme B: each entry's result).
+    def _raw(self, op: str, ids, grace: int) -> tuple:
+        raise NotImplementedError
+
+    def result(self, raw: tuple) -> CallResult:
+        """The CallResult of a raw call (the answer and the markers are made from it)."""
+        raise NotImplementedError
+
+    def _queue_call(self, op: str, ids, grace: int) -> CallResult:
+        return self.result(self._raw(op, ids, grace))
+
+    def suspend_raw(self, ids, grace: int) -> tuple | None:
+        """Suspend `ids`: the raw call, or None when there is nothing to do (no ioctl). GptError when held."""
+        raise NotImplementedError
+
+    def resume_raw(self, ids=None) -> tuple | None:
+        """Resume `ids` (default: what is held): the raw call, or None when there is nothing to do (no ioctl)."""
+        raise NotImplementedError
+
+    def suspend(self, ids, grace: int) -> CallResult:
+        raw = self.suspend_raw(ids, grace)
+        return _nothing("preempt") if raw is None else self.result(raw)
+
+    def resume(self, ids=None) -> CallResult:
+        raw = self.resume_raw(ids)
+        return _nothing("resume") if raw is None else self.result(raw)
+
     def gpu_id(self, ids) -> int | None:
         gpus = {self.queues[q] for q in ids if q in self.queues}
         return gpus.pop() if len(gpus) == 1 else None
@@ -374,17 +403,21 @@ class SchemeA(Scheme):
         a = U.dbg_trap_args(self.pid, "RESUME_QUEUES", queue_array_ptr=ctypes.addressof(arr), num_queues=n)
         return "AMDKFD_IOC_DBG_TRAP:RESUME_QUEUES", U.DBG_TRAP, a, arr
 
-    def _queue_call(self, op: str, ids: list[int], grace: int) -> CallResult:
+    def _raw(self, op: str, ids: list[int], grace: int) -> tuple:
         name, req, a, arr = self._args(op, ids, grace)
         t0 = time.monotonic_ns()
         try:
             ret, err = self.io.ioctl(name, req, a, (arr,)), 0
         except OSError as e:
             ret, err = None, e.errno
-        res = CallResult(op, list(ids), t0, time.monotonic_ns(), ret, err)
+        return op, ids, t0, time.monotonic_ns(), ret, err, () if err else tuple(arr)
+
+    def result(self, raw: tuple) -> CallResult:
+        op, ids, t0, t1, ret, err, words = raw
+        res = CallResult(op, list(ids), t0, t1, ret, err)
         if err == 0:
             seen = self._seen
-            for q, w in zip(ids, arr):
+            for q, w in zip(ids, words):
                 r = seen.get((q, w))
                 if r is None:  # results are never changed once made: one object per (id, word written back)
                     if len(seen) >= 4096:
@@ -393,24 +426,24 @@ class SchemeA(Scheme):
                 res.queues.append(r)
         return res
 
-    def suspend(self, ids: list[int], grace: int) -> CallResult:
+    def suspend_raw(self, ids: list[int], grace: int) -> tuple | None:
         if self.held is not None:
             raise GptError("queues are already suspended", "resume them first")
         if not ids:
-            return _nothing("preempt")
-        res = self._queue_call("preempt", ids, grace)
-        if res.ok:
+            return None
+        raw = self._raw("preempt", ids, grace)
+        if raw[5] == 0:
             self.held = list(ids)
-        return res
+        return raw
 
-    def resume(self, ids: list[int] | None = None) -> CallResult:
+    def resume_raw(self, ids: list[int] | None = None) -> tuple | None:
         ids = list((self.held if ids is None else ids) or [])
         if not ids:
-            return _nothing("resume")
-        res = self._queue_call("resume", ids, 0)
-        if res.ok:
+            return None
+        raw = self._raw("resume", ids, 0)
+        if raw[5] == 0:
             self.held = None
-        return res
+        return raw
 
     # ---- detach ----------------------------------------------------------------------------------
     def detach(self) -> list[str]:
@@ -525,7 +558,7 @@ class SchemeB(Scheme):
         name, req = ("AMDKFD_IOC_PREEMPT_QUEUES", U.PREEMPT_QUEUES) if op == "preempt" else ("AMDKFD_IOC_RESUME_QUEUES", U.RESUME_QUEUES)
         return name, req, a, entries
 
-    def _queue_call(self, op: str, ids, grace: int) -> CallResult:
+    def _raw(self, op: str, ids, grace: int) -> tuple:
         every = ids == "all"
         name, req, a, entries = self._args(op, ids, grace)
         t0 = time.monotonic_ns()
@@ -533,31 +566,35 @@ class SchemeB(Scheme):
             ret, err = self.io.ioctl(name, req, a, () if every else (entries,)), 0
         except OSError as e:
             ret, err = None, e.errno
-        res = CallResult(op, [] if every else list(ids), t0, time.monotonic_ns(), ret, err)
-        if not every:
-            for i, q in enumerate(ids):
-                r = entries[i].result
-                res.queues.append(QueueResult(q, "ok" if r == 0 else _errname(-r).lower(), r))
+        t1 = time.monotonic_ns()
+        return op, ids, t0, t1, ret, err, () if every else tuple([entries[i].result for i in range(len(ids))])
+
+    def result(self, raw: tuple) -> CallResult:
+        op, ids, t0, t1, ret, err, words = raw
+        every = ids == "all"
+        res = CallResult(op, [] if every else list(ids), t0, t1, ret, err)
+        for q, r in zip([] if every else ids, words):
+            res.queues.append(QueueResult(q, "ok" if r == 0 else _errname(-r).lower(), r))
         return res
 
-    def suspend(self, ids, grace: int) -> CallResult:
+    def suspend_raw(self, ids, grace: int) -> tuple | None:
         if self.held is not None:
             raise GptError("queues are already preempted", "resume them first")
         if not ids:
-            return _nothing("preempt")
-        res = self._queue_call("preempt", ids, self.grace_default if grace == 0 else grace)
-        if res.ok:
+            return None
+        raw = self._raw("preempt", ids, self.grace_default if grace == 0 else grace)
+        if raw[5] == 0:
             self.held = ids if ids == "all" else list(ids)
-        return res
+        return raw
 
-    def resume(self, ids=None) -> CallResult:
+    def resume_raw(self, ids=None) -> tuple | None:
         ids = self.held if ids is None else ids
         if not ids:
-            return _nothing("resume")
-        res = self._queue_call("resume", ids, self.grace_default)
-        if res.ok:
+            return None
+        raw = self._raw("resume", ids, self.grace_default)
+        if raw[5] == 0:
             self.held = None
-        return res
+        return raw
 
     def detach(self) -> list[str]:
         notes = []

@@ -215,10 +215,15 @@ def _bind(path: str) -> socket.socket:
     return s
 
 
+_QUICK = {wire.PLAIN[op]: op for op in ("preempt", "resume")}  # one whole plain request: Controller.quick
+
+
 class Service:
     """Answers JSON-line requests on a Unix socket. The socket work runs on the controller's owner
-    thread (Controller.add_reader): a request reaches the ioctl with no thread hand-off. Each
-    connection's hold is resumed when the connection goes (unless it preempted with keep)."""
+    thread (Controller.add_reader): a request reaches the ioctl with no thread hand-off. A read that
+    is exactly one plain preempt/resume line takes Controller.quick (same answer, less work); anything
+    else is parsed. Each connection's hold is resumed when the connection goes (unless it preempted
+    with keep)."""
 
     def __init__(self, ctl: Controller, path: str, sock: socket.socket):
         self.ctl, self.path, self.sock = ctl, path, sock
@@ -270,6 +275,21 @@ class Service:
         if not data:
             self._drop(fd)
             return
+        op = _QUICK.get(data)
+        if op is not None and not self.bufs[fd]:
+            q = self.ctl.quick(op)
+            if q is not None:
+                out, ok, failed = q
+                if ok:
+                    self.holder = fd if op == "preempt" else None
+                try:
+                    conn.sendall(out)
+                except OSError:
+                    self._drop(fd)
+                finally:
+                    if failed is not None:
+                        self.ctl.say_failures(failed)
+                return
         buf = self.bufs[fd] + data if self.bufs[fd] else data
         while b"\n" in buf:
             line, _, buf = buf.partition(b"\n")

@@ -4,6 +4,8 @@ The hot requests (preempt/resume/status with no arguments) have one fixed spelli
 sends pre-encoded and the service recognises without a JSON parse; any other spelling of the same
 request is parsed as JSON and means the same. A preempt/resume answer is formatted directly (no
 dict walk in the JSON encoder); every other answer goes through json.dumps. Both are compact JSON.
+The service's fast path (owner.Controller.quick) keeps one template per distinct result
+(call_template): only the two timestamps and seq are formatted per call.
 """
 from __future__ import annotations
 
@@ -67,3 +69,19 @@ def answer(ans: dict) -> bytes:
         except (KeyError, TypeError, ValueError):
             pass  # not the shape it looked like: the general encoder
     return _dumps(ans).encode() + b"\n"
+
+
+_HOLES = (-7_000_000_000_000_000_001, -7_000_000_000_000_000_002, -7_000_000_000_000_000_003)  # no real value
+
+
+def call_template(ans: dict) -> bytes | None:
+    """answer(ans) as a bytes template whose `%d`s are ts_request_ns, ts_done_ns and seq, in that order:
+    `call_template(ans) % (t0, t1, seq) == answer({**ans, "ts_request_ns": t0, "ts_done_ns": t1, "seq": seq})`.
+    None when ans is not a preempt/resume answer."""
+    line = answer({**ans, "ts_request_ns": _HOLES[0], "ts_done_ns": _HOLES[1], "seq": _HOLES[2]}).replace(b"%", b"%%")
+    marks = [b"%d" % h for h in _HOLES]
+    if [line.count(m) for m in marks] != [1, 1, 1] or not line.index(marks[0]) < line.index(marks[1]) < line.index(marks[2]):
+        return None
+    for m in marks:
+        line = line.replace(m, b"%d")
+    return line
