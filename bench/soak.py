@@ -94,6 +94,100 @@ def wait_for(cond, timeout_s: float, step: float = 0.02) -> bool:
     return bool(cond())
 
 
+# ---- fork instead of exec (the lab: a Python start under TCG takes 10-30 s) ---------------------------
+FORK = False  # kill runs: fork the controller and the target from this process (imports done once) instead
+# of exec'ing a new interpreter each time; the child runs the same code (cli main / service.serve / TARGET)
+_PRELOAD = ("gpreempt_trace.cli.main", "gpreempt_trace.cli.commands.preempt", "gpreempt_trace.control.service",
+            "gpreempt_trace.control.schemes", "gpreempt_trace.control.watchdog", "gpreempt_trace.contracts.uapi")
+
+
+def preload() -> None:
+    import importlib
+
+    for m in _PRELOAD:
+        importlib.import_module(m)
+
+
+class Forked:
+    """What the soak uses of subprocess.Popen, for a child made by fork_call (this process is its parent)."""
+
+    def __init__(self, pid: int, what: str):
+        self.pid, self.args, self.returncode = pid, what, None
+
+    def poll(self):
+        if self.returncode is None:
+            pid, st = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(st)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if not wait_for(lambda: self.poll() is not None, 1e9 if timeout is None else timeout, 0.005):
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def send_signal(self, sig) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def fork_call(fn, log: Path, what: str) -> Forked:
+    """fn() in a forked child with stdin /dev/null, stdout+stderr appended to `log`, no other fd, cwd REPO;
+    its return value (or SystemExit code) is the exit status. Fork only while this process has one thread."""
+    assert threading.active_count() == 1, "fork with other threads running"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return Forked(pid, what)
+    rc = 1
+    try:
+        import gc
+
+        gc.collect()  # finalizers of the parent's garbage close the parent's fds now, not reused numbers later
+        gc.freeze()
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        nul = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(nul, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        os.chdir(REPO)
+        sys.stdin = open(0, closefd=False)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        r = fn()
+        rc = r if isinstance(r, int) else 0
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - the child reports and exits, never returns into the soak
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(rc)
+
+
+def _cli(argv: list[str]):
+    from gpreempt_trace.cli.main import main as cli_main
+
+    return lambda: cli_main(args=argv, prog_name="gpreempt-trace")
+
+
+def _target_code(argv: list[str]):
+    def run():
+        sys.argv = argv
+        exec(compile(TARGET, "target.py", "exec"), {"__name__": "__main__"})
+    return run
+
+
 # ---- what a process holds --------------------------------------------------------------------------
 @dataclass
 class Usage:
@@ -217,8 +311,13 @@ class Target:
         self.log = work / f"{name}.log"
         script = work / "target.py"
         script.write_text(TARGET)
-        self.p = subprocess.Popen([PY, str(script), kfd, "1" if runtime else "0", str(REPO)],
-                                  stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        argv = [str(script), kfd, "1" if runtime else "0", str(REPO)]
+        if FORK:
+            self.log.write_text("")
+            self.p = fork_call(_target_code(argv), self.log, "target")
+        else:
+            with open(self.log, "w") as log:
+                self.p = subprocess.Popen([PY, *argv], stdout=log, stderr=subprocess.STDOUT)
         if not wait_for(lambda: "ready" in self.text() or self.p.poll() is not None, 120):
             raise RuntimeError(f"target did not start: {self.text()[-300:]}")
         if self.p.poll() is not None:
@@ -263,7 +362,12 @@ class Service:
                  "scheme": scheme, "max_hold": max_hold_ms}
             argv = [PY, "-m", "bench.soak", "--scripted-serve", str(self.ioctls), json.dumps(o)]
         self.t0 = time.monotonic()
-        self.p = subprocess.Popen(argv, stdout=open(self.log, "a"), stderr=subprocess.STDOUT, cwd=REPO)
+        if FORK:
+            fn = _cli(argv[3:]) if kfd else (lambda: scripted_serve(*argv[4:6]))
+            self.p = fork_call(fn, self.log, " ".join(argv[3:]))
+        else:
+            with open(self.log, "a") as log:
+                self.p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -352,6 +456,7 @@ class ControllerSoak:
     dmesg_lines: list = field(default_factory=list)
     watchdogs: int = 0  # watchdog processes of the service still alive at the end (scheme B: its one)
     wall_s: float = 0.0
+    marks: dict = field(default_factory=dict)  # cycle -> Usage after it (cycle 100 and every 1000th)
 
 
 def _window(xs: list, attr: str) -> str:
@@ -377,6 +482,8 @@ def controller_soak(work: Path, kfd: bool, scheme: str, cycles: int) -> Controll
                 r.answered += 1
                 r.ok += bool(ans.get("ok"))
             u = usage(svc.p.pid)
+            if i + 1 == 100 or (i + 1) % 1000 == 0:
+                r.marks[i + 1] = u
             if i < win:
                 r.first.append(u)
             elif i >= cycles - win:
@@ -408,7 +515,8 @@ def print_controller(r: ControllerSoak) -> None:
           f"left suspended (ioctls issued): {'n/a (real KFD)' if r.left_suspended is None else r.left_suspended}; "
           f"service exit {r.stop_rc}")
     for attr, unit in (("fds", "open fds"), ("rss_kb", "RSS KiB"), ("threads", "threads")):
-        print(f"  {unit:>9}: first {n} cycles {_window(r.first, attr)}, last {len(r.last)} cycles {_window(r.last, attr)}")
+        print(f"  {unit:>9}: first {n} cycles {_window(r.first, attr)}, last {len(r.last)} cycles {_window(r.last, attr)}"
+              + (f"; after cycle {', '.join(f'{k}: {getattr(u, attr)}' for k, u in r.marks.items())}" if r.marks else ""))
     print(f"  dmesg: {r.dmesg_new} new lines, {len(r.dmesg_errors)} error-like" + (f": {r.dmesg_errors[:3]}" if r.dmesg_errors else "")
           + (f" (new: {r.dmesg_lines[:3]})" if r.dmesg_lines and not r.dmesg_errors else ""))
 
@@ -520,6 +628,18 @@ def _kill(p: subprocess.Popen, sig) -> None:
             pass
 
 
+def _hold(svc: Service, run: KillRun) -> bool:
+    """The service takes a kept hold, then run.delay_s passes; False (noted in run) when it did not start."""
+    if not svc.wait_ready():
+        run.notes = svc.text()[-200:]
+        return False
+    c = _client(svc.sock)
+    c.request("preempt", keep=True)
+    c.close()
+    time.sleep(run.delay_s)
+    return True
+
+
 def target_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: int) -> list[KillRun]:
     """SIGKILL of the held target: the service notices, stops on its own (no queue to resume on a gone
     process) and the next target can be served at once."""
@@ -532,14 +652,9 @@ def target_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: in
         svc = Service(work, target, kfd, scheme, name=f"tk{scheme}{i}")
         run = KillRun("target-sigkill", seed, rng.uniform(0, 0.2), "holding")
         try:
-            if not svc.wait_ready():
-                run.notes = svc.text()[-200:]
+            if not _hold(svc, run):
                 out.append(run)
                 continue
-            c = _client(svc.sock)
-            c.request("preempt", keep=True)
-            c.close()
-            time.sleep(run.delay_s)
             target.p.kill()
             target.p.wait()
             try:
@@ -573,14 +688,9 @@ def controller_sigstop_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0
             svc = Service(work, target, kfd, scheme, max_hold_ms=max_hold_ms, name=f"s{scheme}{i}")
             run = KillRun("controller-sigstop", seed, rng.uniform(0, max_hold_ms / 1000), "holding")
             try:
-                if not svc.wait_ready():
-                    run.notes = svc.text()[-200:]
+                if not _hold(svc, run):
                     out.append(run)
                     continue
-                c = _client(svc.sock)
-                c.request("preempt", keep=True)
-                c.close()
-                time.sleep(run.delay_s)
                 _kill(svc.p, signal.SIGSTOP)
                 from gpreempt_trace.control.watchdog import overdue_ms
 
@@ -818,14 +928,31 @@ def _part_controller(sizes, seed, work, kfd, schemes) -> int:
 
 
 def _part_kill(sizes, seed, work, kfd, schemes) -> int:
+    global FORK
     bad = 0
+    if FORK:
+        t = time.monotonic()
+        preload()
+        print(f"kill runs fork the controller and the target from this process (imports done once: {time.monotonic() - t:.1f} s)")
     for s in schemes:
         for fn, args in ((controller_sigkill_runs, ()), (target_sigkill_runs, ()), (controller_sigstop_runs, (1000 if kfd else 300,))):
-            runs = fn(work / f"kill-{s}", kfd, s, sizes["kill"], seed, *args)
-            print(f"[scheme {s}] ", end="")
-            print_kill(runs)
-            bad += sum(not r.ok for r in runs)
-            sys.stdout.flush()
+            # --exec-baseline N: the first N seeds once more with a new interpreter per process (the cost before the fork)
+            for fork, n in ((False, sizes.get("exec_baseline") or 0), (FORK, sizes["kill"])) if FORK else ((False, sizes["kill"]),):
+                if not n:
+                    continue
+                FORK, keep = fork, FORK
+                t, cpu = time.monotonic(), _cpu_s()
+                try:
+                    runs = fn(work / f"kill-{s}{'' if fork else '-exec'}", kfd, s, n, seed, *args)
+                finally:
+                    FORK = keep
+                wall, cpu = time.monotonic() - t, _cpu_s() - cpu
+                print(f"[scheme {s}, {'fork' if fork else 'exec'}] ", end="")
+                print_kill(runs)
+                print(f"  {wall:.0f} s wall, {cpu:.0f} s CPU (this process + children): {wall / len(runs):.1f} s wall, "
+                      f"{cpu / len(runs):.1f} s CPU a run; load {os.getloadavg()[0]:.2f}")
+                bad += sum(not r.ok for r in runs)
+                sys.stdout.flush()
     return bad
 
 
@@ -850,6 +977,11 @@ def _part_experiment(sizes, seed, work, kfd, schemes) -> int:
     a = r["accounting"]
     bad += a is None or a["planned"] != a["completed"] + a["failed"] + a["not run"]
     return bad
+
+
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 _PARTS = {"controller": _part_controller, "kill": _part_kill, "record": _part_record, "experiment": _part_experiment}
@@ -887,8 +1019,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lab", action="store_true", help="run inside the Debian 6.12 lab guest")
     ap.add_argument("--lab-timeout", type=float, default=3600)
     ap.add_argument("--work", help="scratch folder (default: a new temporary one)")
+    ap.add_argument("--exec", action="store_true", help="kill runs: start each controller and target as a new "
+                    "interpreter (default: fork them from the soak, whose imports are done once)")
     for k in SHORT:
         ap.add_argument(f"--{k}", type=int, help=f"override the {k} count")
+    ap.add_argument("--exec-baseline", type=int, default=0, metavar="N",
+                    help="kill: first run N runs per scenario with --exec, for the per-run cost before/after")
     a = ap.parse_args(argv)
     parts = a.parts or list(PARTS)
     if set(parts) - set(PARTS):
@@ -897,8 +1033,12 @@ def main(argv: list[str] | None = None) -> int:
     for k in SHORT:
         if getattr(a, k) is not None:
             sizes[k] = getattr(a, k)
+    sizes["exec_baseline"] = a.exec_baseline
+    global FORK
+    FORK = not a.exec
     if a.lab:
-        rest = [*parts, "--seed", str(a.seed), *(["--long"] if a.long else []),
+        rest = [*parts, "--seed", str(a.seed), *(["--long"] if a.long else []), *(["--exec"] if a.exec else []),
+                *([f"--exec-baseline={a.exec_baseline}"] if a.exec_baseline else []),
                 *[f"--{k}={v}" for k, v in sizes.items() if getattr(a, k) is not None]]
         return run_lab(rest, a.lab_timeout)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="gpt-soak-"))
