@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from ..errors import GptError
 from ..trace.directory import COUNTER_OF_TABLE, META, READERS_LOCK, TABLE_NAMES, _write_json_atomic
-from ..trace.writer import SCHEMA_FILE
+from ..trace.writer import COMPACT_LOCK, SCHEMA_FILE, covered_names, merged_range
 
 TRIGGERED = "triggered"
 KEEP_TABLES = ("events", "markers", "snapshots")  # retention deletes from these; process_reads stays whole
@@ -313,6 +313,12 @@ class FlightRecorder:
                          and e.name != SCHEMA_FILE]
             except OSError:
                 continue
+            # compaction: small segments a merged one covers are read through it; gone ones are forgotten
+            drop = covered_names(names)
+            names = [n for n in names if n not in drop]
+            here = set(names)
+            for key in [k for k in self.kept if k[0] == table and k[1] not in here]:
+                del self.kept[key]
             for name in names:
                 if (table, name) in self.kept:
                     continue
@@ -322,16 +328,33 @@ class FlightRecorder:
 
     def _link_new(self) -> None:
         s = self.pending
-        for key, seg in self.kept.items():
-            if key in s.linked:
-                continue
+        with COMPACT_LOCK:  # no merge renames or unlinks between a link and its bookkeeping
+            for key, seg in list(self.kept.items()):
+                if key in s.linked:
+                    continue
+                try:
+                    os.link(self.path / seg.table / seg.name, s.dir / seg.table / seg.name)
+                except FileExistsError:
+                    pass
+                except FileNotFoundError:  # removed by someone else (merged) since the scan
+                    continue
+                s.linked[key] = seg
+                if merged_range(seg.name):  # its small segments linked before: the saved trace reads them once
+                    self._unlink_covered(s.dir / seg.table, seg, lambda n: s.linked.pop((seg.table, n), None))
+
+    @staticmethod
+    def _unlink_covered(d: Path, merged: Segment, forget: Callable[[str], object]) -> None:
+        """Unlink the small segments in folder d that `merged` covers."""
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return
+        for n in covered_names([merged.name, *(n for n in names if merged_range(n) is None)]):
             try:
-                os.link(self.path / seg.table / seg.name, s.dir / seg.table / seg.name)
-            except FileExistsError:
+                os.unlink(d / n)
+            except FileNotFoundError:
                 pass
-            except FileNotFoundError:  # removed by someone else since the scan
-                continue
-            s.linked[key] = seg
+            forget(n)
 
     def _finish(self, now_ns: int, cut_by: str, cut: bool = True) -> None:
         s = self.pending
@@ -392,6 +415,10 @@ class FlightRecorder:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _delete(self, order: list[Segment], total: int, now_ns: int) -> None:
+        with COMPACT_LOCK:  # a merge's check-and-rename never sees half of a deletion
+            self._delete_locked(order, total, now_ns)
+
+    def _delete_locked(self, order: list[Segment], total: int, now_ns: int) -> None:
         for seg in order:
             if self.keep.seconds is not None:
                 if seg.max_ts_ns >= now_ns - int(self.keep.seconds * 1e9):
@@ -402,6 +429,8 @@ class FlightRecorder:
                 os.unlink(self.path / seg.table / seg.name)
             except FileNotFoundError:
                 pass
+            if merged_range(seg.name):  # small ones its writer has not unlinked yet would come back uncovered
+                self._unlink_covered(self.path / seg.table, seg, lambda n: None)
             del self.kept[(seg.table, seg.name)]
             total -= seg.bytes
             self.deleted[seg.table] += seg.rows

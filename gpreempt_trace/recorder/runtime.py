@@ -38,7 +38,7 @@ from ..trace.containers import ContainerFilter, exec_target, pidns_offsets
 from ..trace.launcher import Launcher
 from ..trace.processes import ProcessLog
 from ..trace.directory import META, TraceWriter, already_a_trace
-from ..trace.writer import DEFAULT_SEGMENT_S
+from ..trace.writer import DEFAULT_COMPACT_S
 from . import flight, ioctls
 from .plan import IOCTL_TP_FUNC, IoctlPlan, plan_ioctl
 from .loader import Loaded, Loader
@@ -62,9 +62,12 @@ FD_WALK = {
 }
 BATCH_RECORDS = 65536
 DECODE_EVERY_S = 0.1  # the reader's period: a record waits at most this long (ring + batch) before going to the writer
+# the events segment age: a kill -9 loses the open segment, rows at most this old (counted from their
+# ts_ns) plus one loop period; compaction (--compact) keeps the file count of 4 segments a second bounded
+EVENTS_SEGMENT_S = 0.25
 # the events writer cuts a row group when the segment closes (or at rows_per_group): a row group is not
 # readable before its segment is closed anyway, and 5 row groups per segment cost ~40 % more writer CPU
-EVENTS_GROUP_MS = DEFAULT_SEGMENT_S * 1000
+EVENTS_GROUP_MS = EVENTS_SEGMENT_S * 1000
 WAKEUPS_PER_RING = 8  # with wakeups on: the kernel wakes the reader about this often per ring's worth of records
 WAKE_EVERY_MAX = 8192  # records per CPU between two wakeups, at most
 STOP_DRAIN_S = 2.0  # after a stop: drain what the ring holds for at most this long
@@ -96,6 +99,7 @@ class RecordOptions:
     keep: str | None = None  # --keep 10m | 2GiB: flight recorder, only the newest segments stay (recorder/flight.py)
     triggers: str | None = None  # --trigger queue_reset,hws_hang,preempt_over=5ms: save the kept window
     after_s: float = 5.0  # --after: seconds a saved window runs past its trigger
+    compact: str = f"{DEFAULT_COMPACT_S:g}s"  # --compact 60s | off: merge closed segments per this much time
 
     def __post_init__(self):
         if self.probes is None or isinstance(self.probes, str):
@@ -168,6 +172,21 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def parse_compact(text: str | None) -> float | None:
+    """--compact: seconds of closed segments merged into one file ('60s', '5m'); 'off' (or 0): none."""
+    t = (text or "").strip().lower()
+    if t in ("off", "no", "0", "0s"):
+        return None
+    try:
+        ns = flight.parse_duration_ns(t if t[-1:].isalpha() else t + "s")
+    except GptError:
+        ns = -1
+    if not 1e9 <= ns <= 86400e9:
+        raise GptError(f"--compact {text!r} is not a time from 1s to 1d, or off",
+                       "give e.g. --compact 60s (one merged segment per minute), or --compact off")
+    return ns / 1e9
 
 
 def parse_probes(spec: str | tuple[str, ...] | None) -> tuple[tuple[str, ...], bool]:
@@ -388,6 +407,7 @@ class Recorder:
             raise GptError(f"--btf {o.btf_dir} is not a directory", "give a directory laid out like /sys/kernel/btf")
         if o.keep is not None:
             flight.parse_keep(o.keep)
+        parse_compact(o.compact)
         if o.triggers is not None:
             flight.parse_triggers(o.triggers)
         if not o.after_s >= 0:
@@ -442,7 +462,9 @@ class Recorder:
         try:
             prog = self._plan()
             self._starting("planning the probes", None)
-            return prog, TraceWriter.create(self.o.output, self.o.labels)
+            tw = TraceWriter.create(self.o.output, self.o.labels)
+            tw.compact_s = parse_compact(self.o.compact)  # every writer of this process merges its segments
+            return prog, tw
         except BaseException:
             self._end_loader()
             raise
@@ -487,7 +509,8 @@ class Recorder:
         decoder = EventDecoder(tw.run_id, prog.func_names, ioctls.ioctl_name)
         self._guard = _offset_guard(prog)
         # Parquet encoding overlaps the ring reads and decoding
-        writer = tw.writer("events", background=True, group_ms=EVENTS_GROUP_MS)
+        writer = tw.writer("events", background=True, group_ms=EVENTS_GROUP_MS, segment_s=EVENTS_SEGMENT_S, age_from_ts=True)
+        tw.meta["recorder"]["segments"] = {"events_segment_s": EVENTS_SEGMENT_S, "compact_s": tw.compact_s}
         self._flight = flight.FlightRecorder(
             tw, flight.parse_keep(o.keep) if o.keep else None, flight.parse_triggers(o.triggers) if o.triggers else None,
             o.after_s, lost=self._lost_now)

@@ -19,7 +19,7 @@ from .. import __version__
 from . import schema
 from ..errors import GptError, NewerFormat, NotATrace
 from .arrays import empty_table
-from .writer import SCHEMA_FILE, SegmentWriter
+from .writer import READERS_LOCK, SCHEMA_FILE, SegmentWriter, covered_names
 
 FORMAT = "gpreempt-trace"
 VERSION = 1
@@ -68,6 +68,7 @@ class TraceWriter:
     owns_meta: bool = True  # False for a process that only adds rows to another's trace
     prefix: str = "seg"  # segment file prefix of this process's writers
     extra_rows: dict[str, int] = field(default_factory=dict)  # see add_rows_written
+    compact_s: float | None = None  # merge this process's closed segments (SegmentWriter compact_s); None: off
 
     @classmethod
     def join(cls, path: str | os.PathLike, prefix: str) -> "TraceWriter":
@@ -127,8 +128,19 @@ class TraceWriter:
     def writer(self, table: str, **kw) -> SegmentWriter:
         if table not in self.writers:
             kw.setdefault("prefix", self.prefix)
+            if self.compact_s is not None:
+                kw.setdefault("compact_s", self.compact_s)
+                kw.setdefault("readers_lock", self.readers_lock())
             self.writers[table] = SegmentWriter(self.path / table, table, self.run_id, **kw)
         return self.writers[table]
+
+    def readers_lock(self) -> Path:
+        """The trace's readers lock file, created when absent (readers hold it shared: no segment they
+        listed is unlinked while they read; trace.hold_for_reading)."""
+        p = self.path / READERS_LOCK
+        if not p.exists():
+            os.close(os.open(p, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        return p
 
     def save_meta(self) -> None:
         if self.owns_meta:
@@ -277,7 +289,7 @@ def find_traces(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 def segment_files(trace: Path, table: str, warn: bool = True) -> list[Path]:
     """Closed segments of one table that read; a truncated or corrupt one is named in a warning
-    and skipped."""
+    and skipped; a small one a merged segment covers is left out (its rows are in the merged one)."""
     d = trace / table
     if not d.is_dir():
         if d.exists() or d.is_symlink():  # absent is "no rows" (older traces); anything else is damage
@@ -285,7 +297,10 @@ def segment_files(trace: Path, table: str, warn: bool = True) -> list[Path]:
                             f"restore {table}/ from the recorder's output, or remove it to read the trace as having no {table} rows")
         return []
     good = []
-    for f in sorted(d.glob("*.parquet")):
+    # a small segment a merged one covers is left out (compaction: both exist between the rename and the unlinks)
+    names = os.listdir(d)
+    drop = covered_names(names)
+    for f in (d / n for n in sorted(names) if n.endswith(".parquet") and not n.startswith(".") and n not in drop):
         try:
             pq.read_metadata(f)
         except Exception as e:  # noqa: BLE001 - any unreadable footer means a bad segment
@@ -329,7 +344,8 @@ def table_on_disk(trace: str | os.PathLike, table: str) -> TableOnDisk:
     return out
 
 
-READERS_LOCK = ".readers.lock"  # record --keep deletes segments only while no reader holds this file shared
+# READERS_LOCK (trace/writer.py): record --keep deletes, and compaction unlinks, segments only while no
+# reader holds this file shared
 
 
 def hold_for_reading(trace: str | os.PathLike) -> int | None:

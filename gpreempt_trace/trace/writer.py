@@ -7,10 +7,21 @@ into it) once its first row is DEFAULT_SEGMENT_S old, so a row handed to the wri
 a closed segment by the first tick() at or after t + segment_s: that bounds what a kill loses. Each table folder also gets a zero-row
 `schema.parquet` so that plain-SQL globs always match and carry the full schema.
 Events and markers are written in row groups by family (FAMILY_COLUMNS: docs/trace-format.md).
+
+Compaction (compact_s): closed segments are merged, on a thread of their own, into one
+`seg-LO-HI.parquet` per compact_s seconds of segments (or COMPACT_MAX_ROWS rows), LO..HI the indices it
+covers, same rows, same row-group layout (family groups of at most rows_per_group rows). The merged file is
+written hidden and renamed; only then are the small ones unlinked (while no reader holds the trace's
+READERS_LOCK shared; later otherwise). A reader lists through `live_segments`, which drops a small segment
+a present merged one covers, so a listing between the rename and the unlinks (or after a kill there)
+counts each row once; the writer's next start removes such leftovers.
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import re
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +34,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from . import schema
-from .arrays import empty_table, table_from_rows
+from .arrays import empty_table, table_from_rows, to_numpy
 
 DEFAULT_ROWS_PER_GROUP = 65536
 DEFAULT_GROUP_MS = 100  # a row group is written once its oldest row is this old (or has rows_per_group rows)
@@ -43,6 +54,62 @@ DELTA_COLUMNS = ("ts_ns",)
 # small neighbours (a row group per family of 50 rows would cost more to read than it saves).
 FAMILY_COLUMNS = {"events": "event", "markers": "kind"}
 MIN_FAMILY_ROWS = 8192
+DEFAULT_COMPACT_S = 60.0  # record: one merged segment per minute of small ones (a day: 1,440 files per table)
+COMPACT_MAX_ROWS = 1 << 21  # ... or per this many rows (bounds a merged file and its merge's work)
+READERS_LOCK = ".readers.lock"  # readers hold it shared; segments are unlinked only under it exclusively
+# one lock per process: a merge's rename, retention's unlinks and a flight save's links never interleave
+COMPACT_LOCK = threading.Lock()
+_MERGED = re.compile(r"^(?P<prefix>.+)-(?P<lo>[0-9]{6,})-(?P<hi>[0-9]{6,})\.parquet$")
+_SMALL = re.compile(r"^(?P<prefix>.+)-(?P<n>[0-9]{6,})\.parquet$")
+
+
+def merged_range(name: str) -> tuple[str, int, int] | None:
+    """(prefix, lo, hi) of a merged segment's file name; None for any other name."""
+    m = _MERGED.match(name)
+    return (m["prefix"], int(m["lo"]), int(m["hi"])) if m else None
+
+
+def covered_names(names: Iterable[str]) -> set[str]:
+    """The small segments among `names` that a merged segment among them covers (same prefix, index in
+    its range): their rows are in the merged file, a reader skips them."""
+    names = list(names)
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for n in names:
+        r = merged_range(n)
+        if r:
+            ranges.setdefault(r[0], []).append(r[1:])
+    if not ranges:
+        return set()
+    out = set()
+    for n in names:
+        m = None if merged_range(n) else _SMALL.match(n)
+        if m and any(lo <= int(m["n"]) <= hi for lo, hi in ranges.get(m["prefix"], ())):
+            out.add(n)
+    return out
+
+
+def live_segments(names: Iterable[str]) -> list[str]:
+    """Segment file names a reader reads: visible `*.parquet` ones, schema file and covered ones left out."""
+    names = [n for n in names if n.endswith(".parquet") and not n.startswith(".") and n != SCHEMA_FILE]
+    drop = covered_names(names)
+    return sorted(n for n in names if n not in drop)
+
+
+def try_exclusive(lock_path: Path | None) -> int | None:
+    """The readers lock taken exclusively without waiting: its fd (close to release), -1 when there is
+    no lock file (nobody can hold it), None when a reader holds it."""
+    if lock_path is None:
+        return -1
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _with_provenance(sch: pa.Schema, run_id: str) -> pa.Schema:
@@ -94,6 +161,11 @@ class SegmentWriter:
         compression: str = "zstd",
         background: bool = False,
         prefix: str = "seg",
+        compact_s: float | None = None,
+        compact_rows: int = COMPACT_MAX_ROWS,
+        compact_background: bool = True,
+        readers_lock: str | os.PathLike | None = None,
+        age_from_ts: bool = False,
     ):
         self.dir = Path(table_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +177,10 @@ class SegmentWriter:
         self.rows_per_group = rows_per_group
         self.group_ns = int(group_ms * 1e6)
         self.segment_ns = int(segment_s * 1e9)
+        # age_from_ts: a segment's age counts from its oldest row's ts_ns (CLOCK_MONOTONIC, as the recorder's
+        # events) when that is older than its first append: rows that waited in the ring or behind a slow
+        # start are on disk segment_s after they happened, not segment_s after they reached the writer
+        self._age_col = "ts_ns" if age_from_ts and "ts_ns" in self.schema.names else None
         self.compression = compression
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -123,31 +199,75 @@ class SegmentWriter:
         self._dict = [c for c in self.schema.names if c not in NO_DICTIONARY_COLUMNS]
         self._encoding = {c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS if c in self.schema.names}
         self._family = FAMILY_COLUMNS.get(table)
+        # compaction (module docstring): closed small segments not merged yet, as (index, first row ns, rows)
+        self.compact_ns = None if compact_s is None else int(compact_s * 1e9)
+        self.compact_rows = compact_rows
+        self._closed: list[tuple[int, int, int]] = []
+        self._unlink_later: list[Path] = []  # covered small segments a reader kept from being unlinked
+        self._compactor = (ThreadPoolExecutor(1, thread_name_prefix="gpt-compact")
+                           if compact_s is not None and compact_background else None)
+        self._merging: Future | None = None
+        self._readers_lock = Path(readers_lock) if readers_lock is not None else None
+        self.segments_merged = 0  # merged files written
+        self.merge_cpu_s = 0.0  # thread CPU time the merges took
+        self._cleanup()
         pq.write_table(empty_table(self.schema), self.dir / SCHEMA_FILE)
 
     def _next_index(self) -> int:
-        tails = [p.stem[len(self.prefix) + 1:] for p in self.dir.glob(f"{self.prefix}-*.parquet")]
-        return max((int(t) for t in tails if t.isdigit()), default=-1) + 1
+        top = -1
+        for p in self.dir.glob(f"{self.prefix}-*.parquet"):
+            r = merged_range(p.name)
+            if r and r[0] == self.prefix:
+                top = max(top, r[2])
+                continue
+            tail = p.stem[len(self.prefix) + 1:]
+            if tail.isdigit():
+                top = max(top, int(tail))
+        return top + 1
+
+    def _cleanup(self) -> None:
+        """A start after a kill between a merge's rename and its unlinks: remove this prefix's small
+        segments a merged one covers, and unfinished merged files."""
+        names = [e.name for e in os.scandir(self.dir)]
+        for n in covered_names(names):
+            if _SMALL.match(n)["prefix"] == self.prefix:
+                (self.dir / n).unlink(missing_ok=True)
+        for n in names:
+            r = merged_range(n[1:-4]) if n.startswith(".") and n.endswith(".tmp") else None
+            if r and r[0] == self.prefix:
+                (self.dir / n).unlink(missing_ok=True)
 
     def _paths(self) -> tuple[Path, Path]:
         name = f"{self.prefix}-{self._seg_index:06d}.parquet"
         return self.dir / f".{name}.tmp", self.dir / name
 
     # -- appending ---------------------------------------------------------------------------
-    def append_table(self, tbl: pa.Table) -> None:
+    def append_table(self, tbl: pa.Table, now_ns: int | None = None) -> None:
+        """Add rows; now_ns: the clock (tests pass their own, as to tick)."""
         if tbl.num_rows == 0:
             return
         if not tbl.schema.equals(self.schema, check_metadata=False):
             tbl = tbl.select(self.schema.names).cast(self.schema)
+        now = time.monotonic_ns() if now_ns is None else now_ns
         if not self._pending:
-            self._pending_since = time.monotonic_ns()
+            self._pending_since = now
             if self._writer is None:
                 self._seg_started = self._pending_since  # a segment's age counts from its first row
+                if self._age_col is not None:
+                    lo = self._oldest(tbl)
+                    if lo is not None and lo < now:
+                        self._seg_started = lo
         self._pending.append(tbl)
         self._pending_rows += tbl.num_rows
         if self._pending_rows >= self.rows_per_group:
             self._flush_group()
-        self.tick()
+        self.tick(now)
+
+    def _oldest(self, tbl: pa.Table) -> int | None:
+        col = tbl.column(self._age_col)
+        if col.null_count or tbl.num_rows == 0:
+            return None
+        return int(min(to_numpy(c).min() for c in col.chunks if len(c)))
 
     def append_rows(self, rows: Iterable[Mapping]) -> None:
         rows = [dict(r, run_id=self.run_id) for r in rows]
@@ -162,6 +282,93 @@ class SegmentWriter:
             self._close_segment()
         elif self._pending and now - self._pending_since >= self.group_ns:
             self._flush_group()
+        if self.compact_ns is not None:
+            self._compact_tick()
+
+    # -- compaction ---------------------------------------------------------------------------
+    def _compact_tick(self) -> None:
+        if self._merging is not None:
+            if not self._merging.done():
+                return
+            self._merging.result()  # a merge's error surfaces here
+            self._merging = None
+        if self._unlink_later:
+            self._unlink(self._unlink_later)
+        c = self._closed
+        if c and (c[-1][1] - c[0][1] >= self.compact_ns or sum(x[2] for x in c) >= self.compact_rows):
+            self._closed = []
+            idx = [x[0] for x in c]
+            if self._compactor is None:
+                self._merge(idx)
+            else:
+                self._merging = self._compactor.submit(self._merge, idx)
+
+    def wait_compaction(self) -> None:
+        """Wait for a running merge (tests, benchmarks)."""
+        if self._merging is not None:
+            self._merging.result()
+            self._merging = None
+
+    def _small(self, i: int) -> Path:
+        return self.dir / f"{self.prefix}-{i:06d}.parquet"
+
+    def _merge(self, idx: list[int]) -> None:
+        """Merge closed segments idx (ascending) into prefix-LO-HI.parquet: written hidden, renamed
+        under COMPACT_LOCK only when every one still exists (retention may have deleted one: then the
+        merge is dropped, the rest stays as it is), then the small ones unlinked."""
+        if len(idx) < 2:
+            return
+        cpu0 = time.thread_time()
+        name = f"{self.prefix}-{idx[0]:06d}-{idx[-1]:06d}.parquet"
+        tmp, final = self.dir / f".{name}.tmp", self.dir / name
+        smalls = [self._small(i) for i in idx]
+        w = pq.ParquetWriter(tmp, self.schema, compression=self.compression, write_statistics=self._stats,
+                             use_dictionary=self._dict, column_encoding=self._encoding or None)
+        buf: list[pa.Table] = []
+        nbuf = 0
+        try:
+            for p in smalls:
+                try:
+                    t = pq.read_table(p, schema=self.schema)
+                except FileNotFoundError:  # deleted by retention meanwhile: nothing to merge
+                    return
+                buf.append(t)
+                nbuf += t.num_rows
+                while nbuf >= self.rows_per_group:  # row groups of rows_per_group rows, in order, by family
+                    t = pa.concat_tables(buf)
+                    self._write_group(w, t.slice(0, self.rows_per_group))
+                    rest = t.slice(self.rows_per_group)
+                    buf, nbuf = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+            if nbuf:
+                self._write_group(w, pa.concat_tables(buf))
+            w.close()
+            w = None
+            with COMPACT_LOCK:
+                if not all(p.exists() for p in smalls):
+                    return
+                os.replace(tmp, final)
+            self.segments_merged += 1
+            self._unlink(smalls)
+        finally:
+            if w is not None:
+                w.close()
+            tmp.unlink(missing_ok=True)
+            self.merge_cpu_s += time.thread_time() - cpu0
+
+    def _unlink(self, paths: list[Path]) -> None:
+        """Unlink covered small segments once no reader holds the trace (else on a later tick)."""
+        fd = try_exclusive(self._readers_lock)
+        if fd is None:
+            self._unlink_later = [p for p in dict.fromkeys([*self._unlink_later, *paths])]
+            return
+        try:
+            with COMPACT_LOCK:
+                for p in paths:
+                    p.unlink(missing_ok=True)
+            self._unlink_later = [p for p in self._unlink_later if p not in paths]
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     # -- internals ----------------------------------------------------------------------------
     def _run(self, fn, *args) -> None:
@@ -206,6 +413,8 @@ class SegmentWriter:
         self._writer = None
         tmp, final = self._paths()
         os.replace(tmp, final)
+        if self.compact_ns is not None:
+            self._closed.append((self._seg_index, self._seg_started, self._seg_rows))
         self._seg_index += 1
         self.rows_written += self._seg_rows
         self.segments_closed += 1
@@ -221,6 +430,12 @@ class SegmentWriter:
         self._close_segment()
         if self._pool is not None:
             self._pool.shutdown()
+        if self._compactor is not None:  # a running merge finishes (or its rename never happens: a kill)
+            self.wait_compaction()
+            self._compactor.shutdown()
+            self._compactor = None
+        if self._unlink_later:
+            self._unlink(self._unlink_later)
 
     def __enter__(self) -> "SegmentWriter":
         return self

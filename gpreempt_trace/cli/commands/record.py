@@ -7,7 +7,7 @@ from ... import api
 from .. import options as opt
 from ...errors import GptError
 from ...recorder import flight
-from ...recorder.runtime import RINGBUF_MB_MAX, Progress, RecordOptions
+from ...recorder.runtime import RINGBUF_MB_MAX, Progress, RecordOptions, parse_compact
 from ...trace.directory import parse_labels
 
 MAX_SECONDS = 10 ** 7  # ~4 months: bounds every duration option (time arithmetic never overflows)
@@ -82,6 +82,9 @@ class FlightValue(click.ParamType):
                    "exceeds T, e.g. 5ms). SIGUSR1 saves one too (cause signal). Recording goes on.")
 @click.option("--after", "after_s", type=opt.Number(min=0, max=MAX_SECONDS), default=5.0, show_default=True, metavar="S",
               help="Seconds a saved window runs past its trigger.")
+@click.option("--compact", type=FlightValue("time|off", parse_compact, "--compact "), default="60s", show_default=True,
+              metavar="TIME|off", help="Merge closed segments into one file per TIME of them (a day: ~1,440 files per table "
+                                       "instead of ~345,600); off: keep every 0.25 s segment.")
 @click.option("--snapshot-interval", "snapshot_interval_s", type=Seconds(), metavar="S", help="Also snapshot KFD debugfs every S seconds.")
 @opt.debugfs
 @click.option("--print-bpf", is_flag=True, help="Print the BPF program and its cflags, and exit.")
