@@ -97,6 +97,7 @@ def wait_for(cond, timeout_s: float, step: float = 0.02) -> bool:
 # ---- fork instead of exec (the lab: a Python start under TCG takes 10-30 s) ---------------------------
 FORK = False  # kill runs: fork the controller and the target from this process (imports done once) instead
 # of exec'ing a new interpreter each time; the child runs the same code (cli main / service.serve / TARGET)
+STOP_AT = float("inf")  # kill runs: no new run after this time.monotonic() (--kill-budget's share of a scenario)
 _PRELOAD = ("gpreempt_trace.cli.main", "gpreempt_trace.cli.commands.preempt", "gpreempt_trace.control.service",
             "gpreempt_trace.control.schemes", "gpreempt_trace.control.watchdog", "gpreempt_trace.contracts.uapi")
 
@@ -565,6 +566,8 @@ def controller_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0
     start_est = None
     try:
         for i in range(runs):
+            if i and time.monotonic() > STOP_AT:
+                break
             seed = seed0 + i
             rng = random.Random(seed)
             svc = Service(work, target, kfd, scheme, name=f"k{scheme}{i}")
@@ -646,6 +649,8 @@ def target_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: in
     work.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(runs):
+        if i and time.monotonic() > STOP_AT:
+            break
         seed = seed0 + i
         rng = random.Random(seed)
         target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A", name=f"t{scheme}{i}")
@@ -683,6 +688,8 @@ def controller_sigstop_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0
     out = []
     try:
         for i in range(runs):
+            if i and time.monotonic() > STOP_AT:
+                break
             seed = seed0 + i
             rng = random.Random(seed)
             svc = Service(work, target, kfd, scheme, max_hold_ms=max_hold_ms, name=f"s{scheme}{i}")
@@ -928,8 +935,10 @@ def _part_controller(sizes, seed, work, kfd, schemes) -> int:
 
 
 def _part_kill(sizes, seed, work, kfd, schemes) -> int:
-    global FORK
+    global FORK, STOP_AT
     bad = 0
+    end = time.monotonic() + (sizes.get("kill_budget") or float("inf"))
+    left = 3 * len(schemes)  # (scheme, scenario) pairs still to run: each gets an even share of the time left
     if FORK:
         t = time.monotonic()
         preload()
@@ -942,6 +951,7 @@ def _part_kill(sizes, seed, work, kfd, schemes) -> int:
                     continue
                 FORK, keep = fork, FORK
                 t, cpu = time.monotonic(), _cpu_s()
+                STOP_AT = t + (end - t) / left if fork == keep else float("inf")
                 try:
                     runs = fn(work / f"kill-{s}{'' if fork else '-exec'}", kfd, s, n, seed, *args)
                 finally:
@@ -951,8 +961,12 @@ def _part_kill(sizes, seed, work, kfd, schemes) -> int:
                 print_kill(runs)
                 print(f"  {wall:.0f} s wall, {cpu:.0f} s CPU (this process + children): {wall / len(runs):.1f} s wall, "
                       f"{cpu / len(runs):.1f} s CPU a run; load {os.getloadavg()[0]:.2f}")
+                if len(runs) < n:
+                    print(f"  {len(runs)} of {n} runs: its share of --kill-budget was spent")
                 bad += sum(not r.ok for r in runs)
                 sys.stdout.flush()
+            left -= 1
+    STOP_AT = float("inf")
     return bad
 
 
@@ -1023,6 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
                     "interpreter (default: fork them from the soak, whose imports are done once)")
     for k in SHORT:
         ap.add_argument(f"--{k}", type=int, help=f"override the {k} count")
+    ap.add_argument("--kill-budget", type=float, default=0, metavar="S",
+                    help="kill: at most about S seconds in all, shared evenly by the scenarios (runs left out are counted)")
     ap.add_argument("--exec-baseline", type=int, default=0, metavar="N",
                     help="kill: first run N runs per scenario with --exec, for the per-run cost before/after")
     a = ap.parse_args(argv)
@@ -1033,12 +1049,13 @@ def main(argv: list[str] | None = None) -> int:
     for k in SHORT:
         if getattr(a, k) is not None:
             sizes[k] = getattr(a, k)
-    sizes["exec_baseline"] = a.exec_baseline
+    sizes["exec_baseline"], sizes["kill_budget"] = a.exec_baseline, a.kill_budget
     global FORK
     FORK = not a.exec
     if a.lab:
         rest = [*parts, "--seed", str(a.seed), *(["--long"] if a.long else []), *(["--exec"] if a.exec else []),
                 *([f"--exec-baseline={a.exec_baseline}"] if a.exec_baseline else []),
+                *([f"--kill-budget={a.kill_budget}"] if a.kill_budget else []),
                 *[f"--{k}={v}" for k, v in sizes.items() if getattr(a, k) is not None]]
         return run_lab(rest, a.lab_timeout)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="gpt-soak-"))

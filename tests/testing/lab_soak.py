@@ -1,5 +1,6 @@
 """Run inside the 6.12 lab guest (real KFD, no GPU): a few soak cycles and runs of each scheme the module
-offers (scheme B where the patched amdgpu.ko is loaded), as one line `RESULT {json}`.
+offers (scheme B where the patched amdgpu.ko is loaded), as one line `RESULT {json}`. The controller cycles
+run `preempt serve` as a new interpreter; the kill runs fork it from here, as `python -m bench.soak` does.
 
     python tests/testing/lab_soak.py OUTDIR
 """
@@ -23,8 +24,13 @@ def main() -> int:
         res[f"controller_{s}"] = {"answered": c.answered, "ok": c.ok, "fds": sorted({u.fds for u in c.first + c.last}),
                                   "threads": sorted({u.threads for u in c.first + c.last}), "held_at_end": c.held_at_end,
                                   "stop_rc": c.stop_rc, "dmesg_errors": c.dmesg_errors}
-        res[f"sigkill_{s}"] = [asdict(r) for r in soak.controller_sigkill_runs(work / f"k-{s}", True, s, 1, 24)]
-        res[f"sigstop_{s}"] = [asdict(r) for r in soak.controller_sigstop_runs(work / f"s-{s}", True, s, 1, 24, 1000)]
+        soak.FORK = True  # the kill runs as bench/soak runs them: controller and target forked from here
+        soak.preload()
+        try:
+            res[f"sigkill_{s}"] = [asdict(r) for r in soak.controller_sigkill_runs(work / f"k-{s}", True, s, 1, 24)]
+            res[f"sigstop_{s}"] = [asdict(r) for r in soak.controller_sigstop_runs(work / f"s-{s}", True, s, 1, 24, 1000)]
+        finally:
+            soak.FORK = False
     print("RESULT " + json.dumps(res, default=str), flush=True)
     return 0
 
