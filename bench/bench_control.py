@@ -37,12 +37,14 @@ SERVICE = r'''
 import ctypes, json, sys
 from gpreempt_trace.control import io as P, service
 
+QUEUE_OPS = {"AMDKFD_IOC_DBG_TRAP:SUSPEND_QUEUES", "AMDKFD_IOC_DBG_TRAP:RESUME_QUEUES"}
+
 class BenchIo(P.SysIo):
     """Real ptrace/waitpid (SysIo); a KFD ioctl is a real ioctl(2) on kfd_path (/dev/null: ENOTTY, ignored)
-    answered as an idle KFD would."""
+    answered as an idle KFD would (SUSPEND/RESUME: 0, as cheaply as SysIo's return-value check)."""
     def ioctl(self, name, request, arg, refs=()):
         self.libc.ioctl(self.fd, request, ctypes.addressof(arg))
-        return P.default_answer(name, arg, 17)
+        return 0 if name in QUEUE_OPS else P.default_answer(name, arg, 17)
 
 opts = service.PreemptOptions(**json.loads(sys.argv[1]))
 service.serve(opts, io=BenchIo(opts.kfd_path), watchdog=False, on_ready=lambda st: print("READY", flush=True))

@@ -60,6 +60,7 @@ class Controller:
         self._pending: tuple | None = None  # the last call's (result, seq, why), until its answer is out
         self._unmarked: list[tuple] = []  # calls (CallResult or raw call, seq, why) whose markers are not written yet
         self._answers: dict[tuple, tuple] = {}  # quick(): raw result -> (answer template, all_ok)
+        self._resolved: tuple | None = None  # quick(): --queues resolved against the scheme's queue snapshot
 
     @property
     def held_since(self) -> int | None:
@@ -118,7 +119,15 @@ class Controller:
         bad --queues): then inline() gives the answer. Same answers and markers as inline() (tests)."""
         s = self.scheme
         try:
-            raw = s.suspend_raw(s.resolve(self.queues), self.grace) if op == "preempt" else s.resume_raw()
+            if op == "preempt":
+                known = self._resolved  # (the snapshot it was resolved against, ids, their key)
+                if known is None or known[0] is not s.queues:  # a snapshot replaces the dict
+                    ids = s.resolve(self.queues)
+                    known = self._resolved = (s.queues, ids, ids if isinstance(ids, str) else tuple(ids))
+                raw = s.suspend_raw(known[1], self.grace)
+            else:
+                raw = s.resume_raw()
+                known = None
         except GptError:
             return None
         if raw is None:
@@ -127,7 +136,7 @@ class Controller:
         if err == 0:
             self.held_since = t1 if op == "preempt" else None
         self.seq = seq = self.seq + 1
-        key = (op, ids if isinstance(ids, str) else tuple(ids), ret, err, words)
+        key = (op, known[2] if known else ids if isinstance(ids, str) else tuple(ids), ret, err, words)
         hit = self._answers.get(key)
         if hit is None:
             res = s.result(raw)
@@ -229,15 +238,22 @@ class Controller:
         scheme_fds = set(self.scheme.fds())
         for fd in (rfd, *scheme_fds):
             self._watch(fd)
-        now = time.monotonic_ns()
+        mono = time.monotonic_ns
+        now = mono()
         next_service, next_tick = now, now + int(TICK_S * 1e9)
         while True:
             wake = next_service
-            if self.held_since is not None and self.max_hold_ns is not None:
-                wake = min(wake, self.held_since + self.max_hold_ns)
+            held = self._held_since
+            if held is not None and self.max_hold_ns is not None:
+                wake = min(wake, held + self.max_hold_ns)
             if self.markers is not None:
                 wake = min(wake, next_tick)
-            events = poll.poll(max(0.0, (wake - time.monotonic_ns()) / 1e9))
+            events = poll.poll(max(0.0, (wake - mono()) / 1e9))
+            if len(events) == 1 and mono() < wake and len(self._unmarked) < MARKER_BATCH:
+                cb = readers.get(events[0][0])  # the common case: one socket readable, nothing else due
+                if cb is not None:
+                    cb(events[0][0])
+                    continue
             now = time.monotonic_ns()
             service = now >= next_service
             cmds = pipe = False

@@ -104,11 +104,11 @@ class Scheme:
             if len(self._built) >= 64:
                 self._built.clear()
             name, req, a, arr = self._build(op, ids, grace)
-            hit = self._built[key] = (name, req, a, arr, ctypes.addressof(a), bytes(a), ctypes.addressof(arr), bytes(arr))
+            hit = self._built[key] = (name, req, a, arr, memoryview(a).cast("B"), bytes(a), memoryview(arr).cast("B"), bytes(arr))
         else:
-            _, _, _, _, pa, a0, parr, arr0 = hit
-            ctypes.memmove(pa, a0, len(a0))
-            ctypes.memmove(parr, arr0, len(arr0))
+            _, _, _, _, va, a0, varr, arr0 = hit
+            va[:] = a0  # a memoryview store: no ctypes call
+            varr[:] = arr0
         return hit[:4]
 
     def service(self, events: bool = True) -> None:
@@ -410,7 +410,7 @@ class SchemeA(Scheme):
             ret, err = self.io.ioctl(name, req, a, (arr,)), 0
         except OSError as e:
             ret, err = None, e.errno
-        return op, ids, t0, time.monotonic_ns(), ret, err, () if err else tuple(arr)
+        return op, ids, t0, time.monotonic_ns(), ret, err, () if err else tuple(arr[:])  # arr[:]: one ctypes read
 
     def result(self, raw: tuple) -> CallResult:
         op, ids, t0, t1, ret, err, words = raw

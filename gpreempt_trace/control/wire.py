@@ -44,6 +44,24 @@ def parse_request(line: bytes) -> tuple[str, dict]:
         raise ValueError("bad request: one JSON object with \"op\" per line") from None
 
 
+_scan = json.JSONDecoder().scan_once  # json.loads' own scanner, without its whitespace handling
+
+
+def parse_answer(line: bytes):
+    """The JSON value of one answer line (no newline), as json.loads gives it; None when it is not JSON."""
+    try:
+        text = line.decode()
+        obj, end = _scan(text, 0)
+        if end == len(text):
+            return obj
+    except (ValueError, StopIteration):  # not UTF-8, not JSON at 0: json.loads decides
+        pass
+    try:
+        return json.loads(line.decode())
+    except ValueError:  # not UTF-8 (UnicodeDecodeError) or not JSON
+        return None
+
+
 _QUOTED: dict = {}  # label / op / queue result string -> its JSON (a few dozen distinct ones)
 
 
