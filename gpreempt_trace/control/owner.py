@@ -12,6 +12,7 @@ wait, so neither the Arrow conversion nor a Parquet write sits between a request
 The service's plain preempt/resume requests take quick(): the scheme's raw call (state kept exactly as
 the general path keeps it), the answer from a per-result template, no CallResult or dict per call: the
 objects are made when the markers are written (or when a failure is reported, after the send).
+Idle: no request for QUIET_S (with MARKER_QUIET calls waiting) or a poll that timed out at the tick.
 """
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ POLL_S = 0.001  # while stops must be polled for (scheme.busy_poll): how often (
 SERVICE_S = 0.1  # otherwise: how often the scheme looks at the target anyway (scheme B: has it exited?)
 TICK_S = 0.1  # the trace writer's tick, when idle
 TICK_LATE_S = 0.5  # ... and at the latest this long after it was due, idle or not
-MARKER_BATCH = 256  # calls whose markers wait in memory before they are written even when the thread is not idle
+MARKER_BATCH = 1024  # calls whose markers wait in memory before they are written even when the thread is not idle
+QUIET_S = 0.002  # no request for this long: the thread is idle (writes the markers of MARKER_QUIET calls or more)
+MARKER_QUIET = 64  # (fewer wait for the tick; a write of 256 calls' markers takes ~10-20 ms on the 2-CPU VM)
 MARKER_BATCH_MS = 100  # the MarkerWriter's own batch (rows added outside call results: attach)
 
 
@@ -241,19 +244,23 @@ class Controller:
         mono = time.monotonic_ns
         now = mono()
         next_service, next_tick = now, now + int(TICK_S * 1e9)
+        last = now  # the last poll that returned events
+        quiet_ns = int(QUIET_S * 1e9)
         while True:
             wake = next_service
             held = self._held_since
             if held is not None and self.max_hold_ns is not None:
                 wake = min(wake, held + self.max_hold_ns)
             if self.markers is not None:
-                wake = min(wake, next_tick)
+                wake = min(wake, next_tick, last + quiet_ns) if len(self._unmarked) >= MARKER_QUIET else min(wake, next_tick)
             events = poll.poll(max(0.0, (wake - mono()) / 1e9))
-            if len(events) == 1 and mono() < wake and len(self._unmarked) < MARKER_BATCH:
-                cb = readers.get(events[0][0])  # the common case: one socket readable, nothing else due
-                if cb is not None:
-                    cb(events[0][0])
-                    continue
+            if events:
+                last = mono()
+                if len(events) == 1 and last < wake and len(self._unmarked) < MARKER_BATCH:
+                    cb = readers.get(events[0][0])  # the common case: one socket readable, nothing else due
+                    if cb is not None:
+                        cb(events[0][0])
+                        continue
             now = time.monotonic_ns()
             service = now >= next_service
             cmds = pipe = False
@@ -274,6 +281,7 @@ class Controller:
                 self._do("resume", {"why": "max-hold"})
                 self._flush_markers()
             if self.markers is not None and (len(self._unmarked) >= MARKER_BATCH or (
+                    not events and len(self._unmarked) >= MARKER_QUIET) or (
                     now >= next_tick and (not events or now >= next_tick + int(TICK_LATE_S * 1e9)))):
                 self._write_markers()
                 self.markers.tick()
