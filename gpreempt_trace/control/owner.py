@@ -62,6 +62,7 @@ class Controller:
         self._poll = select.epoll()  # epoll: a wait costs the same however many fds are watched
         self._pending: tuple | None = None  # the last call's (result, seq, why), until its answer is out
         self._unmarked: list[tuple] = []  # calls (CallResult or raw call, seq, why) whose markers are not written yet
+        self._quick_marks: list = []  # quick()'s calls, flat: (answers entry, t0, t1, seq) each: nothing for the GC per call
         self._answers: dict[tuple, tuple] = {}  # quick(): raw result -> (answer template, all_ok)
         self._resolved: tuple | None = None  # quick(): --queues resolved against the scheme's queue snapshot
 
@@ -100,6 +101,10 @@ class Controller:
             return self._do(op, kw)
         except GptError as e:
             return {"ok": False, "error": e.line()}
+
+    def waiting(self) -> int:
+        """Calls whose markers are not written yet."""
+        return len(self._unmarked) + len(self._quick_marks) // 4
 
     def after_answer(self) -> None:
         self._flush_markers()
@@ -145,11 +150,11 @@ class Controller:
             res = s.result(raw)
             if len(self._answers) >= 256:
                 self._answers.clear()
-            hit = self._answers[key] = (wire.call_template({**res.as_dict(), "seq": 0}), res.all_ok)
-        tmpl, all_ok = hit
+            hit = self._answers[key] = (wire.call_template({**res.as_dict(), "seq": 0}), res.all_ok, key)
+        tmpl, all_ok, _ = hit
         out = tmpl % (t0, t1, seq) if tmpl is not None else wire.answer({**s.result(raw).as_dict(), "seq": seq})
         if self.markers is not None:
-            self._unmarked.append((raw, seq, None))
+            self._quick_marks += (hit, t0, t1, seq)
         return out, err == 0, (raw, seq, None) if self.say is not None and not all_ok else None
 
     def say_failures(self, pending: tuple) -> None:
@@ -252,11 +257,12 @@ class Controller:
             if held is not None and self.max_hold_ns is not None:
                 wake = min(wake, held + self.max_hold_ns)
             if self.markers is not None:
-                wake = min(wake, next_tick, last + quiet_ns) if len(self._unmarked) >= MARKER_QUIET else min(wake, next_tick)
+                wake = min(wake, next_tick, last + quiet_ns) if (
+                    len(self._quick_marks) >= 4 * MARKER_QUIET or self._unmarked) else min(wake, next_tick)
             events = poll.poll(max(0.0, (wake - mono()) / 1e9))
             if events:
                 last = mono()
-                if len(events) == 1 and last < wake and len(self._unmarked) < MARKER_BATCH:
+                if len(events) == 1 and last < wake and len(self._quick_marks) < 4 * MARKER_BATCH - 4 * len(self._unmarked):
                     cb = readers.get(events[0][0])  # the common case: one socket readable, nothing else due
                     if cb is not None:
                         cb(events[0][0])
@@ -280,8 +286,8 @@ class Controller:
                     and time.monotonic_ns() - self.held_since >= self.max_hold_ns):
                 self._do("resume", {"why": "max-hold"})
                 self._flush_markers()
-            if self.markers is not None and (len(self._unmarked) >= MARKER_BATCH or (
-                    not events and len(self._unmarked) >= MARKER_QUIET) or (
+            if self.markers is not None and (self.waiting() >= MARKER_BATCH or (
+                    not events and self.waiting() >= MARKER_QUIET) or (
                     now >= next_tick and (not events or now >= next_tick + int(TICK_LATE_S * 1e9)))):
                 self._write_markers()
                 self.markers.tick()
@@ -364,6 +370,12 @@ class Controller:
     def _write_markers(self) -> None:
         """The marker rows of the queued call results, handed to the trace writer."""
         unmarked, self._unmarked = self._unmarked, []
+        quick, self._quick_marks = self._quick_marks, []
+        for i in range(0, len(quick), 4):
+            (_, _, (op, ids, ret, err, words)), t0, t1, seq = quick[i:i + 4]
+            unmarked.append(((op, ids, t0, t1, ret, err, words), seq, None))
+        if quick:
+            unmarked.sort(key=lambda c: c[1])  # by seq, as they were made
         for res, seq, why in unmarked:
             if isinstance(res, tuple):  # quick()'s raw call
                 res = self.scheme.result(res)
