@@ -219,3 +219,110 @@ def test_without_real_ptrace_the_owner_polls():
     a.attach()
     assert a.watch is None and a.busy_poll is True
     a.detach()
+
+
+# ---- the quick path (Controller.quick) says and records what the general path does -------------------
+@pytest.mark.parametrize("ans", [
+    _call(),
+    _call(op="resume", ret=None, ok=False, label="EPERM", errno=1, queues=[]),
+    _call(queues=[[1, "invalid", 0x80000001], [7, "error", 0x40000007]]),
+    _call(queues=[[9, "enoent", -2]], queue_ids=[9]),
+    _call(label='100% "odd"'),  # a % in the text stays itself
+])
+def test_call_template_formats_the_answer(ans):
+    tmpl = wire.call_template(ans)
+    assert tmpl % (5, 6_000_000_000_000, 42) == wire.answer({**ans, "ts_request_ns": 5, "ts_done_ns": 6_000_000_000_000, "seq": 42})
+
+
+def test_call_template_needs_its_fields_in_order():
+    assert wire.call_template({"seq": 1, "ts_done_ns": 2, "ts_request_ns": 3, "ok": True}) is None
+
+
+@pytest.mark.parametrize("line", [
+    wire.answer(_call())[:-1], b'{"ok": false, "error": "x"}', b' {"ok": true} ', b'{"ok": true} x', b"[1, 2]", b"nan",
+    b"\xff\xfe", b"", b'{"ok": tru', b'"text"',
+])
+def test_parse_answer_is_json_loads(line):
+    try:
+        expected = json.loads(line.decode())
+    except ValueError:
+        expected = None
+    got = wire.parse_answer(line)
+    assert got == expected or (got != got and expected != expected)  # nan
+
+
+class Clock:
+    """schemes.time: a monotonic_ns that counts (both runs see the same stamps)."""
+
+    def __init__(self):
+        self.ns = 1_000_000_000
+
+    def monotonic_ns(self):
+        self.ns += 1_000
+        return self.ns
+
+
+def _failing(name, arg, refs):
+    if name.endswith("SUSPEND_QUEUES") or name == "AMDKFD_IOC_PREEMPT_QUEUES":
+        raise P.oserror(1)  # EPERM
+    return MarkingKfd()(name, arg, refs) if name.startswith("AMDKFD_IOC_PR") or name == "AMDKFD_IOC_RESUME_QUEUES" else P.default_answer(name, arg, 17)
+
+
+OPS = ["preempt", "preempt", "resume", "resume", "preempt", "resume", "preempt", "resume"]
+
+
+def _serve_ops(tmp_path, monkeypatch, quick: bool, scheme: str, answer, queues) -> tuple:
+    """OPS through the service's read path (quick when it applies, else inline) or inline only:
+    (calls quick answered, answer lines, holds reported to the watchdog slot, lines said, marker rows, ioctls)."""
+    from gpreempt_trace.control import schemes
+    from gpreempt_trace.trace.directory import TraceWriter
+    from gpreempt_trace.trace.markers import MarkerWriter
+
+    monkeypatch.setattr(schemes, "time", Clock())
+    trace = tmp_path / ("quick" if quick else "inline")
+    owner = TraceWriter.create(trace)
+    io = P.ScriptedIo(answer)
+    s = SchemeA(io, PID, unchecked_ids=True) if scheme == "A" else SchemeB(io, PID)
+    s.attach()
+    ctl = Controller(s, str(trace), max_hold_ms=None, queues=queues)
+    ctl.markers = MarkerWriter(trace, "controller", batch_ms=60_000)
+    holds, said = [], []
+    ctl.on_hold, ctl.say = holds.append, said.append
+    lines, taken = [], 0
+    for op in OPS:
+        q = ctl.quick(op) if quick else None
+        if q is None:
+            lines.append(wire.answer(ctl.inline(op)))
+            failed = ctl.settle()
+        else:
+            lines.append(q[0])
+            taken += 1
+            assert q[1] == json.loads(q[0])["ok"]
+            failed = q[2]
+        if failed is not None:
+            ctl.say_failures(failed)
+    assert ctl.waiting() == sum(json.loads(x).get("issued", False) for x in lines)
+    ctl._write_markers()
+    ctl.markers.close()
+    owner.close()
+    rows = [{k: v for k, v in r.items() if k != "run_id"} for r in _markers(trace)]  # run_id: per trace
+    return taken, lines, holds, said, rows, [(c[0], c[1], c[3]) for c in io.ioctls()]  # (arg bytes hold addresses)
+
+
+@pytest.mark.parametrize("scheme, answer, queues", [
+    ("A", None, [1, 7]),  # every queue suspended
+    ("A", MarkingKfd(), [1, 7]),  # INVALID per queue: answered ok, said per queue
+    ("A", _failing, [3]),  # SUSPEND fails: EPERM
+    ("A", None, []),  # nothing to do: no ioctl
+    ("B", MarkingKfd(), [3, 9]),  # ENOENT per entry
+    ("B", None, "all"),
+    ("B", _failing, "all"),
+])
+def test_quick_path_answers_and_records_what_the_general_path_does(tmp_path, monkeypatch, scheme, answer, queues):
+    quick = _serve_ops(tmp_path, monkeypatch, True, scheme, answer, queues)
+    general = _serve_ops(tmp_path, monkeypatch, False, scheme, answer, queues)
+    assert quick[1] == general[1]  # the answer lines, byte for byte
+    assert quick[2:] == general[2:]  # holds, lines said, marker rows, ioctls issued
+    # general: a preempt while held, a resume of nothing, and everything when there are no queues
+    assert quick[0] == (0 if queues == [] else 4 if answer is _failing else 6)
+    assert general[0] == 0 and (quick[4] or queues == [])

@@ -95,7 +95,7 @@ _HOLES = (-7_000_000_000_000_000_001, -7_000_000_000_000_000_002, -7_000_000_000
 def call_template(ans: dict) -> bytes | None:
     """answer(ans) as a bytes template whose `%d`s are ts_request_ns, ts_done_ns and seq, in that order:
     `call_template(ans) % (t0, t1, seq) == answer({**ans, "ts_request_ns": t0, "ts_done_ns": t1, "seq": seq})`.
-    None when ans is not a preempt/resume answer."""
+    None when those three do not come in that order."""
     line = answer({**ans, "ts_request_ns": _HOLES[0], "ts_done_ns": _HOLES[1], "seq": _HOLES[2]}).replace(b"%", b"%%")
     marks = [b"%d" % h for h in _HOLES]
     if [line.count(m) for m in marks] != [1, 1, 1] or not line.index(marks[0]) < line.index(marks[1]) < line.index(marks[2]):
