@@ -17,7 +17,13 @@ bytes; the client json.loads it), as a multiple of the floor: what is left to th
   call → issued : client call starts → the service is about to issue the ioctl (floor: echo has the bytes)
   return → seen : the ioctl returned → the client has the answer (floor: echo sends → client has it)
   round trip    : client call starts → the client has the answer
-`python -m bench control [N]` (default 10000 calls per service, half preempt, half resume).
+Placement: every figure is taken twice, with the client and its partner (the service's threads, the echo,
+the minimal service) pinned to ONE CPU, and to TWO different CPUs. Left to the scheduler, a pair either
+shares a CPU (each wake-up lands on the CPU its waker is about to leave) or runs on two (each wake-up is
+an IPI to an idle vCPU: ~+15 us per direction on this VM), and which one a pair gets changes from block
+to block (measured: 19.8 vs 49.6 us p50 for the same service in neighbouring blocks, the floor 11.0 vs
+32.3), so unpinned ratios compare lotteries. Pinned, floor and controller see the same placement.
+`python -m bench control [N]` (default 10000 calls per service and placement, half preempt, half resume).
 """
 from __future__ import annotations
 
@@ -46,6 +52,8 @@ class BenchIo(P.SysIo):
         self.libc.ioctl(self.fd, request, ctypes.addressof(arg))
         return 0 if name in QUEUE_OPS else P.default_answer(name, arg, 17)
 
+import os
+os.sched_setaffinity(0, json.loads(sys.argv[2]))  # before any thread starts: all of them inherit it
 opts = service.PreemptOptions(**json.loads(sys.argv[1]))
 service.serve(opts, io=BenchIo(opts.kfd_path), watchdog=False, on_ready=lambda st: print("READY", flush=True))
 '''
@@ -104,9 +112,10 @@ def _stats(xs) -> dict:
 class _Floor:
     """The echo process at the other end of a socketpair."""
 
-    def __init__(self, answer_bytes: int):
+    def __init__(self, answer_bytes: int, cpus: set):
         self.a, b = socket.socketpair()
         self.p = subprocess.Popen([sys.executable, "-c", ECHO, str(b.fileno()), str(answer_bytes)], pass_fds=[b.fileno()])
+        os.sched_setaffinity(self.p.pid, cpus)  # one thread: its pid
         b.close()
 
     def calls(self, n: int, msg: bytes, out: list) -> None:
@@ -128,12 +137,13 @@ class _Floor:
 class _Minimal(_Floor):
     """MINIMAL at the other end of a socketpair, answering with the controller's answer's shape."""
 
-    def __init__(self, answer: bytes):
+    def __init__(self, answer: bytes, cpus: set):
         ans = json.loads(answer)
         ans["ts_request_ns"], ans["ts_done_ns"], ans["seq"] = "%d", "%d", "%d"
         line = json.dumps(ans, separators=(",", ":")).replace('"%d"', "%d") + "\n"
         self.a, b = socket.socketpair()
         self.p = subprocess.Popen([sys.executable, "-c", MINIMAL, str(b.fileno()), line], pass_fds=[b.fileno()])
+        os.sched_setaffinity(self.p.pid, cpus)
         b.close()
 
     def calls(self, n: int, msg: bytes, out: list) -> None:
@@ -164,8 +174,21 @@ def _wire_sizes(path: str) -> tuple[bytes, bytes]:
     return wire.request("preempt", {}), out[0]
 
 
-def measure(n: int = 10_000, trace: bool = False) -> dict:
+def placements() -> dict:
+    """name -> (the client's CPU, its partners' CPUs): one CPU for both; two CPUs where there are two."""
+    cpus = sorted(os.sched_getaffinity(0))
+    out = {"one CPU": ({cpus[0]}, {cpus[0]})}
+    if len(cpus) > 1:
+        out["two CPUs"] = ({cpus[0]}, {cpus[1]})
+    return out
+
+
+def measure(n: int = 10_000, trace: bool = False, placement: tuple | None = None) -> dict:
+    """`placement`: (the client's CPUs, the partners' CPUs); None: the first of placements()."""
     from gpreempt_trace.control import Client
+
+    mine, theirs = placement or next(iter(placements().values()))
+    before = os.sched_getaffinity(0)
 
     tmp = Path(tempfile.mkdtemp(prefix="gpt-bench-ctl-"))
     target = subprocess.Popen([sys.executable, "-c", TARGET], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -173,14 +196,16 @@ def measure(n: int = 10_000, trace: bool = False) -> dict:
     sock = str(tmp / "ctl.sock")
     opts = {"pid": target.pid, "socket": sock, "kfd_path": "/dev/null", "queues": [1, 7], "unchecked_ids": True,
             "max_hold": 3_600_000, "output": str(tmp / "trace") if trace else None}
-    svc = subprocess.Popen([sys.executable, "-c", SERVICE, json.dumps(opts)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    svc = subprocess.Popen([sys.executable, "-c", SERVICE, json.dumps(opts), json.dumps(sorted(theirs))],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     floor = minimal = None
+    os.sched_setaffinity(0, mine)
     try:
         if svc.stdout.readline().strip() != "READY":
             raise SystemExit("the bench's preempt service did not start (scheme A with real ptrace needs root)")
         req, answer = _wire_sizes(sock)
-        floor = _Floor(len(answer))
-        minimal = _Minimal(answer)
+        floor = _Floor(len(answer), theirs)
+        minimal = _Minimal(answer, theirs)
         c = Client(sock).connect()
         ctl: tuple[list, list, list] = ([], [], [])
         flo: tuple[list, list, list] = ([], [], [])
@@ -202,6 +227,7 @@ def measure(n: int = 10_000, trace: bool = False) -> dict:
             done += k
         c.close()
     finally:
+        os.sched_setaffinity(0, before)
         svc.terminate()
         svc.wait(30)
         target.kill()
@@ -209,7 +235,7 @@ def measure(n: int = 10_000, trace: bool = False) -> dict:
         for p in (floor, minimal):
             if p is not None:
                 p.close()
-    out = {"calls": n, "trace": trace}
+    out = {"calls": n, "trace": trace, "cpus": (sorted(mine), sorted(theirs))}
     for i, name in enumerate(("call_to_issued", "return_to_seen", "round_trip")):
         out[name] = _stats(ctl[i])
         out[name + "_floor"] = _stats(flo[i])
@@ -223,22 +249,29 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         print("control: skipped (the service ptraces its stand-in target: needs root)")
         return 0
-    print(f"control path, {n} calls per service (preempt/resume alternating; scheme A service in its own process, real ptrace, "
-          f"each KFD ioctl a real ioctl(2) on /dev/null); floor: socketpair ping-pong between two Python processes, "
-          f"same bytes, interleaved in blocks of {BLOCK}:")
-    for trace in (False, True):
-        r = measure(n, trace)
-        print(f" service {'with -o TRACE (markers written)' if trace else 'without a trace'}:")
-        for name in ("call_to_issued", "return_to_seen", "round_trip"):
-            v, f, m = r[name], r[name + "_floor"], r[name + "_minimal"]
-            print(f"  {name:15s} p50 {v['p50_us']:7.1f} us (floor {f['p50_us']:6.1f}, {v['p50_us'] / f['p50_us']:4.1f}x; "
-                  f"minimal {m['p50_us'] / f['p50_us']:4.1f}x)   "
-                  f"p99 {v['p99_us']:7.1f} us (floor {f['p99_us']:6.1f}, {v['p99_us'] / f['p99_us']:4.1f}x; "
-                  f"minimal {m['p99_us'] / f['p99_us']:4.1f}x)   max {v['max_us']:8.1f} us (floor {f['max_us']:8.1f})")
+    print(f"control path, {n} calls per service and placement (preempt/resume alternating; scheme A service in its own process, "
+          f"real ptrace, each KFD ioctl a real ioctl(2) on /dev/null); floor: socketpair ping-pong between two Python processes, "
+          f"same bytes, interleaved in blocks of {BLOCK}; client and partner pinned to one CPU / two CPUs:")
+    cpu0 = time.process_time()
+    for where, placement in placements().items():
+        for trace in (False, True):
+            r = measure(n, trace, placement)
+            print(f" {where} (client on CPU {r['cpus'][0]}, partners on {r['cpus'][1]}), "
+                  f"service {'with -o TRACE (markers written)' if trace else 'without a trace'}:")
+            _show(r)
     print(f"  (target: round trip within 2x of the floor at p50 and p99. minimal: the least a Python service can do per "
-          f"request, same bytes, as a multiple of the floor; load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)")
+          f"request, same bytes, as a multiple of the floor; load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs; "
+          f"this process's CPU time {time.process_time() - cpu0:.1f} s)")
     return 0
 
+
+def _show(r: dict) -> None:
+    for name in ("call_to_issued", "return_to_seen", "round_trip"):
+        v, f, m = r[name], r[name + "_floor"], r[name + "_minimal"]
+        print(f"  {name:15s} p50 {v['p50_us']:7.1f} us (floor {f['p50_us']:6.1f}, {v['p50_us'] / f['p50_us']:4.1f}x; "
+              f"minimal {m['p50_us'] / f['p50_us']:4.1f}x)   "
+              f"p99 {v['p99_us']:7.1f} us (floor {f['p99_us']:6.1f}, {v['p99_us'] / f['p99_us']:4.1f}x; "
+              f"minimal {m['p99_us'] / f['p99_us']:4.1f}x)   max {v['max_us']:8.1f} us (floor {f['max_us']:8.1f})")
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
