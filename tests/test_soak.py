@@ -59,6 +59,42 @@ def test_sigstop_past_max_hold_the_watchdog_kills_the_controller_and_the_hold_en
     assert r.target_runs is True and r.new_attach is True
 
 
+def test_fork_call_child_has_only_its_log_and_returns_its_exit_status(tmp_path):
+    log = tmp_path / "child.log"
+
+    def child():
+        print("fds", sorted(int(f) for f in os.listdir("/proc/self/fd")))
+        raise SystemExit(5)
+
+    p = soak.fork_call(child, log, "child")
+    assert p.wait(30) == 5 and p.poll() == 5
+    assert log.read_text() == "fds [0, 1, 2, 3]\n"  # 3: listdir's own
+    assert soak.fork_call(lambda: 3, log, "three").wait(30) == 3
+    q = soak.fork_call(lambda: __import__("time").sleep(60), log, "sleeper")
+    with pytest.raises(soak.subprocess.TimeoutExpired):
+        q.wait(0.05)
+    q.kill()
+    assert q.wait(30) == -9
+
+
+@root
+@pytest.mark.parametrize("scheme", ["A", "B"])
+def test_forked_controller_and_target_behave_as_exec_ones(tmp_path, scheme, monkeypatch):
+    monkeypatch.setattr(soak, "FORK", True)
+    soak.preload()
+    runs = soak.controller_sigkill_runs(tmp_path / "k", kfd=False, scheme=scheme, runs=2, seed0=7)
+    assert [(r.service_exit, r.target_runs, r.new_attach, r.queues_seen) for r in runs] == [(-9, True, True, 0)] * 2
+    assert all(r.left_suspended is not True for r in runs)
+    [r] = soak.target_sigkill_runs(tmp_path / "t", kfd=False, scheme=scheme, runs=1, seed0=3)
+    assert (r.service_exit, r.resumed_by, r.new_attach) == (0, "nothing to resume (target gone)", True)
+
+
+@root
+def test_kill_runs_stop_starting_new_runs_once_their_time_share_is_spent(tmp_path, monkeypatch):
+    monkeypatch.setattr(soak, "STOP_AT", 0.0)  # the first run always runs
+    assert [r.seed for r in soak.target_sigkill_runs(tmp_path, kfd=False, scheme="A", runs=3, seed0=3)] == [3]
+
+
 @root
 def test_record_start_stop_leaves_nothing_behind_and_every_trace_reads(tmp_path):
     base, runs = soak.record_runs(tmp_path, n=3, seed0=1)
