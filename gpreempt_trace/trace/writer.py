@@ -56,6 +56,7 @@ FAMILY_COLUMNS = {"events": "event", "markers": "kind"}
 MIN_FAMILY_ROWS = 8192
 DEFAULT_COMPACT_S = 60.0  # record: one merged segment per minute of small ones (a day: 1,440 files per table)
 COMPACT_MAX_ROWS = 1 << 21  # ... or per this many rows (bounds a merged file and its merge's work)
+CLOSE_UNLINK_WAIT_S = 0.5  # at close, how long covered segments wait for readers to let go
 READERS_LOCK = ".readers.lock"  # readers hold it shared; segments are unlinked only under it exclusively
 # one lock per process: a merge's rename, retention's unlinks and a flight save's links never interleave
 COMPACT_LOCK = threading.Lock()
@@ -434,8 +435,12 @@ class SegmentWriter:
             self.wait_compaction()
             self._compactor.shutdown()
             self._compactor = None
-        if self._unlink_later:
+        deadline = time.monotonic() + CLOSE_UNLINK_WAIT_S  # a reader holding the trace: wait a little for it
+        while self._unlink_later:
             self._unlink(self._unlink_later)
+            if not self._unlink_later or time.monotonic() >= deadline:
+                break  # left covered: readers skip them, the next start with this prefix removes them
+            time.sleep(0.05)
 
     def __enter__(self) -> "SegmentWriter":
         return self
