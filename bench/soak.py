@@ -21,6 +21,11 @@ module is loaded). Without it (this VM) the controller is `serve` with REAL ptra
 and watchdog and a scripted KFD (scripted_serve: each ioctl appended to a file as it is issued, so what
 was left suspended is read from the ioctls issued, not inferred from answers; nothing kept in memory,
 so the RSS is the service's own).
+
+The kill runs fork each controller and target from the soak process (fork_call: its imports are done
+once; the child runs the same cli main / service.serve / TARGET code, with only its log as fds) instead of
+starting a new interpreter, which takes 10-30 s under TCG; the controller's watchdog is still exec'd as in
+production. --exec starts them the old way; --exec-baseline N measures both on the same seeds.
 """
 from __future__ import annotations
 
@@ -1056,7 +1061,7 @@ def main(argv: list[str] | None = None) -> int:
         rest = [*parts, "--seed", str(a.seed), *(["--long"] if a.long else []), *(["--exec"] if a.exec else []),
                 *([f"--exec-baseline={a.exec_baseline}"] if a.exec_baseline else []),
                 *([f"--kill-budget={a.kill_budget}"] if a.kill_budget else []),
-                *[f"--{k}={v}" for k, v in sizes.items() if getattr(a, k) is not None]]
+                *[f"--{k}={sizes[k]}" for k in SHORT if getattr(a, k) is not None]]
         return run_lab(rest, a.lab_timeout)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="gpt-soak-"))
     work.mkdir(parents=True, exist_ok=True)
