@@ -313,12 +313,12 @@ def new_dmesg(before: list[str]) -> list[str]:
 
 # ---- a target and a controller ---------------------------------------------------------------------
 class Target:
-    def __init__(self, work: Path, kfd: str, runtime: bool, name: str = "target"):
+    def __init__(self, work: Path, kfd: str, runtime: bool, name: str = "target", fork: bool | None = None):
         self.log = work / f"{name}.log"
         script = work / "target.py"
         script.write_text(TARGET)
         argv = [str(script), kfd, "1" if runtime else "0", str(REPO)]
-        if FORK:
+        if FORK if fork is None else fork:
             self.log.write_text("")
             self.p = fork_call(_target_code(argv), self.log, "target")
         else:
@@ -353,7 +353,8 @@ _SERVICES = itertools.count()
 class Service:
     """`preempt serve` on a target: the real CLI on /dev/kfd, else control_child.py (real ptrace, scripted KFD)."""
 
-    def __init__(self, work: Path, target: Target, kfd: bool, scheme: str, max_hold_ms: int = 60_000, name: str = "svc"):
+    def __init__(self, work: Path, target: Target, kfd: bool, scheme: str, max_hold_ms: int = 60_000, name: str = "svc",
+                 fork: bool | None = None):
         self.sock = tempfile.mktemp(prefix="gpt-soak-", suffix=".sock", dir="/tmp")  # not on 9p: sockets need a local fs
         n = next(_SERVICES)
         self.log = work / f"{name}-{n}.log"
@@ -368,7 +369,7 @@ class Service:
                  "scheme": scheme, "max_hold": max_hold_ms}
             argv = [PY, "-m", "bench.soak", "--scripted-serve", str(self.ioctls), json.dumps(o)]
         self.t0 = time.monotonic()
-        if FORK:
+        if FORK if fork is None else fork:
             fn = _cli(argv[3:]) if kfd else (lambda: scripted_serve(*argv[4:6]))
             self.p = fork_call(fn, self.log, " ".join(argv[3:]))
         else:
@@ -474,8 +475,9 @@ def controller_soak(work: Path, kfd: bool, scheme: str, cycles: int) -> Controll
     work.mkdir(parents=True, exist_ok=True)
     r = ControllerSoak(scheme, cycles)
     before = dmesg_lines()
-    target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A")
-    svc = Service(work, target, kfd, scheme)
+    # exec'd, as in production: the service's fds/RSS/threads are its own, not a fork of the soak's
+    target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A", fork=False)
+    svc = Service(work, target, kfd, scheme, fork=False)
     try:
         if not svc.wait_ready():
             raise RuntimeError(f"service did not start: {svc.text()[-500:]}")
