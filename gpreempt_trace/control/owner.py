@@ -6,13 +6,13 @@ The owner thread sleeps in one epoll wait over its fds (the command pipe, the sc
 pipe and the StopWatch pipe that says the target stopped; the service's sockets) with a timeout that is
 the next thing due: the scheme's check (every POLL_S while stops must be polled for, else SERVICE_S),
 the max-hold expiry, the trace writer's tick. Nothing wakes it while nothing happens. A request is read,
-answered and sent with nothing after the send but the next poll(); its markers wait in memory as call
-results and are written when the thread is idle (a poll that timed out) or once MARKER_BATCH calls
-wait, so neither the Arrow conversion nor a Parquet write sits between a request and its answer.
-The service's plain preempt/resume requests take quick(): the scheme's raw call (state kept exactly as
-the general path keeps it), the answer from a per-result template, no CallResult or dict per call: the
-objects are made when the markers are written (or when a failure is reported, after the send).
-Idle: no request for QUIET_S (with MARKER_QUIET calls waiting) or a poll that timed out at the tick.
+answered and sent with nothing after the send but the next wait; its markers wait in memory as call
+results and are written when the thread is idle (no request for QUIET_S with MARKER_QUIET calls
+waiting, or a wait that timed out at the tick) or once MARKER_BATCH calls wait, so neither the Arrow
+conversion nor a Parquet write sits between a request and its answer. The service's plain
+preempt/resume requests take quick(): the scheme's raw call (state kept exactly as the general path
+keeps it), the answer from a per-result template, no CallResult or dict per call: the objects are made
+when the markers are written (or when a failure is reported, after the send).
 """
 from __future__ import annotations
 

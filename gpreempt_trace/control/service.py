@@ -295,7 +295,7 @@ class Service:
             line, _, buf = buf.partition(b"\n")
             self.bufs[fd] = buf
             out = wire.answer(self._answer(fd, line))
-            loud = self.ctl.settle()  # markers queued before the send: nothing but the send and poll() after it
+            loud = self.ctl.settle()  # markers queued before the send: nothing but the send and the wait after it
             try:
                 conn.sendall(out)
             except OSError:
