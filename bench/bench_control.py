@@ -23,7 +23,9 @@ shares a CPU (each wake-up lands on the CPU its waker is about to leave) or runs
 an IPI to an idle vCPU: ~+15 us per direction on this VM), and which one a pair gets changes from block
 to block (measured: 19.8 vs 49.6 us p50 for the same service in neighbouring blocks, the floor 11.0 vs
 32.3), so unpinned ratios compare lotteries. Pinned, floor and controller see the same placement.
-`python -m bench control [N]` (default 10000 calls per service and placement, half preempt, half resume).
+`python -m bench control` (10000 calls per service and placement, half preempt, half resume), or
+`python -m bench.bench_control N` (N calls); `python -m bench.bench_control N unpinned`: left to the
+scheduler, each block's p50 (the lottery itself).
 """
 from __future__ import annotations
 
@@ -212,6 +214,7 @@ def measure(n: int = 10_000, trace: bool = False, placement: tuple | None = None
         mini: tuple[list, list, list] = ([], [], [])
         now = time.monotonic_ns
         done = 0
+        blocks = []
         while done < n:
             k = min(BLOCK, n - done)
             floor.calls(k, req, flo)
@@ -224,6 +227,7 @@ def measure(n: int = 10_000, trace: bool = False, placement: tuple | None = None
                 ctl[0].append(ans["ts_request_ns"] - t0)
                 ctl[1].append(t1 - ans["ts_done_ns"])
                 ctl[2].append(t1 - t0)
+            blocks.append(tuple(statistics.median(x[2][-k:]) / 1000 for x in (flo, mini, ctl)))
             done += k
         c.close()
     finally:
@@ -235,7 +239,7 @@ def measure(n: int = 10_000, trace: bool = False, placement: tuple | None = None
         for p in (floor, minimal):
             if p is not None:
                 p.close()
-    out = {"calls": n, "trace": trace, "cpus": (sorted(mine), sorted(theirs))}
+    out = {"calls": n, "trace": trace, "cpus": (sorted(mine), sorted(theirs)), "blocks": blocks}
     for i, name in enumerate(("call_to_issued", "return_to_seen", "round_trip")):
         out[name] = _stats(ctl[i])
         out[name + "_floor"] = _stats(flo[i])
@@ -248,6 +252,14 @@ def main(argv=None) -> int:
     n = int(argv[0]) if argv else 10_000
     if os.geteuid() != 0:
         print("control: skipped (the service ptraces its stand-in target: needs root)")
+        return 0
+    if argv[1:] == ["unpinned"]:
+        every = os.sched_getaffinity(0)
+        r = measure(n, False, (every, every))
+        print(f"control path left to the scheduler (CPUs {sorted(every)}), round trip p50 per block of {BLOCK}, us:")
+        for i, (f, m, c) in enumerate(r["blocks"]):
+            print(f"  block {i:3d}: floor {f:6.1f}   minimal {m:6.1f}   controller {c:6.1f}")
+        print(f"  (load average {os.getloadavg()[0]:.1f})")
         return 0
     print(f"control path, {n} calls per service and placement (preempt/resume alternating; scheme A service in its own process, "
           f"real ptrace, each KFD ioctl a real ioctl(2) on /dev/null); floor: socketpair ping-pong between two Python processes, "
