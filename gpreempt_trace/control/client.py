@@ -108,7 +108,7 @@ class Client:
         return ans
 
     def _checked(self, op: str, **kw) -> dict:
-        ans = self._exchange(op, _PLAIN[op]) if not kw else self.request(op, **kw)
+        ans = self.request(op, **kw) if kw or op not in _PLAIN else self._exchange(op, _PLAIN[op])
         if not ans["ok"]:
             raise ControlError(f"{op} failed: {ans.get('error') or ans.get('label')}", "", ans)
         return ans
