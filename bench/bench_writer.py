@@ -74,6 +74,9 @@ def main() -> None:
         print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    from . import writer_compaction
+
+    writer_compaction.main()  # record --compact: files per day, open+count a day both ways, merge CPU
 
 
 if __name__ == "__main__":

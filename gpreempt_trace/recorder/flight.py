@@ -21,6 +21,12 @@ A trigger that fires while a save is pending does not extend it: it is recorded 
 meta.json (`flight.more_triggers`, the first 100, and `flight.triggers_while_pending`, all). A save
 still pending when the recording stops is cut at the stop (`flight.cut_by` = "stop").
 
+Compaction (record --compact, trace/writer.py): a merged segment `P-LO-HI.parquet` is a segment like any
+other here; the small ones it covers are no longer listed (readers skip them), retention deletes it whole
+(and any covered small one a reader kept from being unlinked), and when it appears while a save is
+pending it is linked and the save's links of the small ones it covers are removed (each row once).
+Deletions and links take writer.COMPACT_LOCK, so a merge never renames over a half-done deletion.
+
 The saved window: `start_ns` = one past the newest row of the newest segment deleted before the trigger
 (the run's start_ns when none was), so every row of the run with ts_ns >= start_ns is in the saved trace
 (kept segments may also hold older rows); `stop_ns` = trigger + after; the saved segments hold every row

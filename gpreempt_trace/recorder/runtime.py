@@ -501,9 +501,8 @@ class Recorder:
         tw.meta["func_names"] = prog.func_names
         tw.meta["recorder"] = dict(self._meta(prog), loader=r.bpf.loader)
         tw.save_meta()
-        self._set_filters(r.bpf, prog, tw)
-        tw.meta["recorder"]["recording_since_ns"] = time.monotonic_ns()  # probes attached, filters set
-        tw.save_meta()
+        # the reader's side is set up before the filters open: from recording_since_ns on, records wait in
+        # the ring only until the loop's first pass (the kill -9 bound counts from the event)
         dtype = record_layout.numpy_dtype()
         r.ring = RingReader(r.bpf.map("gpt_events").fd, o.ringbuf_mb * 1024 * 1024, dtype)
         decoder = EventDecoder(tw.run_id, prog.func_names, ioctls.ioctl_name)
@@ -515,6 +514,8 @@ class Recorder:
             tw, flight.parse_keep(o.keep) if o.keep else None, flight.parse_triggers(o.triggers) if o.triggers else None,
             o.after_s, lost=self._lost_now)
         tw.meta["recorder"]["flight"] = self._flight.meta()
+        self._set_filters(r.bpf, prog, tw)
+        tw.meta["recorder"]["recording_since_ns"] = time.monotonic_ns()  # probes attached, filters set
         tw.save_meta()
         if r.snap:
             r.snap.take("baseline")
@@ -660,6 +661,8 @@ class Recorder:
         # the ring is copied straight into the batch to decode; one buffer for the whole run (warm pages:
         # a fresh one per batch costs a page fault per 20 records); decoded tables never alias it
         st = _LoopState(np.empty(BATCH_RECORDS, ring.slot["rec"]), time.monotonic())
+        st.last_decode -= DECODE_EVERY_S  # the first pass decodes what the ring gathered during the start-up
+        startup = tw.meta.setdefault("recorder", {}).setdefault("startup", {"loop_started_ns": time.monotonic_ns()})
         while True:
             n = ring.read_into(st.batch[st.pending:], until=st.stop_pos)
             st.pending += n
@@ -667,6 +670,9 @@ class Recorder:
             now, now_ns = time.monotonic(), time.monotonic_ns()
             self._decode_due(st, decoder, writer, now, now_ns)
             tw.tick()
+            if "first_segment_ns" not in startup and writer.segments_closed:
+                startup["first_segment_ns"] = time.monotonic_ns()  # the start-up's share of a kill's loss (once)
+                tw.save_meta()
             self._flight_tick(st, now, now_ns)
             self._housekeeping(st, launcher, snap, progress, now)
             if st.stop_pos is None:
@@ -686,8 +692,8 @@ class Recorder:
                            or (fl is not None and fl.due(now_ns))):
             self._check_offsets(st.batch[:st.pending])
             tbl = decoder.decode(st.batch[:st.pending])
+            writer.append_table(tbl)  # first: a segment due closes before the /proc reads below
             self._plog.see_table(tbl)  # a process's first event: its /proc facts are read now
-            writer.append_table(tbl)
             if fl is not None:
                 fl.check(tbl, now_ns)  # --trigger: a decoded row starts a save
             st.pending, st.last_decode = 0, now

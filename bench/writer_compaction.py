@@ -1,5 +1,6 @@
 """Compaction (record --compact, issue 23): files per table for an always-on recording with and without
-it, the time to open and count a day of segments both ways, and the CPU the merges cost.
+it, the time to open and count a day of segments both ways, and the CPU the merges cost. Part of
+`python -m bench writer`; alone: `python -m bench.writer_compaction`.
 
 The writer is driven with a simulated clock (append_table/tick take now_ns): an hour of an always-on
 `record` at RATE events/s in 0.25 s segments (the recorder's events writer), each way; a day is 24 such
