@@ -330,7 +330,9 @@ class SegmentWriter:
         try:
             for p in smalls:
                 try:
-                    t = pq.read_table(p, schema=self.schema)
+                    t = pq.ParquetFile(p).read(use_threads=False)  # all on this thread (its CPU is counted)
+                    if not t.schema.equals(self.schema, check_metadata=True):
+                        t = t.cast(self.schema)
                 except FileNotFoundError:  # deleted by retention meanwhile: nothing to merge
                     return
                 buf.append(t)
