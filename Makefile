@@ -36,7 +36,8 @@ bench: $(SETUP)
 soak: $(SETUP)
 	$(PY) -m bench.soak
 
-# the controller parts against the real KFD in the Debian 6.12 QEMU lab (scheme B where the patched amdgpu.ko is built)
+# the controller parts against the real KFD in the Debian 6.12 QEMU lab (scheme B where the patched amdgpu.ko is built);
+# the kill runs fork their controllers (a Python start takes 10-30 s under TCG); sized runs: --kill-budget S
 soak-lab: $(SETUP)
 	$(PY) -m bench.soak --lab controller kill experiment
 
