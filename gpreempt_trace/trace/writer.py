@@ -113,6 +113,18 @@ def try_exclusive(lock_path: Path | None) -> int | None:
     return fd
 
 
+def _release_freed() -> None:
+    """Hand freed memory back to the OS: Arrow's pool and glibc's heaps (a merge otherwise leaves ~20 MB
+    of its buffers in the recorder's RSS; measured on the 2-CPU VM)."""
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _with_provenance(sch: pa.Schema, run_id: str) -> pa.Schema:
     meta = dict(sch.metadata or {})
     meta.update({b"gpreempt_trace.run_id": run_id.encode(), b"gpreempt_trace.tool_version": __version__.encode()})
@@ -357,6 +369,7 @@ class SegmentWriter:
                 w.close()
             tmp.unlink(missing_ok=True)
             self.merge_cpu_s += time.thread_time() - cpu0
+            _release_freed()  # a merge's buffers: back to the OS (the recorder's RSS is what it holds)
 
     def _unlink(self, paths: list[Path]) -> None:
         """Unlink covered small segments once no reader holds the trace (else on a later tick)."""
