@@ -550,6 +550,14 @@ class KillRun:
         return all(v is not False for v in (self.target_runs, self.new_attach)) and self.left_suspended is not True
 
 
+def _seeds(runs: int, seed0: int):
+    """(run index, its seed, its random.Random) for each run; none new after STOP_AT (the first always runs)."""
+    for i in range(runs):
+        if i and time.monotonic() > STOP_AT:
+            return
+        yield i, seed0 + i, random.Random(seed0 + i)
+
+
 def _new_controller(work: Path, target: Target, kfd: bool, scheme: str, run: KillRun) -> None:
     """A new controller attaches at once (real ENABLE on the KFD: the old debug session is gone)."""
     chk = Service(work, target, kfd, scheme, name="check")
@@ -572,11 +580,7 @@ def controller_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0
     out = []
     start_est = None
     try:
-        for i in range(runs):
-            if i and time.monotonic() > STOP_AT:
-                break
-            seed = seed0 + i
-            rng = random.Random(seed)
+        for i, seed, rng in _seeds(runs, seed0):
             svc = Service(work, target, kfd, scheme, name=f"k{scheme}{i}")
             if start_est is None:  # the first run measures how long a start takes; the kill window covers it + cycles
                 svc.wait_ready()
@@ -655,11 +659,7 @@ def target_sigkill_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0: in
     process) and the next target can be served at once."""
     work.mkdir(parents=True, exist_ok=True)
     out = []
-    for i in range(runs):
-        if i and time.monotonic() > STOP_AT:
-            break
-        seed = seed0 + i
-        rng = random.Random(seed)
+    for i, seed, rng in _seeds(runs, seed0):
         target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A", name=f"t{scheme}{i}")
         svc = Service(work, target, kfd, scheme, name=f"tk{scheme}{i}")
         run = KillRun("target-sigkill", seed, rng.uniform(0, 0.2), "holding")
@@ -694,11 +694,7 @@ def controller_sigstop_runs(work: Path, kfd: bool, scheme: str, runs: int, seed0
     target = Target(work, "/dev/kfd" if kfd else "/dev/null", runtime=kfd and scheme == "A", name=f"st-{scheme}")
     out = []
     try:
-        for i in range(runs):
-            if i and time.monotonic() > STOP_AT:
-                break
-            seed = seed0 + i
-            rng = random.Random(seed)
+        for i, seed, rng in _seeds(runs, seed0):
             svc = Service(work, target, kfd, scheme, max_hold_ms=max_hold_ms, name=f"s{scheme}{i}")
             run = KillRun("controller-sigstop", seed, rng.uniform(0, max_hold_ms / 1000), "holding")
             try:
