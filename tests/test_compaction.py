@@ -276,3 +276,42 @@ def test_compact_option_parsing_and_record_cli(tmp_path):
     res = CliRunner().invoke(main, ["record", "-o", str(tmp_path / "x"), "--compact", "soon"])
     assert res.exit_code == 2 and "--compact" in res.output and "is not a time from 1s to 1d, or off" in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_merge_in_a_child_process_writes_what_an_in_process_merge_writes(tmp_path):
+    """compact_background (the recorder's setting): the merge runs in a child process (the recorder's heap
+    never holds its buffers); same file content as merge_files here, its CPU counted, the smalls unlinked."""
+    rows = {}
+    for mode in ("child", "here"):
+        d = tmp_path / mode
+        w = W.SegmentWriter(d, "events", "r", segment_s=0.25, compact_s=1.0, compact_background=mode == "child")
+        ts = stream(w, 1.5)
+        w.tick(2 * S)  # closes segment 3 (first row at 1.2 s): segments 0-3 span 1 s, merged
+        w.wait_compaction()
+        w.close()
+        got = names(d)
+        assert got == ["seg-000000-000003.parquet"]
+        rows[mode] = pq.read_table(d / "seg-000000-000003.parquet")
+        assert rows_of(tmp_path, mode) == sorted(ts)
+        assert w.segments_merged == 1 and w.merge_failures == []
+        assert not [p.name for p in d.iterdir() if p.name.endswith(".tmp")]
+    assert rows["child"].equals(rows["here"])
+    assert rows["child"].schema.metadata == rows["here"].schema.metadata
+
+
+def test_a_failed_merge_child_keeps_the_small_segments_and_is_reported(tmp_path):
+    d = tmp_path / "e"
+    w = W.SegmentWriter(d, "events", "r", segment_s=0.25, compact_s=1.0, compact_background=True)
+    w.append_table(events([1, 2]), now_ns=0)
+    w.tick(S // 4)
+    (d / "seg-000000.parquet").write_bytes(b"not parquet")  # the child cannot read it
+    ts = stream(w, 1.5, t0=S // 2)
+    w.tick(2 * S)
+    w.wait_compaction()
+    w.close()
+    got = names(d)
+    assert got == [f"seg-{i:06d}.parquet" for i in range(5)]  # every small segment stays
+    assert len(w.merge_failures) == 1 and w.merge_failures[0].startswith("seg-000000-000003.parquet: ")
+    assert w.segments_merged == 0
+    with pytest.warns(UserWarning, match="skipping unreadable segment"):
+        assert rows_of(tmp_path, "e") == sorted(ts)

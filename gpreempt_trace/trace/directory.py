@@ -164,6 +164,13 @@ class TraceWriter:
         for table, key in COUNTER_OF_TABLE.items():  # a finished run knows what it wrote (0 when nothing)
             w = self.writers.get(table)
             counters[key] = (w.rows_written if w else 0) + self.extra_rows.get(table, 0)
+        comp = {t: {"segments_merged": w.segments_merged, "merge_cpu_s": round(w.merge_cpu_s, 3), "merge_failures": w.merge_failures}
+                for t, w in self.writers.items() if w.compact_ns is not None}
+        if comp:  # compaction (writer.py): merges done, their CPU (children included), failed ones (small segments kept)
+            self.meta["compaction"] = comp
+            failed = [f for c in comp.values() for f in c["merge_failures"]]
+            if failed:
+                warnings.warn(f"{len(failed)} segment merge(s) failed, their small segments kept (readable): {failed[0]}", stacklevel=2)
         self.meta["stop_ns"] = time.monotonic_ns()
         self.meta["stop_wall"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
         self.save_meta()
