@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,19 @@ from gpreempt_trace.errors import GptError
 from gpreempt_trace.experiment import ab
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="ptrace of a sibling process and BPF need root")
+
+
+def _in_fresh_interpreter(request) -> bool:
+    """Run this test again alone in a new pytest process and say so (True: its outcome is that run's).
+    fork_call forks only while its process has one thread; threads earlier tests of this session left
+    (daemon threads, executor workers) would make it refuse here."""
+    if os.environ.get("GPT_SOAK_TEST_ALONE") or threading.active_count() == 1:
+        return False
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{request.node.name}"],
+                       env={**os.environ, "GPT_SOAK_TEST_ALONE": "1"}, cwd=Path(__file__).resolve().parent.parent,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:]
+    return True
 
 
 @root
@@ -59,7 +76,9 @@ def test_sigstop_past_max_hold_the_watchdog_kills_the_controller_and_the_hold_en
     assert r.target_runs is True and r.new_attach is True
 
 
-def test_fork_call_child_has_only_its_log_and_returns_its_exit_status(tmp_path):
+def test_fork_call_child_has_only_its_log_and_returns_its_exit_status(tmp_path, request):
+    if _in_fresh_interpreter(request):
+        return
     log = tmp_path / "child.log"
 
     def child():
@@ -79,7 +98,9 @@ def test_fork_call_child_has_only_its_log_and_returns_its_exit_status(tmp_path):
 
 @root
 @pytest.mark.parametrize("scheme", ["A", "B"])
-def test_forked_controller_and_target_behave_as_exec_ones(tmp_path, scheme, monkeypatch):
+def test_forked_controller_and_target_behave_as_exec_ones(tmp_path, scheme, monkeypatch, request):
+    if _in_fresh_interpreter(request):
+        return
     monkeypatch.setattr(soak, "FORK", True)
     soak.preload()
     runs = soak.controller_sigkill_runs(tmp_path / "k", kfd=False, scheme=scheme, runs=2, seed0=7)
