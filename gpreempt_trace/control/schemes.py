@@ -461,6 +461,7 @@ class SchemeA(Scheme):
             self.enabled = False
         if self.watch is not None:
             self.watch.done = True  # the PTRACE_INTERRUPT stop (or the exit) is the last it reports
+            self.watch.serviced.set()  # (not left waiting for an acknowledgement that will not come)
         if self.seized and self.alive:
             self._ptrace_detach(notes)
         if self.watch is not None:
@@ -482,6 +483,10 @@ class SchemeA(Scheme):
         except OSError as e:
             notes.append(f"PTRACE_INTERRUPT: {e.strerror}")
             return
+        if self.watch is not None:
+            # let the StopWatch see that stop (its waitid does not consume it) and end before the waitpid
+            # below consumes it: a waitid that missed it would block for good (PTRACE_DETACH wakes no waiter)
+            self.watch.join(1.0)
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             try:
