@@ -315,3 +315,22 @@ def test_a_failed_merge_child_keeps_the_small_segments_and_is_reported(tmp_path)
     assert w.segments_merged == 0
     with pytest.warns(UserWarning, match="skipping unreadable segment"):
         assert rows_of(tmp_path, "e") == sorted(ts)
+
+
+def test_a_merge_child_that_hangs_is_killed_and_its_segments_stay(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setattr(W, "MERGE_TIMEOUT_S", 0.5)
+    orig = subprocess.Popen
+    # the merge child replaced by one that never ends
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kw: orig([argv[0], "-c", "import time; time.sleep(60)"], **kw))
+    d = tmp_path / "e"
+    w = W.SegmentWriter(d, "events", "r", segment_s=0.25, compact_s=1.0, compact_background=True)
+    ts = stream(w, 1.5)
+    w.tick(2 * S)
+    w.wait_compaction()
+    w.close()
+    assert names(d) == [f"seg-{i:06d}.parquet" for i in range(4)]  # every small segment stays
+    assert len(w.merge_failures) == 1 and w.merge_failures[0].startswith("seg-000000-000003.parquet: ")
+    assert w.segments_merged == 0
+    assert rows_of(tmp_path, "e") == sorted(ts)

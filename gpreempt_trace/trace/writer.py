@@ -162,6 +162,7 @@ def merge_files(table: str, run_id: str, rows_per_group: int, compression: str, 
 
 
 MERGE_MISSING = 3  # the merge child's exit status when a segment is gone
+MERGE_TIMEOUT_S = 600.0  # a merge child still running after this is killed (its small segments stay)
 
 
 def _merge_child_main(argv: list[str]) -> int:
@@ -418,8 +419,11 @@ class SegmentWriter:
         code = "import sys; from gpreempt_trace.trace.writer import _merge_child_main; sys.exit(_merge_child_main(sys.argv[1:]))"
         p = subprocess.Popen([sys.executable, "-c", code, args], env=env, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        hung = threading.Timer(MERGE_TIMEOUT_S, p.kill)  # a stuck child must not hold up the stop (close waits for it)
+        hung.start()
         err = p.stderr.read().decode(errors="replace")
         p.stderr.close()
+        hung.cancel()  # (a kill landing before the reap below hits a zombie: harmless)
         _, status, ru = os.wait4(p.pid, 0)
         p.returncode = rc = os.waitstatus_to_exitcode(status)
         self.merge_cpu_s += ru.ru_utime + ru.ru_stime
