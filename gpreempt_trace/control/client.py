@@ -24,7 +24,6 @@ from . import wire
 TIMEOUT_S = 5.0  # a service that answers nothing for this long is stopped or hung (its calls take ms)
 MAX_ANSWER = 1 << 20  # bytes of one answer line
 _PLAIN = wire.PLAIN
-_PREEMPT, _RESUME = _PLAIN["preempt"], _PLAIN["resume"]
 
 
 class ControlError(GptError):
@@ -108,7 +107,7 @@ class Client:
         return ans
 
     def _checked(self, op: str, **kw) -> dict:
-        ans = self.request(op, **kw) if kw or op not in _PLAIN else self._exchange(op, _PLAIN[op])
+        ans = self.request(op, **kw) if kw or op not in _PLAIN else self._exchange(op, _PLAIN[op])  # plain: sent as is
         if not ans["ok"]:
             raise ControlError(f"{op} failed: {ans.get('error') or ans.get('label')}", "", ans)
         return ans
@@ -118,19 +117,13 @@ class Client:
         """Suspend the target's queues (the service's --queues unless given). Returns the answer: ok,
         label, queue_ids, queues [[id, result, raw]], ts_request_ns/ts_done_ns (CLOCK_MONOTONIC), seq."""
         if queues is None and grace is None and not keep:
-            ans = self._exchange("preempt", _PREEMPT)  # the hot call: the plain line, no request built
-            if ans["ok"]:
-                return ans
-            raise ControlError(f"preempt failed: {ans.get('error') or ans.get('label')}", "", ans)
+            return self._checked("preempt")  # the hot call: the plain line, no request built
         q = queues if queues is None or isinstance(queues, str) else [int(x) for x in queues]
         return self._checked("preempt", queues=q, grace=grace, keep=keep or None)
 
     def resume(self) -> dict:
         """Resume what is held (a no-op answer with issued=False when nothing is)."""
-        ans = self._exchange("resume", _RESUME)
-        if ans["ok"]:
-            return ans
-        raise ControlError(f"resume failed: {ans.get('error') or ans.get('label')}", "", ans)
+        return self._checked("resume")
 
     def status(self) -> dict:
         """scheme, pid, alive, held ids, known queues, held_ms, handshakes, signals_passed."""
