@@ -138,9 +138,6 @@ class Scheme:
         """The CallResult of a raw call (the answer and the markers are made from it)."""
         raise NotImplementedError
 
-    def _queue_call(self, op: str, ids, grace: int) -> CallResult:
-        return self.result(self._raw(op, ids, grace))
-
     def suspend_raw(self, ids, grace: int) -> tuple | None:
         """Suspend `ids`: the raw call, or None when there is nothing to do (no ioctl). GptError when held."""
         raise NotImplementedError
