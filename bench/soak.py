@@ -9,7 +9,8 @@ PARTs (default: all):
   RSS and threads over the first and last tenth of the cycles; nothing held at the end; new dmesg errors.
 - kill: N runs each of (a) SIGKILL of the controller at a seeded random moment (starting, attaching,
   holding or idle), (b) SIGKILL of the target while held, (c) SIGSTOP of the controller past --max-hold;
-  after each: the target runs untraced and a new controller attaches at once.
+  after each: the target runs untraced and a new controller attaches at once. --schemes A|B|A,B and
+  --scenarios [A:|B:]NAME[=N],... run only some of them (e.g. a top-up with new seeds).
 - record: N `record` start/stop cycles (kill -9 in a seeded third): BPF programs/maps/links (system-wide,
   by id), perf-event and BPF fds (/proc/*/fdinfo) and tracefs probe events back to the baseline after
   each; every trace readable; the events a killed run lost (kill time - its last recorded event).
@@ -911,12 +912,18 @@ def scheme_b_loaded() -> bool:
         os.close(fd)
 
 
-def run_parts(parts: list[str], sizes: dict, seed: int, work: Path) -> int:
+def run_parts(parts: list[str], sizes: dict, seed: int, work: Path, only: list[str] | None = None) -> int:
+    """only: the schemes asked for (--schemes; default both); B runs only where it is loaded (real KFD)."""
     kfd = os.path.exists("/dev/kfd")
     schemes = ["A", "B"] if not kfd or scheme_b_loaded() else ["A"]
+    if only:
+        missing = [x for x in only if x not in schemes]
+        schemes = [x for x in schemes if x in only]
+        if missing:
+            print(f"scheme {','.join(missing)}: asked for (--schemes) but not in this kernel's amdgpu: not run")
     print(f"soak on {os.uname().release} ({'real KFD /dev/kfd' if kfd else 'no /dev/kfd: real ptrace + scripted KFD'}), "
           f"schemes {','.join(schemes)}, seed {seed}, sizes {sizes}", flush=True)
-    if kfd and "B" not in schemes:
+    if kfd and "B" not in schemes and (not only or "B" in only):
         print("scheme B: not run (the kernel/ series' ioctls are not in this kernel's amdgpu)")
     bad = 0
     for part in parts:
@@ -937,38 +944,75 @@ def _part_controller(sizes, seed, work, kfd, schemes) -> int:
     return bad
 
 
+SCENARIOS = {"controller-sigkill": "controller", "target-sigkill": "target", "controller-sigstop": "sigstop"}
+
+
+def parse_scenarios(text: str) -> list[tuple[str | None, str, int | None]]:
+    """--scenarios: comma-separated [SCHEME:]NAME[=N] (NAME: controller-sigkill|controller, target-sigkill|target,
+    controller-sigstop|sigstop; SCHEME: A or B, default every scheme run; N: runs, default --kill)."""
+    alias = {**{v: k for k, v in SCENARIOS.items()}, **{k: k for k in SCENARIOS}}
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        m = re.fullmatch(r"(?:([AB]):)?([a-z-]+)(?:=(\d+))?", item)
+        if not m or m.group(2) not in alias:
+            raise ValueError(f"--scenarios: {item!r} is not [A:|B:]NAME[=N] with NAME one of "
+                             f"{', '.join(f'{k} ({v})' for k, v in SCENARIOS.items())}")
+        out.append((m.group(1), alias[m.group(2)], int(m.group(3)) if m.group(3) else None))
+    if not out:
+        raise ValueError("--scenarios: empty; name at least one, e.g. --scenarios target,sigstop")
+    return out
+
+
+def kill_plan(schemes: list[str], n: int, selected: list | None = None) -> list[tuple[str, str, int]]:
+    """(scheme, scenario, runs) in run order: per scheme, the scenarios in SCENARIOS' order."""
+    out = []
+    for s in schemes:
+        for sc in SCENARIOS:
+            if selected is None:
+                out.append((s, sc, n))
+                continue
+            hits = [k for sch, name, k in selected if name == sc and sch in (None, s)]
+            if hits:
+                out.append((s, sc, next((k for k in reversed(hits) if k is not None), n)))
+    return out
+
+
 def _part_kill(sizes, seed, work, kfd, schemes) -> int:
     global FORK, STOP_AT
     bad = 0
     end = time.monotonic() + (sizes.get("kill_budget") or float("inf"))
-    left = 3 * len(schemes)  # (scheme, scenario) pairs still to run: each gets an even share of the time left
+    plan = [(s, sc, n) for s, sc, n in kill_plan(schemes, sizes["kill"], sizes.get("scenarios")) if n]
+    left = len(plan)  # (scheme, scenario) pairs still to run: each gets an even share of the time left
+    print(f"kill: {', '.join(f'{s} {sc} x{n}' for s, sc, n in plan) or 'nothing selected'}")
     if FORK:
         t = time.monotonic()
         preload()
         print(f"kill runs fork the controller and the target from this process (imports done once: {time.monotonic() - t:.1f} s)")
-    for s in schemes:
-        for fn, args in ((controller_sigkill_runs, ()), (target_sigkill_runs, ()), (controller_sigstop_runs, (1000 if kfd else 300,))):
-            # --exec-baseline N: the first N seeds once more with a new interpreter per process (the cost before the fork)
-            for fork, n in ((False, sizes.get("exec_baseline") or 0), (FORK, sizes["kill"])) if FORK else ((False, sizes["kill"]),):
-                if not n:
-                    continue
-                FORK, keep = fork, FORK
-                t, cpu = time.monotonic(), _cpu_s()
-                STOP_AT = t + (end - t) / left if fork == keep else float("inf")
-                try:
-                    runs = fn(work / f"kill-{s}{'' if fork else '-exec'}", kfd, s, n, seed, *args)
-                finally:
-                    FORK = keep
-                wall, cpu = time.monotonic() - t, _cpu_s() - cpu
-                print(f"[scheme {s}, {'fork' if fork else 'exec'}] ", end="")
-                print_kill(runs)
-                print(f"  {wall:.0f} s wall, {cpu:.0f} s CPU (this process + children): {wall / len(runs):.1f} s wall, "
-                      f"{cpu / len(runs):.1f} s CPU a run; load {os.getloadavg()[0]:.2f}")
-                if len(runs) < n:
-                    print(f"  {len(runs)} of {n} runs: its share of --kill-budget was spent")
-                bad += sum(not r.ok for r in runs)
-                sys.stdout.flush()
-            left -= 1
+    fns = {"controller-sigkill": (controller_sigkill_runs, ()), "target-sigkill": (target_sigkill_runs, ()),
+           "controller-sigstop": (controller_sigstop_runs, (1000 if kfd else 300,))}
+    for s, sc, n_runs in plan:
+        fn, args = fns[sc]
+        # --exec-baseline N: the first N seeds once more with a new interpreter per process (the cost before the fork)
+        for fork, n in ((False, sizes.get("exec_baseline") or 0), (FORK, n_runs)) if FORK else ((False, n_runs),):
+            if not n:
+                continue
+            FORK, keep = fork, FORK
+            t, cpu = time.monotonic(), _cpu_s()
+            STOP_AT = t + (end - t) / left if fork == keep else float("inf")
+            try:
+                runs = fn(work / f"kill-{s}{'' if fork else '-exec'}", kfd, s, n, seed, *args)
+            finally:
+                FORK = keep
+            wall, cpu = time.monotonic() - t, _cpu_s() - cpu
+            print(f"[scheme {s}, {'fork' if fork else 'exec'}] ", end="")
+            print_kill(runs)
+            print(f"  {wall:.0f} s wall, {cpu:.0f} s CPU (this process + children): {wall / len(runs):.1f} s wall, "
+                  f"{cpu / len(runs):.1f} s CPU a run; load {os.getloadavg()[0]:.2f}")
+            if len(runs) < n:
+                print(f"  {len(runs)} of {n} runs: its share of --kill-budget was spent")
+            bad += sum(not r.ok for r in runs)
+            sys.stdout.flush()
+        left -= 1
     STOP_AT = float("inf")
     return bad
 
@@ -987,7 +1031,7 @@ def _part_record(sizes, seed, work, kfd, schemes) -> int:
 
 def _part_experiment(sizes, seed, work, kfd, schemes) -> int:
     bad = 0
-    sch = "none,A" + (",B" if "B" in schemes else "") if kfd else "none"
+    sch = ",".join(["none", *schemes]) if kfd else "none"
     extra = ("--in-lab-guest",) if kfd else ()
     r = experiment_runs(work / "experiment", sizes["experiment"], sch, extra)
     print_experiment(r, sizes["experiment"], sch)
@@ -1044,27 +1088,44 @@ def main(argv: list[str] | None = None) -> int:
                     help="kill: at most about S seconds in all, shared evenly by the scenarios (runs left out are counted)")
     ap.add_argument("--exec-baseline", type=int, default=0, metavar="N",
                     help="kill: first run N runs per scenario with --exec, for the per-run cost before/after")
+    ap.add_argument("--schemes", metavar="LIST", help="controller, kill, experiment: only these schemes, e.g. A or A,B "
+                    "(default: A and B where B's ioctls are loaded; the experiment adds none)")
+    ap.add_argument("--scenarios", metavar="LIST", help="kill: only these scenarios, comma-separated "
+                    "[A:|B:]NAME[=N], NAME controller-sigkill (controller), target-sigkill (target) or "
+                    "controller-sigstop (sigstop); A:/B: limits an item to that scheme, =N gives its run count "
+                    "(default --kill); e.g. --scenarios A:target=32,sigstop=48 (default: all three)")
     a = ap.parse_args(argv)
     parts = a.parts or list(PARTS)
+    only = None
+    if a.schemes is not None:
+        only = [x.strip() for x in a.schemes.split(",") if x.strip()]
+        if not only or set(only) - {"A", "B"}:
+            ap.error(f"--schemes {a.schemes!r}: give A, B or A,B")
+    try:
+        selected = parse_scenarios(a.scenarios) if a.scenarios is not None else None
+    except ValueError as e:
+        ap.error(str(e))
     if set(parts) - set(PARTS):
         ap.error(f"unknown part {sorted(set(parts) - set(PARTS))[0]!r}: choose from {', '.join(PARTS)}")
     sizes = dict(LONG if a.long else SHORT)
     for k in SHORT:
         if getattr(a, k) is not None:
             sizes[k] = getattr(a, k)
-    sizes["exec_baseline"], sizes["kill_budget"] = a.exec_baseline, a.kill_budget
+    sizes["exec_baseline"], sizes["kill_budget"], sizes["scenarios"] = a.exec_baseline, a.kill_budget, selected
     global FORK
     FORK = not a.exec
     if a.lab:
         rest = [*parts, "--seed", str(a.seed), *(["--long"] if a.long else []), *(["--exec"] if a.exec else []),
                 *([f"--exec-baseline={a.exec_baseline}"] if a.exec_baseline else []),
                 *([f"--kill-budget={a.kill_budget}"] if a.kill_budget else []),
+                *([f"--schemes={a.schemes}"] if a.schemes is not None else []),
+                *([f"--scenarios={a.scenarios}"] if a.scenarios is not None else []),
                 *[f"--{k}={sizes[k]}" for k in SHORT if getattr(a, k) is not None]]
         return run_lab(rest, a.lab_timeout)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="gpt-soak-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    rc = run_parts(parts, sizes, a.seed, work)
+    rc = run_parts(parts, sizes, a.seed, work, only)
     print(f"soak done in {time.monotonic() - t0:.0f} s (scratch {work})")
     return rc
 

@@ -172,3 +172,22 @@ def test_experiment_interrupted_lists_what_did_not_run(tmp_path, monkeypatch):
     runs = json.loads((tmp_path / "out" / "runs.json").read_text())["runs"]
     assert [r["status"] for r in runs] == ["completed", "failed", "not run", "not run"]
     assert runs[1]["cause"] == "interrupted"
+
+
+def test_scenarios_select_kill_runs_per_scheme_with_their_own_counts():
+    sel = soak.parse_scenarios("A:target=32,A:sigstop=48,B:controller-sigstop=49")
+    assert soak.kill_plan(["A", "B"], 100, sel) == [
+        ("A", "target-sigkill", 32), ("A", "controller-sigstop", 48), ("B", "controller-sigstop", 49)]
+    assert soak.kill_plan(["A", "B"], 5, soak.parse_scenarios("sigstop,controller")) == [
+        ("A", "controller-sigkill", 5), ("A", "controller-sigstop", 5), ("B", "controller-sigkill", 5), ("B", "controller-sigstop", 5)]
+    assert soak.kill_plan(["A"], 3, None) == [("A", sc, 3) for sc in soak.SCENARIOS]
+    for bad in ("foo", "C:target", "target=x", ","):
+        with pytest.raises(ValueError, match="--scenarios"):
+            soak.parse_scenarios(bad)
+
+
+def test_scenarios_and_schemes_flags_reject_bad_values_in_one_line():
+    for argv in (["--scenarios", "nope", "kill"], ["--schemes", "C", "kill"]):
+        r = subprocess.run([sys.executable, "-m", "bench.soak", *argv], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parent.parent)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("python -m bench.soak: error: --"), r.stderr
