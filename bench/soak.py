@@ -1045,7 +1045,14 @@ def _cpu_s() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-_PARTS = {"controller": _part_controller, "kill": _part_kill, "record": _part_record, "experiment": _part_experiment}
+def _part_cellcost(sizes, seed, work, kfd, schemes) -> int:
+    """Not a soak part (never in the default): bench/cell_cost.py, where an experiment cell's time goes."""
+    sch = ",".join(["none", *schemes]) if kfd else "none"
+    return subprocess.run([PY, "-m", "bench.cell_cost", "--schemes", sch], cwd=REPO).returncode != 0
+
+
+_PARTS = {"controller": _part_controller, "kill": _part_kill, "record": _part_record, "experiment": _part_experiment,
+          "cellcost": _part_cellcost}
 
 
 LAB_MODULES = ("set -e\nmodprobe -a $(modinfo -F depends amdgpu | tr , ' ')\n"
@@ -1074,7 +1081,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--scripted-serve"]:
         return scripted_serve(*argv[1:3])
     ap = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
-    ap.add_argument("parts", nargs="*", metavar="PART", help="controller, kill, record, experiment (default: all)")
+    ap.add_argument("parts", nargs="*", metavar="PART", help="controller, kill, record, experiment (default: all four); "
+                    "cellcost: where an experiment cell's time goes (bench/cell_cost.py)")
     ap.add_argument("--long", action="store_true", help="the long version (1000 cycles, 100 runs each)")
     ap.add_argument("--seed", type=int, default=24, help="first seed; run k uses seed+k")
     ap.add_argument("--lab", action="store_true", help="run inside the Debian 6.12 lab guest")
@@ -1105,8 +1113,8 @@ def main(argv: list[str] | None = None) -> int:
         selected = parse_scenarios(a.scenarios) if a.scenarios is not None else None
     except ValueError as e:
         ap.error(str(e))
-    if set(parts) - set(PARTS):
-        ap.error(f"unknown part {sorted(set(parts) - set(PARTS))[0]!r}: choose from {', '.join(PARTS)}")
+    if set(parts) - set(_PARTS):
+        ap.error(f"unknown part {sorted(set(parts) - set(_PARTS))[0]!r}: choose from {', '.join(_PARTS)}")
     sizes = dict(LONG if a.long else SHORT)
     for k in SHORT:
         if getattr(a, k) is not None:
