@@ -20,6 +20,7 @@ import io
 import re
 import shutil
 import tempfile
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Sequence
 
@@ -97,14 +98,36 @@ def _missing(text: str) -> str:
 
 
 class _Plots:
+    """Draws the figures on one worker thread while the main thread goes on with the SQL (DuckDB releases
+    the GIL while it runs): matplotlib's import and each figure's drawing overlap the queries. `draw`
+    returns a Future of the figure's HTML; `_write_page` waits for them in page order."""
+
     def __init__(self, out: Path):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.out = out
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpt-report-plots")  # pyplot is used from this thread only
+        self._plt = self.pool.submit(self._import)
+
+    @staticmethod
+    def _import():
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        self.plt = plt
-        self.out = out
+        return plt
+
+    @property
+    def plt(self):
+        return self._plt.result()
+
+    def draw(self, fn, *args) -> Future:
+        """fn(self, *args) -> the figure's HTML (it ends with self.save), run on the plotting thread."""
+        return self.pool.submit(fn, self, *args)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def save(self, fig, name: str, **data) -> str:
         """The figure as <figure> with the PNG inline; `data` (what it was drawn from) as data-* attributes."""
@@ -170,17 +193,19 @@ def write(traces: Sequence[str], out_dir: str, max_rows: int = 40) -> Path:
     paths = find_traces(traces)
     out = _out_folder(out_dir)
     spill = Path(tempfile.mkdtemp(prefix="gpt-report-"))
+    plots = _Plots(out)  # matplotlib is imported on the plotting thread while DuckDB computes the shared views
     try:
-        return _write_page(out, _body(paths, _connect(paths, spill), out, max_rows))
+        return _write_page(out, _body(paths, _connect(paths, spill), plots, max_rows))
     finally:
+        plots.close()
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def _body(paths, con, out: Path, max_rows: int) -> list[str]:
+def _body(paths, con, plots: _Plots, max_rows: int) -> list:
+    """The page's parts in order: HTML strings, and Futures of figures still being drawn."""
     runs = run_rows(con)
     lost_all = {rid: r["events_lost"] for rid, r in runs.items()}
     kinds = dict(con.sql("SELECT kind, count(*) FROM markers GROUP BY kind").fetchall())
-    plots = _Plots(out)
     body = ["<h1>gpreempt-trace report</h1>"]
     if any(r["synthetic"] for r in runs.values()):
         body.append("<div class='synthetic'>Contains SYNTHETIC data (gpreempt-trace synth): model output, not measurements.</div>")
@@ -188,7 +213,7 @@ def _body(paths, con, out: Path, max_rows: int) -> list[str]:
     body += _exp01_section(con, paths, max_rows)
     body += _latency_section(con, plots, lost_all, paths, max_rows)
     body.append("<h2>Queues on the hardware around a preemption</h2>")
-    body.append(_timeline(con, plots, lost_all))
+    body += _timeline(con, plots, lost_all)
     body += _queue_counts_section(con, plots, lost_all, max_rows)
     body += _collateral_section(con, plots, lost_all, max_rows)
     body += _requests_section(con, max_rows) if kinds.get("request_start") else []
@@ -217,7 +242,7 @@ def _connect(paths, spill: Path):
     # views are recomputed at every reference: compute the shared ones once (inner first). `runs`
     # counts every run's events; the others are what several sections (and modules) read.
     query.materialize(con, "runs", "preempt_preemption_run_keys", "preempt_preemption_timings", "queues_lifecycle_spans",
-                      "queues_lifecycle_states")
+                      "queues_lifecycle_states", rows_of={"queues_lifecycle_states": "_queues_lifecycle_states_rows"})
     return con
 
 
@@ -257,7 +282,7 @@ def _latency_section(con, plots, lost_all, paths, max_rows) -> list[str]:
     cdf = _sql(con, "SELECT * FROM report_preemption_cdf").to_pylist()
     requests = con.sql("SELECT count(*) FROM preempt_preemption_timings").fetchall()[0][0]
     if cdf:
-        body.append(_latency_cdf_plot(plots, cdf))
+        body.append(plots.draw(_latency_cdf_plot, cdf))
         have = [r for (r,) in con.sql(
             "SELECT k.run_id FROM preempt_preemption_run_keys k SEMI JOIN preempt_preemption_timings t ON t.rk = k.rk "
             "AND (t.preempt_latency_ns IS NOT NULL OR t.resume_latency_ns IS NOT NULL) ORDER BY 1").fetchall()]
@@ -319,21 +344,8 @@ def _queue_counts_section(con, plots, lost_all, max_rows) -> list[str]:
     body = ["<h2>Queues per model</h2>"]
     counts = _sql(con, "SELECT * FROM queues_counts")
     if counts.num_rows:
-        import numpy as np
-
         c = sorted(counts.to_pylist(), key=lambda r: -r["queues"])[:TOP]
-        fig, ax = plots.plt.subplots(figsize=(max(6, 1.4 * len(c)) + 2, 3.8))
-        x = np.arange(len(c))
-        comp = [r["compute_queues"] / r["processes"] for r in c]
-        sdma = [r["sdma_queues"] / r["processes"] for r in c]
-        ax.bar(x, comp, label="compute / process")
-        ax.bar(x, sdma, bottom=comp, label="sdma / process")
-        ax.set_xticks(x, [f"{r['label']}" + "".join(f"\n[{k}]" for k in (r.get("containers") or [])) + f"\n{_short(r['run_id'])}" for r in c], fontsize=8)
-        ax.set_ylabel("queues per process")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars, never over them
-        ax.set_title("queues created per process of each model (mean over its processes)"
-                     + (f": the {TOP} of {counts.num_rows} with the most queues" if counts.num_rows > TOP else ""))
-        body.append(plots.save(fig, "queue_counts.png", bars=len(c), queues=sum(r["queues"] for r in c)))
+        body.append(plots.draw(_queue_counts_plot, c, counts.num_rows))
         body.append(_lost_note({r: lost_all.get(r) for r in sorted({x["run_id"] for x in c})}))
         body.append("<p><code>gpreempt-trace query queues.counts</code></p>" + table_html(counts, max_rows))
     else:
@@ -343,6 +355,23 @@ def _queue_counts_section(con, plots, lost_all, max_rows) -> list[str]:
     return body
 
 
+def _queue_counts_plot(plots, c: list[dict], total: int) -> str:
+    import numpy as np
+
+    fig, ax = plots.plt.subplots(figsize=(max(6, 1.4 * len(c)) + 2, 3.8))
+    x = np.arange(len(c))
+    comp = [r["compute_queues"] / r["processes"] for r in c]
+    sdma = [r["sdma_queues"] / r["processes"] for r in c]
+    ax.bar(x, comp, label="compute / process")
+    ax.bar(x, sdma, bottom=comp, label="sdma / process")
+    ax.set_xticks(x, [f"{r['label']}" + "".join(f"\n[{k}]" for k in (r.get("containers") or [])) + f"\n{_short(r['run_id'])}" for r in c], fontsize=8)
+    ax.set_ylabel("queues per process")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars, never over them
+    ax.set_title("queues created per process of each model (mean over its processes)"
+                 + (f": the {TOP} of {total} with the most queues" if total > TOP else ""))
+    return plots.save(fig, "queue_counts.png", bars=len(c), queues=sum(r["queues"] for r in c))
+
+
 def _collateral_section(con, plots, lost_all, max_rows) -> list[str]:
     """4. collateral preemption per process, per second of its run and per unmap (runs differ in length)."""
     body = ["<h2>Collateral preemption</h2>"]
@@ -350,7 +379,7 @@ def _collateral_section(con, plots, lost_all, max_rows) -> list[str]:
                      "LEFT JOIN runs r USING (run_id) ORDER BY c.collateral_unmaps DESC, c.run_id, c.tgid")
     cc = [r for r in coll.to_pylist() if r["collateral_unmaps"]]
     if cc:
-        body.append(_collateral_plot(plots, cc[:TOP], len(cc)))
+        body.append(plots.draw(_collateral_plot, cc[:TOP], len(cc)))
         body.append(_lost_note({r: lost_all.get(r) for r in sorted({x["run_id"] for x in cc})}))
         per_s = lambda v, s: None if v is None or not s else v / s  # noqa: E731
         tbl = coll.drop_columns(["run_s"]).append_column(
@@ -412,9 +441,10 @@ def _overview_section(con, max_rows) -> list[str]:
             table_html(ov, max_rows) if ov.num_rows else _missing("No kernel events in these traces (markers or snapshots only).")]
 
 
-def _write_page(out: Path, body: list[str]) -> Path:
+def _write_page(out: Path, body: list) -> Path:
+    html_ = "".join(b.result() if isinstance(b, Future) else b for b in body)  # figures still being drawn: wait, in page order
     page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
-            f"<title>gpreempt-trace report</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+            f"<title>gpreempt-trace report</title><style>{CSS}</style></head><body>{html_}</body></html>")
     index = out / "index.html"
     index.write_text(page)
     return index
@@ -424,14 +454,14 @@ MARKS = {"preempt_request": ("#000000", "--"), "preempt_done": ("#1f4e9c", ":"),
          "resume_done": ("#1f4e9c", "-")}  # the controller's markers drawn on the timeline (in the legend, not as text)
 
 
-def _timeline(con, plots, lost_all) -> str:
+def _timeline(con, plots, lost_all) -> list:
     first = con.sql("SELECT k.run_id, t.gpu_id, t.request_ts_ns, t.target_tgid, t.seq FROM preempt_preemption_timings t "
                     "JOIN preempt_preemption_run_keys k USING (rk) WHERE t.preempt_latency_ns IS NOT NULL AND t.gpu_id IS NOT NULL "
                     "ORDER BY k.run_id, t.request_ts_ns LIMIT 1").fetchall()
     if not first:
-        return _missing("No preemption matched to kernel unmaps, so there is no timeline to draw. It needs preempt_request markers "
+        return [_missing("No preemption matched to kernel unmaps, so there is no timeline to draw. It needs preempt_request markers "
                         "with a gpu_id and queues_unmap/queues_map rows (KFD probes or kfd:* tracepoints); "
-                        "<code>gpreempt-trace synth --scheme A -o DIR</code> shows what it looks like.")
+                        "<code>gpreempt-trace synth --scheme A -o DIR</code> shows what it looks like.")]
     run_id, gpu, req, target, seq = first[0]
     end = con.execute("SELECT min(ts_ns) FROM markers WHERE run_id = ? AND kind = 'resume_done' AND target_tgid = ? AND ts_ns > ?",
                       [run_id, target, req]).fetchall()[0][0] or req + 5_000_000
@@ -442,7 +472,7 @@ def _timeline(con, plots, lost_all) -> str:
                      "WHERE s.run_id = ? AND s.gpu_id = ? AND s.created_ts_ns < ? AND (s.destroyed_ts_ns IS NULL OR s.destroyed_ts_ns > ?) "
                      "ORDER BY s.tgid, s.queue_id", [run_id, gpu, t1, t0]).fetchall()
     if not qs:
-        return _missing("The preempted GPU has no queue with a recorded queue_create: the timeline needs queue_create rows.")
+        return [_missing("The preempted GPU has no queue with a recorded queue_create: the timeline needs queue_create rows.")]
     # device-wide unmaps in the window, each until the end of the next map on the GPU (or the window's end)
     off = con.execute("SELECT u.ts_ns, coalesce(m.ts_ns + m.dur_ns, ?) FROM (SELECT ts_ns, dur_ns FROM events WHERE run_id = ? AND "
                       "event = 'queues_unmap' AND gpu_id = ? AND ts_ns BETWEEN ? AND ?) u ASOF LEFT JOIN (SELECT ts_ns, dur_ns FROM events "
@@ -453,6 +483,11 @@ def _timeline(con, plots, lost_all) -> str:
     marks = con.execute("SELECT kind, min(ts_ns) FROM markers WHERE run_id = ? AND ts_ns BETWEEN ? AND ? AND kind IN "
                         f"({', '.join(repr(k) for k in MARKS)}) AND target_tgid IS NOT DISTINCT FROM ? GROUP BY kind ORDER BY 2",
                         [run_id, t0, t1, target]).fetchall()
+    return [plots.draw(_timeline_plot, (run_id, gpu, req, seq, t0, t1), qs, off, states, marks), _lost_note({run_id: lost_all.get(run_id)})]
+
+
+def _timeline_plot(plots, at: tuple, qs: list, off: list, states: list, marks: list) -> str:
+    run_id, gpu, req, seq, t0, t1 = at
     fig, ax = plots.plt.subplots(figsize=(13, 0.32 * len(qs) + 2.2))
     us = lambda t: (t - req) / 1e3  # noqa: E731
     ylab = []
@@ -476,4 +511,4 @@ def _timeline(con, plots, lost_all) -> str:
     ax.set_xlabel(f"µs from preempt_request seq {seq} (run {run_id}, gpu 0x{gpu:x})")
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_title(f"queues on the preempted GPU around preemption seq {seq}")
-    return plots.save(fig, "timeline.png", queues=len(qs), unmaps=len(off), markers=len(marks)) + _lost_note({run_id: lost_all.get(run_id)})
+    return plots.save(fig, "timeline.png", queues=len(qs), unmaps=len(off), markers=len(marks))

@@ -221,12 +221,14 @@ def load_module(con: duckdb.DuckDBPyConnection, mod: Module, params: dict[str, s
         raise QueryError(f"query {mod.name} failed: {str(e).splitlines()[0]}", f"check {mod.path}") from None
 
 
-def materialize(con: duckdb.DuckDBPyConnection, *views: str) -> None:
+def materialize(con: duckdb.DuckDBPyConnection, *views: str, rows_of: dict[str, str] | None = None) -> None:
     """Compute loaded views once: each becomes a view over a temp table of its rows, so every view that
     reads it (a module's own and the caller's) stops recomputing it. Views are bound by name when
-    queried, so the order given matters only for cost: give the innermost first."""
+    queried, so the order given matters only for cost: give the innermost first. `rows_of` maps a view
+    to another that holds the same rows unsorted (its rows are taken from there: no sort, and the
+    materialized view has no order)."""
     for v in views:
-        con.execute(f"CREATE TEMP TABLE _gpt_m_{v} AS SELECT * FROM {v}")
+        con.execute(f"CREATE TEMP TABLE _gpt_m_{v} AS SELECT * FROM {(rows_of or {}).get(v, v)}")
         con.execute(f"CREATE OR REPLACE VIEW {v} AS SELECT * FROM temp._gpt_m_{v}")
 
 
