@@ -6,7 +6,8 @@
 Prints, per process kind a cell starts (cell driver, offline and online workload, `preempt serve`, its
 watchdog), the wall and CPU time of a new interpreter that only does that process's imports, each with the
 package's bytecode as it is (no .pyc where PYTHONDONTWRITEBYTECODE=1 everywhere: compiled on every start)
-and with every .pyc at hand (PYTHONPYCACHEPREFIX on a scratch folder filled by a first start); then one
+with no .pyc of the package and with every .pyc at hand (PYTHONPYCACHEPREFIX on a scratch folder filled
+by a first start, without and with the package's); then one
 cell per scheme run in this process (cell.Cell, the code `experiment ab` runs) with a timestamp at each
 step: offline start -> ready, controller start -> socket, online start -> exit, and each stop.
 """
@@ -56,11 +57,23 @@ def timed(argv: list[str], env: dict | None = None) -> tuple[float, float, int]:
 
 
 def starts(n: int) -> dict:
+    """Each start kind in three bytecode states: as it is (whatever __pycache__ the host has), with no .pyc of
+    the package (a PYTHONPYCACHEPREFIX holding every other module's .pyc) and with every .pyc (the same
+    prefix, the package's included). The prefix lives on the guest's tmpfs; sources are stat'ed where they are."""
+    import shutil
+
     base = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
-    pyc = tempfile.mkdtemp(prefix="gpt-pyc-")
-    modes = {"as is": base, "all .pyc": {**base, "PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": pyc}}
+    full, nopkg = tempfile.mkdtemp(prefix="gpt-pyc-"), tempfile.mkdtemp(prefix="gpt-pyc-nopkg-")
+    env_full = {**base, "PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": full}
+    t = time.monotonic()
     for argv in STARTS.values():  # fill the prefix: every module each start imports, compiled once
-        timed([PY, *argv], modes["all .pyc"])
+        timed([PY, *argv], env_full)
+    shutil.rmtree(nopkg)
+    shutil.copytree(full, nopkg)
+    pkg = Path(nopkg + str(REPO)) / "gpreempt_trace"  # the prefix mirrors the sources' absolute paths
+    shutil.rmtree(pkg)
+    print(f"(prefix filled in {time.monotonic() - t:.0f} s)")
+    modes = {"as is": base, "no pkg .pyc": {**base, "PYTHONPYCACHEPREFIX": nopkg}, "all .pyc": {**base, "PYTHONPYCACHEPREFIX": full}}
     out = {}
     print(f"interpreter starts ({PY}, {n} each; PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE')!r}), "
           f"wall / CPU s, median; load {os.getloadavg()[0]:.2f}")
