@@ -151,3 +151,21 @@ def test_probe_selection(kfd_fixture):
     r = doctor("--kallsyms", kfd_fixture / "kallsyms", "--btf", kfd_fixture / "btf", "--probe", "kfd_ioctl", "--json")
     planned = [p["probe"] for p in json.loads(r.output)["probes"] if p["status"] == "planned"]
     assert planned == ["kfd_ioctl"]
+
+
+@pytest.mark.parametrize("root", [True, False])
+def test_tracefs_not_mounted(monkeypatch, tmp_path, root):
+    """tracefs unmounted: as root on a kernel with tracefs that is fine (record mounts it, as the demo does
+    on a fresh machine); otherwise a FAIL with the mount command."""
+    from gpreempt_trace.doctor import checks as C
+    from gpreempt_trace.recorder.plan import KfdPlan
+
+    (tmp_path / "tracing").mkdir()  # a mount point with nothing mounted on it
+    monkeypatch.setattr(C, "TRACEFS_DIRS", (tmp_path / "tracing", tmp_path / "debug-tracing"))
+    monkeypatch.setattr(C.os, "geteuid", lambda: 0 if root else 1000)
+    monkeypatch.setattr(C, "_kernel_has_fs", lambda name: name == "tracefs")
+    c = {x.name: x for x in C.live_checks(KfdPlan(probes=[], offsets={}, cflags=[]))}["tracefs"]
+    if root:
+        assert (c.ok, c.detail, c.hint) == (True, f"not mounted; record mounts it at {tmp_path / 'tracing'} (root)", "")
+    else:
+        assert (c.ok, c.detail) == (False, "not mounted") and c.hint.startswith("mount -t tracefs nodev")

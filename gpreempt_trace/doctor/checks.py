@@ -128,6 +128,13 @@ def scheme_b_check(kfd: Check, dev: str = KFD_DEV) -> Check:
         os.close(fd)
 
 
+def _kernel_has_fs(name: str) -> bool:
+    try:
+        return any(line.split()[-1] == name for line in Path("/proc/filesystems").read_text().splitlines() if line.strip())
+    except OSError:
+        return False
+
+
 def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
     out: list[Check] = []
     caps = _caps()
@@ -152,8 +159,12 @@ def live_checks(plan: KfdPlan, tracefs=None) -> list[Check]:
 
     tfs = [Path(tracefs)] if tracefs else [t for t in TRACEFS_DIRS if _exists(t / "events", True)]
     hidden = not tfs and any(_hidden(t) for t in TRACEFS_DIRS)
-    out.append(Check("tracefs", bool(tfs), f"{tfs[0]}" if tfs else ("not readable by this user" if hidden else "not mounted"),
-                     "" if tfs else ("run as root" if hidden else "mount -t tracefs nodev /sys/kernel/tracing (the ioctl tracepoints need it)")))
+    # not mounted, but root on a kernel with tracefs: record mounts it itself (recorder.runtime._ensure_tracefs)
+    mountable = not tfs and not tracefs and root and not hidden and _kernel_has_fs("tracefs") and TRACEFS_DIRS[0].is_dir()
+    out.append(Check("tracefs", bool(tfs) or mountable,
+                     f"{tfs[0]}" if tfs else ("not readable by this user" if hidden else
+                                              f"not mounted; record mounts it at {TRACEFS_DIRS[0]} (root)" if mountable else "not mounted"),
+                     "" if tfs or mountable else ("run as root" if hidden else "mount -t tracefs nodev /sys/kernel/tracing (the ioctl tracepoints need it)")))
     tp = [p.target for p in plan.probes if p.mechanism == "raw_tracepoint"]
     out.append(Check("kfd tracepoints", None, ", ".join(tp) if tp else "none (kernel without the kfd:* tracepoint series): kprobes are planned"))
     dkms_tp = [p.target for p in plan.probes if p.mechanism == "tracepoint" and p.status == "planned"]
