@@ -1048,7 +1048,7 @@ def _cpu_s() -> float:
 def _part_cellcost(sizes, seed, work, kfd, schemes) -> int:
     """Not a soak part (never in the default): bench/cell_cost.py, where an experiment cell's time goes."""
     sch = ",".join(["none", *schemes]) if kfd else "none"
-    return subprocess.run([PY, "-m", "bench.cell_cost", "--schemes", sch], cwd=REPO).returncode != 0
+    return subprocess.run([PY, "-m", "bench.cell_cost", "--schemes", sch, "--starts", "1"], cwd=REPO).returncode != 0
 
 
 _PARTS = {"controller": _part_controller, "kill": _part_kill, "record": _part_record, "experiment": _part_experiment,
@@ -1060,7 +1060,24 @@ LAB_MODULES = ("set -e\nmodprobe -a $(modinfo -F depends amdgpu | tr , ' ')\n"
                "else modprobe amdgpu; fi\nset +e\n")
 
 
-def run_lab(argv_rest: list[str], timeout_s: float) -> int:
+def precompile() -> str:
+    """Write the package's bytecode next to its sources (__pycache__, only what is missing or stale) before a
+    guest boots. The guest mounts this host's / read-only with PYTHONDONTWRITEBYTECODE=1, and this host's
+    sessions run with it too: without this every interpreter in the guest compiles the package's modules it
+    imports anew (docs/controller.md, Soak: the cell cost). A .pyc made stale by a later edit is seen as such
+    (source mtime and size) and compiled in memory, as before."""
+    import compileall
+    import contextlib
+    import io
+
+    t = time.monotonic()
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        ok = compileall.compile_dir(str(REPO / "gpreempt_trace"), quiet=1) and compileall.compile_dir(str(REPO / "bench"), quiet=1)
+    return f"{time.monotonic() - t:.1f} s" + ("" if ok else f" (some modules did not compile: {buf.getvalue().strip()[-300:]})")
+
+
+def run_lab(argv_rest: list[str], timeout_s: float, compile_first: bool = True) -> int:
     from gpreempt_trace.lab import Lab
 
     home = Path(os.environ.get("GPT_KERNEL_CACHE") or Path.home() / ".cache" / "gpreempt-trace" / "kernel" / "6.12")
@@ -1068,7 +1085,9 @@ def run_lab(argv_rest: list[str], timeout_s: float) -> int:
     shim = home / "lab-shim" / "ptrace_may_access_shim.ko"
     lab = Lab.ensure(kernel="6.12")
     cmd = LAB_MODULES.format(shim=shim, ko=ko) + " ".join([".venv/bin/python", "-m", "bench.soak", "--work", "/tmp/soak", *argv_rest])
-    print(f"lab: Debian {lab.kernel} guest under QEMU TCG (real amdgpu/KFD, no GPU); timeout {timeout_s:.0f} s", flush=True)
+    print(f"lab: Debian {lab.kernel} guest under QEMU TCG (real amdgpu/KFD, no GPU); timeout {timeout_s:.0f} s; "
+          + (f"package bytecode written first ({precompile()})" if compile_first else "package bytecode not written (--no-precompile)"),
+          flush=True)
     res = lab.run(cmd, timeout_s=timeout_s, modules=(), cpus=2, env={"PYTHONUNBUFFERED": "1"})
     for ln in res.output.splitlines():
         print("guest| " + ln)
@@ -1087,6 +1106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=24, help="first seed; run k uses seed+k")
     ap.add_argument("--lab", action="store_true", help="run inside the Debian 6.12 lab guest")
     ap.add_argument("--lab-timeout", type=float, default=3600)
+    ap.add_argument("--no-precompile", action="store_true", help="--lab: do not write the package's .pyc files "
+                    "before the guest boots (the state before; for bench/cell_cost.py's baseline)")
     ap.add_argument("--work", help="scratch folder (default: a new temporary one)")
     ap.add_argument("--exec", action="store_true", help="kill runs: start each controller and target as a new "
                     "interpreter (default: fork them from the soak, whose imports are done once)")
@@ -1129,7 +1150,7 @@ def main(argv: list[str] | None = None) -> int:
                 *([f"--schemes={a.schemes}"] if a.schemes is not None else []),
                 *([f"--scenarios={a.scenarios}"] if a.scenarios is not None else []),
                 *[f"--{k}={sizes[k]}" for k in SHORT if getattr(a, k) is not None]]
-        return run_lab(rest, a.lab_timeout)
+        return run_lab(rest, a.lab_timeout, compile_first=not a.no_precompile)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="gpt-soak-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
