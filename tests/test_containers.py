@@ -198,12 +198,20 @@ def test_doctor_in_a_new_pid_namespace_for_real():
     import json
     import subprocess
     import sys
+    from pathlib import Path
 
     code = ("import json; from gpreempt_trace.doctor.checks import container_checks; "
-            "print(json.dumps([(c.name, c.ok) for c in container_checks()]))")
+            "print(json.dumps([(c.name, c.ok, c.detail) for c in container_checks()]))")
     out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    # root with every capability and the host's mounts: only the pid namespace is wrong
-    assert json.loads(out.stdout) == [["container", False], ["container pid ns", False]], out.stderr
+    # root with every capability and the host's mounts: only the pid namespace is wrong, and a mount only
+    # where the host itself lacks it (a fresh machine without debugfs mounted)
+    got = json.loads(out.stdout)
+    assert [(n, ok) for n, ok, _ in got[:2]] == [("container", False), ("container pid ns", False)], out.stderr
+    debug = Path("/sys/kernel/debug")
+    host_lacks = [] if debug.is_dir() and any(debug.iterdir()) else [f"{debug} (debugfs)"]
+    host_lacks += [str(p) for p in (Path("/sys/kernel/btf/vmlinux"), Path("/lib/modules") / os.uname().release) if not p.exists()]
+    host_lacks += [] if Path("/sys/kernel/tracing/events").is_dir() or Path("/sys/kernel/debug/tracing/events").is_dir() else ["/sys/kernel/tracing"]
+    assert got[2:] == ([["container mounts", False, "missing: " + ", ".join(host_lacks)]] if host_lacks else []), out.stderr
 
 
 @pytest.mark.parametrize("cmd, target", [
