@@ -871,12 +871,19 @@ def experiment_runs(work: Path, repeat: int, schemes: str = "none", extra: tuple
             "--schemes", schemes, "--repeat", str(repeat), "--duration", "1", "--rate", "5", "--batch", "1",
             "--threads", "1", "--backend", "numpy", "--no-report", "--record", "no", *extra, "-o", str(out)]
     t0 = time.monotonic()
-    p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+    # its lines as they come (prefixed "ab| "): a long run shows each cell's time, and a run cut short by a
+    # timeout still shows what it did
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    tail: list[str] = []
+    for ln in p.stdout:
+        print(f"  ab| {ln.rstrip()}", flush=True)
+        tail = (tail + [ln])[-40:]
+    p.wait()
     wall = time.monotonic() - t0
     runs_file = out / "runs.json"
     acc = json.loads(runs_file.read_text()) if runs_file.exists() else None
     return {"rc": p.returncode, "wall_s": wall, "accounting": acc and acc["accounting"], "runs": acc and acc["runs"],
-            "output_tail": (p.stdout + p.stderr)[-1500:]}
+            "output_tail": "".join(tail)[-1500:]}
 
 
 def print_experiment(r: dict, repeat: int, schemes: str) -> None:
