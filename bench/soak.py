@@ -1055,7 +1055,8 @@ def _cpu_s() -> float:
 def _part_cellcost(sizes, seed, work, kfd, schemes) -> int:
     """Not a soak part (never in the default): bench/cell_cost.py, where an experiment cell's time goes."""
     sch = ",".join(["none", *schemes]) if kfd else "none"
-    return subprocess.run([PY, "-m", "bench.cell_cost", "--schemes", sch, "--starts", "1"], cwd=REPO).returncode != 0
+    return subprocess.run([PY, "-m", "bench.cell_cost", "--schemes", sch, "--starts", str(sizes.get("cellcost_starts", 1))],
+                          cwd=REPO).returncode != 0
 
 
 _PARTS = {"controller": _part_controller, "kill": _part_kill, "record": _part_record, "experiment": _part_experiment,
@@ -1124,6 +1125,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="kill: at most about S seconds in all, shared evenly by the scenarios (runs left out are counted)")
     ap.add_argument("--exec-baseline", type=int, default=0, metavar="N",
                     help="kill: first run N runs per scenario with --exec, for the per-run cost before/after")
+    ap.add_argument("--cellcost-starts", type=int, default=1, metavar="N",
+                    help="cellcost: interpreter starts per process kind and bytecode state (0: only the timed cells)")
     ap.add_argument("--schemes", metavar="LIST", help="controller, kill, experiment: only these schemes, e.g. A or A,B "
                     "(default: A and B where B's ioctls are loaded; the experiment adds none)")
     ap.add_argument("--scenarios", metavar="LIST", help="kill: only these scenarios, comma-separated "
@@ -1148,6 +1151,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, k) is not None:
             sizes[k] = getattr(a, k)
     sizes["exec_baseline"], sizes["kill_budget"], sizes["scenarios"] = a.exec_baseline, a.kill_budget, selected
+    sizes["cellcost_starts"] = a.cellcost_starts
     global FORK
     FORK = not a.exec
     if a.lab:
@@ -1156,6 +1160,7 @@ def main(argv: list[str] | None = None) -> int:
                 *([f"--kill-budget={a.kill_budget}"] if a.kill_budget else []),
                 *([f"--schemes={a.schemes}"] if a.schemes is not None else []),
                 *([f"--scenarios={a.scenarios}"] if a.scenarios is not None else []),
+                *([f"--cellcost-starts={a.cellcost_starts}"] if "cellcost" in parts else []),
                 *[f"--{k}={sizes[k]}" for k in SHORT if getattr(a, k) is not None]]
         return run_lab(rest, a.lab_timeout, compile_first=not a.no_precompile)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="gpt-soak-"))

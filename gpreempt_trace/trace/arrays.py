@@ -79,8 +79,9 @@ def column(values: list, type: pa.DataType) -> pa.Array:
             offsets = np.zeros(len(values) + 1, np.int32)
             np.cumsum(counts, out=offsets[1:])
             flat = np.array([x for v in values if v is not None for x in v], type.value_type.to_pandas_dtype())
-            return pa.ListArray.from_arrays(from_numpy(offsets, pa.int32()), from_numpy(flat, type.value_type), type=type,
-                                            mask=from_numpy(null, pa.bool_()) if null.any() else None)
+            validity, nulls = _validity(null)  # from_buffers: ListArray.from_arrays(mask=) imports pyarrow.compute
+            return pa.Array.from_buffers(type, len(values), [validity, pa.py_buffer(offsets)], null_count=nulls,
+                                         children=[from_numpy(flat, type.value_type)])
     except (OverflowError, ValueError, TypeError):  # out of range etc.: pyarrow's converter says what is wrong
         pass
     return pa.array(values, type)
