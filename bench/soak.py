@@ -865,7 +865,9 @@ def print_record(base: dict, runs: list[RecordRun]) -> None:
 
 
 # ---- 4. experiment ab --repeat N -----------------------------------------------------------------
-def experiment_runs(work: Path, repeat: int, schemes: str = "none", extra: tuple = ()) -> dict:
+def experiment_runs(work: Path, repeat: int, schemes: str = "none", extra: tuple = (), budget_s: float = 0) -> dict:
+    """budget_s: Ctrl-C (SIGINT to its process group, as a terminal sends it) after that many seconds: the run
+    in progress stops in order and every planned run is still accounted for (the rest "not run")."""
     out = work / "ab"
     argv = [PY, "-m", "gpreempt_trace.cli.main", "experiment", "ab", "--online", "gemm", "--offline", "gemm",
             "--schemes", schemes, "--repeat", str(repeat), "--duration", "1", "--rate", "5", "--batch", "1",
@@ -873,12 +875,25 @@ def experiment_runs(work: Path, repeat: int, schemes: str = "none", extra: tuple
     t0 = time.monotonic()
     # its lines as they come (prefixed "ab| "): a long run shows each cell's time, and a run cut short by a
     # timeout still shows what it did
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
+    timer = None
+    if budget_s:
+        def ctrl_c():
+            print(f"  ab| (soak: --experiment-budget {budget_s:.0f} s spent: Ctrl-C)", flush=True)
+            try:
+                os.killpg(p.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        timer = threading.Timer(budget_s, ctrl_c)
+        timer.daemon = True
+        timer.start()
     tail: list[str] = []
     for ln in p.stdout:
         print(f"  ab| {ln.rstrip()}", flush=True)
         tail = (tail + [ln])[-40:]
     p.wait()
+    if timer is not None:
+        timer.cancel()
     wall = time.monotonic() - t0
     runs_file = out / "runs.json"
     acc = json.loads(runs_file.read_text()) if runs_file.exists() else None
@@ -1040,7 +1055,7 @@ def _part_experiment(sizes, seed, work, kfd, schemes) -> int:
     bad = 0
     sch = ",".join(["none", *schemes]) if kfd else "none"
     extra = ("--in-lab-guest",) if kfd else ()
-    r = experiment_runs(work / "experiment", sizes["experiment"], sch, extra)
+    r = experiment_runs(work / "experiment", sizes["experiment"], sch, extra, sizes.get("experiment_budget") or 0)
     print_experiment(r, sizes["experiment"], sch)
     a = r["accounting"]
     bad += a is None or a["planned"] != a["completed"] + a["failed"] + a["not run"]
@@ -1123,6 +1138,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument(f"--{k}", type=int, help=f"override the {k} count")
     ap.add_argument("--kill-budget", type=float, default=0, metavar="S",
                     help="kill: at most about S seconds in all, shared evenly by the scenarios (runs left out are counted)")
+    ap.add_argument("--experiment-budget", type=float, default=0, metavar="S",
+                    help="experiment: Ctrl-C it after S seconds (the run in progress stops in order; the runs left "
+                    "are accounted for as not run)")
     ap.add_argument("--exec-baseline", type=int, default=0, metavar="N",
                     help="kill: first run N runs per scenario with --exec, for the per-run cost before/after")
     ap.add_argument("--cellcost-starts", type=int, default=1, metavar="N",
@@ -1151,13 +1169,14 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, k) is not None:
             sizes[k] = getattr(a, k)
     sizes["exec_baseline"], sizes["kill_budget"], sizes["scenarios"] = a.exec_baseline, a.kill_budget, selected
-    sizes["cellcost_starts"] = a.cellcost_starts
+    sizes["cellcost_starts"], sizes["experiment_budget"] = a.cellcost_starts, a.experiment_budget
     global FORK
     FORK = not a.exec
     if a.lab:
         rest = [*parts, "--seed", str(a.seed), *(["--long"] if a.long else []), *(["--exec"] if a.exec else []),
                 *([f"--exec-baseline={a.exec_baseline}"] if a.exec_baseline else []),
                 *([f"--kill-budget={a.kill_budget}"] if a.kill_budget else []),
+                *([f"--experiment-budget={a.experiment_budget}"] if a.experiment_budget else []),
                 *([f"--schemes={a.schemes}"] if a.schemes is not None else []),
                 *([f"--scenarios={a.scenarios}"] if a.scenarios is not None else []),
                 *([f"--cellcost-starts={a.cellcost_starts}"] if "cellcost" in parts else []),
