@@ -287,8 +287,19 @@ def test_verifier_accepts_the_dkms_handlers(kfd_fixture, with_tracefs):
         b.cleanup()
 
 
-LIVE_TRACEFS = [d for d in (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
-                if (d / "events" / "sched" / "sched_process_exec" / "format").is_file()]
+def _live_tracefs() -> list[Path]:
+    """This kernel's tracefs dirs with sched_process_exec; as root an unmounted tracefs is mounted first, as
+    record does (a fresh machine boots without it)."""
+    if os.geteuid() == 0:
+        from gpreempt_trace.errors import GptError
+        from gpreempt_trace.recorder import runtime
+
+        try:
+            runtime._ensure_tracefs()
+        except GptError:
+            pass
+    return [d for d in (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+            if (d / "events" / "sched" / "sched_process_exec" / "format").is_file()]
 
 
 @pytest.mark.bpf
@@ -298,6 +309,7 @@ def test_handlers_read_a_live_record_at_its_format_offsets(kfd_fixture, tmp_path
     in for pid and pStatusMsg (its `filename` is a __data_loc string too). Exec'ing a program named
     "Success" gives ret 0; another name leaves ret NULL; owner_tgid/target_pid are the exec'ing pid."""
     _bcc()
+    LIVE_TRACEFS = _live_tracefs()
     if not LIVE_TRACEFS or not (LIVE_TRACEFS[0] / "events" / "syscalls" / "sys_enter_execve").is_dir():
         pytest.skip("no tracefs with sched_process_exec and syscalls:sys_enter_execve")
     live = tpformat.parse((LIVE_TRACEFS[0] / "events" / "sched" / "sched_process_exec" / "format").read_text())
