@@ -242,7 +242,7 @@ def _connect(paths, spill: Path):
     # views are recomputed at every reference: compute the shared ones once (inner first). `runs`
     # counts every run's events; the others are what several sections (and modules) read.
     query.materialize(con, "runs", "preempt_preemption_run_keys", "preempt_preemption_timings", "queues_lifecycle_spans",
-                      "queues_lifecycle_states", rows_of={"queues_lifecycle_states": "_queues_lifecycle_states_rows"})
+                      "queues_lifecycle_states", rows_of={"queues_lifecycle_states": "queues_lifecycle_states_unsorted"})
     return con
 
 

@@ -402,7 +402,7 @@ def read(trace: str) -> dict:
     con = query.connect([str(paths[0])])
     query.load_module(con, query.resolve("preempt.collateral"))
     query.materialize(con, "queues_lifecycle_spans", "queues_lifecycle_states", "queues_lifecycle",
-                      rows_of={"queues_lifecycle_states": "_queues_lifecycle_states_rows"})  # offs are sorted below
+                      rows_of={"queues_lifecycle_states": "queues_lifecycle_states_unsorted"})  # offs are sorted below
     run = con.execute("SELECT run_id, events_written, events_lost, start_ns, stop_ns FROM runs").fetchall()[0]
     end_ns = con.execute("SELECT greatest((SELECT max(ts_ns + coalesce(dur_ns, 0)) FROM events), (SELECT max(ts_ns) FROM markers))").fetchall()[0][0]
     start_ns = con.execute("SELECT least((SELECT min(ts_ns) FROM events), (SELECT min(ts_ns) FROM markers))").fetchall()[0][0]
