@@ -23,6 +23,9 @@ shares a CPU (each wake-up lands on the CPU its waker is about to leave) or runs
 an IPI to an idle vCPU: ~+15 us per direction on this VM), and which one a pair gets changes from block
 to block (measured: 19.8 vs 49.6 us p50 for the same service in neighbouring blocks, the floor 11.0 vs
 32.3), so unpinned ratios compare lotteries. Pinned, floor and controller see the same placement.
+The client: gpreempt_trace.control.Client as an online server gets it (awake up to client.SPIN_US for
+each answer before it sleeps, yielding its CPU between looks), and once more with spin_us=0 (sleeping in
+recv at once, as the floor's and the minimal service's clients do), without a trace.
 `python -m bench control` (10000 calls per service and placement, half preempt, half resume), or
 `python -m bench.bench_control N` (N calls); `python -m bench.bench_control N unpinned`: left to the
 scheduler, each block's p50 (the lottery itself).
@@ -185,8 +188,9 @@ def placements() -> dict:
     return out
 
 
-def measure(n: int = 10_000, trace: bool = False, placement: tuple | None = None) -> dict:
-    """`placement`: (the client's CPUs, the partners' CPUs); None: the first of placements()."""
+def measure(n: int = 10_000, trace: bool = False, placement: tuple | None = None, spin_us: int | None = None) -> dict:
+    """`placement`: (the client's CPUs, the partners' CPUs); None: the first of placements().
+    `spin_us`: the Client's (None: its default, client.SPIN_US)."""
     from gpreempt_trace.control import Client
 
     mine, theirs = placement or next(iter(placements().values()))
@@ -208,7 +212,7 @@ def measure(n: int = 10_000, trace: bool = False, placement: tuple | None = None
         req, answer = _wire_sizes(sock)
         floor = _Floor(len(answer), theirs)
         minimal = _Minimal(answer, theirs)
-        c = Client(sock).connect()
+        c = (Client(sock) if spin_us is None else Client(sock, spin_us=spin_us)).connect()
         ctl: tuple[list, list, list] = ([], [], [])
         flo: tuple[list, list, list] = ([], [], [])
         mini: tuple[list, list, list] = ([], [], [])
@@ -239,7 +243,7 @@ def measure(n: int = 10_000, trace: bool = False, placement: tuple | None = None
         for p in (floor, minimal):
             if p is not None:
                 p.close()
-    out = {"calls": n, "trace": trace, "cpus": (sorted(mine), sorted(theirs)), "blocks": blocks}
+    out = {"calls": n, "trace": trace, "spin_us": spin_us, "cpus": (sorted(mine), sorted(theirs)), "blocks": blocks}
     for i, name in enumerate(("call_to_issued", "return_to_seen", "round_trip")):
         out[name] = _stats(ctl[i])
         out[name + "_floor"] = _stats(flo[i])
@@ -264,15 +268,19 @@ def main(argv=None) -> int:
     print(f"control path, {n} calls per service and placement (preempt/resume alternating; scheme A service in its own process, "
           f"real ptrace, each KFD ioctl a real ioctl(2) on /dev/null); floor: socketpair ping-pong between two Python processes, "
           f"same bytes, interleaved in blocks of {BLOCK}; client and partner pinned to one CPU / two CPUs:")
+    from gpreempt_trace.control.client import SPIN_US
+
     cpu0 = time.process_time()
     for where, placement in placements().items():
-        for trace in (False, True):
-            r = measure(n, trace, placement)
+        for trace, spin in ((False, None), (True, None), (False, 0)):
+            r = measure(n, trace, placement, spin)
             print(f" {where} (client on CPU {r['cpus'][0]}, partners on {r['cpus'][1]}), "
-                  f"service {'with -o TRACE (markers written)' if trace else 'without a trace'}:")
+                  f"service {'with -o TRACE (markers written)' if trace else 'without a trace'}, "
+                  + (f"client awake up to {SPIN_US} us for the answer (the default):" if spin is None else
+                     "client sleeping at once (spin_us=0: the floor's way of waiting):"))
             _show(r)
-    print(f"  (target: round trip within 2x of the floor at p50 and p99. minimal: the least a Python service can do per "
-          f"request, same bytes, as a multiple of the floor; load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs; "
+    print(f"  (target: round trip within 2x of the floor at p50 and p99, the default client. minimal: the least a Python "
+          f"service can do per request, same bytes, as a multiple of the floor (its client and the floor's sleep at once); load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs; "
           f"this process's CPU time {time.process_time() - cpu0:.1f} s)")
     return 0
 

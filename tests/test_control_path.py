@@ -326,3 +326,74 @@ def test_quick_path_answers_and_records_what_the_general_path_does(tmp_path, mon
     # general: a preempt while held, a resume of nothing, and everything when there are no queues
     assert quick[0] == (0 if queues == [] else 4 if answer is _failing else 6)
     assert general[0] == 0 and (quick[4] or queues == [])
+
+
+# ---- the client waits awake for up to spin_us, then sleeps: the same answers and errors either way ----
+def _one_shot_service(path, delay_s: float | None, answer: bytes | None):
+    """A Unix socket at `path` answering one request line after delay_s with `answer` (None: closes
+    without answering; delay None: never answers, holds the connection for 2 s)."""
+    import socket as S
+
+    srv = S.socket(S.AF_UNIX, S.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def run():
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        if delay_s is None:
+            time.sleep(2)
+        else:
+            time.sleep(delay_s)
+            if answer is not None:
+                conn.sendall(answer)
+        conn.close()
+        srv.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+ANSWER = wire.answer({"op": "resume", "ok": True, "label": "ok", "errno": 0, "ret": 0, "queue_ids": [1], "queues": [[1, "ok", 1]],
+                      "ts_request_ns": 10, "ts_done_ns": 20, "issued": True, "seq": 3})
+
+
+@pytest.mark.parametrize("spin_us", [0, 100, 1_000_000])
+@pytest.mark.parametrize("delay_s", [0.0, 0.02])  # within the spin, and after it (asleep by then, but for 1 s spin)
+def test_client_gets_the_answer_awake_or_asleep(tmp_path, spin_us, delay_s):
+    from gpreempt_trace.control import Client
+
+    t = _one_shot_service(tmp_path / "s", delay_s, ANSWER)
+    with Client(str(tmp_path / "s"), spin_us=spin_us) as c:
+        assert c.resume() == json.loads(ANSWER)
+    t.join(5)
+
+
+@pytest.mark.parametrize("spin_us", [0, 100, 1_000_000])
+def test_client_sees_a_service_that_closes_while_it_waits(tmp_path, spin_us):
+    from gpreempt_trace.control import Client, ControlError
+
+    t = _one_shot_service(tmp_path / "s", 0.01, None)
+    with pytest.raises(ControlError, match="closed the connection"):
+        Client(str(tmp_path / "s"), spin_us=spin_us).resume()
+    t.join(5)
+
+
+def test_client_timeout_holds_with_the_spin(tmp_path):
+    from gpreempt_trace.control import Client, ControlError
+
+    t = _one_shot_service(tmp_path / "s", None, None)
+    t0 = time.monotonic()
+    with pytest.raises(ControlError, match="did not answer resume within 0.2 s"):
+        Client(str(tmp_path / "s"), timeout_s=0.2, spin_us=50_000).resume()
+    assert time.monotonic() - t0 < 1.5  # 0.05 s awake, then the 0.2 s timeout: not the service's 2 s
+    t.join(5)
+
+
+def test_client_refuses_a_negative_spin():
+    from gpreempt_trace.control import Client
+    from gpreempt_trace.errors import GptError
+
+    with pytest.raises(GptError, match="spin_us -1 is negative"):
+        Client("/nonexistent", spin_us=-1)
