@@ -1084,20 +1084,10 @@ LAB_MODULES = ("set -e\nmodprobe -a $(modinfo -F depends amdgpu | tr , ' ')\n"
 
 
 def precompile() -> str:
-    """Write the package's bytecode next to its sources (__pycache__, only what is missing or stale) before a
-    guest boots. The guest mounts this host's / read-only with PYTHONDONTWRITEBYTECODE=1, and this host's
-    sessions run with it too: without this every interpreter in the guest compiles the package's modules it
-    imports anew (docs/controller.md, Soak: the cell cost). A .pyc made stale by a later edit is seen as such
-    (source mtime and size) and compiled in memory, as before."""
-    import compileall
-    import contextlib
-    import io
+    """The package's and the bench's bytecode, written before a guest boots (lab/bytecode.py says why)."""
+    from gpreempt_trace.lab.bytecode import precompile as write_bytecode
 
-    t = time.monotonic()
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        ok = compileall.compile_dir(str(REPO / "gpreempt_trace"), quiet=1) and compileall.compile_dir(str(REPO / "bench"), quiet=1)
-    return f"{time.monotonic() - t:.1f} s" + ("" if ok else f" (some modules did not compile: {buf.getvalue().strip()[-300:]})")
+    return write_bytecode(REPO / "gpreempt_trace", REPO / "bench")
 
 
 def run_lab(argv_rest: list[str], timeout_s: float, compile_first: bool = True) -> int:

@@ -49,6 +49,9 @@ def run(o: ABOptions, say: Callable[[str], None] = print, timeout_s: float = 240
         lab = Lab.ensure(kernel="6.12", log=lambda m: say("lab: " + m))
     except (LabUnavailable, LabBroken) as e:
         raise GptError(f"the 6.12 lab cannot run here: {getattr(e, 'what', e)}", "see docs/lab.md") from None
+    from ..lab.bytecode import precompile
+
+    say(f"lab: package bytecode written first ({precompile()}): the guest compiles nothing it imports from it")
     t0 = time.monotonic()
     cmd = " ".join(shlex.quote(x) for x in guest_argv(o, "$OUT/ab")).replace("'$OUT/ab'", '"$OUT/ab"')
     r = lab.run(cmd, timeout_s=timeout_s, out_dir=str(out), cpus=GUEST_CPUS)
