@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SETUP  := $(VENV)/.setup-done
 
-.PHONY: setup demo demo-lab test test-fast bench soak soak-lab lab kernel-check kernel-sources docs codegen lint clean spark-check
+.PHONY: setup demo demo-lab test test-fast bench soak soak-lab lab kernel-check kernel-sources docs codegen lint clean spark-check lab-scheme-b
 
 $(SETUP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -43,6 +43,11 @@ soak-lab: $(SETUP)
 
 lab: $(SETUP)
 	$(PY) -m gpreempt_trace.lab build --kernel all
+
+# scheme B in the 6.12 lab: the patched amdgpu.ko (kernel/ series) and its ptrace_may_access shim, which
+# soak-lab, experiment ab --lab and the lab tests load instead of Debian's module (~10 min, first build longer)
+lab-scheme-b: $(SETUP)
+	GPT_KERNEL_MODULE=1 bash kernel/check.sh
 
 kernel-check: $(SETUP)
 	bash kernel/check.sh

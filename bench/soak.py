@@ -1078,11 +1078,6 @@ _PARTS = {"controller": _part_controller, "kill": _part_kill, "record": _part_re
           "cellcost": _part_cellcost}
 
 
-LAB_MODULES = ("set -e\nmodprobe -a $(modinfo -F depends amdgpu | tr , ' ')\n"
-               "if [ -f {shim} ] && [ -f {ko} ]; then insmod {shim} && insmod {ko} && echo 'lab: patched amdgpu (kernel/ series) loaded'; "
-               "else modprobe amdgpu; fi\nset +e\n")
-
-
 def precompile() -> str:
     """The package's and the bench's bytecode, written before a guest boots (lab/bytecode.py says why)."""
     from gpreempt_trace.lab.bytecode import precompile as write_bytecode
@@ -1093,11 +1088,10 @@ def precompile() -> str:
 def run_lab(argv_rest: list[str], timeout_s: float, compile_first: bool = True) -> int:
     from gpreempt_trace.lab import Lab
 
-    home = Path(os.environ.get("GPT_KERNEL_CACHE") or Path.home() / ".cache" / "gpreempt-trace" / "kernel" / "6.12")
-    ko = home / "linux-source-6.12" / "drivers" / "gpu" / "drm" / "amd" / "amdgpu" / "amdgpu.ko"
-    shim = home / "lab-shim" / "ptrace_may_access_shim.ko"
+    from gpreempt_trace.lab.scheme_b import load_amdgpu
+
     lab = Lab.ensure(kernel="6.12")
-    cmd = LAB_MODULES.format(shim=shim, ko=ko) + " ".join([".venv/bin/python", "-m", "bench.soak", "--work", "/tmp/soak", *argv_rest])
+    cmd = load_amdgpu() + " ".join([".venv/bin/python", "-m", "bench.soak", "--work", "/tmp/soak", *argv_rest])
     print(f"lab: Debian {lab.kernel} guest under QEMU TCG (real amdgpu/KFD, no GPU); timeout {timeout_s:.0f} s; "
           + (f"package bytecode written first ({precompile()})" if compile_first else "package bytecode not written (--no-precompile)"),
           flush=True)

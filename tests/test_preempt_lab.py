@@ -4,10 +4,10 @@ scheme A refuses in one line. Scheme B against the patched 6.12 module: see the 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+
+from gpreempt_trace.lab.scheme_b import PATCHED_KO, SHIM_KO
 
 INVALID = 0x80000000
 
@@ -84,13 +84,10 @@ def test_scheme_a_refuses_on_6_1_and_scheme_b_says_enotty(lab):
                    "boot a kernel with kernel/'s patch series (see kernel/README.md), or use --scheme A", "rc=1"], res.output[-2000:]
 
 
-KERNEL_CACHE = Path(os.environ.get("GPT_KERNEL_CACHE") or Path.home() / ".cache" / "gpreempt-trace" / "kernel" / "6.12")
-PATCHED_KO = KERNEL_CACHE / "linux-source-6.12" / "drivers" / "gpu" / "drm" / "amd" / "amdgpu" / "amdgpu.ko"
-SHIM_KO = KERNEL_CACHE / "lab-shim" / "ptrace_may_access_shim.ko"
 
 
 @pytest.mark.skipif(not (PATCHED_KO.exists() and SHIM_KO.exists()),
-                    reason=f"the patched 6.12 amdgpu.ko (kernel/ series, helper A2's build: `GPT_KERNEL_MODULE=1 kernel/check.sh`) "
+                    reason=f"the patched 6.12 amdgpu.ko (kernel/ series: `make lab-scheme-b`) "
                            f"and its ptrace_may_access shim are not built here ({PATCHED_KO}, {SHIM_KO})")
 def test_scheme_b_error_paths_on_the_patched_6_12_module(lab612):
     """Without a GPU no queue exists: a made-up id fails the call with ENOENT (and ENOENT in its entry),

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 
-from test_preempt_lab import PATCHED_KO, SHIM_KO
-
-from bench.soak import LAB_MODULES
+from gpreempt_trace.lab.scheme_b import PATCHED_KO, SHIM_KO, load_amdgpu
 
 
 def test_soak_cycles_and_kills_on_the_real_6_12_kfd(lab612):
-    res = lab612.run(LAB_MODULES.format(shim=SHIM_KO, ko=PATCHED_KO) + ".venv/bin/python tests/testing/lab_soak.py",
+    res = lab612.run(load_amdgpu() + ".venv/bin/python tests/testing/lab_soak.py",
                      timeout_s=1500, modules=(), cpus=2)
     assert res.rc == 0, res.output[-4000:]
     line = next((ln for ln in res.output.splitlines() if ln.startswith("RESULT ")), None)

@@ -2,7 +2,8 @@
 1.17, zero GPUs). The offline job opens /dev/kfd and does RUNTIME_ENABLE, the controller is the real
 scheme A service (the lab has no GPU queues: it sends made-up ids with --unchecked-ids and the KFD
 answers INVALID per queue), the recorder records the real kfd_ioctl and queues_suspend/queues_resume
-rows. Every trace is labelled environment=qemu-tcg: its latencies are software-path times under
+rows; scheme B runs on the patched amdgpu.ko where `make lab-scheme-b` built it (lab/scheme_b.py), else its
+cells are refused. Every trace is labelled environment=qemu-tcg: its latencies are software-path times under
 emulation, never hardware numbers. The traces land in OUT on the host; the table, compare and the
 report are made on the host.
 
@@ -54,7 +55,12 @@ def run(o: ABOptions, say: Callable[[str], None] = print, timeout_s: float = 240
     say(f"lab: package bytecode written first ({precompile()}): the guest compiles nothing it imports from it")
     t0 = time.monotonic()
     cmd = " ".join(shlex.quote(x) for x in guest_argv(o, "$OUT/ab")).replace("'$OUT/ab'", '"$OUT/ab"')
-    r = lab.run(cmd, timeout_s=timeout_s, out_dir=str(out), cpus=GUEST_CPUS)
+    from ..lab import scheme_b
+
+    if "B" in o.schemes:
+        say("lab: scheme B " + (f"runs on the patched amdgpu.ko ({scheme_b.PATCHED_KO})" if scheme_b.built() else
+                                "cells will be refused: the patched amdgpu.ko is not built here (make lab-scheme-b, ~10 min)"))
+    r = lab.run(scheme_b.load_amdgpu() + cmd, timeout_s=timeout_s, out_dir=str(out), cpus=GUEST_CPUS, modules=())
     for line in r.output.splitlines():
         say("guest| " + line)
     say(f"lab: guest {lab.kernel} ran {r.wall_s:.0f} s (boot included), exit {r.rc}")

@@ -1,4 +1,5 @@
-"""lab/bytecode.precompile: the .pyc a lab guest (read-only /, PYTHONDONTWRITEBYTECODE=1) cannot write itself."""
+"""The host side of lab runs: the bytecode written before a guest boots (lab/bytecode.py; the guest has
+a read-only / and PYTHONDONTWRITEBYTECODE=1) and the scheme-B module loader (lab/scheme_b.py)."""
 import importlib.util
 import os
 
@@ -23,3 +24,12 @@ def test_default_is_this_package():
     line = precompile()
     assert "did not compile" not in line
     assert os.path.exists(importlib.util.cache_from_source(os.path.join(os.path.dirname(gpreempt_trace.__file__), "errors.py")))
+
+
+def test_scheme_b_loader_names_the_built_module_and_falls_back_to_debians():
+    from gpreempt_trace.lab import scheme_b
+
+    script = scheme_b.load_amdgpu()
+    assert f"[ -f {scheme_b.SHIM_KO} ] && [ -f {scheme_b.PATCHED_KO} ]" in script
+    assert f"insmod {scheme_b.SHIM_KO} && insmod {scheme_b.PATCHED_KO} && echo '{scheme_b.PATCHED_LINE}'" in script
+    assert "else modprobe amdgpu; fi" in script and script.endswith("set +e\n")
