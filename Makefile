@@ -15,7 +15,8 @@ demo: $(SETUP)
 	$(VENV)/bin/gpreempt-trace demo
 
 # experiment ab inside the Debian 6.12 QEMU lab (real KFD, scheme A; TCG times, not hardware numbers).
-# Cost: first use builds the 6.12 lab (downloads, minutes); then ~25 min on a loaded 2-core VM (docs/experiment.md)
+# Cost: first use builds the 6.12 lab (downloads, minutes); then ~7 min idle, ~25 min on a loaded 2-core VM
+# (docs/experiment.md). Scheme B runs where `make lab-scheme-b` built the patched amdgpu.ko, else it is refused.
 demo-lab: $(SETUP)
 	nice -n 10 $(VENV)/bin/gpreempt-trace experiment ab --lab --online gemm --offline gemm --schemes none,A,B \
 		--backend numpy --duration 5 --rate 2 --batch 1 -o out/demo-lab
