@@ -1,7 +1,8 @@
 """`experiment ab --lab` in the Debian 6.12 lab guest (real KFD 1.17, no GPU): the offline job opens
 /dev/kfd and does RUNTIME_ENABLE, the controller is the real scheme-A service (made-up queue ids, the
 KFD answers INVALID), the recorder records the real DBG_TRAP kfd_ioctl rows and queues_suspend /
-queues_resume between the matching markers; every number is labelled environment=qemu-tcg."""
+queues_resume between the matching markers; every number is labelled environment=qemu-tcg. Scheme B
+runs where `make lab-scheme-b` built the patched module, and is refused in one line where not."""
 from __future__ import annotations
 
 import pytest
@@ -11,6 +12,7 @@ from gpreempt_trace.contracts import uapi
 from gpreempt_trace.errors import GptError
 from gpreempt_trace.experiment import lab as lab_driver
 from gpreempt_trace.experiment.ab import ABOptions
+from gpreempt_trace.lab import scheme_b
 
 pytestmark = pytest.mark.lab
 
@@ -25,8 +27,12 @@ def test_experiment_ab_in_the_6_12_lab(lab612, tmp_path):
     except GptError as e:
         pytest.fail(f"{e.line()}\n" + "\n".join(lines[-60:]))
     text = "\n".join(lines)
-    assert "guest| scheme B skipped: this kernel has no scheme B ioctls (ENOTTY: the kernel/ series is not applied)" in lines, text
-    assert sorted(p.name for p in res.traces) == ["A-1", "none-1"], text
+    if scheme_b.built():  # make lab-scheme-b ran here: the guest loads the patched module and B runs
+        assert f"guest| {scheme_b.PATCHED_LINE}" in lines and "guest| scheme B: runs" in lines, text
+        assert sorted(p.name for p in res.traces) == ["A-1", "B-1", "none-1"], text
+    else:  # Debian's module: B is refused in one line, the other cells run
+        assert "guest| scheme B skipped: this kernel has no scheme B ioctls (ENOTTY: the kernel/ series is not applied)" in lines, text
+        assert sorted(p.name for p in res.traces) == ["A-1", "none-1"], text
     for t in res.traces:
         assert api.read_meta(t)["labels"]["environment"] == "qemu-tcg"
     assert "environment qemu-tcg: software-path times under emulation, not hardware numbers" in text
@@ -54,4 +60,6 @@ def test_experiment_ab_in_the_6_12_lab(lab612, tmp_path):
     summary = {r["scheme"]: r for r in res.summary}
     assert summary["A"]["preemptions"] >= 1 and summary["A"]["overlapped_requests"] >= 1
     assert summary["none"]["preemptions"] == 0 and summary["A"]["environment"] == "qemu-tcg"
+    if scheme_b.built():
+        assert summary["B"]["preemptions"] >= 1 and summary["B"]["environment"] == "qemu-tcg"
     assert (out / "report" / "index.html").exists()
