@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gpreempt_trace.lab.scheme_b import PATCHED_KO, SHIM_KO
+from gpreempt_trace.lab.scheme_b import PATCHED_KO, SHIM_KO, built
 
 INVALID = 0x80000000
 
@@ -84,9 +84,7 @@ def test_scheme_a_refuses_on_6_1_and_scheme_b_says_enotty(lab):
                    "boot a kernel with kernel/'s patch series (see kernel/README.md), or use --scheme A", "rc=1"], res.output[-2000:]
 
 
-
-
-@pytest.mark.skipif(not (PATCHED_KO.exists() and SHIM_KO.exists()),
+@pytest.mark.skipif(not built(),
                     reason=f"the patched 6.12 amdgpu.ko (kernel/ series: `make lab-scheme-b`) "
                            f"and its ptrace_may_access shim are not built here ({PATCHED_KO}, {SHIM_KO})")
 def test_scheme_b_error_paths_on_the_patched_6_12_module(lab612):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from gpreempt_trace.lab.scheme_b import PATCHED_KO, SHIM_KO, load_amdgpu
+from gpreempt_trace.lab.scheme_b import built, load_amdgpu
 
 
 def test_soak_cycles_and_kills_on_the_real_6_12_kfd(lab612):
@@ -15,7 +15,7 @@ def test_soak_cycles_and_kills_on_the_real_6_12_kfd(lab612):
     line = next((ln for ln in res.output.splitlines() if ln.startswith("RESULT ")), None)
     assert line, res.output[-4000:]
     r = json.loads(line[len("RESULT "):])
-    assert r["schemes"] == (["A", "B"] if PATCHED_KO.exists() and SHIM_KO.exists() else ["A"])
+    assert r["schemes"] == (["A", "B"] if built() else ["A"])
     for s in r["schemes"]:
         c = r[f"controller_{s}"]
         assert (c["answered"], c["ok"]) == (40, 40) and len(c["fds"]) == 1 and len(c["threads"]) == 1, c

@@ -40,7 +40,8 @@ def guest_argv(o: ABOptions, out: str) -> list[str]:
 
 
 def run(o: ABOptions, say: Callable[[str], None] = print, timeout_s: float = 2400) -> ABResult:
-    from ..lab import Lab, LabBroken, LabUnavailable
+    from ..lab import Lab, LabBroken, LabUnavailable, scheme_b
+    from ..lab.bytecode import precompile
 
     out = Path(o.output)
     _prepare(out)
@@ -50,13 +51,9 @@ def run(o: ABOptions, say: Callable[[str], None] = print, timeout_s: float = 240
         lab = Lab.ensure(kernel="6.12", log=lambda m: say("lab: " + m))
     except (LabUnavailable, LabBroken) as e:
         raise GptError(f"the 6.12 lab cannot run here: {getattr(e, 'what', e)}", "see docs/lab.md") from None
-    from ..lab.bytecode import precompile
-
-    say(f"lab: package bytecode written first ({precompile()}): the guest compiles nothing it imports from it")
+    say(f"lab: package bytecode written first ({precompile()})")
     t0 = time.monotonic()
     cmd = " ".join(shlex.quote(x) for x in guest_argv(o, "$OUT/ab")).replace("'$OUT/ab'", '"$OUT/ab"')
-    from ..lab import scheme_b
-
     if "B" in o.schemes:
         say("lab: scheme B " + (f"runs on the patched amdgpu.ko ({scheme_b.PATCHED_KO})" if scheme_b.built() else
                                 "cells will be refused: the patched amdgpu.ko is not built here (make lab-scheme-b, ~10 min)"))
