@@ -28,8 +28,11 @@ def list_queries() -> list:
 
 
 def query(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None = None) -> pa.Table:
-    """Run a query module (or a .sql file) over traces; returns an Arrow table."""
-    return _query().run(name_or_file, traces, params)
+    """Run a query module (or a .sql file) over traces; returns an Arrow table. A module reads its costly
+    inner views from the traces' derived rows where they are valid (sql/derived.py): the same rows."""
+    from .sql import derived
+
+    return _query().run(name_or_file, traces, params, prepare=derived.attach)
 
 
 def connect(traces: Sequence[str]):
@@ -58,7 +61,7 @@ def export_hive(traces: Iterable[str], dest: str) -> list[Path]:
             here = Path(d)
             table = here.parent == t and here.name in TABLE_NAMES
             return [n for n in names if (n.startswith(".") and n.endswith(".tmp"))
-                    or (here == t and n in ("triggered", ".readers.lock"))  # flight recorder windows: traces of their own
+                    or (here == t and (n in ("triggered", ".readers.lock") or n.startswith(".derived-")))  # flight recorder windows: traces of their own
                     or (table and n.endswith(".parquet") and n != SCHEMA_FILE and here / n not in keep)]
 
         shutil.copytree(t, target, ignore=ignore)
@@ -160,6 +163,13 @@ def compare(traces: Sequence[str], by: str = "scheme", metric: str = "preempt_la
     from .report.compare import CompareOptions, compare as _compare
 
     return _compare(CompareOptions(traces, "scheme" if by is None else by, metric, resamples))
+
+
+def derive(traces: Sequence[str]) -> list[str]:
+    """Compute and keep the derived rows of each finished trace under TRACES (sql/derived.py); one line per trace."""
+    from .sql import derived
+
+    return derived.write(traces)
 
 
 def export_perfetto(trace: str, out_file: str):

@@ -41,6 +41,7 @@ BASE: dict[tuple[str, ...], list[str]] = {
     ("report",): ["{trace}"],
     ("compare",): ["{trace}", "{trace2}"],
     ("export",): ["--hive", "{new}", "{trace}"],
+    ("derive",): ["{trace}"],
     ("synth",): ["--scheme", "A", "--events", "1000", "-o", "{new}"],
     ("doctor",): [],
     ("btf", "build"): [],
@@ -57,7 +58,7 @@ TRIPWIRES = ["gpreempt_trace.api.record", "gpreempt_trace.api.snapshot", "gpreem
 # the trace readers, for malformed traces
 READERS = [["query", "events.overview", "{t}"], ["query", "queues.per_tgid", "{t}", "--format", "json"], ["report", "{t}"],
            ["report", "-o", "{new}", "{t}"], ["compare", "{t}", "{trace2}"], ["export", "--hive", "{new}", "{t}"],
-           ["export", "--perfetto", "-o", "{new}.pftrace", "{t}"], ["exp01", "{t}"]]
+           ["export", "--perfetto", "-o", "{new}.pftrace", "{t}"], ["exp01", "{t}"], ["derive", "{t}"]]
 
 
 def leaf_commands() -> list[tuple[tuple[str, ...], click.Command]]:

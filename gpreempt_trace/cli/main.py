@@ -23,6 +23,7 @@ COMMANDS = {
     "report": "Summarise traces (HTML with plots, or Markdown).",
     "compare": "Compare preemption latency across traces, with statistics.",
     "export": "Export traces (hive-style run folder, or Perfetto).",
+    "derive": "Compute traces' derived rows ahead, for fast outputs.",
     "synth": "Write a synthetic trace (KFD/HWS model) with ground truth.",
     "doctor": "Check what the running (or a given) kernel lets the recorder attach.",
     "btf": "Build the amdgpu module's BTF where it has none (ROCm DKMS hosts).",

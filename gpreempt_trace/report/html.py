@@ -26,12 +26,11 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from ..sql import query
+from ..sql import derived, query
 from ..errors import GptError
 from ..trace.directory import find_traces, read_meta
 from . import events_text, lost_text, run_rows
 
-MEMORY_LIMIT = "640MB"  # DuckDB's share of the report's < 1 GiB peak RSS (issue 23): larger operators spill to a temp folder
 TOP = 12  # bars per bar chart: the processes / models with the most, the table below says how many more
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;max-width:1340px;color:#222}
@@ -232,17 +231,15 @@ def _out_folder(out_dir: str) -> Path:
 
 def _connect(paths, spill: Path):
     """DuckDB over the traces (memory capped, spilling into `spill`) with the report's modules loaded
-    and the shared views computed once."""
-    import duckdb
-
-    con = query.connect([str(p) for p in paths], duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(spill)}))
+    and the shared views computed once: read from the traces' derived rows where they have them, else
+    computed from the events and kept as derived rows for the next output (sql/derived.py)."""
+    con = query.connect([str(p) for p in paths], derived.capped(spill))
     for name in ("report.preemption_cdf", "preempt.summary", "queues.counts", "preempt.collateral", "events.overview",
                  "workload.requests"):
         query.load_module(con, query.resolve(name), {"scheme": "%"})
-    # views are recomputed at every reference: compute the shared ones once (inner first). `runs`
-    # counts every run's events; the others are what several sections (and modules) read.
-    query.materialize(con, "runs", "preempt_preemption_run_keys", "preempt_preemption_timings", "queues_lifecycle_spans",
-                      "queues_lifecycle_states", rows_of={"queues_lifecycle_states": "queues_lifecycle_states_unsorted"})
+    derived.compute(con, paths, unsorted_states=True)
+    # views are recomputed at every reference: `runs` (every run's events counted) once too
+    query.materialize(con, "runs")
     return con
 
 

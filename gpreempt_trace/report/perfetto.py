@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..sql import query
+from ..sql import derived, query
 from ..errors import GptError
 from ..trace.directory import find_traces, read_meta
 
@@ -401,8 +401,9 @@ def read(trace: str) -> dict:
     meta = read_meta(paths[0])
     con = query.connect([str(paths[0])])
     query.load_module(con, query.resolve("preempt.collateral"))
-    query.materialize(con, "queues_lifecycle_spans", "queues_lifecycle_states", "queues_lifecycle",
-                      rows_of={"queues_lifecycle_states": "queues_lifecycle_states_unsorted"})  # offs are sorted below
+    con.execute("CREATE OR REPLACE VIEW queues_lifecycle_states AS SELECT * FROM queues_lifecycle_states_unsorted")  # offs are sorted below
+    have = derived.attach(con, paths)  # the trace's derived rows, where valid (sql/derived.py)
+    query.materialize(con, *[v for v in ("queues_lifecycle_spans", "queues_lifecycle_states_unsorted") if v not in have], "queues_lifecycle")
     run = con.execute("SELECT run_id, events_written, events_lost, start_ns, stop_ns FROM runs").fetchall()[0]
     end_ns = con.execute("SELECT greatest((SELECT max(ts_ns + coalesce(dur_ns, 0)) FROM events), (SELECT max(ts_ns) FROM markers))").fetchall()[0][0]
     start_ns = con.execute("SELECT least((SELECT min(ts_ns) FROM events), (SELECT min(ts_ns) FROM markers))").fetchall()[0][0]

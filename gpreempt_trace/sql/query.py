@@ -244,8 +244,9 @@ def _check_params(mod: Module, params: dict[str, str]) -> None:
         )
 
 
-def run(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None = None) -> pa.Table:
-    """Run a module (or a .sql file) over traces and return its result as an Arrow table."""
+def run(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None = None, prepare=None) -> pa.Table:
+    """Run a module (or a .sql file) over traces and return its result as an Arrow table. `prepare(con,
+    trace paths)` runs once the module is loaded (api.query: derived.attach, the traces' derived rows)."""
     mod = resolve(name_or_file)
     params = params or {}
     if not name_or_file.endswith(".sql"):
@@ -269,6 +270,8 @@ def run(name_or_file: str, traces: Sequence[str], params: dict[str, str] | None 
         except duckdb.Error as e:
             raise QueryError(f"query {mod.path} failed: {str(e).splitlines()[0]}", "check the SQL") from None
     load_module(con, mod, params)
+    if prepare is not None:
+        prepare(con, find_traces(traces))
     return _arrow(con.sql(f"SELECT * FROM {mod.main_view}"), f"query {mod.name}")
 
 
