@@ -134,3 +134,13 @@ def test_the_perfetto_export_is_the_same_from_them(traces, tmp_path):
     api.derive([str(a)])
     warm = api.export_perfetto(str(a), str(tmp_path / "warm.pftrace"))
     assert Path(cold).read_bytes() == Path(warm).read_bytes()
+
+
+def test_a_large_recording_gets_them_as_it_closes(traces, tmp_path, monkeypatch):
+    a = _copy(traces[:1], tmp_path)[0]
+    assert api.derive_at_close(a, api.DERIVE_AT_CLOSE_MIN_EVENTS - 1) is None and not (a / "derived").exists()
+    line = api.derive_at_close(a, api.DERIVE_AT_CLOSE_MIN_EVENTS)  # in a child process: `gpreempt-trace derive`
+    assert re.fullmatch(r"derived rows in \d+\.\d s", line) and derived.valid(a)
+    gone = tmp_path / "gone"  # the child's error, in the record's summary line; the recording itself stands
+    assert api.derive_at_close(gone, 10**9) == (f"derived rows not written (Error: {gone} does not exist: give the path of a trace "
+                                                "directory): the first report computes them")

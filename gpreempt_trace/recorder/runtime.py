@@ -132,6 +132,7 @@ class RecordResult:
     missed: int | None = None  # meta counters.events_missed
     unread_at_stop: int = 0  # of `lost`: left in the ring when the stop deadline passed
     saved: list = field(default_factory=list)  # flight recorder: the trace directories saved under OUT/triggered
+    derived: str | None = None  # api.record: what computing the trace's derived rows at close gave (large traces)
 
     def summary_line(self) -> str:
         lost = "lost: unknown (the kernel's loss counter could not be read)" if self.lost is None else f"{self.lost} lost"
@@ -144,6 +145,8 @@ class RecordResult:
             line += f"; {self.missed} program runs skipped by the kernel (another BPF program was active on that CPU)"
         if self.saved:
             line += f"; {len(self.saved)} window{'s' if len(self.saved) > 1 else ''} saved under {self.path / 'triggered'}"
+        if self.derived:
+            line += f"; {self.derived}"
         return line
 
 

@@ -96,7 +96,9 @@ def command(ctx, print_bpf, **flags):
     With `-- CMD ARGS...` it starts CMD, records it and its descendants, stops when it exits and
     returns its exit code (`-- docker exec C CMD`: the processes that start in container C). Without a
     command it records until --duration or Ctrl-C (every process, or those given with -p/--container). Stopping drains what the ring holds for at most 2 s; the rest is counted
-    as lost. Ends with one line: events, segments, lost.
+    as lost. Ends with one line: events, segments, lost. A recording of 1,000,000 events or more then
+    computes its derived rows (`gpreempt-trace derive`, in a child process) so its first report opens
+    fast; the line says how long that took.
     """
     flags["labels"] = parse_labels(flags["labels"])
     opts = RecordOptions(**flags)
