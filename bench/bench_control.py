@@ -24,7 +24,8 @@ an IPI to an idle vCPU: ~+15 us per direction on this VM), and which one a pair 
 to block (measured: 19.8 vs 49.6 us p50 for the same service in neighbouring blocks, the floor 11.0 vs
 32.3), so unpinned ratios compare lotteries. Pinned, floor and controller see the same placement.
 The client: gpreempt_trace.control.Client as an online server gets it (awake up to client.SPIN_US for
-each answer before it sleeps, yielding its CPU between looks), and once more with spin_us=0 (sleeping in
+each answer before it sleeps, yielding its CPU between looks; asleep at once where it shares its only
+CPU with the service), and once more with spin_us=0 (sleeping in
 recv at once, as the floor's and the minimal service's clients do), without a trace.
 `python -m bench control` (10000 calls per service and placement, half preempt, half resume), or
 `python -m bench.bench_control N` (N calls); `python -m bench.bench_control N unpinned`: left to the
@@ -243,7 +244,7 @@ def measure(n: int = 10_000, trace: bool = False, placement: tuple | None = None
         for p in (floor, minimal):
             if p is not None:
                 p.close()
-    out = {"calls": n, "trace": trace, "spin_us": spin_us, "cpus": (sorted(mine), sorted(theirs)), "blocks": blocks}
+    out = {"calls": n, "trace": trace, "spin_us": spin_us, "spun_us": c._spin_ns // 1000, "cpus": (sorted(mine), sorted(theirs)), "blocks": blocks}
     for i, name in enumerate(("call_to_issued", "return_to_seen", "round_trip")):
         out[name] = _stats(ctl[i])
         out[name + "_floor"] = _stats(flo[i])
@@ -276,8 +277,9 @@ def main(argv=None) -> int:
             r = measure(n, trace, placement, spin)
             print(f" {where} (client on CPU {r['cpus'][0]}, partners on {r['cpus'][1]}), "
                   f"service {'with -o TRACE (markers written)' if trace else 'without a trace'}, "
-                  + (f"client awake up to {SPIN_US} us for the answer (the default):" if spin is None else
-                     "client sleeping at once (spin_us=0: the floor's way of waiting):"))
+                  + ("client sleeping at once (spin_us=0: the floor's way of waiting):" if spin is not None else
+                     f"client awake up to {SPIN_US} us for the answer (the default):" if r["spun_us"] else
+                     "default client, which sleeps at once here (it shares its only CPU with the service):"))
             _show(r)
     print(f"  (target: round trip within 2x of the floor at p50 and p99, the default client. minimal: the least a Python "
           f"service can do per request, same bytes, as a multiple of the floor (its client and the floor's sleep at once); load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs; "

@@ -404,3 +404,38 @@ def test_client_refuses_a_negative_spin():
 
     with pytest.raises(GptError, match="spin_us -1 is negative"):
         Client("/nonexistent", spin_us=-1)
+
+
+_PEER = r'''
+import os, socket, sys, time
+os.sched_setaffinity(0, {int(c) for c in sys.argv[2].split(",")})
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1]); s.listen(4)
+print("READY", flush=True)
+time.sleep(30)
+'''
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to place client and service apart")
+@pytest.mark.parametrize("client_cpus, peer_cpus, alone", [
+    ([0], [0], True),  # both pinned to one CPU, the same: the client sleeps at once
+    ([0], [1], False), ([0, 1], [0], False), ([0], [0, 1], False), ([0, 1], [0, 1], False),
+])
+def test_client_sleeps_at_once_only_where_it_shares_its_only_cpu(tmp_path, client_cpus, peer_cpus, alone):
+    from gpreempt_trace.control import Client
+
+    cpus = sorted(os.sched_getaffinity(0))
+    mine, theirs = {cpus[i] for i in client_cpus}, {cpus[i] for i in peer_cpus}
+    path = str(tmp_path / "s")
+    p = subprocess.Popen([sys.executable, "-c", _PEER, path, ",".join(map(str, theirs))], stdout=subprocess.PIPE, text=True)
+    before = os.sched_getaffinity(0)
+    try:
+        assert p.stdout.readline().strip() == "READY"
+        os.sched_setaffinity(0, mine)
+        spinning, sleeping = Client(path, spin_us=100).connect(), Client(path, spin_us=0).connect()
+        assert (spinning._spin_ns, sleeping._spin_ns) == (0 if alone else 100_000, 0)
+        spinning.close(), sleeping.close()
+    finally:
+        os.sched_setaffinity(0, before)
+        p.kill()
+        p.wait()
