@@ -70,7 +70,10 @@ def test_a_module_query_reads_them_with_its_parameters(traces, tmp_path):
     paths = [str(t) for t in mine]
     live = {s: api.query("preempt.preemption", paths, {"scheme": s}) for s in ("A", "B", "%")}
     live_lc = {m: api.query(m, paths) for m in ("queues.lifecycle", "preempt.collateral")}
+    cmp = api.compare(paths)
     api.derive(paths)
+    again = api.compare(paths)  # compare reads the timings too
+    assert (again.verdict, again.diffs.to_pylist()) == (cmp.verdict, cmp.diffs.to_pylist()) and cmp.diffs.num_rows > 0
     for s, want in live.items():
         got = api.query("preempt.preemption", paths, {"scheme": s})
         assert got.equals(want) and want.num_rows > 0
@@ -118,9 +121,11 @@ def test_the_report_keeps_them_for_finished_traces_and_reads_them_next_time(trac
     api.report([str(t) for t in mine], str(tmp_path / "r1"))
     assert derived.valid(mine[0]) and not (mine[1] / "derived").exists()
     (mine[1] / "meta.json").write_text(json.dumps(meta))
+    md_cold = api.report([str(t) for t in mine])  # the Markdown summary: b has none, every view from the events
     cold = api.report([str(t) for t in mine], str(tmp_path / "r2"))  # b has none: every view from the events
     assert derived.valid(mine[1])
     warm = api.report([str(t) for t in mine], str(tmp_path / "r3"))  # every view from derived rows
+    assert api.report([str(t) for t in mine]) == md_cold and "## Collateral preemption" in md_cold
     strip = lambda p: re.sub(r"<img[^>]*>", "", Path(p).read_text())  # noqa: E731
     assert strip(warm) == strip(cold)
     assert len(list((tmp_path / "r2").glob("*.png"))) >= 3

@@ -76,3 +76,18 @@ def test_a_run_without_recorder_is_not_called_lossy(tmp_path):
     page = api.report([str(tmp_path / "snap")], str(tmp_path / "out")).read_text()
     assert "No recorder ran in this run" in page and "none (no recorder ran)" in page
     assert "lost an unknown number of events" not in page
+
+
+def test_markdown_shows_first_rows_and_the_whole_count(tmp_path):
+    a = synthetic.generate(tmp_path / "a", "A", 3000, 1)
+    con = api.connect([str(a)])
+    from gpreempt_trace.sql import query
+
+    query.load_module(con, query.resolve("preempt.collateral"))
+    per = con.sql("SELECT tgid, collateral_unmaps FROM preempt_collateral_per_process ORDER BY collateral_unmaps DESC, run_id, tgid").fetchall()
+    assert len(per) > 2 and per[0][1] > per[-1][1]
+    text = api.report([str(a)], max_rows=2)
+    sec = text.split("## Collateral preemption (unmaps that hit other processes), per process\n")[1].split("```text\n")[1].split("```")[0]
+    rows = [line.split() for line in sec.splitlines()[2:4]]
+    assert [(int(r[1]), int(r[4])) for r in rows] == per[:2]  # the most-hit processes first
+    assert f"... {len(per) - 2} more rows (use --format csv or --out)\n({len(per)} rows)" in sec

@@ -1,6 +1,8 @@
 """A Markdown summary of one or many traces, built from the query modules (plus an optional plot)."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -10,14 +12,16 @@ from ..sql import query
 from .tables import format_table
 from ..trace.directory import find_traces, read_meta
 
-# (title, module, columns to show or None for all); a section is left out when its module is absent
-SECTIONS = (
+# a section is left out when its module is absent or its view has no rows
+SECTIONS = (  # (title, module, the rows shown: a SELECT; None = every row of the module's own view)
     ("What fired", "events.overview", None),
     ("Queues per process", "queues.per_tgid", None),
     ("KFD ioctls", "ioctl.summary", None),
     ("Queue requests per process (ioctl path)", "ioctl.queue_requests", None),
     ("Controller call times (request -> done marker)", "preempt.call_stats", None),
-    ("Collateral preemption (unmaps that hit other processes)", "preempt.collateral", None),
+    # per process, not per unmap (millions of rows on a day's trace: `query preempt.collateral` lists them)
+    ("Collateral preemption (unmaps that hit other processes), per process", "preempt.collateral",
+     "SELECT * FROM preempt_collateral_per_process ORDER BY collateral_unmaps DESC, run_id, tgid"),
     ("Queue inventory (debugfs)", "exp01.inventory", None),
 )
 
@@ -75,24 +79,35 @@ def _plan_section(traces: Sequence[Path]) -> list[str]:
 
 
 def build(traces: Sequence[str], max_rows: int = 40) -> str:
+    """The Markdown summary: each section's first max_rows rows and its row count, read from the traces'
+    derived rows where they have them (sql/derived.py), DuckDB memory capped as for the HTML report."""
+    from ..sql import derived
+
     paths = find_traces(traces)
     mods = query.list_modules()
-    con = query.connect([str(p) for p in paths])
-    md = ["# gpreempt-trace report", "", "## Runs", "", *_runs_section(paths, run_rows(con)), ""]
-    plan = _plan_section(paths)
-    if plan:
-        md += ["## Probes that did not attach", "", *plan, ""]
-    for title, name, cols in SECTIONS:
-        if name not in mods:
-            continue
-        query.load_module(con, mods[name])
-        tbl: pa.Table = query._arrow(con.sql(f"SELECT * FROM {mods[name].main_view}"))
-        if tbl.num_rows == 0:
-            continue
-        if cols:
-            tbl = tbl.select(cols)
-        md += [f"## {title}", "", f"`gpreempt-trace query {name}`", "", "```text", format_table(tbl, max_rows).rstrip(), "```", ""]
-    return "\n".join(md)
+    spill = Path(tempfile.mkdtemp(prefix="gpt-report-"))
+    try:
+        con = query.connect([str(p) for p in paths], derived.capped(spill))
+        md = ["# gpreempt-trace report", "", "## Runs", "", *_runs_section(paths, run_rows(con)), ""]
+        plan = _plan_section(paths)
+        if plan:
+            md += ["## Probes that did not attach", "", *plan, ""]
+        sections = [(title, mods[name], sql or f"SELECT * FROM {mods[name].main_view}") for title, name, sql in SECTIONS if name in mods]
+        for _, mod, _ in sections:
+            query.load_module(con, mod)
+        derived.attach(con, paths)
+        for title, mod, sql in sections:
+            n = con.sql(f"SELECT count(*) FROM ({sql})").fetchall()[0][0]
+            if n == 0:
+                continue
+            tbl: pa.Table = query._arrow(con.sql(f"{sql} LIMIT {int(max_rows)}"))
+            how = (f"`gpreempt-trace query {mod.name}`" if sql.endswith(f"FROM {mod.main_view}")
+                   else f"`{sql}` (views of `gpreempt-trace query {mod.name}`, which lists {mod.main_view})")
+            md += [f"## {title}", "", how, "", "```text", format_table(tbl, max_rows, n).rstrip(), "```", ""]
+        con.close()
+        return "\n".join(md)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def plot(traces: Sequence[str], png: str) -> str:

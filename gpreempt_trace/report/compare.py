@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..sql import query
+from ..sql import derived, query
+from ..trace.directory import find_traces
 from ..errors import GptError
 
 METRICS = ("preempt_latency_ns", "preempt_call_ns", "resume_latency_ns", "suspended_ns")
@@ -76,6 +77,7 @@ def _samples(opts: CompareOptions, con=None):
     if con is None:
         con = query.connect(opts.traces)
         query.load_module(con, query.resolve("preempt.preemption"), {"scheme": "%"})
+        derived.attach(con, find_traces(opts.traces))  # the traces' derived timings, where valid
     if opts.by == "scheme":
         key = "p.scheme"
     else:
