@@ -149,3 +149,15 @@ def test_a_large_recording_gets_them_as_it_closes(traces, tmp_path, monkeypatch)
     gone = tmp_path / "gone"  # the child's error, in the record's summary line; the recording itself stands
     assert api.derive_at_close(gone, 10**9) == (f"derived rows not written (Error: {gone} does not exist: give the path of a trace "
                                                 "directory): the first report computes them")
+
+
+def test_a_dead_writers_folder_is_swept_and_a_live_ones_kept(traces, tmp_path):
+    a = _copy(traces[:1], tmp_path)[0]
+    dead, live = a / ".derived-dead", a / ".derived-live"
+    for d in (dead, live):
+        d.mkdir()
+        (d / "x.parquet").write_bytes(b"half")
+    old = dead.stat().st_mtime - derived.STALE_S - 1
+    os.utime(dead, (old, old))
+    api.report([str(a)], str(tmp_path / "r"))  # keeps the derived rows: sweeps first
+    assert derived.valid(a) and not dead.exists() and live.exists()

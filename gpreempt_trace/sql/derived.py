@@ -141,6 +141,7 @@ def keep(con: duckdb.DuckDBPyConnection, traces: Sequence[Path], names: Sequence
             return []
     done = []
     for t, rid in todo:
+        _sweep(t)
         fp = fingerprint(t)  # before reading: a trace that changes meanwhile is not valid against it
         try:
             tmp = Path(tempfile.mkdtemp(prefix=".derived-", dir=t))
@@ -158,6 +159,21 @@ def keep(con: duckdb.DuckDBPyConnection, traces: Sequence[Path], names: Sequence
         except (OSError, duckdb.Error):
             shutil.rmtree(tmp, ignore_errors=True)
     return done
+
+
+STALE_S = 600  # a hidden .derived-* folder this old was left by a writer that died (a live one takes seconds)
+
+
+def _sweep(trace: Path) -> None:
+    """Remove the hidden folders of writers that died before their rename (kill -9 in the middle)."""
+    import time
+
+    for p in trace.glob(".derived-*"):
+        try:
+            if time.time() - p.stat().st_mtime > STALE_S:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _replace(dest: Path, new: Path) -> None:
