@@ -237,9 +237,10 @@ def _connect(paths, spill: Path):
     for name in ("report.preemption_cdf", "preempt.summary", "queues.counts", "preempt.collateral", "events.overview",
                  "workload.requests"):
         query.load_module(con, query.resolve(name), {"scheme": "%"})
-    derived.compute(con, paths, unsorted_states=True)
-    # views are recomputed at every reference: `runs` (every run's events counted) once too
+    # views are recomputed at every reference: `runs` (every run's events counted) once, before the views
+    # that read it (collateral's loss column) are computed
     query.materialize(con, "runs")
+    derived.compute(con, paths, unsorted_states=True)
     return con
 
 
