@@ -244,7 +244,7 @@ def measure(n: int = 10_000, trace: bool = False, placement: tuple | None = None
         for p in (floor, minimal):
             if p is not None:
                 p.close()
-    out = {"calls": n, "trace": trace, "spin_us": spin_us, "spun_us": c._spin_ns // 1000, "cpus": (sorted(mine), sorted(theirs)), "blocks": blocks}
+    out = {"calls": n, "trace": trace, "spin_us": spin_us, "spun_us": c.awake_us, "cpus": (sorted(mine), sorted(theirs)), "blocks": blocks}
     for i, name in enumerate(("call_to_issued", "return_to_seen", "round_trip")):
         out[name] = _stats(ctl[i])
         out[name + "_floor"] = _stats(flo[i])

@@ -433,7 +433,7 @@ def test_client_sleeps_at_once_only_where_it_shares_its_only_cpu(tmp_path, clien
         assert p.stdout.readline().strip() == "READY"
         os.sched_setaffinity(0, mine)
         spinning, sleeping = Client(path, spin_us=100).connect(), Client(path, spin_us=0).connect()
-        assert (spinning._spin_ns, sleeping._spin_ns) == (0 if alone else 100_000, 0)
+        assert (spinning.awake_us, sleeping.awake_us) == (0 if alone else 100, 0)
         spinning.close(), sleeping.close()
     finally:
         os.sched_setaffinity(0, before)

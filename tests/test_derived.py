@@ -39,6 +39,7 @@ def _copy(traces, dest: Path) -> list[Path]:
 def test_each_traces_rows_are_the_views_rows(traces, tmp_path):
     mine = _copy(traces, tmp_path)
     live = _rows(mine, use_derived=False)
+    alone = {t: _rows([t], use_derived=False) for t in mine}
     assert all(live[v.name] for v in derived.VIEWS)  # every view has rows to compare
     lines = api.derive([str(t) for t in mine])
     assert [re.sub(r"\(\d+\.\d s\)", "(T s)", x) for x in lines] == [f"{t}: derived rows written (T s)" for t in mine]
@@ -46,13 +47,7 @@ def test_each_traces_rows_are_the_views_rows(traces, tmp_path):
         assert derived.valid(t)
     assert _rows(mine, use_derived=True) == live  # all three together
     for t in mine:  # and each alone
-        assert _rows([t], use_derived=True) == _rows_live_alone(t)
-
-
-def _rows_live_alone(t: Path) -> dict:
-    con = query.connect([str(t)])
-    derived._load(con, unsorted_states=False)
-    return {v.name: con.sql(f"SELECT * FROM {v.name} ORDER BY ALL").fetchall() for v in derived.VIEWS}
+        assert _rows([t], use_derived=True) == alone[t]
 
 
 def test_derive_says_what_it_did(traces, tmp_path):
@@ -161,3 +156,17 @@ def test_a_dead_writers_folder_is_swept_and_a_live_ones_kept(traces, tmp_path):
     os.utime(dead, (old, old))
     api.report([str(a)], str(tmp_path / "r"))  # keeps the derived rows: sweeps first
     assert derived.valid(a) and not dead.exists() and live.exists()
+
+
+def test_rows_of_a_trace_that_changed_while_they_were_computed_are_not_read(traces, tmp_path):
+    a = _copy(traces[:1], tmp_path)[0]
+    before = derived.fingerprints([a])
+    con = query.connect([str(a)])  # lists the segments the rows are computed from
+    seg = next(p for p in (a / "events").iterdir() if p.name != "schema.parquet")
+    os.utime(seg, ns=(seg.stat().st_atime_ns, seg.stat().st_mtime_ns + 1))  # e.g. a recorder closing or merging one meanwhile
+    assert derived.compute(con, [a], before, finished_only=False) == []
+    assert (a / "derived" / derived.MANIFEST).is_file()  # written, under the fingerprint of before the change
+    assert not derived.valid(a)
+    con = query.connect([str(a)])
+    derived._load(con, False)
+    assert derived.attach(con, [a]) == []  # so never read for the trace as it is now

@@ -83,6 +83,12 @@ class Client:
         self._sock: socket.socket | None = None
         self._buf = b""
 
+    @property
+    def awake_us(self) -> int:
+        """How long this connection stays awake for an answer: spin_us, or 0 where it shares its only CPU
+        with the service (decided at connect)."""
+        return self._spin_ns // 1000
+
     # ---- connection ------------------------------------------------------------------------------
     def connect(self) -> Client:
         if self._sock is None:

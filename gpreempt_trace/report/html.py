@@ -233,6 +233,7 @@ def _connect(paths, spill: Path):
     """DuckDB over the traces (memory capped, spilling into `spill`) with the report's modules loaded
     and the shared views computed once: read from the traces' derived rows where they have them, else
     computed from the events and kept as derived rows for the next output (sql/derived.py)."""
+    before = derived.fingerprints(paths)  # what the views will be computed from, should they be kept
     con = query.connect([str(p) for p in paths], derived.capped(spill))
     for name in ("report.preemption_cdf", "preempt.summary", "queues.counts", "preempt.collateral", "events.overview",
                  "workload.requests"):
@@ -240,7 +241,7 @@ def _connect(paths, spill: Path):
     # views are recomputed at every reference: `runs` (every run's events counted) once, before the views
     # that read it (collateral's loss column) are computed
     query.materialize(con, "runs")
-    derived.compute(con, paths, unsorted_states=True)
+    derived.compute(con, paths, before, unsorted_states=True)
     return con
 
 

@@ -6,7 +6,8 @@ computed from: the format, a hash of the SQL modules, and every segment's name, 
 meta.json's bytes (`fingerprint`). An output reads them (`attach`) only while all of that is unchanged
 and every trace it reads has them; otherwise it computes the views from the events as before, and
 `keep` writes each finished trace's rows (meta.json has stop_ns: no recorder is still adding to it)
-from what it computed, so the next output over that trace opens fast. `write` does it ahead, for
+from what it computed (under the fingerprint taken before the connection listed the segments), so the
+next output over that trace opens fast. `write` does it ahead, for
 `gpreempt-trace derive` (and `record`, when it closes a trace).
 
 Every view here is per run: each join, window and group stays within one run_id (or its hash `rk`),
@@ -120,20 +121,25 @@ def _finished(trace: Path) -> bool:
     return read_meta(trace).get("stop_ns") is not None
 
 
-def keep(con: duckdb.DuckDBPyConnection, traces: Sequence[Path], names: Sequence[str] | None = None,
-         finished_only: bool = True) -> list[Path]:
+def fingerprints(traces: Sequence[Path]) -> dict[Path, dict]:
+    """Each trace's fingerprint, taken before a connection lists its segments: rows computed on that
+    connection are kept under it, so any change after it (a segment closed, merged or deleted) leaves
+    them invalid rather than passing for the newer state."""
+    return {Path(t): fingerprint(Path(t)) for t in traces}
+
+
+def keep(con: duckdb.DuckDBPyConnection, traces: Sequence[Path], before: dict[Path, dict], finished_only: bool = True) -> list[Path]:
     """Write the derived rows of each finished trace that lacks valid ones, split by run from the views of
-    VIEWS on `con` (computed over all `traces`, with PARAMS; every module of VIEWS loaded). Best effort: a
-    trace that cannot be written (read-only, full disk) or whose rows name another run is left without.
-    Returns the traces written."""
+    VIEWS on `con` (computed over all `traces`, with PARAMS; every module of VIEWS loaded), under the
+    fingerprints `before` took. Best effort: a trace that cannot be written (read-only, full disk) or
+    whose rows name another run is left without. Returns the traces written."""
     traces = [Path(t) for t in traces]
     ids = _run_ids(traces)
     todo = [(t, rid) for t, rid in zip(traces, ids or []) if (_finished(t) or not finished_only) and not valid(t)]
     if not todo:
         return []
-    names = list(names or [v.name for v in VIEWS])
     # every row must belong to one of the traces' runs, or splitting by run would drop it
-    for v in (BY_NAME[n] for n in names):
+    for v in VIEWS:
         col = "hash(run_id)" if v.key == "rk" else "run_id"
         stray = con.execute(f"SELECT count(*) FROM {v.name} WHERE {v.key} NOT IN (SELECT {col} FROM (SELECT unnest(?) AS run_id))",
                             [ids]).fetchall()[0][0]
@@ -142,18 +148,17 @@ def keep(con: duckdb.DuckDBPyConnection, traces: Sequence[Path], names: Sequence
     done = []
     for t, rid in todo:
         _sweep(t)
-        fp = fingerprint(t)  # before reading: a trace that changes meanwhile is not valid against it
         try:
             tmp = Path(tempfile.mkdtemp(prefix=".derived-", dir=t))
         except OSError:
             continue
         try:
             lit = query._sql_literal(rid)
-            for v in (BY_NAME[n] for n in names):
+            for v in VIEWS:
                 where = f"rk = hash({lit})" if v.key == "rk" else f"run_id = {lit}"
                 con.execute(f"COPY (SELECT * FROM {v.name} WHERE {where}) TO {query._sql_literal(str(tmp / (v.name + '.parquet')))} "
                             "(FORMAT parquet, COMPRESSION zstd)")
-            (tmp / MANIFEST).write_text(json.dumps({"fingerprint": fp, "views": names, "run_id": rid}, indent=1))
+            (tmp / MANIFEST).write_text(json.dumps({"fingerprint": before[t], "views": [v.name for v in VIEWS], "run_id": rid}, indent=1))
             _replace(t / DIR, tmp)
             done.append(t)
         except (OSError, duckdb.Error):
@@ -200,9 +205,11 @@ def _load(con: duckdb.DuckDBPyConnection, unsorted_states: bool) -> None:
         con.execute("CREATE OR REPLACE VIEW queues_lifecycle_states AS SELECT * FROM queues_lifecycle_states_unsorted")
 
 
-def compute(con: duckdb.DuckDBPyConnection, traces: Sequence[Path], unsorted_states: bool = False) -> list[str]:
-    """On a connection over `traces`: load the modules of VIEWS (with PARAMS), then either attach the
-    traces' derived rows or compute the views once (temp tables) and keep them for the finished traces.
+def compute(con: duckdb.DuckDBPyConnection, traces: Sequence[Path], before: dict[Path, dict], unsorted_states: bool = False,
+            finished_only: bool = True) -> list[str]:
+    """On a connection over `traces` (opened after `before = fingerprints(traces)`): load the modules of
+    VIEWS (with PARAMS), then either attach the traces' derived rows or compute the views once (temp
+    tables) and keep them for the finished traces (every trace: finished_only=False).
     `unsorted_states`: queues_lifecycle_states reads its rows in no order (what the report and the
     export need; its ORDER BY over 2.9 M rows of a 10 M-event trace cost 0.5 s of CPU).
     Returns the views read from derived rows (empty when computed)."""
@@ -211,7 +218,7 @@ def compute(con: duckdb.DuckDBPyConnection, traces: Sequence[Path], unsorted_sta
     if attached:
         return attached
     query.materialize(con, *(v.name for v in VIEWS))
-    keep(con, traces)
+    keep(con, traces, before, finished_only)
     return []
 
 
@@ -230,14 +237,13 @@ def write(traces: Sequence[str]) -> list[str]:
         t0 = time.perf_counter()
         spill = Path(tempfile.mkdtemp(prefix="gpt-derive-"))
         try:
+            before = fingerprints([t])
             con = query.connect([str(t)], capped(spill))
-            _load(con, unsorted_states=True)
-            query.materialize(con, *(v.name for v in VIEWS))
-            written = keep(con, [t], finished_only=False)
+            compute(con, [t], before, unsorted_states=True, finished_only=False)
             con.close()
         finally:
             shutil.rmtree(spill, ignore_errors=True)
-        if not written:
+        if not valid(t):
             raise GptError(f"could not write {t / DIR} ({_why_not(t)})", "make the trace folder writable, or copy the trace and derive the copy")
         out.append(f"{t}: derived rows written ({time.perf_counter() - t0:.1f} s)")
     return out
@@ -246,4 +252,4 @@ def write(traces: Sequence[str]) -> list[str]:
 def _why_not(t: Path) -> str:
     if not os.access(t, os.W_OK):
         return "the folder is not writable"
-    return "its rows name another run than meta.json's run_id, or the disk refused the files"
+    return "it changed while its rows were computed (a recorder still writing it?), its rows name another run than meta.json's run_id, or the disk refused the files"
